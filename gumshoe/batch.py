@@ -1,0 +1,248 @@
+"""Row validation: a list of JSON row objects -> one columnar Batch, or an InsertError.
+
+Imports schema and errors only. The whole batch is checked before anything is applied; every
+error names the row index and the column. Conversion runs per column through C-level iterators
+(`map`, `np.array`), never a Python statement per row on the success path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import operator
+from typing import Any
+
+import numpy as np
+
+from .errors import InsertError
+from .schema import Column, Schema
+
+_NoneType = type(None)
+_NUMBER = frozenset((int, float))
+_NUMBER_OR_NONE = frozenset((int, float, _NoneType))
+_STRING_OR_NONE = frozenset((str, _NoneType))
+TIMESTAMP_MAX = 2**32 - 1
+
+
+@dataclasses.dataclass(slots=True)
+class Batch:
+    """A validated batch: numpy columns, strings not yet dictionary-encoded."""
+
+    n: int
+    timestamps: np.ndarray  # int64 Unix seconds
+    dims: dict[str, Any]  # numeric: ndarray of the column dtype; string: list[str | None]
+    nils: dict[str, np.ndarray | None]  # per dimension, None when no row is nil
+    metrics: dict[str, np.ndarray]  # the column's store dtype (int64 / uint64 / float64)
+    counts: np.ndarray | None = None  # int64 roll-up counts; None means 1 per row
+
+    def take(self, index: np.ndarray) -> Batch:
+        """The rows at `index` (a boolean mask or integer positions)."""
+        pos = np.flatnonzero(index) if index.dtype == bool else index
+        dims = {k: ([v[i] for i in pos.tolist()] if isinstance(v, list) else v[pos])
+                for k, v in self.dims.items()}
+        return Batch(len(pos), self.timestamps[pos], dims,
+                     {k: (None if v is None else v[pos]) for k, v in self.nils.items()},
+                     {k: v[pos] for k, v in self.metrics.items()},
+                     None if self.counts is None else self.counts[pos])
+
+
+def _json_type(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, (int, float)):
+        return "a number"
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, list):
+        return "an array"
+    if isinstance(v, dict):
+        return "an object"
+    return type(v).__name__
+
+
+def _first(values: list[Any], allowed: frozenset[type]) -> int:
+    return next(i for i, v in enumerate(values) if type(v) not in allowed)
+
+
+def _fmt(v: Any) -> str:
+    return repr(v) if isinstance(v, str) else str(v).replace("True", "true").replace(
+        "False", "false")
+
+
+def _column_values(rows: list[dict[str, Any]], name: str) -> list[Any]:
+    return list(map(dict.get, rows, itertools.repeat(name)))
+
+
+def _integers(obj: np.ndarray, col: Column, where: str) -> np.ndarray:
+    """Object array of ints/integral floats -> the column's integer dtype, range-checked."""
+    lo, hi = col.value_range
+    target = np.uint64 if col.dtype == np.uint64 else np.int64
+    try:
+        arr = obj.astype(target)
+    except OverflowError:
+        arr = None
+    if arr is None or (target is np.uint64 and obj.size and bool(np.any(obj < 0))):
+        for i, v in enumerate(obj.tolist()):
+            if not lo <= v <= hi:
+                raise InsertError(f"rows[{i}].{col.name}: value {_fmt(v)} is out of range for "
+                                  f"{col.type_name} [{lo}, {hi}]{where}") from None
+        raise AssertionError("unreachable")
+    if target is np.int64 and (lo > np.iinfo(np.int64).min or hi < np.iinfo(np.int64).max):
+        bad = (arr < lo) | (arr > hi)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise InsertError(f"rows[{i}].{col.name}: value {_fmt(obj[i])} is out of range for "
+                              f"{col.type_name} [{lo}, {hi}]{where}")
+    return arr
+
+
+def _numbers(values: list[Any], col: Column, allow_nil: bool, where: str = ""
+             ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Convert one column's JSON values. Returns (values in col dtype, nil mask or None)."""
+    n = len(values)
+    types = set(map(type, values))
+    if not types <= _NUMBER_OR_NONE or (not allow_nil and _NoneType in types):
+        i = _first(values, _NUMBER_OR_NONE if allow_nil else _NUMBER)
+        raise InsertError(f"rows[{i}].{col.name}: expected a number, got "
+                          f"{_json_type(values[i])}{where}")
+    nil = None
+    if types == {int} and col.dtype.kind != "f":
+        try:
+            arr = np.array(values, dtype=np.int64)
+        except OverflowError:
+            arr = _integers(np.array(values, dtype=object), col, where)
+        else:
+            lo, hi = col.value_range
+            if n and (int(arr.min()) < lo or int(arr.max()) > hi):
+                i = int(np.argmax((arr < lo) | (arr > hi)))
+                raise InsertError(f"rows[{i}].{col.name}: value {values[i]} is out of range for "
+                                  f"{col.type_name} [{lo}, {hi}]{where}")
+        return arr.astype(col.dtype, copy=False), None
+    obj = np.array(values, dtype=object)
+    if _NoneType in types:
+        nil = np.fromiter(map(operator.is_, values, itertools.repeat(None)), bool, n)
+        obj[nil] = 0
+        if not nil.any():
+            nil = None
+    if float in types:
+        f = obj.astype(np.float64)
+        finite = np.isfinite(f)
+        if not finite.all():
+            i = int(np.argmin(finite))
+            raise InsertError(f"rows[{i}].{col.name}: value {values[i]} is not a finite "
+                              f"number{where}")
+        if col.dtype.kind == "f":
+            lo, hi = col.value_range
+            bad = (f < lo) | (f > hi)
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise InsertError(f"rows[{i}].{col.name}: value {values[i]} is out of range "
+                                  f"for {col.type_name}{where}")
+            return f.astype(col.dtype, copy=False), nil
+        frac = f != np.floor(f)
+        if frac.any():
+            i = int(np.argmax(frac))
+            raise InsertError(f"rows[{i}].{col.name}: value {values[i]} is not an integer "
+                              f"(column type {col.type_name}){where}")
+        if types <= {float, _NoneType} and float(np.abs(f).max(initial=0)) < 2**53:
+            lo, hi = col.value_range
+            bad = (f < lo) | (f > hi)
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise InsertError(f"rows[{i}].{col.name}: value {values[i]} is out of range "
+                                  f"for {col.type_name} [{lo}, {hi}]{where}")
+            return f.astype(col.dtype), nil
+        obj = np.array([int(v) for v in obj.tolist()], dtype=object)
+    if col.dtype.kind == "f":
+        return obj.astype(col.dtype), nil
+    return _integers(obj, col, where).astype(col.dtype, copy=False), nil
+
+
+def _strings(values: list[Any], col: Column) -> tuple[list[Any], np.ndarray | None]:
+    types = set(map(type, values))
+    if not types <= _STRING_OR_NONE:
+        i = _first(values, _STRING_OR_NONE)
+        raise InsertError(f"rows[{i}].{col.name}: expected a string, got "
+                          f"{_json_type(values[i])}")
+    if _NoneType not in types:
+        return values, None
+    nil = np.fromiter(map(operator.is_, values, itertools.repeat(None)), bool, len(values))
+    return values, nil
+
+
+def parse_rows(schema: Schema, rows: Any) -> Batch:
+    """Validate a JSON batch (a list of row objects) against `schema`.
+
+    Parameters
+    ----------
+    schema : the table schema.
+    rows : the decoded JSON body: a list of objects. ``None`` is an empty batch.
+
+    Returns
+    -------
+    Batch with timestamps, numeric dimensions, string dimension values, nil masks and metrics.
+
+    Raises
+    ------
+    InsertError naming the row index and column of the first problem.
+    """
+    if rows is None:
+        rows = []
+    if not isinstance(rows, list):
+        raise InsertError(f"insert body must be a JSON array of row objects, got "
+                          f"{_json_type(rows)}")
+    n = len(rows)
+    if n and set(map(type, rows)) != {dict}:
+        i = next(i for i, r in enumerate(rows) if type(r) is not dict)
+        raise InsertError(f"rows[{i}]: expected a row object, got {_json_type(rows[i])}")
+    known = {c.name for c in schema.columns}
+    unknown = set().union(*rows) - known if n else set()
+    if unknown:
+        i, key = next((i, k) for i, r in enumerate(rows) for k in r if k not in known)
+        raise InsertError(f"rows[{i}]: unknown column {key!r}")
+
+    ts_col = schema.timestamp
+    ts_values = _column_values(rows, ts_col.name)
+    if n and None in ts_values:
+        i = ts_values.index(None)
+        raise InsertError(f"rows[{i}]: missing timestamp column {ts_col.name!r}"
+                          if ts_col.name not in rows[i] else
+                          f"rows[{i}].{ts_col.name}: timestamp must be a number, got null")
+    types = set(map(type, ts_values))
+    if not types <= _NUMBER:
+        i = _first(ts_values, _NUMBER)
+        raise InsertError(f"rows[{i}].{ts_col.name}: timestamp must be a number, got "
+                          f"{_json_type(ts_values[i])}")
+    if types == {int}:
+        try:
+            ts = np.array(ts_values, dtype=np.int64)
+        except OverflowError:
+            ts = np.array([min(max(v, -1), 2**32) for v in ts_values], dtype=np.int64)
+    else:
+        f = np.array(ts_values, dtype=np.float64)
+        if not np.isfinite(f).all():
+            i = int(np.argmin(np.isfinite(f)))
+            raise InsertError(f"rows[{i}].{ts_col.name}: timestamp {ts_values[i]} is not finite")
+        ts = np.floor(np.clip(f, -1, 2**32)).astype(np.int64)
+    bad = (ts < 0) | (ts > TIMESTAMP_MAX)
+    if n and bad.any():
+        i = int(np.argmax(bad))
+        raise InsertError(f"rows[{i}].{ts_col.name}: timestamp {ts_values[i]} is out of range "
+                          f"[0, {TIMESTAMP_MAX}] (Unix seconds)")
+
+    dims: dict[str, Any] = {}
+    nils: dict[str, np.ndarray | None] = {}
+    for col in schema.dimensions:
+        values = _column_values(rows, col.name)
+        if col.is_string:
+            dims[col.name], nils[col.name] = _strings(values, col)
+        else:
+            dims[col.name], nils[col.name] = _numbers(values, col, allow_nil=True)
+    metrics: dict[str, np.ndarray] = {}
+    for col in schema.metrics:
+        values = _column_values(rows, col.name)
+        arr, nil = _numbers(values, col, allow_nil=True)
+        metrics[col.name] = arr.astype(col.store_dtype, copy=False)  # nil metric: 0
+    return Batch(n, ts, dims, nils, metrics)

@@ -1,0 +1,196 @@
+"""Config file parsing: the original's config.toml format -> a frozen Config.
+
+No internal imports besides errors. Every key may be omitted (defaults come from the embedded
+default config, the repository's top-level config.toml); an unknown key is an error naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0,
+                   "m": 60.0, "h": 3600.0}
+_DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9,
+               "gb": 10**9, "t": 10**12, "tb": 10**12, "ki": 2**10, "kib": 2**10, "mi": 2**20,
+               "mib": 2**20, "gi": 2**30, "gib": 2**30, "ti": 2**40, "tib": 2**40}
+_DURABILITY = ("fsync", "os", "none")
+
+
+def parse_duration(text: str, key: str = "duration") -> float:
+    """Parse a Go duration ("10s", "1h30m", "500ms") into seconds."""
+    if not isinstance(text, str):
+        raise ConfigError(f"{key}: expected a duration string like \"10s\", got {text!r}")
+    s = text.strip()
+    if s in ("0", ""):
+        if s == "0":
+            return 0.0
+        raise ConfigError(f"{key}: empty duration")
+    pos, total = 0, 0.0
+    for m in _DURATION_RE.finditer(s):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        pos = m.end()
+    if pos != len(s):
+        raise ConfigError(f"{key}: bad duration {text!r} (units: ns, us, ms, s, m, h)")
+    return total
+
+
+def parse_size(text: str | int, key: str = "size") -> int:
+    """Parse a byte size ("1MB" = 10**6, "1MiB" = 2**20, "100" = 100 bytes)."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
+    if not isinstance(text, str):
+        raise ConfigError(f"{key}: expected a size string like \"1MB\", got {text!r}")
+    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*", text)
+    if not m or m.group(2).lower() not in _SIZE_UNITS:
+        raise ConfigError(f"{key}: bad size {text!r} (e.g. \"1MB\", \"512KiB\")")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SchemaConfig:
+    segment_size: int
+    interval_duration: int  # seconds
+    timestamp_column: tuple[str, str]
+    dimension_columns: tuple[tuple[str, str], ...]
+    metric_columns: tuple[tuple[str, str], ...]
+    segment_size_text: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Config:
+    listen_addr: str
+    statsd_addr: str
+    open_file_limit: int
+    database_dir: str
+    flush_interval: float  # seconds
+    query_parallelism: int
+    retention_days: int  # 0 = keep everything
+    durability: str
+    max_body_size: int
+    max_groups: int
+    batch_id_window: float  # seconds
+    schema: SchemaConfig
+
+    @property
+    def in_memory(self) -> bool:
+        return self.database_dir == "MEMORY"
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+
+def default_config_text() -> str:
+    return resources.files("gumshoe").joinpath("default_config.toml").read_text("utf-8")
+
+
+def _columns(value: Any, key: str) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{key}: expected a list of [name, type] pairs")
+    out = []
+    for i, col in enumerate(value):
+        if (not isinstance(col, list) or len(col) != 2
+                or not all(isinstance(c, str) for c in col)):
+            raise ConfigError(f"{key}[{i}]: expected [name, type], got {col!r}")
+        out.append((col[0], col[1]))
+    return tuple(out)
+
+
+def _int(value: Any, key: str, minimum: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if value < minimum:
+        raise ConfigError(f"{key}: must be at least {minimum}, got {value}")
+    return value
+
+
+def _str(value: Any, key: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    return value
+
+
+def _merge(defaults: dict[str, Any], given: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = dict(defaults)
+    for key, value in given.items():
+        if key not in defaults:
+            raise ConfigError(f"unknown config key {prefix + key!r}")
+        if isinstance(defaults[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{prefix + key}: expected a table")
+            out[key] = _merge(defaults[key], value, prefix + key + ".")
+        else:
+            out[key] = value
+    return out
+
+
+def parse_config(text: str, source: str = "config") -> Config:
+    """Parse config TOML text, filling omitted keys from the embedded default."""
+    try:
+        given = tomllib.loads(text)
+        defaults = tomllib.loads(default_config_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: invalid TOML: {e}") from None
+    raw = _merge(defaults, given)
+    s = raw["schema"]
+    interval = parse_duration(s["interval_duration"], "schema.interval_duration")
+    if interval < 60 or interval != int(interval):
+        raise ConfigError(f"schema.interval_duration: must be a whole number of seconds, at "
+                          f"least 1m; got {s['interval_duration']!r}")
+    segment_size = parse_size(s["segment_size"], "schema.segment_size")
+    if segment_size < 100:
+        raise ConfigError(f"schema.segment_size: seems too small: {s['segment_size']!r}")
+    ts = _columns([s["timestamp_column"]], "schema.timestamp_column")[0]
+    schema = SchemaConfig(
+        segment_size=segment_size,
+        interval_duration=int(interval),
+        timestamp_column=ts,
+        dimension_columns=_columns(s["dimension_columns"], "schema.dimension_columns"),
+        metric_columns=_columns(s["metric_columns"], "schema.metric_columns"),
+        segment_size_text=str(s["segment_size"]),
+    )
+    flush = parse_duration(raw["flush_interval"], "flush_interval")
+    if flush < 0.001:
+        raise ConfigError(f"flush_interval: too small: {raw['flush_interval']!r}")
+    durability = _str(raw["durability"], "durability")
+    if durability not in _DURABILITY:
+        raise ConfigError(f"durability: must be one of {', '.join(_DURABILITY)}; got "
+                          f"{durability!r}")
+    database_dir = _str(raw["database_dir"], "database_dir")
+    if not database_dir:
+        raise ConfigError("database_dir: must be provided; use \"MEMORY\" for an in-memory DB")
+    return Config(
+        listen_addr=_str(raw["listen_addr"], "listen_addr"),
+        statsd_addr=_str(raw["statsd_addr"], "statsd_addr"),
+        open_file_limit=_int(raw["open_file_limit"], "open_file_limit", 0),
+        database_dir=database_dir,
+        flush_interval=flush,
+        query_parallelism=_int(raw["query_parallelism"], "query_parallelism", 1),
+        retention_days=_int(raw["retention_days"], "retention_days", 0),
+        durability=durability,
+        max_body_size=parse_size(raw["max_body_size"], "max_body_size"),
+        max_groups=_int(raw["max_groups"], "max_groups", 1),
+        batch_id_window=parse_duration(raw["batch_id_window"], "batch_id_window"),
+        schema=schema,
+    )
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Load a config file; None means the embedded default."""
+    if path is None:
+        return parse_config(default_config_text(), "default config")
+    p = Path(path)
+    try:
+        text = p.read_text("utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read config {str(p)!r}: {e.strerror}") from None
+    return parse_config(text, str(p))

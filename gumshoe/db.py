@@ -1,0 +1,373 @@
+"""The database facade: open/lock/close, insert, flush, retention, snapshots.
+
+Imports every storage layer below it (config, schema, batch, dictionary, block, segment,
+interval, memtable, snapshot, wal). One writer at a time (inserts and the flush swap take the
+write lock); readers take a Snapshot and never block the writer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .batch import Batch, parse_rows
+from .block import Block, rollup
+from .config import Config
+from .dictionary import Dictionary
+from .errors import (ConfigError, CorruptDataError, DBLockedError, InsertError,
+                     SchemaMismatchError, StorageFailedError)
+from .interval import Interval, build_interval, open_interval
+from .memtable import Memtable
+from .schema import COUNT_DTYPE, Schema
+from .snapshot import IntervalView, Snapshot
+
+log = logging.getLogger(__name__)
+
+META = "db.json"
+FORMAT = "gumshoe/1"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class InsertResult:
+    inserted: int  # rows applied
+    rejected: int  # rows outside retention, not applied
+    duplicate: bool = False  # the batch id was applied before; nothing was applied now
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"inserted": self.inserted, "rejected": self.rejected}
+        if self.duplicate:
+            out["duplicate"] = True
+        return out
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes, fsync: bool = True) -> None:
+    """Write `data` to `path` via a temporary file and rename (fsync'd when asked)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        if fsync:
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+    if fsync:
+        fsync_dir(path.parent)
+
+
+def dictionary_filename(name: str, generation: int) -> str:
+    return f"dictionary.{name}.generation{generation:04d}.json"
+
+
+class DB:
+    """A gumshoe database (a directory, or memory when `database_dir == "MEMORY"`)."""
+
+    def __init__(self, config: Config, *, auto_flush: bool = False,
+                 clock: Any = time.time) -> None:
+        self.config = config
+        self.schema = Schema.from_config(config.schema)
+        self.clock = clock
+        self.dir: Path | None = None if config.in_memory else Path(config.database_dir)
+        self._write_lock = threading.RLock()  # inserts, memtable swaps, metadata
+        self._flush_lock = threading.Lock()  # one flush at a time
+        self._lock_fd: int | None = None
+        self.intervals: dict[int, Interval] = {}
+        self.dictionaries = {d.name: Dictionary() for d in self.schema.string_dimensions}
+        self._dict_files: dict[str, tuple[int, int]] = {}  # name -> (generation, size)
+        self.memtable = Memtable(self.schema)
+        self._flushing: Memtable | None = None
+        self.last_updated: int | None = None
+        self.closed = False
+        self.failed: str | None = None
+        self.wal: Any = None
+        self.stats = {"inserted_rows": 0, "inserted_batches": 0, "rejected_rows": 0,
+                      "flushes": 0, "last_flush_seconds": 0.0}
+        self._stop = threading.Event()
+        self._flusher: threading.Thread | None = None
+        if self.dir is not None:
+            self._open_dir()
+        if auto_flush:
+            self._flusher = threading.Thread(target=self._flush_loop, name="gumshoe-flusher",
+                                             daemon=True)
+            self._flusher.start()
+
+    # -- opening ----------------------------------------------------------------------------
+    def _open_dir(self) -> None:
+        assert self.dir is not None
+        try:
+            self.dir.mkdir(exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"cannot create database directory {str(self.dir)!r}: "
+                              f"{e.strerror}") from None
+        fd = os.open(self.dir, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DBLockedError(f"cannot lock database directory {str(self.dir)!r}: it is in "
+                                "use by another process") from None
+        self._lock_fd = fd
+        try:
+            meta_path = self.dir / META
+            if meta_path.exists():
+                self._load(json.loads(meta_path.read_bytes()))
+            elif any(self.dir.glob("*.seg")):
+                raise CorruptDataError(f"{self.dir}: segment files but no {META}; run "
+                                       "`gumtool clean` or choose an empty directory")
+            self._remove_unreferenced()
+        except BaseException:
+            self._unlock()
+            raise
+
+    def _load(self, meta: dict[str, Any]) -> None:
+        assert self.dir is not None
+        if meta.get("format") != FORMAT:
+            raise CorruptDataError(f"{self.dir / META}: unknown format {meta.get('format')!r}")
+        stored = Schema.from_json(meta["schema"])
+        stored.check_same(self.schema, hint=" (use `gumtool migrate` to change the schema)")
+        for name, entry in meta.get("dictionaries", {}).items():
+            path = self.dir / entry["file"]
+            try:
+                values = json.loads(path.read_bytes())
+            except FileNotFoundError:
+                raise CorruptDataError(f"{path}: dictionary file is missing") from None
+            if len(values) != entry["size"]:
+                raise CorruptDataError(f"{path}: dictionary has {len(values)} strings, metadata "
+                                       f"says {entry['size']}")
+            self.dictionaries[name] = Dictionary(values)
+            self._dict_files[name] = (int(entry["generation"]), int(entry["size"]))
+        verify = True
+        for im in meta.get("intervals", []):
+            iv = open_interval(self.schema, self.dir, im, verify=verify)
+            self.intervals[iv.start] = iv
+        self._loaded_meta = meta
+
+    def referenced_files(self) -> set[str]:
+        names = {META}
+        for iv in self.intervals.values():
+            names.update(iv.filenames())
+        for name, (gen, _size) in self._dict_files.items():
+            names.add(dictionary_filename(name, gen))
+        return names
+
+    def _remove_unreferenced(self) -> None:
+        assert self.dir is not None
+        keep = self.referenced_files()
+        for p in self.dir.iterdir():
+            if p.name not in keep and (p.suffix in (".seg", ".tmp") or
+                                       p.name.startswith("dictionary.")):
+                log.info("removing unreferenced file %s", p)
+                p.unlink(missing_ok=True)
+
+    # -- insert -----------------------------------------------------------------------------
+    def retention_cutoff(self) -> int | None:
+        """Intervals starting before this are out of retention (None: keep everything)."""
+        if not self.config.retention_days:
+            return None
+        return int(self.clock()) - self.config.retention_days * 86400 - self.schema.interval_duration
+
+    def insert(self, rows: Any, batch_id: str | None = None) -> InsertResult:
+        """Validate and apply a batch of JSON row objects atomically.
+
+        Raises InsertError (nothing applied) for any invalid row."""
+        return self.insert_batch(parse_rows(self.schema, rows), batch_id)
+
+    def insert_batch(self, batch: Batch, batch_id: str | None = None) -> InsertResult:
+        if batch.n and self.failed:
+            raise StorageFailedError(f"database is read-only after a storage failure: "
+                                     f"{self.failed}")
+        with self._write_lock:
+            if self.closed:
+                raise StorageFailedError("database is closed")
+            if batch_id is not None and self.wal is not None and self.wal.seen(batch_id):
+                return InsertResult(0, 0, duplicate=True)
+            starts = self.schema.interval_start(batch.timestamps)
+            rejected = 0
+            cutoff = self.retention_cutoff()
+            if cutoff is not None and batch.n:
+                keep = starts >= cutoff
+                rejected = int(batch.n - keep.sum())
+                if rejected:
+                    batch = batch.take(keep)
+                    starts = starts[keep]
+            block, new_strings = self._encode(batch)
+            if self.wal is not None:
+                self.wal.append(batch_id, batch, new_strings)
+            self._apply(starts, block, new_strings)
+            if batch.n:
+                ts_max = int(batch.timestamps.max())
+                self.last_updated = max(self.last_updated or ts_max, ts_max)
+            self.stats["inserted_rows"] += batch.n
+            self.stats["inserted_batches"] += 1
+            self.stats["rejected_rows"] += rejected
+            return InsertResult(batch.n, rejected)
+
+    def _encode(self, batch: Batch) -> tuple[Block, dict[str, list[str]]]:
+        """Dictionary-encode string columns (staged: nothing changes until `_apply`)."""
+        dims: dict[str, np.ndarray] = {}
+        new_strings: dict[str, list[str]] = {}
+        for d in self.schema.dimensions:
+            values = batch.dims[d.name]
+            if d.is_string:
+                codes, new = self.dictionaries[d.name].encode(values, batch.nils[d.name], d)
+                dims[d.name] = codes
+                if new:
+                    new_strings[d.name] = new
+            else:
+                dims[d.name] = values
+        count = batch.counts if batch.counts is not None else np.ones(batch.n, COUNT_DTYPE)
+        return Block(batch.n, count, dims, dict(batch.nils), dict(batch.metrics)), new_strings
+
+    def _apply(self, starts: np.ndarray, block: Block, new_strings: dict[str, list[str]]) -> None:
+        for name, new in new_strings.items():
+            self.dictionaries[name].extend(new)
+        self.memtable.add(starts, block)
+
+    # -- reading ----------------------------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        with self._write_lock:
+            mem = self.memtable.view()
+            flushing = self._flushing.view() if self._flushing is not None else {}
+            intervals = dict(self.intervals)
+            sizes = {name: len(d) for name, d in self.dictionaries.items()}
+        views = []
+        for start in sorted(set(intervals) | set(mem) | set(flushing)):
+            iv = intervals.get(start)
+            views.append(IntervalView(start, iv.segments if iv else (),
+                                      flushing.get(start, ()) + mem.get(start, ())))
+        return Snapshot(self.schema, tuple(views), dict(self.dictionaries), sizes)
+
+    # -- flush ------------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Write unflushed rows into their intervals (a new generation for each touched
+        interval), persist dictionaries and metadata atomically, drop expired intervals."""
+        with self._flush_lock:
+            t0 = time.perf_counter()
+            with self._write_lock:
+                if self.failed:
+                    return
+                mem = self.memtable
+                self.memtable = Memtable(self.schema)
+                self._flushing = mem
+                sizes = {name: len(d) for name, d in self.dictionaries.items()}
+                wal_seq = self.wal.seq if self.wal is not None else 0
+            try:
+                new_intervals, dict_files, dead = self._write_flush(mem, sizes, wal_seq)
+            except OSError as e:
+                self._fail(f"flush failed: {e}")
+                raise StorageFailedError(f"flush failed: {e}") from e
+            with self._write_lock:
+                self.intervals = new_intervals
+                self._dict_files = dict_files
+                self._flushing = None
+            if self.wal is not None:
+                self.wal.trim(wal_seq)
+            for p in dead:
+                p.unlink(missing_ok=True)
+            self.stats["flushes"] += 1
+            self.stats["last_flush_seconds"] = time.perf_counter() - t0
+
+    def _write_flush(self, mem: Memtable, sizes: dict[str, int], wal_seq: int
+                     ) -> tuple[dict[int, Interval], dict[str, tuple[int, int]], list[Path]]:
+        fsync = self.config.durability == "fsync"
+        intervals = dict(self.intervals)
+        dead: list[Path] = []
+        cutoff = self.retention_cutoff()
+        for start, mi in sorted(mem.intervals.items()):
+            if cutoff is not None and start < cutoff:
+                continue
+            old = intervals.get(start)
+            blocks = (old.blocks if old else []) + [mi.compact()]
+            gen = old.generation + 1 if old else 0
+            intervals[start] = build_interval(self.schema, start, gen,
+                                              rollup(self.schema, blocks), self.dir, fsync)
+            if old and self.dir is not None:
+                dead.extend(self.dir / f for f in old.filenames())
+        if cutoff is not None:
+            for start in [s for s in intervals if s < cutoff]:
+                old = intervals.pop(start)
+                if self.dir is not None:
+                    dead.extend(self.dir / f for f in old.filenames())
+        dict_files = dict(self._dict_files)
+        if self.dir is not None:
+            for name, size in sizes.items():
+                gen, old_size = dict_files.get(name, (0, 0))
+                if size != old_size:
+                    fname = dictionary_filename(name, gen + 1)
+                    write_atomic(self.dir / fname, json.dumps(
+                        self.dictionaries[name].values[:size]).encode(), fsync=False)
+                    if fsync:
+                        with open(self.dir / fname, "rb") as f:
+                            os.fsync(f.fileno())
+                    if gen:
+                        dead.append(self.dir / dictionary_filename(name, gen))
+                    dict_files[name] = (gen + 1, size)
+            if fsync:
+                fsync_dir(self.dir)
+            meta = {
+                "format": FORMAT,
+                "schema": self.schema.to_json(),
+                "wal_seq": wal_seq,
+                "intervals": [intervals[s].to_json() for s in sorted(intervals)],
+                "dictionaries": {name: {"file": dictionary_filename(name, g), "generation": g,
+                                        "size": n} for name, (g, n) in dict_files.items()},
+            }
+            if self.wal is not None:
+                meta["batch_ids"] = self.wal.batch_ids_json()
+            write_atomic(self.dir / META, json.dumps(meta, indent=1).encode(), fsync=fsync)
+        return intervals, dict_files, dead
+
+    def _fail(self, reason: str) -> None:
+        log.error("storage failure, refusing further writes: %s", reason)
+        self.failed = reason
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(self.config.flush_interval):
+            try:
+                self.flush()
+            except Exception:
+                log.exception("periodic flush failed")
+
+    # -- closing ----------------------------------------------------------------------------
+    def close(self, flush: bool = True) -> None:
+        if self.closed:
+            return
+        self._stop.set()
+        if self._flusher is not None:
+            self._flusher.join()
+        try:
+            if flush and not self.failed:
+                self.flush()
+        finally:
+            with self._write_lock:
+                self.closed = True
+            if self.wal is not None:
+                self.wal.close()
+            self._unlock()
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> DB:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+

@@ -1,0 +1,86 @@
+"""String dictionaries: an append-only str <-> code map per string dimension.
+
+Imports schema and errors only. Codes are dense (0..size-1) and never change once given, so a
+reader that remembers the size it saw has a consistent view while the writer appends.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import numpy as np
+
+from .errors import InsertError
+from .schema import Column
+
+
+class Dictionary:
+    """The strings of one string dimension, in code order."""
+
+    __slots__ = ("_cache", "index", "values")
+
+    def __init__(self, values: list[str] | None = None) -> None:
+        self.values: list[str] = list(values or ())
+        self.index: dict[str, int] = {s: i for i, s in enumerate(self.values)}
+        self._cache: dict[str, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def encode(self, values: list[Any], nil: np.ndarray | None, col: Column
+               ) -> tuple[np.ndarray, list[str]]:
+        """Codes for `values` (nil rows get code 0) and the new strings they need, in code order.
+
+        Nothing is changed: the caller commits the new strings with `extend` once the whole
+        batch is valid. Raises InsertError naming the row that would overflow the code type.
+        """
+        n = len(values)
+        codes = np.fromiter(map(self.index.get, values, itertools.repeat(-1)), np.int64, n)
+        missing = codes < 0
+        if nil is not None:
+            missing &= ~nil
+        new: list[str] = []
+        if missing.any():
+            pos = np.flatnonzero(missing).tolist()
+            new_values = [values[i] for i in pos]
+            staged = {s: len(self.values) + k for k, s in enumerate(dict.fromkeys(new_values))}
+            if len(self.values) + len(staged) > col.capacity:
+                first = next(i for i in pos if staged[values[i]] >= col.capacity)
+                raise InsertError(f"rows[{first}].{col.name}: adding the new value "
+                                  f"{values[first]!r} overflows the dictionary of {col.name} "
+                                  f"({col.type_name} holds {col.capacity} distinct strings)")
+            codes[pos] = np.fromiter(map(staged.__getitem__, new_values), np.int64, len(pos))
+            new = list(staged)
+        if nil is not None:
+            codes[nil] = 0
+        return codes.astype(col.dtype), new
+
+    def extend(self, new: list[str]) -> None:
+        base = len(self.values)
+        for k, s in enumerate(new):
+            if self.index.setdefault(s, base + k) != base + k:
+                raise AssertionError(f"dictionary already holds {s!r}")
+        self.values.extend(new)
+
+    def lookup(self, s: str) -> int | None:
+        return self.index.get(s)
+
+    def strings(self, size: int) -> np.ndarray:
+        """The first `size` strings as an object array (cached): codes -> strings by indexing."""
+        arr = self._cache.get("strings")
+        if arr is None or len(arr) != size:
+            arr = np.array(self.values[:size] + [None], dtype=object)[:size]
+            self._cache["strings"] = arr
+        return arr
+
+    def ranks(self, size: int) -> np.ndarray:
+        """rank[code] = position of the string in sorted (code point) order, for the first
+        `size` codes (cached): string order comparisons and ordered output use it."""
+        arr = self._cache.get("ranks")
+        if arr is None or len(arr) != size:
+            order = sorted(range(size), key=self.values.__getitem__)
+            arr = np.empty(size, dtype=np.int64)
+            arr[order] = np.arange(size, dtype=np.int64)
+            self._cache["ranks"] = arr
+        return arr

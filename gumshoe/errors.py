@@ -1,0 +1,45 @@
+"""The gumshoe error hierarchy. No internal imports; every layer raises these."""
+
+from __future__ import annotations
+
+
+class GumshoeError(Exception):
+    """Base of every gumshoe error."""
+
+
+class ConfigError(GumshoeError, ValueError):
+    """A bad config file or schema; fatal at start-up."""
+
+
+class ClientError(GumshoeError, ValueError):
+    """The client's fault; maps to an HTTP 4xx."""
+
+    status = 400
+
+
+class QueryError(ClientError):
+    """An invalid query; the message names the query part at fault."""
+
+
+class InsertError(ClientError):
+    """An invalid insert batch; the message names the row and column at fault."""
+
+
+class NotFoundError(ClientError):
+    status = 404
+
+
+class SchemaMismatchError(GumshoeError):
+    """The stored schema differs from the configured one."""
+
+
+class DBLockedError(GumshoeError):
+    """The database directory is held by another process."""
+
+
+class CorruptDataError(GumshoeError):
+    """Stored data failed a check (checksum, header, missing file)."""
+
+
+class StorageFailedError(GumshoeError):
+    """A write or fsync failed; the database no longer accepts writes (fail-stop)."""

@@ -1,0 +1,71 @@
+"""Intervals: one time bucket of rolled-up rows, stored as a list of segments.
+
+Imports schema, block and segment. Within an interval every dimension key appears once, in key
+order across its segments; a flush that adds rows writes a new generation of the interval.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from .block import Block
+from .schema import Schema
+from .segment import Segment, write_segment
+
+
+def segment_filename(start: int, generation: int, index: int) -> str:
+    return f"interval.{start}.generation{generation:04d}.segment{index:04d}.seg"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Interval:
+    start: int
+    generation: int
+    segments: tuple[Segment, ...]
+
+    @property
+    def rows(self) -> int:
+        return sum(s.rows for s in self.segments)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(s.nbytes for s in self.segments)
+
+    @property
+    def blocks(self) -> list[Block]:
+        return [s.block for s in self.segments]
+
+    def filenames(self) -> list[str]:
+        return [segment_filename(self.start, self.generation, i)
+                for i in range(len(self.segments))]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"start": self.start, "generation": self.generation,
+                "segments": [{"file": name, "rows": s.rows}
+                             for name, s in zip(self.filenames(), self.segments)]}
+
+
+def build_interval(schema: Schema, start: int, generation: int, block: Block,
+                   directory: Path | None, fsync: bool = True) -> Interval:
+    """Cut a rolled-up block into segments of at most `schema.rows_per_segment` rows; write
+    them to `directory` (None: keep them in memory)."""
+    per = schema.rows_per_segment
+    segments = []
+    for i, lo in enumerate(range(0, block.n, per)):
+        part = block.slice(lo, lo + per)
+        if directory is None:
+            segments.append(Segment.in_memory(schema, part))
+        else:
+            path = directory / segment_filename(start, generation, i)
+            write_segment(path, schema, part, fsync=fsync)
+            segments.append(Segment.open(path, schema))
+    return Interval(start, generation, tuple(segments))
+
+
+def open_interval(schema: Schema, directory: Path, meta: dict[str, Any],
+                  verify: bool = False) -> Interval:
+    segments = tuple(Segment.open(directory / s["file"], schema, verify=verify)
+                     for s in meta["segments"])
+    return Interval(int(meta["start"]), int(meta["generation"]), segments)

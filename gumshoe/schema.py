@@ -1,0 +1,186 @@
+"""Column types and the Schema: names, roles, numpy storage dtypes, equivalence checks.
+
+Imports only config and errors. A Schema is frozen; it is built from the [schema] section of a
+config and persisted in the database metadata (`to_json` / `from_json`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from .config import SchemaConfig
+from .errors import ConfigError, SchemaMismatchError
+
+NUMERIC_TYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
+                 "float32", "float64")
+STRING_CODE_TYPES = ("uint8", "uint16", "uint32")
+COUNT_DTYPE = np.dtype(np.int64)
+
+
+def sum_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype a metric of `dtype` is stored and summed in: wide enough never to wrap."""
+    if dtype.kind == "f":
+        return np.dtype(np.float64)
+    if dtype == np.uint64:
+        return np.dtype(np.uint64)
+    return np.dtype(np.int64)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Column:
+    """One column. `dtype` is the declared value type (codes for string dimensions)."""
+
+    name: str
+    type_name: str  # as written in the config: "uint8", "string:uint16", ...
+    role: str  # "timestamp" | "dimension" | "metric"
+    dtype: np.dtype
+    is_string: bool = False
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype.kind == "f"
+
+    @property
+    def store_dtype(self) -> np.dtype:
+        """Stored dtype: codes/values for dimensions, the wide sum dtype for metrics."""
+        return sum_dtype(self.dtype) if self.role == "metric" else self.dtype
+
+    @property
+    def capacity(self) -> int:
+        """How many distinct strings a string dimension can hold."""
+        return int(np.iinfo(self.dtype).max) + 1
+
+    @property
+    def value_range(self) -> tuple[int | float, int | float]:
+        if self.dtype.kind == "f":
+            info = np.finfo(self.dtype)
+            return float(info.min), float(info.max)
+        iinfo = np.iinfo(self.dtype)
+        return int(iinfo.min), int(iinfo.max)
+
+
+def _parse_column(name: str, type_name: str, role: str) -> Column:
+    if not name:
+        raise ConfigError(f"{role} column: empty column name")
+    if type_name.startswith("string:"):
+        base = type_name[len("string:"):]
+        if role == "metric":
+            raise ConfigError(f"metric column ({name!r}) has string type; not allowed for "
+                              "metric columns")
+        if role == "timestamp":
+            raise ConfigError(f"timestamp column ({name!r}) cannot be a string")
+        if base not in STRING_CODE_TYPES:
+            raise ConfigError(f"got type {base!r} for column {name!r} (must be uint8, uint16 or "
+                              "uint32)")
+        return Column(name, type_name, role, np.dtype(base), is_string=True)
+    if type_name not in NUMERIC_TYPES:
+        raise ConfigError(f"column {name!r}: bad type: {type_name}")
+    if role == "timestamp" and type_name != "uint32":
+        raise ConfigError(f"timestamp column ({name!r}) must be uint32")
+    return Column(name, type_name, role, np.dtype(type_name))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Schema:
+    timestamp: Column
+    dimensions: tuple[Column, ...]
+    metrics: tuple[Column, ...]
+    segment_size: int
+    interval_duration: int  # seconds
+    _by_name: dict[str, Column] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_name", {c.name: c for c in self.columns})
+
+    @classmethod
+    def from_config(cls, sc: SchemaConfig) -> Schema:
+        ts = _parse_column(sc.timestamp_column[0], sc.timestamp_column[1], "timestamp")
+        dims = tuple(_parse_column(n, t, "dimension") for n, t in sc.dimension_columns)
+        mets = tuple(_parse_column(n, t, "metric") for n, t in sc.metric_columns)
+        if not mets:
+            raise ConfigError("schema must include at least one metric column")
+        seen: set[str] = set()
+        for col in (ts, *dims, *mets):
+            if col.name in seen:
+                raise ConfigError(f"duplicate column name {col.name!r}")
+            seen.add(col.name)
+        schema = cls(ts, dims, mets, sc.segment_size, sc.interval_duration)
+        if schema.row_bytes > sc.segment_size:
+            raise ConfigError(f"schema.segment_size: {sc.segment_size} bytes cannot hold one row "
+                              f"({schema.row_bytes} bytes)")
+        return schema
+
+    # -- look-ups -------------------------------------------------------------------------
+    @property
+    def columns(self) -> tuple[Column, ...]:
+        return (self.timestamp, *self.dimensions, *self.metrics)
+
+    def column(self, name: str) -> Column | None:
+        return self._by_name.get(name)
+
+    @property
+    def string_dimensions(self) -> tuple[Column, ...]:
+        return tuple(d for d in self.dimensions if d.is_string)
+
+    @property
+    def row_bytes(self) -> int:
+        """Stored bytes per rolled-up row: count, each dimension plus nil flag, each metric."""
+        return (COUNT_DTYPE.itemsize + sum(d.dtype.itemsize + 1 for d in self.dimensions)
+                + sum(m.store_dtype.itemsize for m in self.metrics))
+
+    @property
+    def rows_per_segment(self) -> int:
+        return max(1, self.segment_size // self.row_bytes)
+
+    # -- persistence ----------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "timestamp_column": [self.timestamp.name, self.timestamp.type_name],
+            "dimension_columns": [[d.name, d.type_name] for d in self.dimensions],
+            "metric_columns": [[m.name, m.type_name] for m in self.metrics],
+            "segment_size": self.segment_size,
+            "interval_duration": self.interval_duration,
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Schema:
+        sc = SchemaConfig(
+            segment_size=int(obj["segment_size"]),
+            interval_duration=int(obj["interval_duration"]),
+            timestamp_column=tuple(obj["timestamp_column"]),  # type: ignore[arg-type]
+            dimension_columns=tuple(tuple(c) for c in obj["dimension_columns"]),  # type: ignore[misc]
+            metric_columns=tuple(tuple(c) for c in obj["metric_columns"]),  # type: ignore[misc]
+        )
+        return cls.from_config(sc)
+
+    def check_same(self, other: Schema, hint: str = "") -> None:
+        """Raise SchemaMismatchError naming the first difference between stored `self` and
+        configured `other` (columns, types, segment size, interval duration)."""
+        def fmt(cols: tuple[Column, ...]) -> str:
+            return ", ".join(f"{c.name}:{c.type_name}" for c in cols) or "none"
+
+        problems = []
+        if (self.timestamp.name, self.timestamp.type_name) != (other.timestamp.name,
+                                                               other.timestamp.type_name):
+            problems.append(f"timestamp column is {self.timestamp.name}:"
+                            f"{self.timestamp.type_name}, config has {other.timestamp.name}:"
+                            f"{other.timestamp.type_name}")
+        for kind, a, b in (("dimension", self.dimensions, other.dimensions),
+                           ("metric", self.metrics, other.metrics)):
+            if [(c.name, c.type_name) for c in a] != [(c.name, c.type_name) for c in b]:
+                problems.append(f"{kind} columns are [{fmt(a)}], config has [{fmt(b)}]")
+        if self.segment_size != other.segment_size:
+            problems.append(f"segment size is {self.segment_size}, config has "
+                            f"{other.segment_size}")
+        if self.interval_duration != other.interval_duration:
+            problems.append(f"interval duration is {self.interval_duration}s, config has "
+                            f"{other.interval_duration}s")
+        if problems:
+            raise SchemaMismatchError("schemas do not match: " + "; ".join(problems) + hint)
+
+    def interval_start(self, ts: np.ndarray) -> np.ndarray:
+        """Start of the interval holding each timestamp (aligned to the Unix epoch)."""
+        return ts - ts % self.interval_duration

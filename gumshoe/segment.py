@@ -1,0 +1,175 @@
+"""Segments: a fixed-width columnar Block in a checksummed, memory-mapped file.
+
+Imports schema and block. File layout (little-endian):
+
+    magic  b"GUMSEG\\0\\1"   8 bytes
+    u32    header length H
+    H bytes of JSON header: {"version", "rows", "columns": [{"name", "dtype", "offset",
+           "nbytes", "crc32", "min", "max"}]}
+    column data, each column 64-byte aligned at its offset
+
+Column names: "count", "d:<dim>", "n:<dim>" (nil mask, present only when a row is nil),
+"m:<metric>". Opening maps the file read-only and views each column with np.frombuffer, so a
+segment is never read whole into memory; checksums are verified on request.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import struct
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .block import Block
+from .errors import CorruptDataError
+from .schema import Schema
+
+MAGIC = b"GUMSEG\x00\x01"
+VERSION = 1
+_ALIGN = 64
+
+
+def _columns_of(schema: Schema, block: Block) -> list[tuple[str, np.ndarray]]:
+    cols: list[tuple[str, np.ndarray]] = [("count", block.count)]
+    for d in schema.dimensions:
+        cols.append(("d:" + d.name, block.dims[d.name]))
+        nil = block.nils[d.name]
+        if nil is not None:
+            cols.append(("n:" + d.name, nil))
+    cols.extend(("m:" + m.name, block.metrics[m.name]) for m in schema.metrics)
+    return cols
+
+
+def _stat(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else v
+
+
+def encode_segment(schema: Schema, block: Block) -> tuple[bytes, list[tuple[int, np.ndarray]]]:
+    """The header bytes and (offset, array) pieces of a segment file for `block`."""
+    cols = _columns_of(schema, block)
+    meta = []
+    for name, arr in cols:
+        arr = np.ascontiguousarray(arr)
+        entry: dict[str, Any] = {"name": name, "dtype": arr.dtype.str, "nbytes": arr.nbytes,
+                                 "crc32": zlib.crc32(arr.view(np.uint8))}
+        if name.startswith(("d:", "m:")) and block.n:
+            values = arr
+            if name.startswith("d:"):
+                nil = block.nils[name[2:]]
+                values = arr if nil is None else arr[~nil]
+            if len(values):
+                entry["min"], entry["max"] = _stat(values.min()), _stat(values.max())
+        meta.append((entry, arr))
+    # Offsets depend on the header length, which depends on the offsets: reserve room.
+    header_len = len(json.dumps({"version": VERSION, "rows": block.n,
+                                 "columns": [e for e, _ in meta]})) + 24 * len(meta) + 64
+    offset = -(-(len(MAGIC) + 4 + header_len) // _ALIGN) * _ALIGN
+    pieces = []
+    for entry, arr in meta:
+        entry["offset"] = offset
+        pieces.append((offset, arr))
+        offset = -(-(offset + arr.nbytes) // _ALIGN) * _ALIGN
+    header = json.dumps({"version": VERSION, "rows": block.n,
+                         "columns": [e for e, _ in meta]}).encode()
+    header = header.ljust(header_len)
+    return MAGIC + struct.pack("<I", header_len) + header, pieces
+
+
+def write_segment(path: Path, schema: Schema, block: Block, fsync: bool = True) -> int:
+    """Write `block` as a segment file (not yet visible to any reader). Returns its size."""
+    head, pieces = encode_segment(schema, block)
+    with open(path, "wb") as f:
+        f.write(head)
+        for offset, arr in pieces:
+            f.seek(offset)
+            f.write(arr.view(np.uint8).data)
+        size = f.tell()
+        if size % _ALIGN:
+            f.write(b"\0" * (_ALIGN - size % _ALIGN))
+            size = f.tell()
+        f.flush()
+        if fsync:
+            os.fsync(f.fileno())
+    return size
+
+
+class Segment:
+    """An immutable segment: a Block plus its per-column min/max stats."""
+
+    __slots__ = ("block", "nbytes", "path", "stats")
+
+    def __init__(self, block: Block, stats: dict[str, tuple[Any, Any]], nbytes: int,
+                 path: Path | None = None) -> None:
+        self.block = block
+        self.stats = stats
+        self.nbytes = nbytes
+        self.path = path
+
+    @property
+    def rows(self) -> int:
+        return self.block.n
+
+    @classmethod
+    def in_memory(cls, schema: Schema, block: Block) -> Segment:
+        stats = {}
+        for name, arr in _columns_of(schema, block):
+            if name.startswith("m:") and block.n:
+                stats[name] = (_stat(arr.min()), _stat(arr.max()))
+        return cls(block, stats, schema.row_bytes * block.n)
+
+    @classmethod
+    def open(cls, path: Path, schema: Schema, verify: bool = False) -> Segment:
+        """Map a segment file read-only and check its header against `schema`."""
+        try:
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size < len(MAGIC) + 4:
+                    raise CorruptDataError(f"{path}: segment file truncated ({size} bytes)")
+                mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except FileNotFoundError:
+            raise CorruptDataError(f"{path}: segment file is missing") from None
+        if mm[:len(MAGIC)] != MAGIC:
+            raise CorruptDataError(f"{path}: not a gumshoe segment (bad magic)")
+        (hlen,) = struct.unpack_from("<I", mm, len(MAGIC))
+        try:
+            header = json.loads(bytes(mm[len(MAGIC) + 4:len(MAGIC) + 4 + hlen]))
+            n = int(header["rows"])
+            entries = {e["name"]: e for e in header["columns"]}
+        except (ValueError, KeyError, TypeError) as e:
+            raise CorruptDataError(f"{path}: bad segment header ({e})") from None
+        if header.get("version") != VERSION:
+            raise CorruptDataError(f"{path}: unsupported segment version {header.get('version')}")
+
+        def column(name: str, dtype: np.dtype, required: bool = True) -> np.ndarray | None:
+            e = entries.get(name)
+            if e is None:
+                if required:
+                    raise CorruptDataError(f"{path}: column {name!r} missing from segment")
+                return None
+            if np.dtype(e["dtype"]) != dtype or e["nbytes"] != n * dtype.itemsize:
+                raise CorruptDataError(f"{path}: column {name!r} is {e['dtype']} x "
+                                       f"{e['nbytes']}B, expected {dtype.str} x {n} rows")
+            if e["offset"] + e["nbytes"] > size:
+                raise CorruptDataError(f"{path}: column {name!r} runs past the end of the file "
+                                       f"(offset {e['offset']}, file {size} bytes)")
+            arr = np.frombuffer(mm, dtype=dtype, count=n, offset=e["offset"])
+            if verify and zlib.crc32(arr.view(np.uint8)) != e["crc32"]:
+                raise CorruptDataError(f"{path}: checksum mismatch in column {name!r} at offset "
+                                       f"{e['offset']}")
+            return arr
+
+        count = column("count", np.dtype(np.int64))
+        dims, nils = {}, {}
+        for d in schema.dimensions:
+            dims[d.name] = column("d:" + d.name, d.dtype)
+            nil = column("n:" + d.name, np.dtype(bool), required=False)
+            nils[d.name] = nil
+        metrics = {m.name: column("m:" + m.name, m.store_dtype) for m in schema.metrics}
+        stats = {name: (e["min"], e["max"]) for name, e in entries.items() if "min" in e}
+        block = Block(n, count, dims, nils, metrics)  # type: ignore[arg-type]
+        return cls(block, stats, size, path)
