@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from . import fileio
 from .batch import Batch, parse_rows
 from .block import Block, rollup
 from .config import Config
@@ -29,6 +30,7 @@ from .interval import Interval, build_interval, open_interval
 from .memtable import Memtable
 from .schema import COUNT_DTYPE, Schema
 from .snapshot import IntervalView, Snapshot
+from .wal import Record, WriteAheadLog
 
 log = logging.getLogger(__name__)
 
@@ -50,22 +52,18 @@ class InsertResult:
 
 
 def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fileio.fsync_dir(path)
 
 
 def write_atomic(path: Path, data: bytes, fsync: bool = True) -> None:
     """Write `data` to `path` via a temporary file and rename (fsync'd when asked)."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
-        f.write(data)
+        fileio.write(f, data)
         f.flush()
         if fsync:
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
+            fileio.fsync(f.fileno())
+    fileio.replace(tmp, path)
     if fsync:
         fsync_dir(path.parent)
 
@@ -94,13 +92,15 @@ class DB:
         self.last_updated: int | None = None
         self.closed = False
         self.failed: str | None = None
-        self.wal: Any = None
+        self.wal: WriteAheadLog | None = None
         self.stats = {"inserted_rows": 0, "inserted_batches": 0, "rejected_rows": 0,
                       "flushes": 0, "last_flush_seconds": 0.0}
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
         if self.dir is not None:
             self._open_dir()
+        else:  # no log; batch ids are still remembered (in memory)
+            self.wal = WriteAheadLog(None, "none", config.batch_id_window, clock)
         if auto_flush:
             self._flusher = threading.Thread(target=self._flush_loop, name="gumshoe-flusher",
                                              daemon=True)
@@ -130,6 +130,7 @@ class DB:
                 raise CorruptDataError(f"{self.dir}: segment files but no {META}; run "
                                        "`gumtool clean` or choose an empty directory")
             self._remove_unreferenced()
+            self._recover()
         except BaseException:
             self._unlock()
             raise
@@ -342,6 +343,28 @@ class DB:
                 self.flush()
             except Exception:
                 log.exception("periodic flush failed")
+
+    # -- querying ---------------------------------------------------------------------------
+    def query(self, obj: Any, executor: Any = None) -> list[dict[str, Any]]:
+        """Parse, validate and run a JSON query over a fresh snapshot; the result rows.
+
+        Raises QueryError (naming the query part) for an invalid query."""
+        from .engine import execute
+        from .query import parse_query
+
+        query = parse_query(obj, self.schema)
+        return execute(query, self.snapshot(), executor or self.query_pool(),
+                       self.config.max_groups)
+
+    def query_pool(self) -> Any:
+        """The shared scan thread pool (`query_parallelism` threads; numpy releases the GIL)."""
+        pool = getattr(self, "_query_pool", None)
+        if pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            pool = self._query_pool = ThreadPoolExecutor(
+                self.config.query_parallelism, thread_name_prefix="gumshoe-scan")
+        return pool
 
     # -- closing ----------------------------------------------------------------------------
     def close(self, flush: bool = True) -> None:

@@ -74,6 +74,14 @@ class Dictionary:
             self._cache["strings"] = arr
         return arr
 
+    def sorted_values(self, size: int) -> list[str]:
+        """The first `size` strings in sorted (code point) order (cached)."""
+        arr = self._cache.get("sorted")
+        if arr is None or len(arr) != size:
+            arr = sorted(self.values[:size])
+            self._cache["sorted"] = arr
+        return arr
+
     def ranks(self, size: int) -> np.ndarray:
         """rank[code] = position of the string in sorted (code point) order, for the first
         `size` codes (cached): string order comparisons and ordered output use it."""

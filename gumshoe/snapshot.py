@@ -27,8 +27,9 @@ class IntervalView:
 
     @property
     def fully_rolled_up(self) -> bool:
-        """True when every dimension key appears once across all blocks."""
-        return not self.mem or (not self.segments and len(self.mem) == 1)
+        """True when every dimension key appears once across all blocks (flushed intervals
+        are; unflushed chunks may repeat keys)."""
+        return not self.mem
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -1,0 +1,390 @@
+"""Scan kernels: compiled filters -> boolean masks, groupings -> integer keys, partial sums,
+the associative merge of partials, and the finishing step that makes result rows.
+
+Imports schema, block, dictionary and query (the AST); never opens files. The same Partial and
+`merge` serve a block, an interval, a whole shard and the router (over decoded keys).
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .block import Block, dense_codes, group_key
+from .dictionary import Dictionary
+from .errors import QueryError
+from .query import ROW_COUNT, Compare, Filter, Logical, Query
+from .schema import Column
+
+Mask = np.ndarray | bool  # a per-row mask, or a constant for every row
+EXACT_FLOAT_SUM = 2**53  # float64 (bincount) sums of integers are exact below this
+
+
+# -- filters ---------------------------------------------------------------------------------
+
+def _int_compare(arr: np.ndarray, op: str, x: int | float, lo: int, hi: int) -> Mask:
+    """`arr op x` exactly for an integer array whose values lie in [lo, hi]."""
+    if op in ("=", "!="):
+        if isinstance(x, float) and not x.is_integer():
+            return op == "!="
+        t = int(x)
+        if t < lo or t > hi:
+            return op == "!="
+        return arr == t if op == "=" else arr != t
+    if op in (">", "<="):
+        t = math.floor(x)
+        if t >= hi:
+            return op == "<="
+        if t < lo:
+            return op == ">"
+        return arr > t if op == ">" else arr <= t
+    t = math.ceil(x)  # ">=", "<"
+    if t <= lo:
+        return op == ">="
+    if t > hi:
+        return op == "<"
+    return arr >= t if op == ">=" else arr < t
+
+
+_FLOAT_OPS: dict[str, Callable[[Any, Any], Any]] = {
+    "=": np.equal, "!=": np.not_equal, ">": np.greater, ">=": np.greater_equal,
+    "<": np.less, "<=": np.less_equal}
+
+
+def _number_compare(arr: np.ndarray, op: str, x: int | float) -> Mask:
+    if arr.dtype.kind == "f":
+        return _FLOAT_OPS[op](arr, float(x))
+    info = np.iinfo(arr.dtype)
+    return _int_compare(arr, op, x, int(info.min), int(info.max))
+
+
+def _number_in(arr: np.ndarray, values: Sequence[int | float]) -> Mask:
+    if arr.dtype.kind == "f":
+        cand = np.array([float(v) for v in values], dtype=np.float64)
+    else:
+        info = np.iinfo(arr.dtype)
+        cand = np.array(sorted({int(v) for v in values if float(v).is_integer()
+                                and info.min <= v <= info.max}), dtype=arr.dtype)
+    if len(cand) == 0:
+        return False
+    if len(cand) == 1:
+        return arr == cand[0]
+    return np.isin(arr, cand)
+
+
+class CompiledFilter:
+    """A filter prepared once per query: dictionary look-ups and tables computed up front.
+
+    `prune(start)` decides an interval from its start alone (True/False) or says None (it
+    depends on the rows); `mask(block, start)` evaluates it over one block's rows.
+    """
+
+    def __init__(self, f: Filter, dictionaries: dict[str, Dictionary],
+                 sizes: dict[str, int]) -> None:
+        self.f = f
+        self.dictionaries = dictionaries
+        self.sizes = sizes
+        self._luts: dict[int, Any] = {}
+
+    def prune(self, start: int, f: Filter | None = None) -> bool | None:
+        f = self.f if f is None else f
+        if isinstance(f, Compare):
+            if f.column.role != "timestamp":
+                return None
+            if f.op == "in":
+                return any(float(start) == v for v in f.value)
+            return bool(_FLOAT_OPS[f.op](start, f.value)) if isinstance(f.value, float) else \
+                bool(_int_compare(np.int64(start), f.op, f.value, -2**63, 2**63 - 1))
+        results = [self.prune(start, g) for g in f.operands]
+        if f.op == "not":
+            return None if results[0] is None else not results[0]
+        if f.op == "and":
+            if any(r is False for r in results):
+                return False
+            return True if all(r is True for r in results) else None
+        if any(r is True for r in results):
+            return True
+        return False if all(r is False for r in results) else None
+
+    def mask(self, block: Block, start: int, f: Filter | None = None) -> Mask:
+        f = self.f if f is None else f
+        if isinstance(f, Logical):
+            return self._logical(f, block, start)
+        col = f.column
+        if col.role == "timestamp":
+            return bool(self.prune(start, f))
+        if col.role == "metric":
+            arr = block.metrics[col.name]
+            return _number_in(arr, f.value) if f.op == "in" else _number_compare(arr, f.op,
+                                                                                 f.value)
+        nil = block.nils[col.name]
+        arr = block.dims[col.name]
+        if f.op == "in":
+            values = [v for v in f.value if v is not None]
+            m = self._string_in(f, arr, values) if col.is_string else _number_in(arr, values)
+            m = _and_not(m, nil)
+            return _or(m, nil) if None in f.value else m
+        if f.value is None:
+            if f.op == "=":
+                return False if nil is None else nil
+            if f.op == "!=":
+                return True if nil is None else ~nil
+            return False
+        m = self._string_compare(f, arr) if col.is_string else _number_compare(arr, f.op,
+                                                                               f.value)
+        return _or(m, nil) if f.op == "!=" else _and_not(m, nil)
+
+    def _string_compare(self, f: Compare, codes: np.ndarray) -> Mask:
+        d = self.dictionaries[f.column.name]
+        size = self.sizes[f.column.name]
+        if f.op in ("=", "!="):
+            code = d.lookup(f.value)
+            if code is None or code >= size:
+                return f.op == "!="
+            return codes == code if f.op == "=" else codes != code
+        lut = self._luts.get(id(f))
+        if lut is None:
+            ranks, ordered = d.ranks(size), d.sorted_values(size)
+            if f.op in ("<", ">="):
+                pos = bisect.bisect_left(ordered, f.value)
+                lut = ranks < pos if f.op == "<" else ranks >= pos
+            else:
+                pos = bisect.bisect_right(ordered, f.value)
+                lut = ranks <= pos - 1 if f.op == "<=" else ranks >= pos
+            self._luts[id(f)] = lut
+        return lut[codes] if len(lut) else False
+
+    def _string_in(self, f: Compare, codes: np.ndarray, values: list[str]) -> Mask:
+        d = self.dictionaries[f.column.name]
+        size = self.sizes[f.column.name]
+        known = sorted({c for c in map(d.lookup, values) if c is not None and c < size})
+        if not known:
+            return False
+        if len(known) == 1:
+            return codes == known[0]
+        lut = self._luts.get(id(f))
+        if lut is None:
+            lut = np.zeros(size, bool)
+            lut[known] = True
+            self._luts[id(f)] = lut
+        return lut[codes]
+
+    def _logical(self, f: Logical, block: Block, start: int) -> Mask:
+        if f.op == "not":
+            m = self.mask(block, start, f.operands[0])
+            return (not m) if isinstance(m, bool) else ~m
+        is_and = f.op == "and"
+        out: Mask = is_and
+        for g in f.operands:
+            m = self.mask(block, start, g)
+            if isinstance(m, bool):
+                if m != is_and:
+                    return m  # False in an and, True in an or
+                continue
+            out = m if isinstance(out, bool) else (out & m if is_and else out | m)
+        return out
+
+
+def _and_not(m: Mask, nil: np.ndarray | None) -> Mask:
+    if nil is None or m is False:
+        return m
+    return ~nil if m is True else m & ~nil
+
+
+def _or(m: Mask, nil: np.ndarray | None) -> Mask:
+    if nil is None or m is True:
+        return m
+    return nil.copy() if m is False else m | nil
+
+
+# -- partial results ------------------------------------------------------------------------
+
+@dataclasses.dataclass(slots=True)
+class Partial:
+    """Per-group sums. keys[i] holds grouping i's values (string groupings: dictionary codes
+    while `decoded` is False, str objects once decoded), nils[i] marks nil keys. Without
+    groupings there is exactly one group."""
+
+    keys: list[np.ndarray]
+    nils: list[np.ndarray | None]
+    count: np.ndarray  # int64 rowCount per group
+    sums: dict[str, np.ndarray]  # metric column -> per-group sum
+    decoded: bool = False
+
+    @property
+    def groups(self) -> int:
+        return len(self.count)
+
+
+def empty_partial(query: Query, sum_dtypes: dict[str, np.dtype], decoded: bool = False
+                  ) -> Partial:
+    n = 0 if query.groupings else 1
+    keys = [np.zeros(0, object if (decoded and g.column.is_string) else _key_dtype(g.column))
+            for g in query.groupings]
+    return Partial(keys, [None] * len(keys), np.zeros(n, np.int64),
+                   {c: np.zeros(n, sum_dtypes[c]) for c in query.metric_columns}, decoded)
+
+
+def _key_dtype(col: Column) -> np.dtype:
+    if col.role == "timestamp" or col.is_string:
+        return np.dtype(np.int64)
+    return col.dtype
+
+
+def merge(partials: list[Partial], max_groups: int | None = None) -> Partial:
+    """Combine partials: groups with equal keys (nil equal to nil) are summed."""
+    partials = [p for p in partials if p.groups] or partials[:1]
+    if len(partials) == 1:
+        return partials[0]
+    first = partials[0]
+    count = np.concatenate([p.count for p in partials])
+    sums = {c: np.concatenate([p.sums[c] for p in partials]) for c in first.sums}
+    if not first.keys:
+        return Partial([], [], np.array([count.sum()], np.int64),
+                       {c: np.array([v.sum()], v.dtype) for c, v in sums.items()},
+                       first.decoded)
+    keys, nils = [], []
+    for i in range(len(first.keys)):
+        keys.append(np.concatenate([p.keys[i] for p in partials]))
+        parts = [p.nils[i] for p in partials]
+        nils.append(None if all(x is None for x in parts) else np.concatenate(
+            [np.zeros(p.groups, bool) if x is None else x for p, x in zip(partials, parts)]))
+    return reduce_groups(keys, nils, count, sums, first.decoded, max_groups)
+
+
+def reduce_groups(keys: list[np.ndarray], nils: list[np.ndarray | None], count: np.ndarray,
+                  sums: dict[str, np.ndarray], decoded: bool,
+                  max_groups: int | None = None) -> Partial:
+    """Sum the rows of equal keys (sort-based, vectorised)."""
+    n = len(count)
+    parts = [dense_codes(_sortable(k, nil), nil) for k, nil in zip(keys, nils)]
+    packed = group_key(parts, n)
+    if packed is not None:
+        order = np.argsort(packed[0], kind="stable")
+        sk = packed[0][order]
+        boundary = sk[1:] != sk[:-1]
+    else:
+        order = np.lexsort([c for c, _ in reversed(parts)])
+        boundary = np.zeros(max(n - 1, 0), bool)
+        for c, _ in parts:
+            sc = c[order]
+            boundary |= sc[1:] != sc[:-1]
+    starts = np.concatenate(([0], np.flatnonzero(boundary) + 1)) if n else np.zeros(0, np.intp)
+    if max_groups is not None and len(starts) > max_groups:
+        raise QueryError(f"query produces more than {max_groups} groups (max_groups); add "
+                         "filters or coarser groupings")
+    first = order[starts]
+    return Partial(
+        [k[first] for k in keys],
+        [None if nil is None else nil[first] for nil in nils],
+        np.add.reduceat(count[order], starts) if n else count,
+        {c: (np.add.reduceat(v[order], starts) if n else v) for c, v in sums.items()},
+        decoded,
+    )
+
+
+def _sortable(keys: np.ndarray, nil: np.ndarray | None) -> np.ndarray:
+    if keys.dtype == object and nil is not None and nil.any():
+        keys = keys.copy()
+        keys[nil] = ""
+    return keys
+
+
+# -- finishing ------------------------------------------------------------------------------
+
+def decode(partial: Partial, query: Query, strings: Callable[[str], np.ndarray]) -> Partial:
+    """Replace string-grouping codes by the strings (nil keys become None)."""
+    if partial.decoded:
+        return partial
+    keys = []
+    for g, k, nil in zip(query.groupings, partial.keys, partial.nils):
+        if g.column.is_string:
+            table = strings(g.column.name)
+            k = table[np.where(nil, 0, k) if nil is not None else k] if len(table) else \
+                np.full(len(k), None, object)
+            if nil is not None:
+                k = k.copy()
+                k[nil] = None
+        keys.append(k)
+    return Partial(keys, partial.nils, partial.count, partial.sums, True)
+
+
+def _json_values(g_col: Column, keys: np.ndarray, nil: np.ndarray | None) -> list[Any]:
+    if keys.dtype == np.float32:  # shortest float32 repr: 0.1, not 0.10000000149011612
+        values = [float(str(v)) for v in keys]
+    else:
+        values = keys.tolist()
+    if nil is not None:
+        for i in np.flatnonzero(nil).tolist():
+            values[i] = None
+    return values
+
+
+def _sort_key(values: np.ndarray, nil: np.ndarray | None, descending: bool) -> list[np.ndarray]:
+    """Lexsort keys (least significant first) ordering nil first, then values."""
+    if values.dtype == object:
+        filled = _sortable(values, nil)
+        _, rank = np.unique(filled, return_inverse=True) if len(filled) else (None, filled)
+        values = np.asarray(rank, np.int64)
+    v = values
+    if descending:  # ~x reverses integer order exactly (-x could overflow or round)
+        v = -v if v.dtype.kind == "f" else ~v
+    is_value = np.ones(len(values), bool) if nil is None else ~nil
+    return [v, (~is_value) if descending else is_value]
+
+
+def finalize(query: Query, partial: Partial) -> list[dict[str, Any]]:
+    """Result rows (Python scalars only) from a decoded partial: aggregates computed
+    (average = sum / rowCount, null for no rows), ordered by `orderBy` then grouping values
+    (nil first), cut to `limit`."""
+    assert partial.decoded or not any(g.column.is_string for g in query.groupings)
+    n = partial.groups
+    count = partial.count
+    outputs: dict[str, np.ndarray] = {}
+    for a in query.aggregates:
+        s = partial.sums[a.column.name]
+        if a.type == "sum":
+            outputs[a.name] = s
+        else:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                outputs[a.name] = np.where(count > 0, s.astype(np.float64) /
+                                           np.maximum(count, 1), np.nan)
+    order: np.ndarray | None = None
+    if n > 1 and (query.groupings or query.order_by):
+        sort_keys: list[np.ndarray] = []
+        by_name = {g.name: (k, nil) for g, k, nil in
+                   zip(query.groupings, partial.keys, partial.nils)}
+        for g, k, nil in reversed(list(zip(query.groupings, partial.keys, partial.nils))):
+            sort_keys.extend(_sort_key(k, nil, False))
+        for o in reversed(query.order_by):
+            if o.name in by_name:
+                sort_keys.extend(_sort_key(*by_name[o.name], o.descending))
+            else:
+                v = count if o.name == ROW_COUNT else outputs[o.name]
+                if v.dtype.kind == "f":
+                    nan = np.isnan(v)
+                    sort_keys.extend([-v if o.descending else v, nan])
+                else:
+                    sort_keys.append(_sort_key(v, None, o.descending)[0])
+        order = np.lexsort(sort_keys)
+    if query.limit is not None:
+        order = (np.arange(n) if order is None else order)[:query.limit]
+    take = (lambda a: a) if order is None else (lambda a: a[order])
+    columns: list[tuple[str, list[Any]]] = []
+    for g, k, nil in zip(query.groupings, partial.keys, partial.nils):
+        columns.append((g.name, _json_values(g.column, take(k),
+                                             None if nil is None else take(nil))))
+    for name, v in outputs.items():
+        values = take(v).tolist()
+        if v.dtype.kind == "f":
+            values = [None if x != x else x for x in values]
+        columns.append((name, values))
+    columns.append((ROW_COUNT, take(count).tolist()))
+    rows = len(columns[-1][1])
+    names = [c[0] for c in columns]
+    return [dict(zip(names, vals)) for vals in zip(*(c[1] for c in columns))] if rows else []
