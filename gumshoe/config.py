@@ -47,6 +47,8 @@ def parse_duration(text: str, key: str = "duration") -> float:
 def parse_size(text: str | int, key: str = "size") -> int:
     """Parse a byte size ("1MB" = 10**6, "1MiB" = 2**20, "100" = 100 bytes)."""
     if isinstance(text, int) and not isinstance(text, bool):
+        if text < 0:
+            raise ConfigError(f"{key}: size must not be negative, got {text}")
         return text
     if not isinstance(text, str):
         raise ConfigError(f"{key}: expected a size string like \"1MB\", got {text!r}")
@@ -165,6 +167,9 @@ def parse_config(text: str, source: str = "config") -> Config:
     if durability not in _DURABILITY:
         raise ConfigError(f"durability: must be one of {', '.join(_DURABILITY)}; got "
                           f"{durability!r}")
+    max_body_size = parse_size(raw["max_body_size"], "max_body_size")
+    if max_body_size < 1:
+        raise ConfigError(f"max_body_size: must be at least 1 byte, got {raw['max_body_size']!r}")
     database_dir = _str(raw["database_dir"], "database_dir")
     if not database_dir:
         raise ConfigError("database_dir: must be provided; use \"MEMORY\" for an in-memory DB")
@@ -177,7 +182,7 @@ def parse_config(text: str, source: str = "config") -> Config:
         query_parallelism=_int(raw["query_parallelism"], "query_parallelism", 1),
         retention_days=_int(raw["retention_days"], "retention_days", 0),
         durability=durability,
-        max_body_size=parse_size(raw["max_body_size"], "max_body_size"),
+        max_body_size=max_body_size,
         max_groups=_int(raw["max_groups"], "max_groups", 1),
         batch_id_window=parse_duration(raw["batch_id_window"], "batch_id_window"),
         schema=schema,
