@@ -18,6 +18,7 @@ NUMERIC_TYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64"
                  "float32", "float64")
 STRING_CODE_TYPES = ("uint8", "uint16", "uint32")
 COUNT_DTYPE = np.dtype(np.int64)
+_MAX_NAME_BYTES = 200  # dictionary file names embed the column name
 
 
 def sum_dtype(dtype: np.dtype) -> np.dtype:
@@ -65,6 +66,9 @@ class Column:
 def _parse_column(name: str, type_name: str, role: str) -> Column:
     if not name:
         raise ConfigError(f"{role} column: empty column name")
+    if "/" in name or "\0" in name or len(name.encode()) > _MAX_NAME_BYTES:
+        raise ConfigError(f"{role} column {name!r}: a column name must not contain '/' or NUL "
+                          f"nor exceed {_MAX_NAME_BYTES} bytes (names are used in file names)")
     if type_name.startswith("string:"):
         base = type_name[len("string:"):]
         if role == "metric":
