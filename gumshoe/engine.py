@@ -120,8 +120,12 @@ class Plan:
 
     # -- one task -----------------------------------------------------------------------------
     def scan(self, start: int, items: list[tuple[Block, dict[str, Any]]]) -> Partial:
-        if not self.parts:
-            return self._scan_total(start, items)
+        if all(p.kind == "time" for p in self.parts):  # one group per task: plain sums
+            total = self._scan_total(start, items)
+            if not self.parts or total.count[0] == 0:
+                return total if not self.parts else empty_partial(self.query, self.sum_dtypes)
+            keys, nils = self._decode_dense(np.zeros(1, np.int64), start)
+            return Partial(keys, nils, total.count, total.sums)
         if self.dense:
             return self._scan_dense(start, items)
         return self._scan_sorted(start, items)
