@@ -1,0 +1,7 @@
+"""`python -m gumshoe` is the `gumshoe` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,110 @@
+"""JSON in and out of the HTTP layer: orjson, guarded against hostile input.
+
+Imports only errors. `loads` turns any malformed body into a ClientError (a 400), including
+nesting deep enough to overflow orjson's native stack (orjson 3.8 segfaults past ~100k levels);
+`dumps` never lets a numpy scalar, NaN or infinity reach the wire raw (numpy scalars become
+numbers, NaN/inf become null).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+import orjson
+
+from .errors import ClientError
+
+MAX_DEPTH = 256
+# Bodies with at most this many '[' and '{' bytes cannot nest deeper than orjson handles, so
+# the exact (vectorised) depth scan is skipped: a 10k-row insert has 10,001.
+_FAST_PATH_OPENERS = 20_000
+_DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_SORT_KEYS
+_QUOTE, _BACKSLASH = ord('"'), ord("\\")
+_OPEN_ARRAY, _OPEN_OBJECT, _CLOSE_ARRAY, _CLOSE_OBJECT = b"[{]}"
+
+
+class JSONBodyError(ClientError):
+    """The request body is not acceptable JSON."""
+
+
+def nesting_depth(body: bytes) -> int:
+    """The deepest array/object nesting in `body`, ignoring brackets inside strings.
+
+    Vectorised: a quote preceded by an odd run of backslashes is escaped; a bracket is inside a
+    string when an odd number of real quotes precede it. ~6 ms per MB."""
+    b = np.frombuffer(body, np.uint8)
+    quote = b == _QUOTE
+    if body.count(b"\\"):
+        idx = np.arange(len(b), dtype=np.int64)
+        last_other = np.maximum.accumulate(np.where(b != _BACKSLASH, idx, -1))
+        run = np.zeros(len(b), np.int64)  # backslashes immediately before each position
+        run[1:] = idx[:-1] - last_other[:-1]
+        quote &= (run & 1) == 0
+    brackets = np.flatnonzero((b == _OPEN_ARRAY) | (b == _OPEN_OBJECT) | (b == _CLOSE_ARRAY)
+                              | (b == _CLOSE_OBJECT))
+    quotes_before = np.searchsorted(np.flatnonzero(quote), brackets)
+    kinds = b[brackets[(quotes_before & 1) == 0]]
+    step = np.where((kinds == _OPEN_ARRAY) | (kinds == _OPEN_OBJECT), 1, -1)
+    return int(np.cumsum(step).max(initial=0))
+
+
+def loads(body: bytes, what: str = "request body", strict: bool = True) -> Any:
+    """Decode a JSON body or raise JSONBodyError (a 400) saying what is wrong with it.
+
+    strict: refuse nesting deeper than MAX_DEPTH. Otherwise only nesting that could hurt the
+    decoder is refused (for inserts, whose rows are validated as flat objects anyway)."""
+    if not body.strip():
+        raise JSONBodyError(f"{what}: empty body, expected JSON")
+    openers = body.count(b"[") + body.count(b"{")
+    if openers > (MAX_DEPTH if strict else _FAST_PATH_OPENERS):
+        depth = nesting_depth(body)
+        if depth > MAX_DEPTH:
+            raise JSONBodyError(f"{what}: JSON nested too deeply ({depth} levels, at most "
+                                f"{MAX_DEPTH})")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise JSONBodyError(f"{what}: invalid JSON: {e}") from None
+    except RecursionError:
+        raise JSONBodyError(f"{what}: JSON nested too deeply") from None
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return _clean(obj.item())
+    if isinstance(obj, np.ndarray):
+        return _clean(obj.tolist())
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    raise TypeError(f"cannot encode {type(obj).__name__} as JSON")
+
+
+def _clean(obj: Any) -> Any:
+    """Make `obj` encodable by the stdlib: numpy values to Python, NaN/inf to None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return _clean(obj.item())
+    if isinstance(obj, np.ndarray):
+        return _clean(obj.tolist())
+    return obj
+
+
+def dumps(obj: Any, newline: bool = True) -> bytes:
+    """Encode `obj` with sorted keys (as the original) and a trailing newline.
+
+    orjson writes NaN/inf as null and numpy scalars as numbers; integers beyond 64 bits (which
+    orjson refuses) fall back to the stdlib encoder."""
+    opts = _DUMPS_OPTIONS | (orjson.OPT_APPEND_NEWLINE if newline else 0)
+    try:
+        return orjson.dumps(obj, default=_default, option=opts)
+    except (TypeError, orjson.JSONEncodeError):
+        text = json.dumps(_clean(obj), sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return text.encode() + (b"\n" if newline else b"")

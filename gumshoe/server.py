@@ -1,0 +1,362 @@
+"""The HTTP shard server: a Starlette app over one DB, with the original's routes.
+
+Imports db-level objects (duck-typed DB), block (for /debug/rows), jsonio, metrics, errors and
+config, plus starlette. Numpy work (decode + insert, queries, debug views) runs in the thread
+pool, so the event loop only moves bytes; inserts serialise on the DB's write lock, queries run
+concurrently. Every error is `{"error": "..."}` with a 4xx status for the client's faults
+(ClientError.status), 503 once storage failed, 500 only for the server's own bugs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from . import jsonio
+from .block import Block, concat, rollup
+from .config import Config
+from .errors import ClientError, QueryError, StorageFailedError
+from .metrics import CONTENT_TYPE_LATEST, Metrics, metricz_html, metricz_json, storage_stats
+
+log = logging.getLogger(__name__)
+
+ROOT_TEXT = "Gumshoe is on the case!"
+DEBUG_ROWS = 100
+STREAM_CHUNK_ROWS = 1000  # the original flushes the stream after rows 0, 1000, 2000, ...
+_ENCODE_IN_THREAD_ROWS = 2000  # larger results are JSON-encoded off the event loop
+
+
+class PayloadTooLarge(ClientError):
+    status = 413
+
+
+def json_response(obj: Any, status: int = 200) -> Response:
+    return Response(jsonio.dumps(obj), status_code=status, media_type="application/json")
+
+
+def error_response(message: str, status: int) -> Response:
+    return json_response({"error": message}, status)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes `limit` bytes (the declared
+    Content-Length is checked before reading anything)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise ClientError(f"bad Content-Length header: {declared!r}")
+        if int(declared) > limit:
+            raise PayloadTooLarge(f"request body of {declared} bytes is over the limit of "
+                                  f"{limit} bytes (max_body_size)")
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes "
+                                  "(max_body_size)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# -- /debug/rows -------------------------------------------------------------------------------
+def _column_values(snapshot: Any, block: Block, n: int) -> dict[str, list[Any]]:
+    schema = snapshot.schema
+    out: dict[str, list[Any]] = {}
+    for d in schema.dimensions:
+        codes = block.dims[d.name][:n]
+        nil = block.nils[d.name]
+        if d.is_string:
+            strings = snapshot.strings(d.name)
+            if nil is not None:
+                codes = np.where(nil[:n], 0, codes)
+            values = strings[codes.astype(np.intp)].tolist() if len(strings) else [None] * n
+        else:
+            values = codes.tolist()
+        if nil is not None:
+            values = [None if is_nil else v for v, is_nil in zip(values, nil[:n].tolist())]
+        out[d.name] = values
+    for m in schema.metrics:
+        out[m.name] = block.metrics[m.name][:n].tolist()
+    return out
+
+
+def debug_rows(snapshot: Any, limit: int = DEBUG_ROWS) -> list[dict[str, Any]] | None:
+    """The first `limit` physical rows, intervals ascending, key order within each, in the
+    original's shape: {"RowMap": {column: value, timestamp: interval start}, "Count": n}.
+    Unflushed rows are rolled up with their interval first (they are visible to queries)."""
+    schema = snapshot.schema
+    out: list[dict[str, Any]] = []
+    for iv in snapshot.intervals:
+        if len(out) >= limit:
+            break
+        # Flushed segments hold each key once; unflushed chunks may repeat keys (a single
+        # chunk too, so IntervalView.fully_rolled_up is not relied on here).
+        blocks = iv.blocks
+        block = rollup(schema, blocks) if iv.mem else concat(schema, blocks)
+        n = min(block.n, limit - len(out))
+        columns = _column_values(snapshot, block, n)
+        counts = block.count[:n].tolist()
+        for i in range(n):  # at most `limit` rows: a debug view, not a data path
+            row = {name: values[i] for name, values in columns.items()}
+            row[schema.timestamp.name] = iv.start
+            out.append({"RowMap": row, "Count": counts[i]})
+    return out or None
+
+
+# -- request log --------------------------------------------------------------------------------
+_ROUTE_LABELS = {"/insert", "/query", "/dimension_tables", "/statusz", "/metricz", "/metrics",
+                 "/debug/rows", "/"}
+
+
+class AccessLog:
+    """One info line per request (client, method, path, status, time) and a request counter."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            path = scope["path"]
+            route = path if path in _ROUTE_LABELS else (
+                "/dimension_tables" if path.startswith("/dimension_tables/") else "other")
+            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
+            client = scope.get("client")
+            log.info("%s %s %s %d %.1fms", client[0] if client else "-", scope["method"],
+                     path + ("?" + scope["query_string"].decode("latin-1")
+                             if scope.get("query_string") else ""),
+                     status, (time.perf_counter() - t0) * 1000)
+
+
+# -- the app ------------------------------------------------------------------------------------
+class ShardServer:
+    """Route handlers over one DB. `create_app` wraps it in a Starlette app."""
+
+    def __init__(self, db: Any, config: Config) -> None:
+        self.db = db
+        self.config = config
+        self.metrics = Metrics(db)
+
+    # -- insert ---------------------------------------------------------------------------
+    async def insert(self, request: Request) -> Response:
+        body = await read_body(request, self.config.max_body_size)
+        batch_id = request.headers.get("x-batch-id") or None
+        result = await run_in_threadpool(self._insert, body, batch_id)
+        return json_response(result.to_json())
+
+    def _insert(self, body: bytes, batch_id: str | None) -> Any:
+        m = self.metrics
+        try:
+            rows = jsonio.loads(body, "insert body", strict=False)
+            result = self.db.insert(rows, batch_id=batch_id)
+        except ClientError:
+            m.insert_errors.labels("bad_request").inc()
+            raise
+        except StorageFailedError:
+            m.insert_errors.labels("storage_failed").inc()
+            raise
+        m.insert_batches.inc()
+        m.insert_rows.labels("inserted").inc(result.inserted)
+        m.insert_rows.labels("rejected").inc(result.rejected)
+        return result
+
+    # -- query ----------------------------------------------------------------------------
+    async def query(self, request: Request) -> Response:
+        t0 = time.perf_counter()
+        body = await read_body(request, self.config.max_body_size)
+        try:
+            obj = jsonio.loads(body, "query")
+            if not isinstance(obj, dict):
+                raise QueryError(f"query must be a JSON object, got {type(obj).__name__}")
+            rows = await run_in_threadpool(self.db.query, obj)
+        except ClientError:
+            self.metrics.queries.labels("error").inc()
+            raise
+        elapsed = time.perf_counter() - t0
+        self.metrics.queries.labels("ok").inc()
+        self.metrics.query_duration.observe(elapsed)
+        duration_ms = int(elapsed * 1000)
+        if request.query_params.get("format") == "stream":
+            return StreamingResponse(self._stream(rows, duration_ms),
+                                     media_type="application/x-ndjson")
+        payload = {"duration_ms": duration_ms, "results": rows}
+        if len(rows) > _ENCODE_IN_THREAD_ROWS:
+            return Response(await run_in_threadpool(jsonio.dumps, payload),
+                            media_type="application/json")
+        return json_response(payload)
+
+    async def _stream(self, rows: list[dict[str, Any]], duration_ms: int
+                      ) -> AsyncIterator[bytes]:
+        """The original's stream format: a header line, then one JSON row per line."""
+        yield jsonio.dumps({"duration_ms": duration_ms, "num_rows": len(rows)})
+        for lo in range(0, len(rows), STREAM_CHUNK_ROWS):
+            yield b"".join(map(jsonio.dumps, rows[lo:lo + STREAM_CHUNK_ROWS]))
+
+    # -- read-only views --------------------------------------------------------------------
+    def _dictionaries(self) -> dict[str, list[str] | None]:
+        snap = self.db.snapshot()
+        return {name: (d.values[:snap.dict_sizes[name]] or None)
+                for name, d in snap.dictionaries.items()}
+
+    async def dimension_tables(self, request: Request) -> Response:
+        return json_response(await run_in_threadpool(self._dictionaries))
+
+    async def dimension_table(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        tables = await run_in_threadpool(self._dictionaries)
+        if name not in tables:
+            raise ClientError(f"No such dimension: {name}")
+        return json_response(tables[name])
+
+    async def statusz(self, request: Request) -> Response:
+        stats = storage_stats(self.db.snapshot())
+        return json_response({"LastUpdated": self.db.last_updated,
+                              "OldestInterval": stats.oldest_interval})
+
+    async def metricz(self, request: Request) -> Response:
+        data = await run_in_threadpool(metricz_json, self.config, self.db.snapshot())
+        if request.query_params.get("format") == "json":
+            return json_response(data)
+        return HTMLResponse(metricz_html(data))
+
+    async def debug_rows(self, request: Request) -> Response:
+        return json_response(await run_in_threadpool(debug_rows, self.db.snapshot()))
+
+    async def prometheus(self, request: Request) -> Response:
+        body = await run_in_threadpool(self.metrics.exposition)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    async def root(self, request: Request) -> Response:
+        return PlainTextResponse(ROOT_TEXT)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def flush_loop(self) -> None:
+        """Flush every flush_interval (after the previous flush ended, as the original)."""
+        while True:
+            await asyncio.sleep(self.config.flush_interval)
+            t0 = time.perf_counter()
+            try:
+                await run_in_threadpool(self.db.flush)
+            except Exception:
+                log.exception("periodic flush failed")
+            else:
+                self.metrics.flush_duration.observe(time.perf_counter() - t0)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette, periodic_flush: bool) -> AsyncIterator[None]:
+        task = asyncio.create_task(self.flush_loop()) if periodic_flush else None
+        log.info("serving database %s", self.config.database_dir)
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            log.info("shutting down: flushing and closing the database")
+            await run_in_threadpool(self.db.close)
+
+
+# -- error handlers -------------------------------------------------------------------------------
+async def _client_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ClientError)
+    return error_response(str(exc), exc.status)
+
+
+async def _storage_failed(request: Request, exc: Exception) -> Response:
+    return error_response(f"storage failure, not accepting writes: {exc}", 503)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        message = f"no such route: {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        message = f"method {request.method} not allowed on {request.url.path}"
+    else:
+        message = str(exc.detail)
+    return error_response(message, exc.status_code)
+
+
+async def _disconnect(request: Request, exc: Exception) -> Response:
+    return error_response("client disconnected", 400)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(f"internal server error: {type(exc).__name__}: {exc}", 500)
+
+
+Handler = Callable[[Request, Exception], Awaitable[Response]]
+
+
+def create_app(db: Any, config: Config, *, periodic_flush: bool = True) -> Starlette:
+    """The shard server app over `db` (opened by the caller, closed by the app's shutdown).
+
+    periodic_flush: flush every `config.flush_interval` (turn off for a DB that runs its own
+    flush thread)."""
+    s = ShardServer(db, config)
+    routes = [
+        Route("/insert", s.insert, methods=["PUT"]),
+        Route("/query", s.query, methods=["POST"]),
+        Route("/dimension_tables", s.dimension_tables, methods=["GET"]),
+        Route("/dimension_tables/", s.dimension_tables, methods=["GET"]),
+        Route("/dimension_tables/{name}", s.dimension_table, methods=["GET"]),
+        Route("/statusz", s.statusz, methods=["GET"]),
+        Route("/metricz", s.metricz, methods=["GET"]),
+        Route("/metrics", s.prometheus, methods=["GET"]),
+        Route("/debug/rows", s.debug_rows, methods=["GET"]),
+        Route("/", s.root, methods=["GET"]),
+    ]
+    handlers: dict[Any, Handler] = {
+        ClientError: _client_error,
+        StorageFailedError: _storage_failed,
+        HTTPException: _http_error,
+        ClientDisconnect: _disconnect,
+        Exception: _internal_error,
+    }
+    app = Starlette(routes=routes, exception_handlers=handlers,
+                    lifespan=lambda app: s.lifespan(app, periodic_flush))
+    app.add_middleware(AccessLog, metrics=s.metrics)
+    app.state.server = s
+    return app
+
+
+def run(app: Starlette, sock: Any) -> bool:
+    """Serve `app` with uvicorn on an already-bound socket until SIGINT/SIGTERM (graceful:
+    in-flight requests finish, then the app's shutdown closes the DB). Returns whether the
+    server started."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(
+        app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=30,
+        server_header=False))
+    server.run(sockets=[sock])
+    return bool(server.started)

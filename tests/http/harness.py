@@ -1,0 +1,118 @@
+"""End-to-end harness: the real `python -m gumshoe serve` process on a free loopback port.
+
+Every wait is a bounded loop and every request has a timeout; servers are stopped with SIGTERM
+and must exit 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+T0 = 1_700_000_000 - 1_700_000_000 % 3600  # an hour boundary; retention is off in tests
+TIMEOUT = 10.0  # seconds, for every request
+
+SCHEMA = """
+[schema]
+segment_size = "1MB"
+interval_duration = "1h"
+timestamp_column = ["at", "uint32"]
+dimension_columns = [["name", "string:uint16"], ["country", "string:uint8"], ["age", "uint8"]]
+metric_columns = [["visits", "uint8"], ["clicks", "uint32"], ["score", "float64"]]
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_config(directory: Path, db: str | Path, **keys: Any) -> Path:
+    """A config file for tests: retention off, no periodic flush unless asked."""
+    settings = {"database_dir": str(db), "retention_days": 0, "flush_interval": "1h",
+                "durability": "os", **keys}
+    lines = [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
+    path = directory / "config.toml"
+    path.write_text("\n".join(lines) + "\n" + SCHEMA)
+    return path
+
+
+class ServerProcess:
+    """One `python -m gumshoe serve` subprocess."""
+
+    def __init__(self, config: Path, log: Path, port: int | None = None,
+                 extra: tuple[str, ...] = ()) -> None:
+        self.config = config
+        self.log = log
+        self.port = port or free_port()
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.client = httpx.Client(base_url=self.url, timeout=TIMEOUT)
+
+    @property
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "gumshoe", "serve", "--config", str(self.config),
+                "--listen", f"127.0.0.1:{self.port}", *self.extra]
+
+    def start(self, ready: bool = True) -> ServerProcess:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL)
+        if ready:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited with {self.proc.returncode}:\n"
+                                     f"{self.log_text()}")
+            try:
+                if self.client.get("/", timeout=1.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"server not ready after {timeout}s:\n{self.log_text()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Signal the server and wait for it; returns its exit status."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout)
+            raise AssertionError(f"server ignored {sig} for {timeout}s:\n{self.log_text()}")
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    # -- conveniences ---------------------------------------------------------------------
+    def insert(self, rows: list[dict[str, Any]], **kw: Any) -> httpx.Response:
+        return self.client.put("/insert", json=rows, **kw)
+
+    def query(self, query: dict[str, Any], **kw: Any) -> httpx.Response:
+        return self.client.post("/query", json=query, **kw)
+
+
+def run_gumshoe(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """Run `python -m gumshoe ...` to completion (for start-up failures)."""
+    return subprocess.run([sys.executable, "-m", "gumshoe", *args], capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})

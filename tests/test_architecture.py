@@ -1,0 +1,126 @@
+"""The layering of gumshoe/ and gumtool/, checked by walking each module's imports with `ast`.
+
+A module may import modules of its own tier or lower tiers, never higher ones (DESIGN.md §3,
+STYLE.md "Allowed import edges"). Only the HTTP modules import the web stack. A new module must
+be given a tier below: the failure message says so.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# gumshoe modules, lowest tier first.
+TIERS: list[set[str]] = [
+    {"errors", "fileio", "__init__"},  # no internal imports
+    {"config"},
+    {"schema"},
+    {"batch", "dictionary"},
+    {"block"},
+    {"segment"},
+    {"interval"},
+    {"memtable"},
+    {"snapshot"},
+    {"wal"},
+    {"db"},
+    {"query", "wire", "jsonio"},  # query AST and codecs
+    {"scan"},  # kernels over blocks: filter masks, group keys, partials
+    {"engine"},  # plans and runs a query over a snapshot
+    {"server", "router", "metrics", "cli", "client", "__main__"},
+]
+TIER = {name: level for level, names in enumerate(TIERS) for name in names}
+
+# Upward edges that are part of the design, each only as a lazy (function-level) import:
+# DB.query dispatches to the query engine (DESIGN.md: "db may also import query and scan").
+LAZY_UPWARD = {("db", "query"), ("db", "scan"), ("db", "engine")}
+
+WEB_STACK = {"starlette", "uvicorn", "prometheus_client", "httpx", "httpx2"}
+WEB_MODULES = {"server", "router", "metrics"}
+# gumtool works on storage; it never reaches the servers or the web stack.
+GUMTOOL_FORBIDDEN = {"gumshoe.server", "gumshoe.router", "gumshoe.cli", *WEB_STACK}
+
+
+def modules(package: str) -> list[Path]:
+    return sorted((ROOT / package).glob("*.py"))
+
+
+def imports(path: Path, package: str) -> list[tuple[str, bool]]:
+    """(absolute module name, imported at module level?) for every import in `path`."""
+    tree = ast.parse(path.read_text("utf-8"), str(path))
+    top_level = {id(node) for node in tree.body}
+    for node in tree.body:  # `if TYPE_CHECKING:` / `try:` blocks still count as top level
+        if isinstance(node, (ast.If, ast.Try)):
+            top_level.update(id(child) for child in ast.walk(node))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, id(node) in top_level) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: from . import x / from .x import y
+                base = package if node.level == 1 else ""
+                target = f"{base}.{node.module}" if node.module else base
+                names = [f"{target}.{a.name}" for a in node.names] if not node.module else [target]
+                found += [(name, id(node) in top_level) for name in names]
+            elif node.module:
+                found.append((node.module, id(node) in top_level))
+    return found
+
+
+def internal(name: str) -> str | None:
+    """'gumshoe.db' or 'gumshoe.db.X' -> 'db'; None for anything outside gumshoe."""
+    parts = name.split(".")
+    return parts[1] if parts[0] == "gumshoe" and len(parts) > 1 else None
+
+
+GUMSHOE = [p.stem for p in modules("gumshoe")]
+
+
+@pytest.mark.parametrize("module", GUMSHOE)
+def test_module_has_a_tier(module: str) -> None:
+    assert module in TIER, (f"gumshoe/{module}.py has no tier: add it to TIERS in "
+                            f"{Path(__file__).name} at the level of what it imports")
+
+
+@pytest.mark.parametrize("module", GUMSHOE)
+def test_gumshoe_imports_only_downward(module: str) -> None:
+    if module not in TIER:
+        pytest.skip("no tier (reported by test_module_has_a_tier)")
+    problems = []
+    for name, at_top in imports(ROOT / "gumshoe" / f"{module}.py", "gumshoe"):
+        target = internal(name)
+        if target is None or target not in TIER or TIER[target] <= TIER[module]:
+            continue
+        if (module, target) in LAZY_UPWARD and not at_top:
+            continue
+        problems.append(f"gumshoe.{module} (tier {TIER[module]}) imports gumshoe.{target} "
+                        f"(tier {TIER[target]})")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("module", GUMSHOE)
+def test_only_http_modules_import_the_web_stack(module: str) -> None:
+    if module in WEB_MODULES:
+        return
+    used = {name.split(".")[0] for name, _ in imports(ROOT / "gumshoe" / f"{module}.py",
+                                                        "gumshoe")}
+    assert not used & WEB_STACK, f"gumshoe.{module} imports {sorted(used & WEB_STACK)}"
+
+
+@pytest.mark.parametrize("path", modules("gumtool"), ids=lambda p: p.name)
+def test_gumtool_stays_off_the_servers(path: Path) -> None:
+    bad = sorted({name for name, _ in imports(path, "gumtool")
+                  if name in GUMTOOL_FORBIDDEN or name.split(".")[0] in WEB_STACK
+                  or any(name.startswith(f + ".") for f in GUMTOOL_FORBIDDEN)})
+    assert not bad, f"gumtool/{path.name} imports {bad}"
+
+
+def test_the_checker_sees_relative_and_lazy_imports(tmp_path: Path) -> None:
+    src = tmp_path / "m.py"
+    src.write_text("from . import db\nfrom .schema import Schema\nimport starlette.routing\n"
+                   "def f():\n    from .engine import execute\n")
+    assert imports(src, "gumshoe") == [("gumshoe.db", True), ("gumshoe.schema", True),
+                                       ("starlette.routing", True), ("gumshoe.engine", False)]
