@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from . import ideal, queries
+from . import data, ideal, queries
 from .duck import Duck
 from .queries import Query, Row
 
@@ -39,8 +39,12 @@ def check_stored(tbl: ideal.Table, ref_dir: Path) -> str | None:
     files = sorted(ref_dir.glob("hour*.npz"))
     if len(files) != len(tbl.starts):
         return f"{len(tbl.starts)} stored intervals, reference has {len(files)}"
-    name_lut = np.array([tbl.encode["name"](s) for s in ideal_names()], np.int64)
-    country_lut = np.array([tbl.encode["country"](s) for s in ideal_countries()], np.int64)
+    def lut(column: str, values: list[Any]) -> np.ndarray:  # generator code -> stored code
+        codes = [tbl.encode[column](v) for v in values]
+        return np.array([-1 if c is None else c for c in codes], np.int64)
+
+    name_lut = lut("name", data.NAMES)
+    country_lut = lut("country", [*data.COUNTRIES, None])
     for i, f in enumerate(files):
         lo, hi = int(tbl.offsets[i]), int(tbl.offsets[i + 1])
         with np.load(f) as z:
@@ -59,16 +63,6 @@ def check_stored(tbl: ideal.Table, ref_dir: Path) -> str | None:
             if not np.array_equal(tbl.cols[col][lo:hi][so], ref[col][ro]):
                 return f"interval {int(tbl.starts[i])}: column {col} differs"
     return None
-
-
-def ideal_names() -> list[str]:
-    from .data import NAMES
-    return NAMES
-
-
-def ideal_countries() -> list[str | None]:
-    from .data import COUNTRIES
-    return [*COUNTRIES, None]
 
 
 # -- HTTP ---------------------------------------------------------------------------------------
@@ -150,10 +144,14 @@ def engines(db: Any, tbl: ideal.Table, duck: Duck, pool: ThreadPoolExecutor,
 
 
 def run(qs: list[Query], eng: dict[str, Engine], rows: int, repeats: int,
-        budget_s: float = 60.0, progress: Any = None) -> tuple[list[dict[str, Any]], list[str]]:
+        budget_s: float = 60.0, progress: Any = None,
+        expected: dict[str, list[Row]] | None = None
+        ) -> tuple[list[dict[str, Any]], list[str]]:
     """Time every query on every engine (one warm-up run each, whose answer is checked against
     DuckDB's, then `repeats` interleaved timed runs, fewer if a query would exceed
-    `budget_s`). Returns the per-query results and the list of failures."""
+    `budget_s`). Returns the per-query results and the list of failures. `expected` holds
+    DuckDB's answers by query name: filled when "duckdb" is among the engines, else used."""
+    expected = {} if expected is None else expected
     results, failures = [], []
     for q in qs:
         answers: dict[str, list[Row]] = {}
@@ -165,7 +163,11 @@ def run(qs: list[Query], eng: dict[str, Engine], rows: int, repeats: int,
             except Exception as e:  # a crash is a failure of that engine, not of the suite
                 failures.append(f"{q.name}: {name} raised {type(e).__name__}: {e}")
             first[name] = time.perf_counter() - t
-        want = answers.get("duckdb")
+        if "duckdb" in answers:
+            expected[q.name] = answers["duckdb"]
+        want = expected.get(q.name)
+        if want is None:
+            failures.append(f"{q.name}: no DuckDB answer to check against")
         entry: dict[str, Any] = {"query": q.name, "json": queries.to_json(q),
                                  "sql": queries.to_sql(q), "groups": len(want or []),
                                  "low_cardinality": q.low_cardinality, "engines": {}}

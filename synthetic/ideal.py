@@ -254,3 +254,33 @@ def _row(q: Query, names: list[str], group_vals: list[Any], sums: list[int]) -> 
     vals = [s if a.type == "sum" else (s / count if count else None)
             for a, s in zip(q.aggs, sums)]
     return dict(zip(names, (*group_vals, *vals, count)))
+
+
+# -- flush ----------------------------------------------------------------------------------------
+def flush(tbl: Table, directory: Any, rows: int = 1_000_000, fsync: bool = True) -> float:
+    """Seconds to write `rows` rolled-up rows (one file per column, fsync'd, then the
+    directory): the floor under a flush of that many rows, roll-up not included."""
+    import os
+    import time
+    from pathlib import Path
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    rows = min(rows, tbl.n)
+    t = time.perf_counter()
+    for name, col in tbl.cols.items():
+        with open(d / f"{name}.col", "wb") as f:
+            f.write(memoryview(np.ascontiguousarray(col[:rows])))
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+    if fsync:
+        fd = os.open(d, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    seconds = time.perf_counter() - t
+    for p in d.glob("*.col"):
+        p.unlink()
+    return seconds
