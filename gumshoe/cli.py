@@ -144,7 +144,7 @@ def fail(message: str, status: int = EXIT_USAGE) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gumshoe", description="gumshoe: a columnar roll-up analytics database server.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = commands.add_parser("serve", help="run one shard server in the foreground",
                             description="Run one shard server in the foreground. Flags "
                             "override the config file; SIGTERM/SIGINT flush and exit.")
@@ -161,7 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
     logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
     return int(args.func(args))
 
