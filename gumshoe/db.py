@@ -129,6 +129,11 @@ class DB:
             elif any(self.dir.glob("*.seg")):
                 raise CorruptDataError(f"{self.dir}: segment files but no {META}; run "
                                        "`gumtool clean` or choose an empty directory")
+            else:  # a new database: metadata first, so a crash in the first flush is harmless
+                write_atomic(meta_path, json.dumps({
+                    "format": FORMAT, "schema": self.schema.to_json(), "wal_seq": 0,
+                    "intervals": [], "dictionaries": {}}, indent=1).encode(),
+                    fsync=self.config.durability == "fsync")
             self._remove_unreferenced()
             self._recover()
         except BaseException:
@@ -175,6 +180,46 @@ class DB:
                 log.info("removing unreferenced file %s", p)
                 p.unlink(missing_ok=True)
 
+    def _recover(self) -> None:
+        """Open the write-ahead log and replay the records after the last flush, exactly once."""
+        assert self.dir is not None
+        meta = getattr(self, "_loaded_meta", {})
+        self.wal = WriteAheadLog(self.dir, self.config.durability, self.config.batch_id_window,
+                                 self.clock)
+        try:
+            for rec in self.wal.recover(int(meta.get("wal_seq", 0)), meta.get("batch_ids")):
+                self._replay(rec)
+        except BaseException:
+            self.wal.close()
+            raise
+        if self.wal.stats["replayed"]:
+            log.info("replayed %d write-ahead log records (up to sequence number %d)",
+                     self.wal.stats["replayed"], self.wal.seq)
+
+    def _replay(self, rec: Record) -> None:
+        """Re-apply one logged batch; it must add exactly the dictionary strings it added
+        when it was first applied, so that every code means the same string again."""
+        batch = rec.batch
+        for col in self.schema.dimensions + self.schema.metrics:
+            v = (batch.metrics if col.role == "metric" else batch.dims).get(col.name)
+            if not (isinstance(v, list) if col.is_string else
+                    isinstance(v, np.ndarray) and v.dtype == col.store_dtype):
+                raise CorruptDataError(f"write-ahead log record {rec.seq}: column {col.name!r} "
+                                       f"does not match the schema")
+        try:
+            block, new_strings = self._encode(batch)
+        except (InsertError, KeyError, ValueError) as e:
+            raise CorruptDataError(f"write-ahead log record {rec.seq} cannot be replayed: "
+                                   f"{e}") from None
+        if new_strings != rec.new_strings:
+            raise CorruptDataError(
+                f"write-ahead log record {rec.seq}: replay would assign different dictionary "
+                f"codes (adds {sorted((k, len(v)) for k, v in new_strings.items())}, logged "
+                f"{sorted((k, len(v)) for k, v in rec.new_strings.items())} new strings); the "
+                f"dictionaries do not match the log")
+        self._apply(self.schema.interval_start(batch.timestamps), block, new_strings)
+        self.stats["replayed_rows"] = self.stats.get("replayed_rows", 0) + batch.n
+
     # -- insert -----------------------------------------------------------------------------
     def retention_cutoff(self) -> int | None:
         """Intervals starting before this are out of retention (None: keep everything)."""
@@ -189,34 +234,57 @@ class DB:
         return self.insert_batch(parse_rows(self.schema, rows), batch_id)
 
     def insert_batch(self, batch: Batch, batch_id: str | None = None) -> InsertResult:
-        if batch.n and self.failed:
-            raise StorageFailedError(f"database is read-only after a storage failure: "
-                                     f"{self.failed}")
+        """Apply a validated batch atomically; return only once it is durable.
+
+        Under the write lock the batch is logged (written to the OS) and applied to the
+        memtable, so it is visible to queries from then on; the wait for the fsync (group
+        commit) happens after the lock is released. A concurrent reader may therefore see rows
+        whose insert has not returned yet; if their fsync then fails the insert raises
+        StorageFailedError (never acknowledged), the database turns read-only, and after a
+        restart the batch is either wholly present or wholly absent.
+
+        A `batch_id` applied within `batch_id_window` is not applied again: the result has
+        duplicate=True (returned once the earlier record is durable)."""
         with self._write_lock:
             if self.closed:
                 raise StorageFailedError("database is closed")
-            if batch_id is not None and self.wal is not None and self.wal.seen(batch_id):
-                return InsertResult(0, 0, duplicate=True)
-            starts = self.schema.interval_start(batch.timestamps)
-            rejected = 0
-            cutoff = self.retention_cutoff()
-            if cutoff is not None and batch.n:
-                keep = starts >= cutoff
-                rejected = int(batch.n - keep.sum())
-                if rejected:
-                    batch = batch.take(keep)
-                    starts = starts[keep]
-            block, new_strings = self._encode(batch)
-            if self.wal is not None:
-                self.wal.append(batch_id, batch, new_strings)
-            self._apply(starts, block, new_strings)
-            if batch.n:
-                ts_max = int(batch.timestamps.max())
-                self.last_updated = max(self.last_updated or ts_max, ts_max)
-            self.stats["inserted_rows"] += batch.n
-            self.stats["inserted_batches"] += 1
-            self.stats["rejected_rows"] += rejected
-            return InsertResult(batch.n, rejected)
+            assert self.wal is not None
+            seen = self.wal.seen(batch_id) if batch_id is not None else None
+            if seen is not None:
+                ticket, result = seen, InsertResult(0, 0, duplicate=True)
+            else:
+                if (batch.n or batch_id is not None) and self.failed:
+                    raise StorageFailedError(f"database is read-only after a storage failure: "
+                                             f"{self.failed}")
+                starts = self.schema.interval_start(batch.timestamps)
+                rejected = 0
+                cutoff = self.retention_cutoff()
+                if cutoff is not None and batch.n:
+                    keep = starts >= cutoff
+                    rejected = int(batch.n - keep.sum())
+                    if rejected:
+                        batch = batch.take(keep)
+                        starts = starts[keep]
+                block, new_strings = self._encode(batch)
+                try:
+                    ticket = self.wal.append(batch_id, batch, new_strings)
+                except StorageFailedError as e:
+                    self._fail(str(e))
+                    raise
+                self._apply(starts, block, new_strings)
+                if batch.n:
+                    ts_max = int(batch.timestamps.max())
+                    self.last_updated = max(self.last_updated or ts_max, ts_max)
+                self.stats["inserted_rows"] += batch.n
+                self.stats["inserted_batches"] += 1
+                self.stats["rejected_rows"] += rejected
+                result = InsertResult(batch.n, rejected)
+        try:
+            self.wal.commit(ticket)  # outside the lock: concurrent inserts share one fsync
+        except StorageFailedError as e:
+            self._fail(str(e))
+            raise
+        return result
 
     def _encode(self, batch: Batch) -> tuple[Block, dict[str, list[str]]]:
         """Dictionary-encode string columns (staged: nothing changes until `_apply`)."""
@@ -262,11 +330,18 @@ class DB:
             with self._write_lock:
                 if self.failed:
                     return
+                if self.wal is not None:
+                    try:  # a new log file: trim can then drop every file this flush covers
+                        wal_seq = self.wal.rotate()
+                    except StorageFailedError as e:
+                        self._fail(str(e))
+                        raise
+                else:
+                    wal_seq = 0
                 mem = self.memtable
                 self.memtable = Memtable(self.schema)
                 self._flushing = mem
                 sizes = {name: len(d) for name, d in self.dictionaries.items()}
-                wal_seq = self.wal.seq if self.wal is not None else 0
             try:
                 new_intervals, dict_files, dead = self._write_flush(mem, sizes, wal_seq)
             except OSError as e:
@@ -314,7 +389,7 @@ class DB:
                         self.dictionaries[name].values[:size]).encode(), fsync=False)
                     if fsync:
                         with open(self.dir / fname, "rb") as f:
-                            os.fsync(f.fileno())
+                            fileio.fsync(f.fileno())
                     if gen:
                         dead.append(self.dir / dictionary_filename(name, gen))
                     dict_files[name] = (gen + 1, size)

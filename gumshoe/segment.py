@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from . import fileio
 from .block import Block
 from .errors import CorruptDataError
 from .schema import Schema
@@ -84,17 +85,17 @@ def write_segment(path: Path, schema: Schema, block: Block, fsync: bool = True) 
     """Write `block` as a segment file (not yet visible to any reader). Returns its size."""
     head, pieces = encode_segment(schema, block)
     with open(path, "wb") as f:
-        f.write(head)
+        fileio.write(f, head)
         for offset, arr in pieces:
             f.seek(offset)
-            f.write(arr.view(np.uint8).data)
+            fileio.write(f, arr.view(np.uint8).data)
         size = f.tell()
         if size % _ALIGN:
-            f.write(b"\0" * (_ALIGN - size % _ALIGN))
+            fileio.write(f, b"\0" * (_ALIGN - size % _ALIGN))
             size = f.tell()
         f.flush()
         if fsync:
-            os.fsync(f.fileno())
+            fileio.fsync(f.fileno())
     return size
 
 

@@ -1,0 +1,480 @@
+"""The write-ahead log: every accepted batch is one CRC-framed record, durable before the ack.
+
+Imports batch, errors and fileio. The DB (db.py) owns the order of operations; this module owns
+the files, the framing, group commit, recovery and the remembered batch ids.
+
+Files. `wal.<first seq, 16 digits>.log` in the database directory, appended to in sequence-number
+order. The log rolls to a new file at about `segment_bytes` (64 MB) and at every flush, so that
+`trim` can delete whole files whose records are all covered by a durable flush.
+
+Record framing (little-endian), `HEADER = <IIQI`:
+
+    u32 payload length | u32 crc32(payload) | u64 seq | u32 crc32(the 16 bytes before) | payload
+
+The payload is msgpack: the validated Batch (arrays as [dtype, raw bytes], string columns as
+lists, nil masks, counts), the batch id, the wall-clock time it was applied, and the strings the
+batch added to each dictionary. Replay re-encodes the batch against the dictionaries as of the
+last flush plus the earlier records, and checks that it adds exactly the recorded strings, so
+the dictionary codes are reproduced identically.
+
+Durability modes (the `durability` setting):
+
+* ``fsync``: `append` writes the record to the OS under the DB's write lock; `commit` (called
+  after the lock is released) returns once an fsync covering the record has completed. Group
+  commit: one waiting thread is the leader and fsyncs everything written so far; the others wait
+  on a condition and are released by it (leader/follower), so concurrent inserts share fsyncs.
+* ``os``: `append` writes the record to the OS; `commit` returns at once. Survives kill -9,
+  not power loss or a kernel crash.
+* ``none``: no record is written (only flushed data survives a crash). Batch ids are still
+  remembered in memory and persisted in db.json at flush.
+
+Failures are fail-stop: after a failed write or fsync the log refuses every further append and
+every commit not already covered by a successful fsync raises StorageFailedError.
+
+Recovery (`recover`) reads the files in order, yields the records after the flushed sequence
+number exactly once, truncates a torn last record with a warning, and raises CorruptDataError
+naming the file and offset for a bad checksum, bad framing or a gap anywhere else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from . import fileio
+from .batch import Batch
+from .errors import CorruptDataError, StorageFailedError
+
+log = logging.getLogger(__name__)
+
+HEADER = struct.Struct("<IIQI")
+SEGMENT_BYTES = 64 << 20
+MODES = ("fsync", "os", "none")
+_NAME_RE = re.compile(r"wal\.(\d+)\.log")
+_FORMAT = 1
+
+
+def log_filename(first_seq: int) -> str:
+    return f"wal.{first_seq:016d}.log"
+
+
+def frame(seq: int, payload: bytes) -> bytes:
+    head = struct.pack("<IIQ", len(payload), zlib.crc32(payload), seq)
+    return head + struct.pack("<I", zlib.crc32(head)) + payload
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Record:
+    seq: int
+    batch_id: str | None
+    time: float
+    batch: Batch
+    new_strings: dict[str, list[str]]
+
+
+def _arr(a: np.ndarray) -> list[Any]:
+    return [a.dtype.str, np.ascontiguousarray(a).tobytes()]
+
+
+def encode_payload(batch_id: str | None, t: float, batch: Batch,
+                   new_strings: dict[str, list[str]]) -> bytes:
+    dims: dict[str, Any] = {}
+    for name, v in batch.dims.items():
+        dims[name] = v if isinstance(v, list) else _arr(v)
+    return msgpack.packb({
+        "v": _FORMAT, "id": batch_id, "t": t, "n": batch.n,
+        "ts": _arr(batch.timestamps),
+        "dims": dims,
+        "nils": {k: (None if v is None else np.ascontiguousarray(v).tobytes())
+                 for k, v in batch.nils.items()},
+        "metrics": {k: _arr(v) for k, v in batch.metrics.items()},
+        "counts": None if batch.counts is None else _arr(batch.counts),
+        "new": new_strings,
+    }, use_bin_type=True)
+
+
+def decode_payload(seq: int, payload: bytes) -> Record:
+    """Decode one record payload (checked by CRC already). Raises ValueError/KeyError/TypeError
+    on a malformed payload; the caller turns that into CorruptDataError."""
+    obj = msgpack.unpackb(payload, raw=False)
+    if obj.get("v") != _FORMAT:
+        raise ValueError(f"unknown record format {obj.get('v')!r}")
+    n = int(obj["n"])
+
+    def arr(x: list[Any]) -> np.ndarray:
+        a = np.frombuffer(x[1], dtype=np.dtype(x[0]))
+        if len(a) != n:
+            raise ValueError(f"column has {len(a)} values, record has {n} rows")
+        return a
+
+    dims: dict[str, Any] = {}
+    for name, v in obj["dims"].items():
+        if len(v) == 2 and isinstance(v[0], str) and isinstance(v[1], bytes):
+            dims[name] = arr(v)
+        else:
+            if len(v) != n:
+                raise ValueError(f"string column {name} has {len(v)} values, record has {n}")
+            dims[name] = list(v)
+    nils = {k: (None if v is None else np.frombuffer(v, dtype=bool)) for k, v in
+            obj["nils"].items()}
+    batch = Batch(n, arr(obj["ts"]), dims, nils, {k: arr(v) for k, v in obj["metrics"].items()},
+                  None if obj["counts"] is None else arr(obj["counts"]))
+    new = {k: list(v) for k, v in obj["new"].items()}
+    return Record(seq, obj["id"], float(obj["t"]), batch, new)
+
+
+class WriteAheadLog:
+    """The log of one database directory (or none: `directory=None` keeps only batch ids).
+
+    Threading contract: `append`, `rotate` and `seen` are called under the DB's write lock
+    (which serialises them); `commit`, `trim` and `batch_ids_json` may be called from any
+    thread without it.
+    """
+
+    def __init__(self, directory: Path | None, durability: str, batch_id_window: float,
+                 clock: Callable[[], float] = time.time,
+                 segment_bytes: int = SEGMENT_BYTES) -> None:
+        if durability not in MODES:
+            raise ValueError(f"durability must be one of {MODES}, got {durability!r}")
+        self.dir = directory
+        self.mode = "none" if directory is None else durability
+        self.window = batch_id_window
+        self.clock = clock
+        self.segment_bytes = segment_bytes
+        self.failed: str | None = None
+        self.stats = {"records": 0, "bytes": 0, "fsyncs": 0, "files_removed": 0,
+                      "replayed": 0}
+        # batch id -> (applied at wall-clock time, seq of its record; 0 = already durable)
+        self._ids: dict[str, tuple[float, int]] = {}
+        self._ids_lock = threading.Lock()
+        self._cond = threading.Condition(threading.Lock())
+        self._written = 0  # last seq handed to the OS (or assigned, with no log)
+        self._synced = 0  # last seq known durable
+        self._syncing = False  # a leader's fsync (or a roll) is in progress
+        self._fd: int | None = None
+        self._first = 0  # first seq of the active file
+        self._size = 0  # bytes in the active file
+        self._closed_files: list[tuple[int, Path]] = []  # (first seq, path), ascending
+        self._files_lock = threading.Lock()
+        self._closed = False
+
+    # -- state --------------------------------------------------------------------------
+    @property
+    def seq(self) -> int:
+        """The last sequence number appended."""
+        return self._written
+
+    def files(self) -> list[Path]:
+        with self._files_lock:
+            paths = [p for _, p in self._closed_files]
+        if self._fd is not None and self.dir is not None:
+            paths.append(self.dir / log_filename(self._first))
+        return paths
+
+    def _fail(self, what: str, e: OSError) -> StorageFailedError:
+        reason = f"write-ahead log {what} failed: {e}"
+        with self._cond:
+            if self.failed is None:
+                self.failed = reason
+                log.error("%s; refusing further writes", reason)
+            self._cond.notify_all()
+        return StorageFailedError(reason)
+
+    def _check(self) -> None:
+        if self.failed:
+            raise StorageFailedError(f"database is read-only after a storage failure: "
+                                     f"{self.failed}")
+        if self._closed:
+            raise StorageFailedError("database is closed")
+
+    # -- recovery -----------------------------------------------------------------------
+    def recover(self, flushed_seq: int, batch_ids: dict[str, float] | None = None
+                ) -> Iterator[Record]:
+        """Yield every logged record after `flushed_seq` (the db.json `wal_seq`) in order, then
+        open a new active file. Loads the batch ids persisted at the last flush. Raises
+        CorruptDataError for corruption anywhere but a torn last record."""
+        now = self.clock()
+        for bid, t in (batch_ids or {}).items():
+            if now - float(t) <= self.window:
+                self._ids[bid] = (float(t), 0)
+        last = flushed_seq
+        kept: list[tuple[int, Path]] = []
+        if self.dir is not None:
+            files = sorted((int(m.group(1)), p) for p in self.dir.iterdir()
+                           if (m := _NAME_RE.fullmatch(p.name)) and p.is_file())
+            sizes = [p.stat().st_size for _, p in files]
+            for i, (first, path) in enumerate(files):
+                at_tail = not any(sizes[i + 1:])
+                file_last = None
+                for rec_seq, payload, offset in self._read_file(path, first, at_tail):
+                    file_last = rec_seq
+                    if rec_seq <= flushed_seq:
+                        continue
+                    if rec_seq != last + 1:
+                        raise CorruptDataError(
+                            f"{path}: record at offset {offset} has sequence number {rec_seq}, "
+                            f"expected {last + 1}: the log has a gap (missing log file?)")
+                    try:
+                        rec = decode_payload(rec_seq, payload)
+                    except (ValueError, KeyError, TypeError, msgpack.UnpackException) as e:
+                        raise CorruptDataError(f"{path}: undecodable record {rec_seq} at "
+                                               f"offset {offset}: {e}") from None
+                    if rec.batch_id is not None:
+                        self._ids[rec.batch_id] = (rec.time, rec_seq)
+                    last = rec_seq
+                    self.stats["replayed"] += 1
+                    yield rec
+                if file_last is not None and file_last > flushed_seq:
+                    kept.append((first, path))
+                else:
+                    log.info("removing flushed write-ahead log file %s", path)
+                    path.unlink(missing_ok=True)
+                    self.stats["files_removed"] += 1
+        self._written = self._synced = last
+        if self.dir is not None and self.mode != "none":
+            if self.mode == "fsync":
+                for _, path in kept:  # what was replayed is durable before anything new
+                    fd = os.open(path, os.O_RDONLY)
+                    try:
+                        fileio.fsync(fd)
+                    finally:
+                        os.close(fd)
+            self._closed_files = kept
+            self._open_active(last + 1)
+        else:
+            self._closed_files = kept  # kept until a flush trims them
+
+    def _read_file(self, path: Path, first: int, at_tail: bool
+                   ) -> Iterator[tuple[int, bytes, int]]:
+        """Yield (seq, payload, offset) of each record of one file; truncate a torn tail."""
+        data = path.read_bytes()
+        off, expect = 0, first
+        size = len(data)
+        while off < size:
+            problem = None
+            torn = False
+            if size - off < HEADER.size:
+                problem, torn = f"incomplete record header ({size - off} bytes)", True
+            else:
+                length, crc, seq, hcrc = HEADER.unpack_from(data, off)
+                if zlib.crc32(data[off:off + 16]) != hcrc:
+                    problem = "bad record header checksum"
+                    torn = not data[off:].strip(b"\0")  # a zero-filled tail
+                elif off + HEADER.size + length > size:
+                    problem = (f"record {seq} is cut short ({size - off - HEADER.size} of "
+                               f"{length} payload bytes)")
+                    torn = True
+                else:
+                    payload = data[off + HEADER.size:off + HEADER.size + length]
+                    if zlib.crc32(payload) != crc:
+                        problem = f"bad checksum in record {seq}"
+                        torn = off + HEADER.size + length == size  # the very last record
+                    elif seq != expect:
+                        raise CorruptDataError(f"{path}: record at offset {off} has sequence "
+                                               f"number {seq}, expected {expect} (bad framing)")
+            if problem is None:
+                yield seq, payload, off
+                off += HEADER.size + length
+                expect += 1
+                continue
+            if torn and at_tail:
+                log.warning("%s: torn last record at offset %d (%s); truncating the log to %d "
+                            "bytes (that batch was never acknowledged)", path, off, problem, off)
+                with open(path, "r+b") as f:
+                    f.truncate(off)
+                    f.flush()
+                    if self.mode == "fsync":
+                        fileio.fsync(f.fileno())
+                return
+            hint = ("" if at_tail else "; later log files hold more records, so this is not a "
+                    "torn tail")
+            raise CorruptDataError(f"{path}: corrupt write-ahead log at offset {off}: "
+                                   f"{problem}{hint}. Refusing to start rather than lose the "
+                                   f"records after it; restore the file or truncate it to {off} "
+                                   f"bytes to discard them")
+
+    def _open_active(self, first: int) -> None:
+        assert self.dir is not None
+        path = self.dir / log_filename(first)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._fd, self._first, self._size = fd, first, os.fstat(fd).st_size
+        if self.mode == "fsync":
+            fileio.fsync_dir(self.dir)  # the new file's directory entry is durable
+
+    # -- batch ids ----------------------------------------------------------------------
+    def seen(self, batch_id: str) -> int | None:
+        """The ticket (seq) of the record that applied `batch_id` within the window, or None."""
+        with self._ids_lock:
+            entry = self._ids.get(batch_id)
+        if entry is None or self.clock() - entry[0] > self.window:
+            return None
+        return entry[1]
+
+    def _remember(self, batch_id: str, t: float, seq: int) -> None:
+        with self._ids_lock:
+            self._ids.pop(batch_id, None)
+            self._ids[batch_id] = (t, seq)
+            # Ids are kept in insertion (about time) order: drop expired ones from the front.
+            cutoff = t - self.window
+            while self._ids:
+                oldest = next(iter(self._ids))
+                if self._ids[oldest][0] >= cutoff:
+                    break
+                del self._ids[oldest]
+
+    def batch_ids_json(self) -> dict[str, float]:
+        """The batch ids applied within the window -> their time (persisted in db.json)."""
+        now = self.clock()
+        with self._ids_lock:
+            return {k: t for k, (t, _) in self._ids.items() if now - t <= self.window}
+
+    # -- appending ----------------------------------------------------------------------
+    def append(self, batch_id: str | None, batch: Batch, new_strings: dict[str, list[str]]
+               ) -> int:
+        """Log a validated batch (called under the DB write lock, before it is applied).
+        Returns a ticket for `commit`: 0 when there is nothing to wait for."""
+        if batch.n == 0 and batch_id is None:
+            return 0
+        self._check()
+        t = self.clock()
+        if self.mode == "none":
+            if batch_id is not None:
+                self._remember(batch_id, t, 0)
+            return 0
+        seq = self._written + 1
+        data = frame(seq, encode_payload(batch_id, t, batch, new_strings))
+        if self._size and self._size + len(data) > self.segment_bytes:
+            self._roll()
+        assert self._fd is not None
+        try:
+            fileio.write(self._fd, data)
+        except OSError as e:
+            raise self._fail("write", e) from e
+        self._size += len(data)
+        with self._cond:
+            self._written = seq
+        self.stats["records"] += 1
+        self.stats["bytes"] += len(data)
+        if batch_id is not None:
+            self._remember(batch_id, t, seq)
+        return seq
+
+    def commit(self, ticket: int) -> None:
+        """Return once the record `ticket` is durable per the durability mode (call it without
+        holding the DB write lock). Raises StorageFailedError if it can never be."""
+        if ticket <= 0 or self.mode != "fsync":
+            return  # os: the record reached the OS in `append`; none: nothing to wait for
+        with self._cond:
+            while True:
+                if self._synced >= ticket:
+                    return
+                if self.failed:
+                    raise StorageFailedError(f"not acknowledged: {self.failed}")
+                if not self._syncing:
+                    break
+                self._cond.wait()
+            self._syncing = True  # this thread is the leader
+            target, fd = self._written, self._fd
+        err: OSError | None = None
+        try:
+            assert fd is not None
+            fileio.fsync(fd)
+        except OSError as e:
+            err = e
+        with self._cond:
+            self._syncing = False
+            if err is None:
+                self._synced = max(self._synced, target)
+                self.stats["fsyncs"] += 1
+            self._cond.notify_all()
+        if err is not None:
+            raise self._fail("fsync", err) from err
+
+    def _roll(self) -> None:
+        """Close the active file (fsync'd in fsync mode) and start a new one. Under the DB
+        write lock, so no append runs concurrently; waits for a running group fsync."""
+        assert self.dir is not None and self._fd is not None
+        with self._cond:
+            while self._syncing:
+                self._cond.wait()
+            self._check()
+            self._syncing = True
+        ok = False
+        try:
+            if self.mode == "fsync" and self._written > self._synced:
+                fileio.fsync(self._fd)
+                self.stats["fsyncs"] += 1
+            os.close(self._fd)
+            self._fd = None
+            with self._files_lock:
+                self._closed_files.append((self._first, self.dir / log_filename(self._first)))
+            self._open_active(self._written + 1)
+            ok = True
+        except OSError as e:
+            raise self._fail("roll", e) from e
+        finally:
+            with self._cond:
+                self._syncing = False
+                if ok:
+                    self._synced = self._written
+                self._cond.notify_all()
+
+    def rotate(self) -> int:
+        """Start a new log file if the active one holds records (at a flush, under the write
+        lock) and return the last sequence number: the flush covers every record up to it."""
+        self._check()
+        if self.mode != "none" and self._fd is not None and self._size:
+            self._roll()
+        return self._written
+
+    def trim(self, flushed_seq: int) -> None:
+        """Delete the log files whose records are all <= `flushed_seq` (durably flushed)."""
+        with self._files_lock:
+            nexts = [f for f, _ in self._closed_files[1:]] + [
+                self._first if self._fd is not None else self._written + 1]
+            drop = [(f, p) for (f, p), nxt in zip(self._closed_files, nexts)
+                    if nxt - 1 <= flushed_seq]
+            self._closed_files = [fp for fp in self._closed_files if fp not in drop]
+        for _, path in drop:
+            try:
+                path.unlink()
+                self.stats["files_removed"] += 1
+            except OSError as e:  # harmless: skipped and removed at the next start
+                log.warning("cannot remove flushed log file %s: %s", path, e)
+
+    def close(self) -> None:
+        """Make everything written durable (fsync mode) and close the active file."""
+        with self._cond:
+            while self._syncing:
+                self._cond.wait()
+            if self._closed:
+                return
+            self._closed = True
+            self._syncing = True
+        try:
+            if self._fd is not None:
+                if self.mode == "fsync" and not self.failed and self._written > self._synced:
+                    try:
+                        fileio.fsync(self._fd)
+                    except OSError as e:
+                        self._fail("fsync", e)
+                    else:
+                        self._synced = self._written
+                os.close(self._fd)
+                self._fd = None
+        finally:
+            with self._cond:
+                self._syncing = False
+                self._cond.notify_all()
