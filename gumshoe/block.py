@@ -96,7 +96,11 @@ def dense_codes(values: np.ndarray, nil: np.ndarray | None) -> tuple[np.ndarray,
             return np.zeros(n, np.int64), 1
         lo, hi = int(valid.min()), int(valid.max())
         if hi - lo < max(4 * n, 1 << 16):
-            codes = values.astype(np.int64) - (lo - 1)
+            # v - lo is small for every valid v. Computed in a 64-bit dtype with wrap-around
+            # it is exact even at the int64/uint64 extremes (nil cells are overwritten below);
+            # in the column's own dtype it would wrap (int8: 127 - -128).
+            wide = np.dtype(np.uint64 if values.dtype.kind == "u" else np.int64)
+            codes = (values.astype(wide) - wide.type(lo)).astype(np.int64) + 1
             if nil is not None:
                 codes[nil] = 0
             return codes, hi - lo + 2
