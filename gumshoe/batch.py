@@ -75,6 +75,14 @@ def _column_values(rows: list[dict[str, Any]], name: str) -> list[Any]:
     return list(map(dict.get, rows, itertools.repeat(name)))
 
 
+def _fits_float(v: Any) -> bool:
+    try:
+        float(v)
+    except OverflowError:
+        return False
+    return True
+
+
 def _integers(obj: np.ndarray, col: Column, where: str) -> np.ndarray:
     """Object array of ints/integral floats -> the column's integer dtype, range-checked."""
     lo, hi = col.value_range
@@ -126,8 +134,13 @@ def _numbers(values: list[Any], col: Column, allow_nil: bool, where: str = ""
         obj[nil] = 0
         if not nil.any():
             nil = None
-    if float in types:
-        f = obj.astype(np.float64)
+    if float in types or col.dtype.kind == "f":
+        try:
+            f = obj.astype(np.float64)
+        except OverflowError:  # an integer beyond even float64
+            i = next(i for i, v in enumerate(obj.tolist()) if not _fits_float(v))
+            raise InsertError(f"rows[{i}].{col.name}: value {values[i]} is out of range for "
+                              f"{col.type_name}{where}") from None
         finite = np.isfinite(f)
         if not finite.all():
             i = int(np.argmin(finite))
@@ -155,8 +168,6 @@ def _numbers(values: list[Any], col: Column, allow_nil: bool, where: str = ""
                                   f"for {col.type_name} [{lo}, {hi}]{where}")
             return f.astype(col.dtype), nil
         obj = np.array([int(v) for v in obj.tolist()], dtype=object)
-    if col.dtype.kind == "f":
-        return obj.astype(col.dtype), nil
     return _integers(obj, col, where).astype(col.dtype, copy=False), nil
 
 
