@@ -1,0 +1,88 @@
+"""Test helpers: decode Blocks and DB snapshots into the reference model's plain-Python form."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from gumshoe.batch import parse_rows
+from gumshoe.block import Block
+from gumshoe.dictionary import Dictionary
+from gumshoe.schema import Schema
+from gumshoe.snapshot import Snapshot
+from tests.reference import Table
+
+Row = tuple[tuple[Any, ...], dict[str, Any]]  # (dimension values, {"count", metrics})
+
+
+def block_rows(schema: Schema, block: Block, strings: Mapping[str, Sequence[str]]) -> list[Row]:
+    """The rows of a block as Python values: string codes decoded, nil as None."""
+    assert len(block.count) == block.n
+    cols = []
+    for d in schema.dimensions:
+        values = block.dims[d.name]
+        assert values.dtype == d.dtype and len(values) == block.n
+        nil = block.nils[d.name]
+        nil_list = [False] * block.n if nil is None else nil.tolist()
+        if d.is_string:
+            table = strings[d.name]
+            decoded = [None if n else table[c] for c, n in zip(values.tolist(), nil_list)]
+        else:
+            decoded = [None if n else v for v, n in zip(values.tolist(), nil_list)]
+        cols.append(decoded)
+    out = []
+    counts = block.count.tolist()
+    metrics = {m.name: block.metrics[m.name].tolist() for m in schema.metrics}
+    for m in schema.metrics:
+        assert block.metrics[m.name].dtype == m.store_dtype
+    for i in range(block.n):
+        key = tuple(c[i] for c in cols)
+        out.append((key, {"count": counts[i], **{k: v[i] for k, v in metrics.items()}}))
+    return out
+
+
+def add_row(table: Table, key: Any, entry: dict[str, Any]) -> None:
+    acc = table.get(key)
+    if acc is None:
+        table[key] = dict(entry)
+    else:
+        for k, v in entry.items():
+            acc[k] += v
+
+
+def snapshot_table(snap: Snapshot) -> Table:
+    """Everything a snapshot holds (flushed segments and unflushed rows), rolled up."""
+    strings = {d.name: snap.strings(d.name) for d in snap.schema.string_dimensions}
+    table: Table = {}
+    for iv in snap.intervals:
+        for block in iv.blocks:
+            for key, entry in block_rows(snap.schema, block, strings):
+                add_row(table, (iv.start, key), entry)
+    return table
+
+
+def encode(schema: Schema, raw: list[dict[str, Any]],
+           dictionaries: dict[str, Dictionary] | None = None) -> tuple[Block, np.ndarray]:
+    """Parse and dictionary-encode raw rows into one Block (count 1 each) and their interval
+    starts, extending `dictionaries` (created when None) with the new strings."""
+    if dictionaries is None:
+        dictionaries = {}
+    batch = parse_rows(schema, raw)
+    dims = {}
+    for d in schema.dimensions:
+        if d.is_string:
+            dic = dictionaries.setdefault(d.name, Dictionary())
+            codes, new = dic.encode(batch.dims[d.name], batch.nils[d.name], d)
+            dic.extend(new)
+            dims[d.name] = codes
+        else:
+            dims[d.name] = batch.dims[d.name]
+    block = Block(batch.n, np.ones(batch.n, np.int64), dims, dict(batch.nils),
+                  dict(batch.metrics))
+    return block, schema.interval_start(batch.timestamps)
+
+
+def strings_of(dictionaries: Mapping[str, Dictionary]) -> dict[str, list[str]]:
+    return {name: d.values for name, d in dictionaries.items()}
