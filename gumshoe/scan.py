@@ -366,11 +366,10 @@ def finalize(query: Query, partial: Partial) -> list[dict[str, Any]]:
                 sort_keys.extend(_sort_key(*by_name[o.name], o.descending))
             else:
                 v = count if o.name == ROW_COUNT else outputs[o.name]
-                if v.dtype.kind == "f":
-                    nan = np.isnan(v)
-                    sort_keys.extend([-v if o.descending else v, nan])
-                else:
-                    sort_keys.append(_sort_key(v, None, o.descending)[0])
+                null = np.isnan(v) if v.dtype.kind == "f" else None
+                if null is not None and null.any():  # null (average of nothing) is smallest
+                    v = np.where(null, 0.0, v)
+                sort_keys.extend(_sort_key(v, null, o.descending))
         order = np.lexsort(sort_keys)
     if query.limit is not None:
         order = (np.arange(n) if order is None else order)[:query.limit]

@@ -275,7 +275,7 @@ class TestConfigS:
         assert by_count == [{"name": "Boomer", "rowCount": 1}]
         assert q(db, groupings=["name"], limit=0) == []
 
-    def test_order_by_average_puts_nulls_last(self, db: DB) -> None:
+    def test_order_by_average_puts_nulls_last_when_descending(self, db: DB) -> None:
         rows = q(db, aggregates=[{"type": "average", "column": "ratio", "name": "r"}],
                  groupings=["name"], orderBy=[{"column": "r", "descending": True}])
         assert [r["name"] for r in rows] == ["Starbuck", "Boomer", "Helo"]
