@@ -165,3 +165,19 @@ def run(spec: data.Spec, db_dir: Path, ref_dir: Path, *, flush_every: int = 5_00
         "rollup_ratio": spec.rows / max(stored, 1),
         "bytes_on_disk": dir_bytes(db_dir), "peak_rss_mb": peak_rss_mb(),
     }
+
+
+def insert_memory(spec: data.Spec, limit: int = 2_000_000) -> dict[str, Any]:
+    """Insert rows/s into a MEMORY database (no write-ahead log, no files): the library's
+    parse + encode + roll-up path alone, on the first `limit` rows of the data set."""
+    db = DB(data.config("MEMORY"))
+    n_batches = min(spec.n_batches, -(-limit // spec.batch_size))
+    rows = seconds = 0.0
+    for c in data.generate(spec, 0, n_batches):
+        batch = data.to_rows(c)
+        t = time.perf_counter()
+        db.insert(batch)
+        seconds += time.perf_counter() - t
+        rows += c.n
+    db.close()
+    return {"rows": int(rows), "rows_per_s": rows / seconds}

@@ -59,6 +59,7 @@ def run_size(rows: int, work: Path, *, hours: int = 168, seed: int = 8, repeats:
                                      query_parallelism=threads, raw_rows=raw,
                                      progress=progress)
     ing = out["ingest"]
+    ing["memory"] = bench_ingest.insert_memory(spec)
     if ing["queryable_rows"] != rows:
         out["failures"].append(f"right after the last insert a query counted "
                                f"{ing['queryable_rows']} rows, expected {rows}")
