@@ -97,12 +97,22 @@ def markdown(doc: dict[str, Any]) -> str:
             "insert returns (it counts every row). Peak RSS is the whole benchmark process.",
             ""]
 
+    hi = meta.get("http_insert")
+    if hi:
+        rates = ", ".join(f"{k} client{'s' if str(k) != '1' else ''}: {_rate(v)} rows/s"
+                          for k, v in hi.get("rows_per_s", {}).items())
+        out += ["HTTP insert (`python -m synthetic.http_insert`, `PUT /insert` of 10k-row JSON "
+                f"batches to `gumshoe serve`): {rates or 'no figures'}", "", "```",
+                hi.get("output", ""), "```", ""]
+
     big = good[-1]
     qs = big.get("queries", [])
     out += [f"## Queries at {big['rows']:,} input rows = {big['stored_rows']:,} rolled-up rows",
             "", "Milliseconds, median / p90 of the timed runs; rows/s = rolled-up rows / "
             "gumshoe median. *vs DuckDB* = DuckDB time / gumshoe time (>1: gumshoe faster); "
-            "*vs ideal* = gumshoe time / ideal time (1.00 = as fast as the ideal kernel).", "",
+            "*vs ideal* = gumshoe time / ideal time (1.00 = as fast as the ideal kernel). "
+            "HTTP = `POST /query` to `gumshoe serve` on loopback (keep-alive, JSON decoded); "
+            f"server peak RSS {_n(big.get('server_peak_rss_mb'))} MiB.", "",
             "| query | groups | gumshoe | rows/s | HTTP | DuckDB | ideal | vs DuckDB | "
             "vs ideal | HTTP vs DuckDB |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -121,8 +131,10 @@ def markdown(doc: dict[str, Any]) -> str:
 
     out += ["## Targets", ""]
     i = big["ingest"]
+    mem = i.get("memory", {}).get("rows_per_s")
     out.append(f"- Insert ≥ 1M rows/s at library level: {_mark(i['insert_rows_per_s'] >= INSERT_TARGET)}"
-               f" ({_rate(i['insert_rows_per_s'])} rows/s at {i['rows']:,} rows)")
+               f" ({_rate(i['insert_rows_per_s'])} rows/s at {i['rows']:,} rows, durability "
+               f"`{i['durability']}`; {_rate(mem)} rows/s into a MEMORY DB)")
     if i["insert_vs_ideal"] is not None:
         out.append(f"- Insert within 30% of the ideal ingest kernel: "
                    f"{_mark(i['insert_vs_ideal'] >= INSERT_IDEAL_TARGET)} "

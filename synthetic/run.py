@@ -186,6 +186,25 @@ def git_state() -> dict[str, Any]:
     return {"commit": commit, "gumshoe_dirty": dirty}
 
 
+def http_insert(batches: int) -> dict[str, Any]:
+    """Run synthetic/http_insert.py (PUT /insert of 10k-row JSON batches to `gumshoe serve`,
+    1 and 2 client threads) and keep its output and its rows/s figures."""
+    log(f"HTTP insert: {batches} batches (synthetic/http_insert.py)")
+    try:
+        p = subprocess.run([sys.executable, "-m", "synthetic.http_insert", "--batches",
+                            str(batches)], cwd=ROOT, capture_output=True, text=True,
+                           timeout=900)
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "output": "timed out after 900 s"}
+    rates = {}
+    for line in p.stdout.splitlines():
+        head, sep, rest = line.strip().partition(" client thread(s): ")
+        if sep and head.isdigit():
+            rates[int(head)] = float(rest.split("rows/s")[0].replace(",", ""))
+    return {"ok": p.returncode == 0, "output": (p.stdout + p.stderr[-2000:]).strip(),
+            "rows_per_s": rates}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m synthetic.run", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -201,11 +220,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="default: the default config's")
     ap.add_argument("--threads", type=int, help="query threads for every engine (default nproc)")
     ap.add_argument("--no-http", action="store_true", help="skip the HTTP measurements")
+    ap.add_argument("--no-http-insert", action="store_true",
+                    help="skip synthetic/http_insert.py (PUT /insert rows/s, 1 and 2 clients)")
     ap.add_argument("--python-reference", action="store_true",
                     help="also check DuckDB against a pure-Python evaluation (small sizes)")
     ap.add_argument("--out", type=Path, default=HERE / "out")
     ap.add_argument("--results", type=Path,
                     help="also write the markdown report here (a full run: synthetic/RESULTS.md)")
+    ap.add_argument("--keep-db", action="store_true",
+                    help="keep each size's database in --out/db-N (for synthetic.profile)")
     ap.add_argument("--one-size", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--json", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -220,6 +243,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             res = run_size(args.one_size, work, **kwargs)  # type: ignore[arg-type]
         finally:
+            if args.keep_db and (work / "db").exists():
+                kept = args.out / f"db-{args.one_size}"
+                shutil.rmtree(kept, ignore_errors=True)
+                (work / "db").rename(kept)
             shutil.rmtree(work, ignore_errors=True)
         args.json.write_text(json.dumps(res, indent=1, default=str))
         return 0 if res["ok"] else 1
@@ -247,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
             if value is not None:
                 cmd += [flag, str(value)]
         cmd += ["--no-http"] * args.no_http + ["--python-reference"] * args.python_reference
+        cmd += ["--keep-db"] * args.keep_db
         t = time.perf_counter()
         rc = subprocess.run(cmd, cwd=ROOT).returncode
         log(f"size {n:,}: done in {time.perf_counter() - t:.0f}s (exit {rc})")
@@ -260,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
             runs.append({"rows": n, "ok": False, "failures": [f"the run crashed (exit {rc})"]})
         if rc:
             status = 1
+    if not (args.no_http or args.no_http_insert) and (HERE / "http_insert.py").exists():
+        meta["http_insert"] = http_insert(20 if quick else 60)
     meta["machine"]["loadavg_end"] = os.getloadavg()
     meta["seconds"] = time.perf_counter() - t0
     doc = {"meta": meta, "runs": runs}
