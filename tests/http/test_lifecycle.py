@@ -32,7 +32,7 @@ def test_stop_flushes_and_a_restart_keeps_the_data(tmp_path: Path, sig: int) -> 
     expected = totals(first)
     dictionaries = first.client.get("/dimension_tables").json()
     assert first.stop(sig) == 0, first.log_text()
-    assert (tmp_path / "db" / "db.json").exists()  # the stop flushed
+    assert list((tmp_path / "db").glob("*.seg"))  # the stop flushed
 
     second = ServerProcess(config, tmp_path / "server.log").start()
     try:
