@@ -36,6 +36,7 @@ def top(pr: cProfile.Profile, k: int) -> str:
 def profile_insert(spec: data.Spec, database_dir: str, k: int) -> None:
     if database_dir != "MEMORY":
         shutil.rmtree(database_dir, ignore_errors=True)
+        Path(database_dir).parent.mkdir(parents=True, exist_ok=True)
     db = DB(data.config(database_dir))
     batches = [data.to_rows(c) for c in data.generate(spec, 0, 60)]
     for b in batches[:30]:  # warm up: dictionaries filled, memtable non-empty
@@ -48,8 +49,9 @@ def profile_insert(spec: data.Spec, database_dir: str, k: int) -> None:
     pr.disable()
     el = time.perf_counter() - t
     rows = sum(len(b) for b in batches[30:])
-    print(f"\n== insert into {database_dir} ({db.config.durability}): {rows / el:,.0f} rows/s "
-          f"under the profiler")
+    how = "no write-ahead log" if database_dir == "MEMORY" else db.config.durability
+    print(f"\n== insert into {database_dir} ({how}): {rows / el:,.0f} rows/s under the "
+          "profiler")
     print(top(pr, k))
     db.close(flush=False)
 
@@ -67,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     from gumshoe.query import parse_query
 
     spec = data.Spec(args.rows)
-    work = Path("synthetic/out/profile")
+    work = Path(__file__).resolve().parent / "out" / "profile"
+    work.mkdir(parents=True, exist_ok=True)
     if not args.no_insert:
         profile_insert(spec, "MEMORY", args.top)
         profile_insert(spec, str(work / "insert-db"), args.top)
