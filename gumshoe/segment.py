@@ -6,6 +6,8 @@ Imports schema and block. File layout (little-endian):
     u32    header length H
     H bytes of JSON header: {"version", "rows", "columns": [{"name", "dtype", "offset",
            "nbytes", "crc32", "min", "max"}]}
+    u32    crc32 of the header length and header bytes (always checked: the min/max stats
+           steer query kernels, so a damaged header must never be believed)
     column data, each column 64-byte aligned at its offset
 
 Column names: "count", "d:<dim>", "n:<dim>" (nil mask, present only when a row is nil),
@@ -31,7 +33,7 @@ from .errors import CorruptDataError
 from .schema import Schema
 
 MAGIC = b"GUMSEG\x00\x01"
-VERSION = 1
+VERSION = 2
 _ALIGN = 64
 
 
@@ -69,7 +71,7 @@ def encode_segment(schema: Schema, block: Block) -> tuple[bytes, list[tuple[int,
     # Offsets depend on the header length, which depends on the offsets: reserve room.
     header_len = len(json.dumps({"version": VERSION, "rows": block.n,
                                  "columns": [e for e, _ in meta]})) + 24 * len(meta) + 64
-    offset = -(-(len(MAGIC) + 4 + header_len) // _ALIGN) * _ALIGN
+    offset = -(-(len(MAGIC) + 8 + header_len) // _ALIGN) * _ALIGN
     pieces = []
     for entry, arr in meta:
         entry["offset"] = offset
@@ -77,8 +79,8 @@ def encode_segment(schema: Schema, block: Block) -> tuple[bytes, list[tuple[int,
         offset = -(-(offset + arr.nbytes) // _ALIGN) * _ALIGN
     header = json.dumps({"version": VERSION, "rows": block.n,
                          "columns": [e for e, _ in meta]}).encode()
-    header = header.ljust(header_len)
-    return MAGIC + struct.pack("<I", header_len) + header, pieces
+    header = struct.pack("<I", header_len) + header.ljust(header_len)
+    return MAGIC + header + struct.pack("<I", zlib.crc32(header)), pieces
 
 
 def write_segment(path: Path, schema: Schema, block: Block, fsync: bool = True) -> int:
@@ -89,10 +91,11 @@ def write_segment(path: Path, schema: Schema, block: Block, fsync: bool = True) 
         for offset, arr in pieces:
             f.seek(offset)
             fileio.write(f, arr.view(np.uint8).data)
-        size = f.tell()
-        if size % _ALIGN:
-            fileio.write(f, b"\0" * (_ALIGN - size % _ALIGN))
-            size = f.tell()
+        size = f.tell()  # the end of the last column: past EOF when trailing columns are empty
+        size += -size % _ALIGN
+        f.seek(0, os.SEEK_END)
+        if f.tell() < size:
+            fileio.write(f, b"\0" * (size - f.tell()))  # pad to the aligned end
         f.flush()
         if fsync:
             fileio.fsync(f.fileno())
@@ -137,8 +140,14 @@ class Segment:
         if mm[:len(MAGIC)] != MAGIC:
             raise CorruptDataError(f"{path}: not a gumshoe segment (bad magic)")
         (hlen,) = struct.unpack_from("<I", mm, len(MAGIC))
+        end = len(MAGIC) + 4 + hlen
+        if end + 4 > size:
+            raise CorruptDataError(f"{path}: segment header runs past the end of the file "
+                                   f"({hlen} bytes, file {size} bytes)")
+        if zlib.crc32(mm[len(MAGIC):end]) != struct.unpack_from("<I", mm, end)[0]:
+            raise CorruptDataError(f"{path}: segment header checksum mismatch")
         try:
-            header = json.loads(bytes(mm[len(MAGIC) + 4:len(MAGIC) + 4 + hlen]))
+            header = json.loads(bytes(mm[len(MAGIC) + 4:end]))
             n = int(header["rows"])
             entries = {e["name"]: e for e in header["columns"]}
         except (ValueError, KeyError, TypeError) as e:
@@ -164,13 +173,15 @@ class Segment:
                                        f"{e['offset']}")
             return arr
 
-        count = column("count", np.dtype(np.int64))
-        dims, nils = {}, {}
-        for d in schema.dimensions:
-            dims[d.name] = column("d:" + d.name, d.dtype)
-            nil = column("n:" + d.name, np.dtype(bool), required=False)
-            nils[d.name] = nil
-        metrics = {m.name: column("m:" + m.name, m.store_dtype) for m in schema.metrics}
-        stats = {name: (e["min"], e["max"]) for name, e in entries.items() if "min" in e}
+        try:
+            count = column("count", np.dtype(np.int64))
+            dims, nils = {}, {}
+            for d in schema.dimensions:
+                dims[d.name] = column("d:" + d.name, d.dtype)
+                nils[d.name] = column("n:" + d.name, np.dtype(bool), required=False)
+            metrics = {m.name: column("m:" + m.name, m.store_dtype) for m in schema.metrics}
+            stats = {name: (e["min"], e["max"]) for name, e in entries.items() if "min" in e}
+        except (ValueError, KeyError, TypeError) as e:
+            raise CorruptDataError(f"{path}: bad segment header ({e!r})") from None
         block = Block(n, count, dims, nils, metrics)  # type: ignore[arg-type]
         return cls(block, stats, size, path)
