@@ -1,0 +1,309 @@
+"""segment.py: the checksummed, memory-mapped segment file format."""
+
+from __future__ import annotations
+
+import json
+import mmap
+import struct
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from gumshoe.block import Block, empty_block
+from gumshoe.config import SchemaConfig
+from gumshoe.errors import CorruptDataError
+from gumshoe.schema import NUMERIC_TYPES, Schema
+from gumshoe.segment import MAGIC, Segment, encode_segment, write_segment
+from tests.storage.contents import block_rows, encode, strings_of
+
+ALL_DIMS = [(f"d_{t}", t) for t in (*NUMERIC_TYPES, "string:uint8", "string:uint16",
+                                    "string:uint32")]
+ALL_METS = [(f"m_{t}", t) for t in NUMERIC_TYPES]
+
+
+def make(dims: Any = ALL_DIMS, mets: Any = ALL_METS) -> Schema:
+    return Schema.from_config(SchemaConfig(10**6, 3600, ("at", "uint32"), tuple(dims),
+                                           tuple(mets)))
+
+
+SCHEMA = make()
+
+
+def sample_rows() -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = [{"at": 0}]  # every dimension nil, every metric 0
+    for i, extreme in enumerate(("lo", "hi", "mid")):
+        r: dict[str, Any] = {"at": 0}
+        for c in (*SCHEMA.dimensions, *SCHEMA.metrics):
+            if c.is_string:
+                r[c.name] = ["", "naïve", "日本"][i]
+            else:
+                lo, hi = c.value_range
+                r[c.name] = {"lo": lo, "hi": hi, "mid": 1 if c.dtype.kind in "ui" else 0.5}[
+                    extreme]
+        rows.append(r)
+    return rows
+
+
+def sample_block() -> tuple[Block, dict[str, list[str]]]:
+    dictionaries: dict[str, Any] = {}
+    block = encode(SCHEMA, sample_rows(), dictionaries)[0]
+    return block, strings_of(dictionaries)
+
+
+@pytest.fixture
+def seg_file(tmp_path: Path) -> tuple[Path, Block, dict[str, list[str]]]:
+    block, strings = sample_block()
+    path = tmp_path / "s.seg"
+    write_segment(path, SCHEMA, block, fsync=False)
+    return path, block, strings
+
+
+def test_round_trip_every_column_type(seg_file: tuple[Path, Block, dict[str, list[str]]]
+                                      ) -> None:
+    path, block, strings = seg_file
+    seg = Segment.open(path, SCHEMA, verify=True)
+    assert seg.rows == block.n == 4 and seg.path == path
+    assert seg.nbytes == path.stat().st_size and seg.nbytes % 64 == 0
+    assert block_rows(SCHEMA, seg.block, strings) == block_rows(SCHEMA, block, strings)
+    for d in SCHEMA.dimensions:
+        assert seg.block.dims[d.name].dtype == d.dtype
+        assert seg.block.nils[d.name].tolist() == [True, False, False, False]
+    # stats: min/max of each metric and of each dimension's non-nil values
+    for m in SCHEMA.metrics:
+        values = block.metrics[m.name]
+        assert tuple(seg.stats["m:" + m.name]) == (values.min().item(), values.max().item())
+    for d in SCHEMA.dimensions:
+        values = block.dims[d.name][1:]
+        assert tuple(seg.stats["d:" + d.name]) == (values.min().item(), values.max().item())
+
+
+def test_columns_are_read_only_views_of_the_mapping(
+        seg_file: tuple[Path, Block, dict[str, list[str]]]) -> None:
+    path, _, _ = seg_file
+    seg = Segment.open(path, SCHEMA)
+    arrays = [seg.block.count, *seg.block.dims.values(), *seg.block.metrics.values()]
+    for arr in arrays:
+        assert not arr.flags.writeable and not arr.flags.owndata
+        base = arr
+        while isinstance(base, (np.ndarray, memoryview)):
+            base = base.obj if isinstance(base, memoryview) else base.base
+        assert isinstance(base, mmap.mmap)  # mapped, not read into memory
+
+
+def test_layout_is_aligned_and_described(seg_file: tuple[Path, Block, dict[str, list[str]]]
+                                         ) -> None:
+    path, block, _ = seg_file
+    data = path.read_bytes()
+    assert data[:8] == MAGIC
+    (hlen,) = struct.unpack_from("<I", data, 8)
+    header = json.loads(data[12:12 + hlen])
+    assert header["version"] == 2 and header["rows"] == block.n
+    assert struct.unpack_from("<I", data, 12 + hlen)[0] == zlib.crc32(data[8:12 + hlen])
+    names = [c["name"] for c in header["columns"]]
+    assert names[0] == "count"
+    assert {"d:d_uint8", "n:d_uint8", "m:m_float32"} <= set(names)
+    for c in header["columns"]:
+        assert c["offset"] % 64 == 0 and c["offset"] >= 12 + hlen
+
+
+def test_no_nil_mask_without_nil_rows(tmp_path: Path) -> None:
+    schema = make(dims=[("s", "string:uint8"), ("n", "int8")], mets=[("m", "uint8")])
+    block = encode(schema, [{"at": 0, "s": "a", "n": 1, "m": 1}, {"at": 0, "s": "b", "n": -1}])[0]
+    path = tmp_path / "s.seg"
+    write_segment(path, schema, block, fsync=False)
+    head, _ = encode_segment(schema, block)
+    assert b'"n:s"' not in head and b'"n:n"' not in head
+    seg = Segment.open(path, schema, verify=True)
+    assert seg.block.nils == {"s": None, "n": None}
+    assert seg.block.dims["n"].tolist() == [1, -1] and seg.block.metrics["m"].tolist() == [1, 0]
+
+
+def test_empty_segment(tmp_path: Path) -> None:
+    path = tmp_path / "e.seg"
+    write_segment(path, SCHEMA, empty_block(SCHEMA), fsync=False)
+    seg = Segment.open(path, SCHEMA, verify=True)
+    assert seg.rows == 0 and seg.block.count.tolist() == [] and seg.stats == {}
+
+
+def test_in_memory_segment_matches_disk_stats(
+        seg_file: tuple[Path, Block, dict[str, list[str]]]) -> None:
+    path, block, _ = seg_file
+    mem = Segment.in_memory(SCHEMA, block)
+    disk = Segment.open(path, SCHEMA)
+    assert mem.rows == disk.rows and mem.nbytes == SCHEMA.row_bytes * block.n
+    for name, stat in mem.stats.items():
+        assert tuple(disk.stats[name]) == tuple(stat)
+
+
+@st.composite
+def blocks(draw: st.DrawFn) -> tuple[Schema, Block]:
+    """Arbitrary column contents (any bit patterns, incl. NaN and -0.0 for floats)."""
+    n_dims = draw(st.integers(0, 3))
+    dims = [(f"d{i}", draw(st.sampled_from([*NUMERIC_TYPES, "string:uint8", "string:uint32"])))
+            for i in range(n_dims)]
+    mets = [(f"m{i}", draw(st.sampled_from(NUMERIC_TYPES))) for i in range(draw(st.integers(1,
+                                                                                           3)))]
+    schema = make(dims=dims, mets=mets)
+    n = draw(st.integers(0, 50))
+    count = draw(hnp.arrays(np.int64, n))
+    dims_a = {d.name: draw(hnp.arrays(d.dtype, n)) for d in schema.dimensions}
+    nils = {d.name: draw(st.none() | hnp.arrays(np.bool_, n)) for d in schema.dimensions}
+    mets_a = {m.name: draw(hnp.arrays(m.store_dtype, n)) for m in schema.metrics}
+    return schema, Block(n, count, dims_a, nils, mets_a)
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(blocks())
+def test_round_trip_bytes(tmp_path: Path, sb: tuple[Schema, Block]) -> None:
+    schema, block = sb
+    path = tmp_path / "h.seg"
+    write_segment(path, schema, block, fsync=False)
+    seg = Segment.open(path, schema, verify=True)
+    got = seg.block
+    assert got.n == block.n
+    pairs = [(got.count, block.count)]
+    pairs += [(got.dims[k], v) for k, v in block.dims.items()]
+    pairs += [(got.metrics[k], v) for k, v in block.metrics.items()]
+    for a, b in pairs:
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    for k, v in block.nils.items():
+        assert (got.nils[k] is None) == (v is None)
+        if v is not None:
+            assert got.nils[k].tolist() == v.tolist()
+
+
+# -- corruption ----------------------------------------------------------------------------
+
+def test_bad_magic(seg_file: tuple[Path, Block, dict[str, list[str]]]) -> None:
+    path, _, _ = seg_file
+    data = bytearray(path.read_bytes())
+    data[0:8] = b"GUMSEG\x00\x02"
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptDataError, match="bad magic"):
+        Segment.open(path, SCHEMA)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    with pytest.raises(CorruptDataError, match="bad magic"):
+        Segment.open(path, SCHEMA)
+
+
+@pytest.mark.parametrize("size", [0, 5, 11, 12, 15, 40, 200, -64, -1])
+def test_truncated_file(seg_file: tuple[Path, Block, dict[str, list[str]]], size: int) -> None:
+    """Cut anywhere before the end of the last column (size -1: one byte into it)."""
+    path, _, _ = seg_file
+    data = path.read_bytes()
+    (hlen,) = struct.unpack_from("<I", data, 8)
+    last = json.loads(data[12:12 + hlen])["columns"][-1]
+    if size < 0:
+        size += last["offset"] + last["nbytes"]
+    path.write_bytes(data[:size])
+    with pytest.raises(CorruptDataError):
+        Segment.open(path, SCHEMA, verify=True)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(CorruptDataError, match="missing"):
+        Segment.open(tmp_path / "nope.seg", SCHEMA)
+
+
+def raw_segment(header: bytes) -> bytes:
+    """A file with a well-checksummed but arbitrary header."""
+    head = struct.pack("<I", len(header)) + header
+    return MAGIC + head + struct.pack("<I", zlib.crc32(head)) + bytes(2048)
+
+
+COLUMN = {"name": "count", "dtype": "<i8", "offset": 64, "nbytes": 8, "crc32": 0}
+
+
+@pytest.mark.parametrize("header", [
+    b"not json", b"[1, 2]", b'{"version": 2}', b'{"version": 2, "rows": 4, "columns": [{}]}',
+    b'{"version": 1, "rows": 1, "columns": []}', b'{"version": 2, "rows": "x", "columns": []}',
+    *(json.dumps({"version": 2, "rows": 1, "columns": [{**COLUMN, **change}]}).encode()
+      for change in ({"dtype": "nonsense"}, {"dtype": 5}, {"offset": -64}, {"offset": "x"},
+                     {"nbytes": None}, {"offset": 10**6})),
+    json.dumps({"version": 2, "rows": 1, "columns": [
+        {k: v for k, v in COLUMN.items() if k != "offset"}]}).encode(),
+])
+def test_bad_header(tmp_path: Path, header: bytes) -> None:
+    path = tmp_path / "b.seg"
+    path.write_bytes(raw_segment(header))
+    with pytest.raises(CorruptDataError):
+        Segment.open(path, make(dims=[], mets=[("m", "uint8")]))
+
+
+def test_well_formed_raw_segment_opens(tmp_path: Path) -> None:
+    """The raw_segment helper itself is right: a correct header opens."""
+    schema = make(dims=[], mets=[("m", "uint8")])
+    cols = [{**COLUMN, "offset": 1024, "crc32": zlib.crc32(bytes(8))},
+            {**COLUMN, "name": "m:m", "offset": 1088, "crc32": zlib.crc32(bytes(8))}]
+    path = tmp_path / "ok.seg"
+    path.write_bytes(raw_segment(json.dumps({"version": 2, "rows": 1, "columns": cols}).encode()))
+    seg = Segment.open(path, schema, verify=True)
+    assert seg.block.count.tolist() == [0] and seg.block.metrics["m"].tolist() == [0]
+
+
+def test_header_length_past_the_end(seg_file: tuple[Path, Block, dict[str, list[str]]]) -> None:
+    path, _, _ = seg_file
+    data = bytearray(path.read_bytes())
+    data[8:12] = struct.pack("<I", 2**31)
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptDataError):
+        Segment.open(path, SCHEMA)
+
+
+def test_schema_mismatch_is_corrupt(seg_file: tuple[Path, Block, dict[str, list[str]]]) -> None:
+    path, _, _ = seg_file
+    other = make(dims=[("d_uint8", "uint16")], mets=[("m_uint8", "uint8")])
+    with pytest.raises(CorruptDataError, match="d:d_uint8"):
+        Segment.open(path, other)
+    missing = make(dims=[("zzz", "uint8")], mets=[("m_uint8", "uint8")])
+    with pytest.raises(CorruptDataError, match="missing"):
+        Segment.open(path, missing)
+
+
+def test_checksum_mismatch_names_the_column(
+        seg_file: tuple[Path, Block, dict[str, list[str]]]) -> None:
+    path, _, _ = seg_file
+    data = bytearray(path.read_bytes())
+    (hlen,) = struct.unpack_from("<I", data, 8)
+    col = next(c for c in json.loads(data[12:12 + hlen])["columns"] if c["name"] == "m:m_uint64")
+    data[col["offset"] + 3] ^= 0x10
+    path.write_bytes(bytes(data))
+    Segment.open(path, SCHEMA)  # not verified: opens (reads never scan whole files)
+    with pytest.raises(CorruptDataError, match="checksum mismatch in column 'm:m_uint64'"):
+        Segment.open(path, SCHEMA, verify=True)
+
+
+def test_every_single_byte_flip_is_detected_or_harmless(tmp_path: Path) -> None:
+    """Flip each byte of a small segment in turn: open(verify=True) raises CorruptDataError,
+    or (alignment padding) the segment reads back exactly as written, stats included."""
+    schema = make(dims=[("s", "string:uint8"), ("n", "int16")], mets=[("m", "uint32")])
+    dictionaries: dict[str, Any] = {}
+    block = encode(schema, [{"at": 0, "s": "a", "n": -5, "m": 7}, {"at": 0, "n": 300, "m": 1},
+                            {"at": 0, "s": "b"}], dictionaries)[0]
+    strings = strings_of(dictionaries)
+    path = tmp_path / "f.seg"
+    write_segment(path, schema, block, fsync=False)
+    original = path.read_bytes()
+    stats = {k: tuple(v) for k, v in Segment.open(path, schema).stats.items()}
+    assert stats["m:m"] == (0, 7) and stats["d:n"] == (-5, 300)
+    want = block_rows(schema, block, strings)
+    harmless = 0
+    for pos in range(len(original)):
+        for mask in (0x01, 0x80):
+            data = bytearray(original)
+            data[pos] ^= mask
+            path.write_bytes(bytes(data))
+            try:
+                seg = Segment.open(path, schema, verify=True)
+            except CorruptDataError:
+                continue
+            harmless += 1
+            assert block_rows(schema, seg.block, strings) == want, pos
+            assert {k: tuple(v) for k, v in seg.stats.items()} == stats, pos
+    assert 0 < harmless < len(original)  # padding only
