@@ -19,7 +19,7 @@ TIERS: list[set[str]] = [
     {"errors", "fileio", "__init__"},  # no internal imports
     {"config"},
     {"schema"},
-    {"batch", "dictionary"},
+    {"batch", "dictionary", "sharding"},
     {"block"},
     {"segment"},
     {"interval"},
@@ -27,9 +27,9 @@ TIERS: list[set[str]] = [
     {"snapshot"},
     {"wal"},
     {"db"},
-    {"query", "wire", "jsonio"},  # query AST and codecs
+    {"query", "jsonio"},  # query AST, JSON codec
     {"scan"},  # kernels over blocks: filter masks, group keys, partials
-    {"engine"},  # plans and runs a query over a snapshot
+    {"engine", "wire"},  # runs a query over a snapshot; msgpack codec of partials
     {"server", "router", "metrics", "cli", "client", "__main__"},
 ]
 TIER = {name: level for level, names in enumerate(TIERS) for name in names}
@@ -37,6 +37,13 @@ TIER = {name: level for level, names in enumerate(TIERS) for name in names}
 # Upward edges that are part of the design, each only as a lazy (function-level) import:
 # DB.query dispatches to the query engine (DESIGN.md: "db may also import query and scan").
 LAZY_UPWARD = {("db", "query"), ("db", "scan"), ("db", "engine")}
+
+# Edges forbidden even though they point downward.
+FORBIDDEN = {
+    # The router merges shards' partials with the shard's own merge code; it never touches
+    # storage (STYLE.md: "It never imports db, segment or interval").
+    "router": {"db", "segment", "interval", "memtable", "snapshot", "wal", "engine"},
+}
 
 WEB_STACK = {"starlette", "uvicorn", "prometheus_client", "httpx", "httpx2"}
 WEB_MODULES = {"server", "router", "metrics"}
@@ -99,6 +106,16 @@ def test_gumshoe_imports_only_downward(module: str) -> None:
         problems.append(f"gumshoe.{module} (tier {TIER[module]}) imports gumshoe.{target} "
                         f"(tier {TIER[target]})")
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("module", sorted(FORBIDDEN))
+def test_forbidden_edges(module: str) -> None:
+    path = ROOT / "gumshoe" / f"{module}.py"
+    if not path.exists():
+        pytest.skip(f"gumshoe/{module}.py does not exist yet")
+    used = {internal(name) for name, _ in imports(path, "gumshoe")}
+    assert not used & FORBIDDEN[module], (f"gumshoe.{module} imports "
+                                          f"{sorted(used & FORBIDDEN[module])}")
 
 
 @pytest.mark.parametrize("module", GUMSHOE)
