@@ -1,4 +1,5 @@
-"""The `gumshoe` command: `gumshoe serve [--config PATH] [--listen HOST:PORT] [--db DIR]`.
+"""The `gumshoe` command: `gumshoe serve [--config PATH] [--listen HOST:PORT] [--db DIR]` and
+`gumshoe router --config PATH --shards HOST:PORT,... [--listen HOST:PORT]`.
 
 Imports config, db, errors and server (which owns uvicorn). The listening socket is bound and the
 database opened (and locked) before uvicorn starts, so a port in use, a locked directory or a
@@ -118,6 +119,30 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def route(args: argparse.Namespace) -> int:
+    from .router import create_router_app
+    from .server import run
+
+    try:
+        config = load_config(args.config)
+        shards = [s.strip() for s in args.shards.split(",")]
+        for s in shards:
+            parse_listen(s)
+        host, port = parse_listen(args.listen)
+        app = create_router_app(config, shards, timeout=args.timeout)
+        sock = bind(host, port)
+    except (ConfigError, StartupError) as e:
+        return fail(str(e))
+    try:
+        log.info("gumshoe router on http://%s:%d over %d shards: %s", *sock.getsockname()[:2],
+                 len(shards), ", ".join(shards))
+        with _quiet_signals():
+            started = run(app, sock)
+    finally:
+        sock.close()
+    return 0 if started else fail("the router failed to start (see the log above)", status=1)
+
+
 class _quiet_signals:
     """uvicorn handles SIGINT/SIGTERM (graceful shutdown) and then re-raises the signal with
     the previous handler in place; make that handler a no-op so a requested stop exits 0."""
@@ -157,6 +182,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="info",
                    choices=["debug", "info", "warning", "error"], help="default: info")
     p.set_defaults(func=serve)
+    r = commands.add_parser("router", help="run a router in front of shard servers",
+                            description="Run a router in the foreground: inserts are sharded "
+                            "by roll-up key, queries fan out to every shard and are merged.")
+    r.add_argument("--config", metavar="PATH", required=True,
+                   help="config file (only its schema and limits are used)")
+    r.add_argument("--shards", metavar="HOST:PORT,...", required=True,
+                   help="comma-separated shard server addresses")
+    r.add_argument("--listen", metavar="HOST:PORT", default="127.0.0.1:9090",
+                   help="listen address (default 127.0.0.1:9090)")
+    r.add_argument("--timeout", metavar="SECONDS", type=float, default=30.0,
+                   help="per-request shard timeout (default 30)")
+    r.add_argument("--log-level", default="info",
+                   choices=["debug", "info", "warning", "error"], help="default: info")
+    r.set_defaults(func=route)
     return parser
 
 

@@ -197,28 +197,36 @@ class DB:
                      self.wal.stats["replayed"], self.wal.seq)
 
     def _replay(self, rec: Record) -> None:
-        """Re-apply one logged batch; it must add exactly the dictionary strings it added
-        when it was first applied, so that every code means the same string again."""
-        batch = rec.batch
+        """Re-apply one logged batch. Every dictionary must have the size it had when the batch
+        was first applied, so its codes (and the strings it adds) mean the same again."""
+        block = rec.block
         for col in self.schema.dimensions + self.schema.metrics:
-            v = (batch.metrics if col.role == "metric" else batch.dims).get(col.name)
-            if not (isinstance(v, list) if col.is_string else
-                    isinstance(v, np.ndarray) and v.dtype == col.store_dtype):
+            v = (block.metrics if col.role == "metric" else block.dims).get(col.name)
+            nil = block.nils.get(col.name) if col.role != "metric" else None
+            if (v is None or v.dtype != col.store_dtype or
+                    (nil is not None and len(nil) != block.n)):
                 raise CorruptDataError(f"write-ahead log record {rec.seq}: column {col.name!r} "
                                        f"does not match the schema")
-        try:
-            block, new_strings = self._encode(batch)
-        except (InsertError, KeyError, ValueError) as e:
-            raise CorruptDataError(f"write-ahead log record {rec.seq} cannot be replayed: "
-                                   f"{e}") from None
-        if new_strings != rec.new_strings:
-            raise CorruptDataError(
-                f"write-ahead log record {rec.seq}: replay would assign different dictionary "
-                f"codes (adds {sorted((k, len(v)) for k, v in new_strings.items())}, logged "
-                f"{sorted((k, len(v)) for k, v in rec.new_strings.items())} new strings); the "
-                f"dictionaries do not match the log")
-        self._apply(self.schema.interval_start(batch.timestamps), block, new_strings)
-        self.stats["replayed_rows"] = self.stats.get("replayed_rows", 0) + batch.n
+        if not set(rec.new_strings) <= set(self.dictionaries):
+            raise CorruptDataError(f"write-ahead log record {rec.seq}: adds strings to a "
+                                   f"dimension that is not a string dimension")
+        for name, d in self.dictionaries.items():
+            size, new = rec.dict_sizes.get(name), rec.new_strings.get(name, [])
+            if size != len(d):
+                raise CorruptDataError(
+                    f"write-ahead log record {rec.seq}: the {name!r} dictionary has "
+                    f"{len(d)} strings at replay but had {size} when the batch was logged; "
+                    f"the dictionaries do not match the log")
+            codes, nil = block.dims[name], block.nils[name]
+            valid = codes if nil is None else codes[~nil]
+            if len(valid) and int(valid.max()) >= size + len(new):
+                raise CorruptDataError(f"write-ahead log record {rec.seq}: code out of range "
+                                       f"for dimension {name!r}")
+            if len(set(new)) != len(new) or any(d.lookup(x) is not None for x in new):
+                raise CorruptDataError(f"write-ahead log record {rec.seq}: adds strings that "
+                                       f"dimension {name!r} already holds")
+        self._apply(self.schema.interval_start(rec.timestamps), block, rec.new_strings)
+        self.stats["replayed_rows"] = self.stats.get("replayed_rows", 0) + block.n
 
     # -- insert -----------------------------------------------------------------------------
     def retention_cutoff(self) -> int | None:
@@ -266,8 +274,10 @@ class DB:
                         batch = batch.take(keep)
                         starts = starts[keep]
                 block, new_strings = self._encode(batch)
+                sizes = {name: len(d) for name, d in self.dictionaries.items()}
                 try:
-                    ticket = self.wal.append(batch_id, batch, new_strings)
+                    ticket = self.wal.append(batch_id, batch.timestamps, block, new_strings,
+                                             sizes)
                 except StorageFailedError as e:
                     self._fail(str(e))
                     raise
@@ -430,6 +440,17 @@ class DB:
         query = parse_query(obj, self.schema)
         return execute(query, self.snapshot(), executor or self.query_pool(),
                        self.config.max_groups)
+
+    def query_partial(self, obj: Any, executor: Any = None) -> Any:
+        """The mergeable partial result of a query (string keys decoded), for the router."""
+        from .engine import run
+        from .query import parse_query
+        from .scan import decode
+
+        query = parse_query(obj, self.schema)
+        snapshot = self.snapshot()
+        partial = run(query, snapshot, executor or self.query_pool(), self.config.max_groups)
+        return decode(partial, query, snapshot.strings)
 
     def query_pool(self) -> Any:
         """The shared scan thread pool (`query_parallelism` threads; numpy releases the GIL)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -108,3 +109,11 @@ def dumps(obj: Any, newline: bool = True) -> bytes:
     except (TypeError, orjson.JSONEncodeError):
         text = json.dumps(_clean(obj), sort_keys=True, separators=(",", ":"), allow_nan=False)
         return text.encode() + (b"\n" if newline else b"")
+
+
+def ndjson_chunks(rows: list[Any], duration_ms: int, chunk_rows: int = 1000) -> Iterator[bytes]:
+    """The original's stream format: a header line `{"duration_ms":N,"num_rows":M}`, then one
+    JSON row per line, yielded `chunk_rows` rows at a time."""
+    yield dumps({"duration_ms": duration_ms, "num_rows": len(rows)})
+    for lo in range(0, len(rows), chunk_rows):
+        yield b"".join(map(dumps, rows[lo:lo + chunk_rows]))

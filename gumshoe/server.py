@@ -25,7 +25,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import jsonio
+from . import jsonio, wire
 from .block import Block, concat, rollup
 from .config import Config
 from .errors import ClientError, QueryError, StorageFailedError
@@ -204,7 +204,8 @@ class ShardServer:
         self.metrics.query_duration.observe(elapsed)
         duration_ms = int(elapsed * 1000)
         if request.query_params.get("format") == "stream":
-            return StreamingResponse(self._stream(rows, duration_ms),
+            return StreamingResponse(
+                jsonio.ndjson_chunks(rows, duration_ms, STREAM_CHUNK_ROWS),
                                      media_type="application/x-ndjson")
         payload = {"duration_ms": duration_ms, "results": rows}
         if len(rows) > _ENCODE_IN_THREAD_ROWS:
@@ -212,12 +213,13 @@ class ShardServer:
                             media_type="application/json")
         return json_response(payload)
 
-    async def _stream(self, rows: list[dict[str, Any]], duration_ms: int
-                      ) -> AsyncIterator[bytes]:
-        """The original's stream format: a header line, then one JSON row per line."""
-        yield jsonio.dumps({"duration_ms": duration_ms, "num_rows": len(rows)})
-        for lo in range(0, len(rows), STREAM_CHUNK_ROWS):
-            yield b"".join(map(jsonio.dumps, rows[lo:lo + STREAM_CHUNK_ROWS]))
+    async def partial(self, request: Request) -> Response:
+        """The router's fan-out endpoint: a query's mergeable partial result, as msgpack."""
+        body = await read_body(request, self.config.max_body_size)
+        obj = jsonio.loads(body, "query")
+        data = await run_in_threadpool(
+            lambda: wire.encode_partial(self.db.query_partial(obj)))
+        return Response(data, media_type=wire.CONTENT_TYPE)
 
     # -- read-only views --------------------------------------------------------------------
     def _dictionaries(self) -> dict[str, list[str] | None]:
@@ -326,6 +328,7 @@ def create_app(db: Any, config: Config, *, periodic_flush: bool = True) -> Starl
     routes = [
         Route("/insert", s.insert, methods=["PUT"]),
         Route("/query", s.query, methods=["POST"]),
+        Route("/partial", s.partial, methods=["POST"]),
         Route("/dimension_tables", s.dimension_tables, methods=["GET"]),
         Route("/dimension_tables/", s.dimension_tables, methods=["GET"]),
         Route("/dimension_tables/{name}", s.dimension_table, methods=["GET"]),

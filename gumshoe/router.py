@@ -1,0 +1,305 @@
+"""The router: one HTTP front for N shard servers, answering exactly as one server would.
+
+Imports config, schema, batch, sharding, query, scan, wire, jsonio and errors, plus starlette
+and httpx; never the storage engine. Inserts are validated here (same rules and messages as a
+shard), split by the shard function (every roll-up key on one shard) and sent in parallel with
+per-shard batch ids, so a retry never double counts. Queries are validated once, fanned out to
+each shard's POST /partial (msgpack partials), merged and finished with the shards' own code.
+The router keeps no state: run as many as you like side by side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import numpy as np
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from . import jsonio, wire
+from .batch import parse_rows
+from .config import Config
+from .errors import ClientError, ConfigError, GumshoeError, QueryError
+from .query import Query, parse_query
+from .scan import Partial, empty_partial, finalize, merge
+from .schema import Schema
+from .sharding import shard_of
+
+log = logging.getLogger(__name__)
+
+INSERT_RETRIES = 3
+
+
+class ShardError(GumshoeError):
+    """A shard failed a request: unreachable (502), timed out (504) or answered an error."""
+
+    def __init__(self, shard: str, status: int, message: str) -> None:
+        super().__init__(f"shard {shard}: {message}")
+        self.shard = shard
+        self.status = status
+
+
+def json_response(obj: Any, status: int = 200) -> Response:
+    return Response(jsonio.dumps(obj), status_code=status, media_type="application/json")
+
+
+class Router:
+    def __init__(self, config: Config, shards: list[str], timeout: float = 30.0) -> None:
+        if not shards or any(not s for s in shards):
+            raise ConfigError("--shards: at least one HOST:PORT is required, and none empty")
+        self.config = config
+        self.schema = Schema.from_config(config.schema)
+        self.shards = shards
+        self.timeout = timeout
+        self.client: httpx.AsyncClient | None = None
+        self.stats = {"inserts": 0, "queries": 0, "shard_errors": 0}
+
+    # -- shard calls ------------------------------------------------------------------------
+    async def call(self, shard: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        assert self.client is not None
+        try:
+            r = await self.client.request(method, f"http://{shard}{path}", **kwargs)
+        except httpx.TimeoutException:
+            self.stats["shard_errors"] += 1
+            raise ShardError(shard, 504, f"timed out after {self.timeout:g}s") from None
+        except httpx.HTTPError as e:
+            self.stats["shard_errors"] += 1
+            raise ShardError(shard, 502, f"unreachable: {e or type(e).__name__}") from None
+        if r.status_code != 200:
+            self.stats["shard_errors"] += 1
+            try:
+                message = r.json()["error"]
+            except Exception:
+                message = r.text.strip()[:500]
+            status = r.status_code if 400 <= r.status_code < 500 else 502
+            raise ShardError(shard, status, f"HTTP {r.status_code}: {message}")
+        return r
+
+    async def fan_out(self, method: str, path: str, **kwargs: Any
+                      ) -> list[httpx.Response | ShardError]:
+        return list(await asyncio.gather(*(self._safe(s, method, path, **kwargs)
+                                           for s in self.shards)))
+
+    async def _safe(self, shard: str, method: str, path: str, **kwargs: Any
+                    ) -> httpx.Response | ShardError:
+        try:
+            return await self.call(shard, method, path, **kwargs)
+        except ShardError as e:
+            return e
+
+    # -- insert -----------------------------------------------------------------------------
+    async def insert(self, request: Request) -> Response:
+        body = await _read_body(request, self.config.max_body_size)
+        batch_id = request.headers.get("x-batch-id") or uuid.uuid4().hex
+        parts = await run_in_threadpool(self._split, body)
+        results = await asyncio.gather(*(self._send(i, rows, batch_id)
+                                         for i, rows in parts.items()))
+        errors = [r for r in results if isinstance(r, ShardError)]
+        if errors:
+            # 4xx from a shard first (the client's fault), then the worst failure.
+            raise min(errors, key=lambda e: (e.status >= 500, e.status))
+        out = {"inserted": 0, "rejected": 0}
+        for r in results:
+            out["inserted"] += r["inserted"]
+            out["rejected"] += r["rejected"]
+        if results and all(r.get("duplicate") for r in results):
+            out["duplicate"] = True
+        self.stats["inserts"] += 1
+        return json_response(out)
+
+    def _split(self, body: bytes) -> dict[int, bytes]:
+        rows = jsonio.loads(body, "insert body", strict=False)
+        batch = parse_rows(self.schema, rows)  # 400 with the shard's own message
+        if batch.n == 0:
+            return {}
+        shard = shard_of(self.schema, self.schema.interval_start(batch.timestamps),
+                         batch.dims, batch.nils, len(self.shards))
+        order = np.argsort(shard, kind="stable")
+        cuts = np.searchsorted(shard[order], np.arange(len(self.shards) + 1))
+        parts = {}
+        for i in range(len(self.shards)):
+            idx = order[cuts[i]:cuts[i + 1]].tolist()
+            if idx:
+                parts[i] = jsonio.dumps([rows[j] for j in idx], newline=False)
+        return parts
+
+    async def _send(self, i: int, body: bytes, batch_id: str) -> dict[str, Any] | ShardError:
+        """PUT one shard's rows, retrying transient failures with the same batch id."""
+        headers = {"content-type": "application/json", "x-batch-id": f"{batch_id}#{i}"}
+        for attempt in range(INSERT_RETRIES):
+            try:
+                r = await self.call(self.shards[i], "PUT", "/insert", content=body,
+                                    headers=headers)
+                return dict(r.json())
+            except ShardError as e:
+                if e.status < 500 or attempt == INSERT_RETRIES - 1:
+                    return e
+                await asyncio.sleep(0.05 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    # -- query ------------------------------------------------------------------------------
+    async def query(self, request: Request) -> Response:
+        t0 = time.perf_counter()
+        body = await _read_body(request, self.config.max_body_size)
+        obj = jsonio.loads(body, "query")
+        if not isinstance(obj, dict):
+            raise QueryError(f"query must be a JSON object, got {type(obj).__name__}")
+        query = parse_query(obj, self.schema)
+        canonical = jsonio.dumps(query.to_json(), newline=False)
+        responses = await self.fan_out("POST", "/partial", content=canonical,
+                                       headers={"content-type": "application/json"})
+        failed = [r for r in responses if isinstance(r, ShardError)]
+        if failed and not query.allow_partial:
+            raise min(failed, key=lambda e: (e.status >= 500, e.status))
+        payloads = [r.content for r in responses if not isinstance(r, ShardError)]
+        rows = await run_in_threadpool(self._finish, query, payloads)
+        self.stats["queries"] += 1
+        duration_ms = int((time.perf_counter() - t0) * 1000)
+        if request.query_params.get("format") == "stream":
+            return StreamingResponse(jsonio.ndjson_chunks(rows, duration_ms),
+                                     media_type="application/x-ndjson")
+        out: dict[str, Any] = {"duration_ms": duration_ms, "results": rows}
+        if query.allow_partial:
+            out["missingShards"] = [e.shard for e in failed]
+        return json_response(out)
+
+    def _finish(self, query: Query, payloads: list[bytes]) -> list[dict[str, Any]]:
+        partials: list[Partial] = [wire.decode_partial(p) for p in payloads]
+        if not partials:
+            dtypes = {c: self.schema.column(c).store_dtype  # type: ignore[union-attr]
+                      for c in query.metric_columns}
+            partials = [empty_partial(query, dtypes, decoded=True)]
+        return finalize(query, merge(partials, self.config.max_groups))
+
+    # -- other routes -----------------------------------------------------------------------
+    async def dimension_tables(self, request: Request) -> Response:
+        tables: dict[str, set[str]] = {d.name: set() for d in self.schema.string_dimensions}
+        for r in await self._all("GET", "/dimension_tables"):
+            for name, values in r.json().items():
+                tables.setdefault(name, set()).update(values or ())
+        return json_response({k: (sorted(v) or None) for k, v in tables.items()})
+
+    async def dimension_table(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        col = self.schema.column(name)
+        if col is None or not col.is_string:
+            raise ClientError(f"No such dimension: {name}")
+        union: set[str] = set()
+        for r in await self._all("GET", f"/dimension_tables/{name}"):
+            union.update(r.json() or ())
+        return json_response(sorted(union) or None)
+
+    async def statusz(self, request: Request) -> Response:
+        last, oldest = None, None
+        for r in await self._all("GET", "/statusz"):
+            s = r.json()
+            if s.get("LastUpdated") is not None:
+                last = max(last or s["LastUpdated"], s["LastUpdated"])
+            if s.get("OldestInterval") is not None:
+                oldest = min(oldest or s["OldestInterval"], s["OldestInterval"])
+        return json_response({"LastUpdated": last, "OldestInterval": oldest})
+
+    async def _all(self, method: str, path: str) -> list[httpx.Response]:
+        responses = await self.fan_out(method, path)
+        for r in responses:
+            if isinstance(r, ShardError):
+                raise r
+        return responses  # type: ignore[return-value]
+
+    async def health(self) -> list[dict[str, Any]]:
+        out = []
+        for shard, r in zip(self.shards, await self.fan_out("GET", "/statusz")):
+            out.append({"shard": shard, "ok": not isinstance(r, ShardError),
+                        "error": str(r) if isinstance(r, ShardError) else None})
+        return out
+
+    async def metricz(self, request: Request) -> Response:
+        data = {"shards": await self.health(), "stats": self.stats}
+        if request.query_params.get("format") == "json":
+            return json_response(data)
+        rows = "".join(f"<tr><td>{h['shard']}</td><td>{'up' if h['ok'] else 'DOWN'}</td>"
+                       f"<td>{h['error'] or ''}</td></tr>" for h in data["shards"])
+        return HTMLResponse(f"<!doctype html><title>metricz</title><h1>gumshoe router</h1>"
+                            f"<table><tr><th>Shard</th><th>State</th><th>Error</th></tr>{rows}"
+                            f"</table><pre>{jsonio.dumps(self.stats).decode()}</pre>")
+
+    async def metrics(self, request: Request) -> Response:
+        lines = [f"# TYPE gumshoe_router_{k}_total counter\ngumshoe_router_{k}_total {v}"
+                 for k, v in self.stats.items()]
+        for h in await self.health():
+            lines.append(f'gumshoe_router_shard_up{{shard="{h["shard"]}"}} {int(h["ok"])}')
+        return PlainTextResponse("\n".join(lines) + "\n",
+                                 media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def root(self, request: Request) -> Response:
+        return PlainTextResponse("shards:\n" + "".join(f"{s}\n" for s in self.shards))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=16)
+        async with httpx.AsyncClient(timeout=self.timeout, limits=limits) as client:
+            self.client = client
+            yield
+        self.client = None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise _TooLarge(f"request body is over the limit of {limit} bytes (max_body_size)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class _TooLarge(ClientError):
+    status = 413
+
+
+async def _client_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ClientError)
+    return json_response({"error": str(exc)}, exc.status)
+
+
+async def _shard_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ShardError)
+    return json_response({"error": str(exc)}, exc.status)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return json_response({"error": exc.detail}, exc.status_code)
+
+
+def create_router_app(config: Config, shards: list[str], timeout: float = 30.0) -> Starlette:
+    r = Router(config, shards, timeout)
+    app = Starlette(
+        routes=[
+            Route("/insert", r.insert, methods=["PUT"]),
+            Route("/query", r.query, methods=["POST"]),
+            Route("/dimension_tables", r.dimension_tables, methods=["GET"]),
+            Route("/dimension_tables/", r.dimension_tables, methods=["GET"]),
+            Route("/dimension_tables/{name}", r.dimension_table, methods=["GET"]),
+            Route("/statusz", r.statusz, methods=["GET"]),
+            Route("/metricz", r.metricz, methods=["GET"]),
+            Route("/metrics", r.metrics, methods=["GET"]),
+            Route("/", r.root, methods=["GET"]),
+        ],
+        exception_handlers={ClientError: _client_error, ShardError: _shard_error,
+                            HTTPException: _http_error},
+        lifespan=r.lifespan,
+    )
+    app.state.router = r
+    return app

@@ -1,0 +1,65 @@
+"""A cluster of real processes: three shard servers and a router over them, plus one lone
+server that receives the same rows (the answer the router must reproduce)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ..http.harness import ServerProcess, free_port, write_config
+
+
+class RouterProcess(ServerProcess):
+    """`python -m gumshoe router` over the given shard addresses."""
+
+    def __init__(self, config: Path, log: Path, shards: list[str],
+                 extra: tuple[str, ...] = ()) -> None:
+        super().__init__(config, log, extra=extra)
+        self.shards = shards
+
+    @property
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "gumshoe", "router", "--config", str(self.config),
+                "--shards", ",".join(self.shards), "--listen", f"127.0.0.1:{self.port}",
+                *self.extra]
+
+
+class Cluster:
+    def __init__(self, tmp: Path, n_shards: int = 3) -> None:
+        self.shards = []
+        for i in range(n_shards):
+            d = tmp / f"shard{i}"
+            d.mkdir()
+            self.shards.append(ServerProcess(write_config(d, d / "db"), d / "server.log"))
+        lone = tmp / "lone"
+        lone.mkdir()
+        self.lone = ServerProcess(write_config(lone, lone / "db"), lone / "server.log")
+        self.router = RouterProcess(write_config(tmp, "MEMORY"), tmp / "router.log",
+                                    [f"127.0.0.1:{s.port}" for s in self.shards],
+                                    extra=("--timeout", "5"))
+
+    def start(self) -> Cluster:
+        for p in (*self.shards, self.lone, self.router):
+            p.start()
+        return self
+
+    def stop(self) -> list[int]:
+        statuses = [p.stop() for p in (self.router, *self.shards, self.lone)]
+        for p in (self.router, *self.shards, self.lone):
+            p.client.close()
+        return statuses
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    c = Cluster(tmp_path_factory.mktemp("cluster")).start()
+    try:
+        yield c
+    finally:
+        assert c.stop() == [0] * 5, c.router.log_text()
+
+
+__all__ = ["Cluster", "RouterProcess", "free_port"]

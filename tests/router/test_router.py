@@ -1,0 +1,191 @@
+"""The router equals one server holding all the rows: inserts sharded by roll-up key,
+queries merged from msgpack partials (averages, nils, metric filters, several groupings)."""
+
+from __future__ import annotations
+
+import random
+import socket
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from gumshoe.config import parse_config
+from gumshoe.schema import Schema
+
+from ..http.harness import SCHEMA as HARNESS_SCHEMA
+from ..http.harness import T0, write_config
+from ..strategies import queries
+from .conftest import Cluster, RouterProcess
+
+SCHEMA = Schema.from_config(parse_config(HARNESS_SCHEMA).schema)
+
+
+def make_rows(n: int, seed: int) -> list[dict[str, Any]]:
+    rnd = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        row: dict[str, Any] = {"at": T0 + rnd.randrange(0, 6 * 3600),
+                               "visits": rnd.randrange(0, 4), "clicks": rnd.randrange(0, 100)}
+        if rnd.random() < 0.9:
+            row["name"] = rnd.choice(["Starbuck", "Boomer", "Helo", "Apollo", "Athena", ""])
+        if rnd.random() < 0.8:
+            row["country"] = rnd.choice(["US", "CA", "MX", None])
+        if rnd.random() < 0.7:
+            row["age"] = rnd.randrange(18, 25)
+        if rnd.random() < 0.5:
+            row["score"] = rnd.choice([0.5, -1.25, 3.0])
+        rows.append(row)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def loaded(cluster: Cluster) -> Cluster:
+    for i in range(4):
+        rows = make_rows(500, seed=i)
+        r = cluster.router.insert(rows, headers={"X-Batch-Id": f"load-{i}"})
+        assert r.status_code == 200, r.text
+        assert r.json() == {"inserted": 500, "rejected": 0}
+        assert cluster.lone.insert(rows).status_code == 200
+    return cluster
+
+
+def both(c: Cluster, q: dict[str, Any], **kw: Any) -> tuple[Any, Any]:
+    a, b = c.router.query(q, **kw), c.lone.query(q, **kw)
+    assert a.status_code == b.status_code == 200, (a.text, b.text)
+    return a, b
+
+
+QUERIES = [
+    {},
+    {"aggregates": [{"column": "clicks"}, {"type": "average", "column": "visits"},
+                    {"column": "score"}]},
+    {"aggregates": [{"column": "clicks"}], "groupings": ["country"]},
+    {"aggregates": [{"type": "average", "column": "clicks", "name": "avg"}],
+     "groupings": ["name", "age"]},
+    {"groupings": [{"column": "at", "timeTransform": "hour", "name": "h"}, "country"],
+     "aggregates": [{"column": "visits"}]},
+    {"aggregates": [{"column": "clicks"}], "filters": [{"column": "clicks", "type": ">",
+                                                        "value": 150}]},
+    {"aggregates": [{"column": "visits"}], "groupings": ["name"],
+     "filters": [{"column": "visits", "type": ">=", "value": 6},
+                 {"column": "country", "type": "!=", "value": "US"}]},
+    {"aggregates": [{"column": "clicks"}], "groupings": ["name"],
+     "orderBy": [{"column": "clicks", "descending": True}], "limit": 2},
+    {"aggregates": [{"type": "average", "column": "score"}], "groupings": ["country"],
+     "filters": [{"column": "name", "value": "nobody"}]},
+]
+
+
+@pytest.mark.parametrize("q", QUERIES)
+def test_router_equals_one_server(loaded: Cluster, q: dict[str, Any]) -> None:
+    a, b = both(loaded, q)
+    assert a.json()["results"] == b.json()["results"]
+
+
+def test_stream_format_through_the_router(loaded: Cluster) -> None:
+    q = {"aggregates": [{"column": "clicks"}], "groupings": ["country"]}
+    a, b = both(loaded, q, params={"format": "stream"})
+    assert a.text.splitlines()[1:] == b.text.splitlines()[1:]
+    assert '"num_rows":4' in a.text.splitlines()[0]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=queries(SCHEMA, base=T0))
+def test_random_queries_router_equals_one_server(loaded: Cluster, data: dict[str, Any]) -> None:
+    a, b = both(loaded, data)
+    assert a.json()["results"] == b.json()["results"]
+
+
+def test_every_rollup_key_lives_on_one_shard(loaded: Cluster) -> None:
+    q = {"groupings": [{"column": "at", "name": "t"}, "name", "country", "age"]}
+    seen: dict[tuple[Any, ...], int] = {}
+    for i, shard in enumerate(loaded.shards):
+        rows = shard.query(q).json()["results"]
+        assert rows, f"shard {i} received nothing"
+        for r in rows:
+            key = (r["t"], r["name"], r["country"], r["age"])
+            assert seen.setdefault(key, i) == i, f"{key} on shards {seen[key]} and {i}"
+    assert len(seen) == len(loaded.lone.query(q).json()["results"])
+
+
+def test_bad_input_is_refused_before_any_shard_is_written(loaded: Cluster) -> None:
+    before = loaded.router.query({}).json()["results"]
+    bad = [{"at": T0, "name": "ok"}, {"at": T0, "age": 300}]
+    r, lone = loaded.router.insert(bad), loaded.lone.insert(bad)
+    assert r.status_code == lone.status_code == 400
+    assert r.json() == lone.json() == {"error": "rows[1].age: value 300 is out of range for "
+                                                "uint8 [0, 255]"}
+    assert loaded.router.query({}).json()["results"] == before
+    r = loaded.router.query({"groupings": ["nope"]})
+    assert r.status_code == 400 and r.json()["error"].startswith("groupings[0].column")
+
+
+def test_a_retried_batch_id_is_applied_once(loaded: Cluster) -> None:
+    rows = make_rows(50, seed=99)
+    q = {"aggregates": [{"column": "clicks"}]}
+    before = loaded.router.query(q).json()["results"][0]
+    for _ in range(2):
+        r = loaded.router.insert(rows, headers={"X-Batch-Id": "retry-me"})
+        assert r.status_code == 200, r.text
+    assert r.json().get("duplicate") is True
+    after = loaded.router.query(q).json()["results"][0]
+    assert after["rowCount"] == before["rowCount"] + 50
+    assert loaded.lone.insert(rows).status_code == 200  # keep the lone server equal
+
+
+def test_other_routes(loaded: Cluster) -> None:
+    r = loaded.router.client.get("/dimension_tables/country")
+    assert r.status_code == 200 and r.json() == ["CA", "MX", "US"]
+    tables = loaded.router.client.get("/dimension_tables").json()
+    assert set(tables) == {"name", "country"} and "Starbuck" in tables["name"]
+    assert loaded.router.client.get("/dimension_tables/age").status_code == 400
+    status = loaded.router.client.get("/statusz").json()
+    assert status["OldestInterval"] == T0 and status["LastUpdated"] >= T0
+    assert loaded.router.client.get("/").text.startswith("shards:\n127.0.0.1:")
+    health = loaded.router.client.get("/metricz", params={"format": "json"}).json()
+    assert [h["ok"] for h in health["shards"]] == [True, True, True]
+    assert "gumshoe_router_shard_up" in loaded.router.client.get("/metrics").text
+
+
+def test_shard_down_fails_clearly_unless_partial_is_allowed(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    c = Cluster(tmp_path_factory.mktemp("down"), n_shards=2).start()
+    try:
+        rows = make_rows(100, seed=7)
+        assert c.router.insert(rows, headers={"X-Batch-Id": "b1"}).status_code == 200
+        down = c.shards[1]
+        assert down.stop() == 0
+        r = c.router.query({})
+        assert r.status_code == 502
+        assert f"shard 127.0.0.1:{down.port}: unreachable" in r.json()["error"]
+        r = c.router.query({"allowPartial": True})
+        assert r.status_code == 200
+        assert r.json()["missingShards"] == [f"127.0.0.1:{down.port}"]
+        assert 0 < r.json()["results"][0]["rowCount"] < 100
+        more = make_rows(100, seed=8)
+        r = c.router.insert(more, headers={"X-Batch-Id": "b2"})
+        assert r.status_code == 502 and f"127.0.0.1:{down.port}" in r.json()["error"]
+        down.start()  # the same port and database directory
+        r = c.router.insert(more, headers={"X-Batch-Id": "b2"})  # the client's retry completes
+        assert r.status_code == 200, r.text
+        assert c.router.query({}).json()["results"] == [{"rowCount": 200}]
+    finally:
+        c.stop()
+
+
+def test_a_hung_shard_times_out_with_504(tmp_path_factory: pytest.TempPathFactory) -> None:
+    tmp = tmp_path_factory.mktemp("hung")
+    with socket.socket() as hung:  # accepts connections (backlog) but never answers
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)
+        addr = f"127.0.0.1:{hung.getsockname()[1]}"
+        router = RouterProcess(write_config(tmp, "MEMORY"), tmp / "router.log", [addr],
+                               extra=("--timeout", "0.5")).start()
+        try:
+            r = router.query({})
+            assert r.status_code == 504
+            assert r.json() == {"error": f"shard {addr}: timed out after 0.5s"}
+        finally:
+            assert router.stop() == 0
+            router.client.close()
