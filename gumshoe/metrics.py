@@ -169,7 +169,7 @@ def si_bytes(n: int) -> str:
     value = float(n)
     for unit in ("kB", "MB", "GB", "TB", "PB"):
         value /= 1000
-        if value < 1000 or unit == "PB":
+        if value < 999.5 or unit == "PB":
             return f"{value:.1f}{unit}" if value < 10 else f"{value:.0f}{unit}"
     raise AssertionError("unreachable")
 
