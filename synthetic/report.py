@@ -57,7 +57,8 @@ def markdown(doc: dict[str, Any]) -> str:
                    f"batches of row dicts, segment_size {i0['segment_size']:,} B, durability "
                    f"`{i0['durability']}`, flush every {i0['flush_every_rows']:,} input rows; "
                    f"gumshoe query_parallelism = DuckDB threads = ideal threads = "
-                   f"{good[0]['threads']}")
+                   f"{good[0]['threads']}; DuckDB string dimensions as "
+                   f"{good[0].get('duckdb_strings', 'varchar').upper()}")
     fails = [f"{r['rows']:,} rows: {f}" for r in runs for f in r.get("failures", [])]
     nq = sum(len(r.get("queries", [])) for r in good)
     out.append("- **Correctness:** " + (f"every answer matched DuckDB's ({nq} query runs "

@@ -39,6 +39,7 @@ def run_size(rows: int, work: Path, *, hours: int = 168, seed: int = 8, repeats:
              http: bool = True, flush_every: int = 5_000_000, segment_size: int | None = None,
              durability: str | None = None, threads: int | None = None,
              python_reference: bool = False, budget_s: float = 60.0,
+             duckdb_strings: str = "enum",
              progress: Any = log) -> dict[str, Any]:
     """Everything for one data-set size, in this process. `python_reference` also evaluates
     every query in pure Python over the raw rows (small sizes only)."""
@@ -51,7 +52,7 @@ def run_size(rows: int, work: Path, *, hours: int = 168, seed: int = 8, repeats:
     spec = data.Spec(rows, hours=hours, seed=seed)
     db_dir, ref_dir = work / "db", work / "ref"
     out: dict[str, Any] = {"rows": rows, "hours": hours, "seed": seed, "threads": threads,
-                           "failures": []}
+                           "duckdb_strings": duckdb_strings, "failures": []}
     raw: list[dict[str, Any]] | None = [] if python_reference else None
     progress(f"size {rows:,}: ingest")
     out["ingest"] = bench_ingest.run(spec, db_dir, ref_dir, flush_every=flush_every,
@@ -78,7 +79,7 @@ def run_size(rows: int, work: Path, *, hours: int = 168, seed: int = 8, repeats:
     out["ideal_flush_us_per_row"] = 1e6 * ideal.flush(tbl, work / "flush") / max(
         min(1_000_000, tbl.n), 1)
     t = time.perf_counter()
-    duck = Duck(tbl, threads)
+    duck = Duck(tbl, threads, duckdb_strings)
     out["duckdb_load_seconds"] = time.perf_counter() - t
     qs = queries.queries(spec)
     expected: dict[str, Any] = {}
@@ -219,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--durability", choices=("fsync", "os", "none"),
                     help="default: the default config's")
     ap.add_argument("--threads", type=int, help="query threads for every engine (default nproc)")
+    ap.add_argument("--duckdb-strings", choices=("enum", "varchar"), default="enum",
+                    help="how DuckDB stores the string dimensions (default: ENUM)")
     ap.add_argument("--no-http", action="store_true", help="skip the HTTP measurements")
     ap.add_argument("--no-http-insert", action="store_true",
                     help="skip synthetic/http_insert.py (PUT /insert rows/s, 1 and 2 clients)")
@@ -237,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     kwargs = dict(hours=args.hours, seed=args.seed, repeats=repeats, http=not args.no_http,
                   flush_every=args.flush_every, segment_size=args.segment_size,
                   durability=args.durability, threads=args.threads,
-                  python_reference=args.python_reference)
+                  python_reference=args.python_reference, duckdb_strings=args.duckdb_strings)
     if args.one_size:  # the child process of one size
         work = args.out / f"work-{args.one_size}"
         try:
@@ -268,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         path.unlink(missing_ok=True)
         cmd = [sys.executable, "-m", "synthetic.run", "--one-size", str(n), "--json", str(path),
                "--out", str(args.out), "--hours", str(args.hours), "--seed", str(args.seed),
-               "--repeats", str(repeats), "--flush-every", str(args.flush_every)]
+               "--repeats", str(repeats), "--flush-every", str(args.flush_every),
+               "--duckdb-strings", args.duckdb_strings]
         for flag, value in (("--segment-size", args.segment_size),
                             ("--durability", args.durability), ("--threads", args.threads)):
             if value is not None:
