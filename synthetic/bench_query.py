@@ -187,6 +187,7 @@ def run(qs: list[Query], eng: dict[str, Engine], rows: int, repeats: int,
         for name, ts in times.items():
             med = float(np.median(ts))
             entry["engines"][name] = {"median_ms": 1e3 * med, "p90_ms": 1e3 * p90(ts),
+                                      "min_ms": 1e3 * min(ts),
                                       "runs": len(ts), "rows_per_s": rows / med if med else None}
         e = entry["engines"]
         if "gumshoe" in e:
