@@ -50,7 +50,8 @@ def check_stored(tbl: ideal.Table, ref_dir: Path) -> str | None:
         with np.load(f) as z:
             ref = {k: z[k] for k in z.files}
         if len(ref["count"]) != hi - lo:
-            return f"interval {int(tbl.starts[i])}: {hi - lo} stored rows, reference {len(ref['count'])}"
+            return (f"interval {int(tbl.starts[i])}: {hi - lo} stored rows, reference "
+                    f"{len(ref['count'])}")
         radix = (tbl.cards["country"], tbl.cards["device"])
         skey = ((tbl.cols["name"][lo:hi].astype(np.int64) * radix[0]
                  + tbl.cols["country"][lo:hi]) * radix[1] + tbl.cols["device"][lo:hi])
@@ -196,8 +197,8 @@ def run(qs: list[Query], eng: dict[str, Engine], rows: int, repeats: int,
             entry["gumshoe_over_ideal"] = g / e["ideal"]["median_ms"] if "ideal" in e else None
         results.append(entry)
         if progress:
-            progress("  query %-16s %s" % (q.name, "  ".join(
-                f"{k} {v['median_ms']:.1f}ms" for k, v in e.items())))
+            times_text = "  ".join(f"{k} {v['median_ms']:.1f}ms" for k, v in e.items())
+            progress(f"  query {q.name:<16} {times_text}")
     return results, failures
 
 

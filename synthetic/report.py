@@ -12,7 +12,7 @@ IDEAL_TARGET = 1.2  # queries within 20% of the ideal kernel
 
 def _n(v: Any, digits: int = 0) -> str:
     if v is None:
-        return "–"
+        return "-"
     if isinstance(v, float) and digits:
         return f"{v:,.{digits}f}"
     return f"{round(v):,}"
@@ -20,18 +20,18 @@ def _n(v: Any, digits: int = 0) -> str:
 
 def _rate(v: Any) -> str:
     if v is None:
-        return "–"
+        return "-"
     return f"{v / 1e6:.2f}M" if v >= 1e5 else f"{v / 1e3:.0f}k"
 
 
 def _ms(e: dict[str, Any] | None) -> str:
     if not e:
-        return "–"
+        return "-"
     return f"{e['median_ms']:.1f} / {e['p90_ms']:.1f}"
 
 
 def _x(v: Any) -> str:
-    return "–" if v is None else f"{v:.2f}x"
+    return "-" if v is None else f"{v:.2f}x"
 
 
 def _mark(ok: bool) -> str:
@@ -87,12 +87,14 @@ def markdown(doc: dict[str, Any]) -> str:
             f"{i['flush_us_per_rolled_row']:.2f} ({r['ideal_flush_us_per_row']:.2f}) | "
             f"{_n(lf['rolled_rows'])} in {lf['seconds']:.2f}s | "
             f"{i['last_insert_to_queryable_ms']:.0f} ms | "
-            f"{i['bytes_on_disk'] / 2**20:,.0f} MiB ({i['bytes_on_disk'] / max(i['stored_rows'], 1):.0f} B/row) | "
+            f"{i['bytes_on_disk'] / 2**20:,.0f} MiB "
+            f"({i['bytes_on_disk'] / max(i['stored_rows'], 1):.0f} B/row) | "
             f"{i['peak_rss_mb']:,.0f} MiB |")
     out += ["", "Ideal = the minimal numpy work on the same batches: column extraction from "
             "the dicts with every string already known (sampled on 1 batch in 8) plus a dense "
             "`bincount` roll-up of each hour done once. *(MEMORY)*: the same inserts into a "
-            "`database_dir = \"MEMORY\"` DB (no write-ahead log), first 2M rows. *With flushes* counts flush time too. "
+            "`database_dir = \"MEMORY\"` DB (no write-ahead log), first 2M rows. "
+            "*With flushes* counts flush time too. "
             "Flush µs per rolled-up row written; the ideal write is one fsync'd file per "
             "column of 1M rows. *insert→queryable*: a total query issued right after the last "
             "insert returns (it counts every row). Peak RSS is the whole benchmark process.",
@@ -122,7 +124,7 @@ def markdown(doc: dict[str, Any]) -> str:
         gm = e.get("gumshoe")
         out.append(
             f"| {q['query']}{' (low-card.)' if q['low_cardinality'] else ''} | {q['groups']} | "
-            f"{_ms(gm)} | {_rate(gm['rows_per_s']) if gm else '–'} | {_ms(e.get('http'))} | "
+            f"{_ms(gm)} | {_rate(gm['rows_per_s']) if gm else '-'} | {_ms(e.get('http'))} | "
             f"{_ms(e.get('duckdb'))} | {_ms(e.get('ideal'))} | "
             f"{_x(q.get('duckdb_over_gumshoe'))} | {_x(q.get('gumshoe_over_ideal'))} | "
             f"{_x(q.get('duckdb_over_http'))} |")
@@ -133,8 +135,9 @@ def markdown(doc: dict[str, Any]) -> str:
     out += ["## Targets", ""]
     i = big["ingest"]
     mem = i.get("memory", {}).get("rows_per_s")
-    out.append(f"- Insert ≥ 1M rows/s at library level: {_mark(i['insert_rows_per_s'] >= INSERT_TARGET)}"
-               f" ({_rate(i['insert_rows_per_s'])} rows/s at {i['rows']:,} rows, durability "
+    ok = i["insert_rows_per_s"] >= INSERT_TARGET
+    out.append(f"- Insert ≥ 1M rows/s at library level: {_mark(ok)} "
+               f"({_rate(i['insert_rows_per_s'])} rows/s at {i['rows']:,} rows, durability "
                f"`{i['durability']}`; {_rate(mem)} rows/s into a MEMORY DB)")
     if i["insert_vs_ideal"] is not None:
         out.append(f"- Insert within 30% of the ideal ingest kernel: "
@@ -173,7 +176,7 @@ def markdown(doc: dict[str, Any]) -> str:
                 q = next((x for x in r.get("queries", []) if x["query"] == name), None)
                 e = q["engines"] if q else {}
                 cells.append(f"{e['gumshoe']['median_ms']:.1f} / {e['duckdb']['median_ms']:.1f}"
-                             if "gumshoe" in e and "duckdb" in e else "–")
+                             if "gumshoe" in e and "duckdb" in e else "-")
             out.append(f"| {name} | " + " | ".join(cells) + " |")
         out.append("")
     return "\n".join(out) + "\n"

@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sizes = args.rows or (QUICK_SIZES if quick else FULL_SIZES)
     args.out.mkdir(parents=True, exist_ok=True)
-    meta = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    meta = {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "command": "python -m synthetic.run " + " ".join(sys.argv[1:] if argv is None
                                                              else argv),
             "machine": machine(), "git": git_state(), "quick": quick, "sizes": sizes,
@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd += ["--no-http"] * args.no_http + ["--python-reference"] * args.python_reference
         cmd += ["--keep-db"] * args.keep_db
         t = time.perf_counter()
-        rc = subprocess.run(cmd, cwd=ROOT).returncode
+        rc = subprocess.run(cmd, cwd=ROOT, check=False).returncode
         log(f"size {n:,}: done in {time.perf_counter() - t:.0f}s (exit {rc})")
         if path.exists():
             res = json.loads(path.read_text())

@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("duckdb")
 
-from synthetic import run  # noqa: E402
+from synthetic import run
 
 
 def test_quick_mode_at_a_tiny_size(tmp_path):
