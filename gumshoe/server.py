@@ -168,14 +168,20 @@ class ShardServer:
     async def insert(self, request: Request) -> Response:
         body = await read_body(request, self.config.max_body_size)
         batch_id = request.headers.get("x-batch-id") or None
-        result = await run_in_threadpool(self._insert, body, batch_id)
+        binary = request.headers.get("content-type", "").startswith(wire.CONTENT_TYPE)
+        result = await run_in_threadpool(self._insert, body, batch_id, binary)
         return json_response(result.to_json())
 
-    def _insert(self, body: bytes, batch_id: str | None) -> Any:
+    def _insert(self, body: bytes, batch_id: str | None, binary: bool = False) -> Any:
+        """Apply one batch: JSON rows, or (from a router) a validated msgpack batch."""
         m = self.metrics
         try:
-            rows = jsonio.loads(body, "insert body", strict=False)
-            result = self.db.insert(rows, batch_id=batch_id)
+            if binary:
+                result = self.db.insert_batch(wire.decode_batch(self.db.schema, body),
+                                              batch_id=batch_id)
+            else:
+                rows = jsonio.loads(body, "insert body", strict=False)
+                result = self.db.insert(rows, batch_id=batch_id)
         except ClientError:
             m.insert_errors.labels("bad_request").inc()
             raise
