@@ -16,31 +16,50 @@ _MIN_COMPACT_ROWS = 1 << 16
 
 
 class MemInterval:
-    __slots__ = ("chunks", "pending_rows", "rolled", "schema")
+    """One interval's unflushed rows: a rolled-up block plus the chunks appended since.
+
+    Both live in one attribute, `_state`, which compaction replaces in a single assignment: a
+    reader's `view()` (which may run during a flush's `compact()`) sees either the old block
+    and chunks or the new block alone, never the new block together with the chunks it
+    absorbed. Appends happen under the DB's write lock, as do `view()` calls that could
+    race with them.
+    """
+
+    __slots__ = ("_state", "pending_rows", "schema")
 
     def __init__(self, schema: Schema) -> None:
         self.schema = schema
-        self.rolled: Block | None = None
-        self.chunks: list[Block] = []
+        self._state: tuple[Block | None, list[Block]] = (None, [])
         self.pending_rows = 0
 
+    @property
+    def rolled(self) -> Block | None:
+        return self._state[0]
+
+    @property
+    def chunks(self) -> list[Block]:
+        return self._state[1]
+
     def add(self, block: Block) -> None:
-        self.chunks.append(block)
+        self._state[1].append(block)
         self.pending_rows += block.n
-        if self.pending_rows >= max(_MIN_COMPACT_ROWS, self.rolled.n if self.rolled else 0):
+        rolled = self._state[0]
+        if self.pending_rows >= max(_MIN_COMPACT_ROWS, rolled.n if rolled else 0):
             self.compact()
 
     def compact(self) -> Block:
-        if self.chunks or self.rolled is None:
-            blocks = ([self.rolled] if self.rolled is not None else []) + self.chunks
-            self.rolled = rollup(self.schema, blocks)
-            self.chunks = []
+        rolled, chunks = self._state
+        if chunks or rolled is None:
+            blocks = ([rolled] if rolled is not None else []) + chunks
+            rolled = rollup(self.schema, blocks)
+            self._state = (rolled, [])
             self.pending_rows = 0
-        return self.rolled
+        return rolled
 
     def view(self) -> tuple[Block, ...]:
-        head = (self.rolled,) if self.rolled is not None and self.rolled.n else ()
-        return head + tuple(self.chunks)
+        rolled, chunks = self._state
+        head = (rolled,) if rolled is not None and rolled.n else ()
+        return head + tuple(chunks)
 
 
 class Memtable:
