@@ -303,7 +303,8 @@ class DB:
         for d in self.schema.dimensions:
             values = batch.dims[d.name]
             if d.is_string:
-                codes, new = self.dictionaries[d.name].encode(values, batch.nils[d.name], d)
+                codes, new = self.dictionaries[d.name].encode(values, batch.nils[d.name], d,
+                                                                batch.row_index)
                 dims[d.name] = codes
                 if new:
                     new_strings[d.name] = new

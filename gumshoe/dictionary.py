@@ -28,12 +28,13 @@ class Dictionary:
     def __len__(self) -> int:
         return len(self.values)
 
-    def encode(self, values: list[Any], nil: np.ndarray | None, col: Column
-               ) -> tuple[np.ndarray, list[str]]:
+    def encode(self, values: list[Any], nil: np.ndarray | None, col: Column,
+               row_index: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
         """Codes for `values` (nil rows get code 0) and the new strings they need, in code order.
 
         Nothing is changed: the caller commits the new strings with `extend` once the whole
-        batch is valid. Raises InsertError naming the row that would overflow the code type.
+        batch is valid. Raises InsertError naming the row that would overflow the code type
+        (by its `row_index` entry when given: its index in the original request).
         """
         n = len(values)
         codes = np.fromiter(map(self.index.get, values, itertools.repeat(-1)), np.int64, n)
@@ -47,7 +48,8 @@ class Dictionary:
             staged = {s: len(self.values) + k for k, s in enumerate(dict.fromkeys(new_values))}
             if len(self.values) + len(staged) > col.capacity:
                 first = next(i for i in pos if staged[values[i]] >= col.capacity)
-                raise InsertError(f"rows[{first}].{col.name}: adding the new value "
+                row = first if row_index is None else int(row_index[first])
+                raise InsertError(f"rows[{row}].{col.name}: adding the new value "
                                   f"{values[first]!r} overflows the dictionary of {col.name} "
                                   f"({col.type_name} holds {col.capacity} distinct strings)")
             codes[pos] = np.fromiter(map(staged.__getitem__, new_values), np.int64, len(pos))
