@@ -9,6 +9,7 @@ import numpy as np
 
 from gumshoe.batch import parse_rows
 from gumshoe.block import Block
+from gumshoe.config import Config, SchemaConfig, parse_config
 from gumshoe.dictionary import Dictionary
 from gumshoe.schema import Schema
 from gumshoe.snapshot import Snapshot
@@ -86,3 +87,16 @@ def encode(schema: Schema, raw: list[dict[str, Any]],
 
 def strings_of(dictionaries: Mapping[str, Dictionary]) -> dict[str, list[str]]:
     return {name: d.values for name, d in dictionaries.items()}
+
+
+def make_config(database_dir: str | Any, dims: Any = (("name", "string:uint16"),),
+                mets: Any = (("visits", "uint8"),), *, schema: SchemaConfig | None = None,
+                segment_size: int = 10**6, interval: int = 3600, **changes: Any) -> Config:
+    """A Config for tests: no retention and durability "os" (the log is written, never
+    fsync'd) unless `changes` say otherwise."""
+    if schema is None:
+        schema = SchemaConfig(segment_size, interval, ("at", "uint32"), tuple(dims),
+                              tuple(mets), str(segment_size))
+    base = parse_config("")
+    return base.replace(database_dir=str(database_dir), schema=schema,
+                        **{"retention_days": 0, "durability": "os", **changes})
