@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from gumshoe import fileio
+from gumshoe.batch import parse_rows
 from gumshoe.db import DB
 from gumshoe.errors import CorruptDataError, StorageFailedError
 from gumshoe.wal import encode_payload, frame
@@ -272,18 +273,24 @@ def test_corrupt_segment_stops_start_up(tmp_path: Path) -> None:
         DB(cfg)
 
 
-def test_replay_checks_dictionary_codes(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("new", "size", "match"), [
+    (["b2"], 5, "has 1 strings at replay but had 5"),
+    (["b1"], 1, "already holds"),
+    ([], 1, "code out of range"),
+])
+def test_replay_checks_dictionary_codes(tmp_path: Path, new: list[str], size: int, match: str
+                                        ) -> None:
     cfg = make_config(tmp_path / "db")
     db = DB(cfg)
     insert(db, [1], set())
+    block, _ = db._encode(parse_rows(db.schema, batch_rows(2)))  # code 1 for "b2"
+    ts = parse_rows(db.schema, batch_rows(2)).timestamps
     crash(db)
     [path] = wal_files(cfg_dir(cfg))
-    from gumshoe.batch import parse_rows
-    batch = parse_rows(db.schema, batch_rows(2))
-    # A record claiming it added strings that replay does not add.
+    # A record whose dictionary state does not match what replay reaches.
     with open(path, "ab") as f:
-        f.write(frame(2, encode_payload(None, 0.0, batch, {"batch": ["b2", "zzz"]})))
-    with pytest.raises(CorruptDataError, match="different dictionary codes"):
+        f.write(frame(2, encode_payload(None, 0.0, ts, block, {"batch": new}, {"batch": size})))
+    with pytest.raises(CorruptDataError, match=match):
         DB(cfg)
 
 

@@ -14,49 +14,50 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from gumshoe import fileio
-from gumshoe.batch import Batch
+from gumshoe.block import Block
 from gumshoe.errors import CorruptDataError, StorageFailedError
 from gumshoe.wal import (HEADER, WriteAheadLog, decode_payload, encode_payload, frame,
                          log_filename)
 
 
-def make_batch(n: int, tag: str = "x", nil_every: int = 0) -> Batch:
-    names: list[str | None] = [f"{tag}{i % 3}" for i in range(n)]
+def make_block(n: int, tag: str = "x", nil_every: int = 0) -> tuple[np.ndarray, Block]:
+    """Timestamps and an encoded block: string dimension "s" (codes), numeric "u", metrics."""
     nil = None
     if nil_every:
         nil = np.zeros(n, bool)
         nil[::nil_every] = True
-        for i in np.flatnonzero(nil):
-            names[i] = None
-    return Batch(n, np.arange(n, dtype=np.int64) + 1000, {"s": names, "u": np.arange(
-        n, dtype=np.uint8)}, {"s": nil, "u": None}, {"m": np.arange(n, dtype=np.int64) * 3,
-                                                     "f": np.linspace(0, 1, n)},
-                 np.arange(n, dtype=np.int64) + 1 if n % 2 else None)
+    codes = (np.arange(n) % 3).astype(np.uint16)
+    if nil is not None:
+        codes[nil] = 0
+    off = len(tag)
+    return (np.arange(n, dtype=np.int64) + 1000,
+            Block(n, np.arange(n, dtype=np.int64) + 1, {"s": codes, "u": np.arange(
+                n, dtype=np.uint8)}, {"s": nil, "u": None},
+                {"m": np.arange(n, dtype=np.int64) * 3 + off, "f": np.linspace(0, 1, n)}))
 
 
-def assert_batches_equal(a: Batch, b: Batch) -> None:
+def put(wal: WriteAheadLog, batch_id: str | None, n: int, tag: str = "x",
+        new: dict[str, list[str]] | None = None) -> int:
+    ts, block = make_block(n, tag)
+    return wal.append(batch_id, ts, block, new or {}, {"s": 3})
+
+
+def assert_blocks_equal(a: Block, b: Block) -> None:
     assert a.n == b.n
-    np.testing.assert_array_equal(a.timestamps, b.timestamps)
-    assert a.dims.keys() == b.dims.keys()
-    for k, v in a.dims.items():
-        if isinstance(v, list):
-            assert b.dims[k] == v
-        else:
-            assert b.dims[k].dtype == v.dtype
-            np.testing.assert_array_equal(b.dims[k], v)
-    for k, v in a.nils.items():
-        assert (v is None) == (b.nils[k] is None)
+    np.testing.assert_array_equal(a.count, b.count)
+    for k in ("dims", "metrics"):
+        x, y = getattr(a, k), getattr(b, k)
+        assert x.keys() == y.keys()
+        for name, v in x.items():
+            assert y[name].dtype == v.dtype
+            np.testing.assert_array_equal(y[name], v)
+    for name, v in a.nils.items():
+        assert (v is None) == (b.nils[name] is None)
         if v is not None:
-            np.testing.assert_array_equal(b.nils[k], v)
-    for k, v in a.metrics.items():
-        assert b.metrics[k].dtype == v.dtype
-        np.testing.assert_array_equal(b.metrics[k], v)
-    if a.counts is None:
-        assert b.counts is None
-    else:
-        np.testing.assert_array_equal(b.counts, a.counts)
+            np.testing.assert_array_equal(b.nils[name], v)
 
 
 def open_log(d: Path, mode: str = "fsync", flushed: int = 0, **kw: object
@@ -71,13 +72,27 @@ def log_files(d: Path) -> list[Path]:
 
 # -- framing ----------------------------------------------------------------------------------
 @given(st.integers(0, 40), st.sampled_from([0, 2, 5]), st.one_of(st.none(), st.text(max_size=20)),
-       st.dictionaries(st.sampled_from(["s", "t"]), st.lists(st.text(max_size=5), max_size=3)))
+       st.dictionaries(st.sampled_from(["s", "t"]), st.lists(st.text(max_size=5), max_size=3)),
+       st.dictionaries(st.sampled_from(["s", "t"]), st.integers(0, 2**32)))
 def test_payload_round_trip(n: int, nil_every: int, batch_id: str | None,
-                            new: dict[str, list[str]]) -> None:
-    batch = make_batch(n, nil_every=nil_every)
-    rec = decode_payload(7, encode_payload(batch_id, 123.5, batch, new))
-    assert (rec.seq, rec.batch_id, rec.time, rec.new_strings) == (7, batch_id, 123.5, new)
-    assert_batches_equal(batch, rec.batch)
+                            new: dict[str, list[str]], sizes: dict[str, int]) -> None:
+    ts, block = make_block(n, nil_every=nil_every)
+    rec = decode_payload(7, encode_payload(batch_id, 123.5, ts, block, new, sizes))
+    assert (rec.seq, rec.batch_id, rec.time, rec.new_strings, rec.dict_sizes) == (
+        7, batch_id, 123.5, new, sizes)
+    np.testing.assert_array_equal(rec.timestamps, ts)
+    assert_blocks_equal(block, rec.block)
+
+
+@given(hnp.arrays(st.sampled_from([np.dtype(t) for t in (
+    "u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8", "f4", "f8", "?")]), st.integers(0, 30),
+    elements=None))
+def test_column_encoding_round_trip(a: np.ndarray) -> None:
+    ts, block = make_block(len(a))
+    block.metrics["x"] = a
+    rec = decode_payload(1, encode_payload(None, 0.0, ts, block, {}, {}))
+    assert rec.block.metrics["x"].dtype == a.dtype
+    np.testing.assert_array_equal(rec.block.metrics["x"], a)
 
 
 def test_frame_layout() -> None:
@@ -92,12 +107,12 @@ def test_frame_layout() -> None:
 def test_append_recover_round_trip(tmp_path: Path) -> None:
     wal, recs = open_log(tmp_path)
     assert recs == []
-    batches = [make_batch(n, tag=str(n)) for n in (1, 5, 0, 17)]
+    sizes = (1, 5, 0, 17)
     ids = [None, "id1", "id2", None]
-    tickets = [wal.append(i, b, {"s": [f"new{k}"]})
-               for k, (i, b) in enumerate(zip(ids, batches))]
+    tickets = [put(wal, i, n, str(n), {"s": [f"new{k}"]})
+               for k, (i, n) in enumerate(zip(ids, sizes))]
     assert tickets == [1, 2, 3, 4]  # an empty batch with an id is logged too
-    assert wal.append(None, make_batch(0), {}) == 0  # empty, no id: nothing to log
+    assert put(wal, None, 0) == 0  # empty, no id: nothing to log
     for t in tickets:
         wal.commit(t)
     wal.close()
@@ -105,8 +120,8 @@ def test_append_recover_round_trip(tmp_path: Path) -> None:
     assert [r.seq for r in recs] == [1, 2, 3, 4]
     assert [r.batch_id for r in recs] == ids
     assert [r.new_strings for r in recs] == [{"s": [f"new{i}"]} for i in range(4)]
-    for b, r in zip(batches, recs):
-        assert_batches_equal(b, r.batch)
+    for n, r in zip(sizes, recs):
+        assert_blocks_equal(make_block(n, str(n))[1], r.block)
     assert wal2.seq == 4
     assert wal2.seen("id1") == 2 and wal2.seen("id2") == 3 and wal2.seen("id0") is None
     # Replay starts after the flushed sequence number.
@@ -119,7 +134,7 @@ def test_append_recover_round_trip(tmp_path: Path) -> None:
 def write_records(d: Path, n: int, **kw: object) -> WriteAheadLog:
     wal, _ = open_log(d, **kw)
     for i in range(n):
-        wal.commit(wal.append(f"id{i}", make_batch(5 + i, tag=f"r{i}"), {}))
+        wal.commit(put(wal, f"id{i}", 5 + i, tag=f"r{i}"))
     wal.close()
     return wal
 
@@ -130,7 +145,7 @@ def test_torn_tail_is_truncated(tmp_path: Path, cut: int, caplog: pytest.LogCapt
     write_records(tmp_path, 3)
     [path] = log_files(tmp_path)
     data = path.read_bytes()
-    last = len(frame(3, encode_payload("id2", 0.0, make_batch(7, tag="r2"), {})))
+    last = len(frame(3, encode_payload("id2", 0.0, *make_block(7, tag="r2"), {}, {"s": 3})))
     good = len(data) - last
     keep = good + (cut if cut > 0 else last + cut)
     path.write_bytes(data[:keep])
@@ -140,7 +155,7 @@ def test_torn_tail_is_truncated(tmp_path: Path, cut: int, caplog: pytest.LogCapt
     assert "torn last record" in caplog.text and str(path) in caplog.text
     assert path.stat().st_size == good  # truncated
     # The log continues after the truncated record: seq 3 is reused, never acknowledged.
-    assert wal.append(None, make_batch(2), {}) == 3
+    assert put(wal, None, 2) == 3
     wal.close()
     _, recs = open_log(tmp_path)
     assert [r.seq for r in recs] == [1, 2, 3]
@@ -189,7 +204,7 @@ def test_mid_log_corruption_stops_start_up(tmp_path: Path, where: str) -> None:
 def test_torn_record_in_an_earlier_file_is_corruption(tmp_path: Path) -> None:
     wal, _ = open_log(tmp_path, segment_bytes=1)  # a new file for every record
     for i in range(3):
-        wal.commit(wal.append(None, make_batch(4), {}))
+        wal.commit(put(wal, None, 4))
     wal.close()
     files = log_files(tmp_path)
     assert [f.name for f in files] == [log_filename(i) for i in (1, 2, 3)]
@@ -201,7 +216,7 @@ def test_torn_record_in_an_earlier_file_is_corruption(tmp_path: Path) -> None:
 def test_missing_log_file_is_a_gap(tmp_path: Path) -> None:
     wal, _ = open_log(tmp_path, segment_bytes=1)
     for _ in range(3):
-        wal.commit(wal.append(None, make_batch(4), {}))
+        wal.commit(put(wal, None, 4))
     wal.close()
     log_files(tmp_path)[1].unlink()
     with pytest.raises(CorruptDataError, match="sequence number 3"):
@@ -213,14 +228,14 @@ def test_missing_log_file_is_a_gap(tmp_path: Path) -> None:
 
 # -- rolling, trimming --------------------------------------------------------------------------
 def test_roll_and_trim(tmp_path: Path) -> None:
-    wal, _ = open_log(tmp_path, segment_bytes=3000)
+    wal, _ = open_log(tmp_path, segment_bytes=1000)
     for _ in range(6):
-        wal.commit(wal.append(None, make_batch(40), {}))
+        wal.commit(put(wal, None, 40))
     assert len(log_files(tmp_path)) > 2  # rolled on size
     seq = wal.rotate()  # what a flush does
     assert seq == 6
     assert wal.rotate() == 6  # nothing new: no new file
-    wal.commit(wal.append(None, make_batch(3), {}))
+    wal.commit(put(wal, None, 3))
     before = log_files(tmp_path)
     wal.trim(seq)
     after = log_files(tmp_path)
@@ -233,7 +248,7 @@ def test_roll_and_trim(tmp_path: Path) -> None:
 def test_recover_removes_flushed_files(tmp_path: Path) -> None:
     wal, _ = open_log(tmp_path, segment_bytes=1)
     for _ in range(3):
-        wal.commit(wal.append(None, make_batch(4), {}))
+        wal.commit(put(wal, None, 4))
     wal.close()
     _, recs = open_log(tmp_path, flushed=3)
     assert recs == []
@@ -248,7 +263,7 @@ def test_modes(tmp_path: Path) -> None:
         io = fileio.FaultyIO()
         with fileio.inject(io):
             wal, _ = open_log(d, mode)
-            t = wal.append("a", make_batch(10), {})
+            t = put(wal, "a", 10)
             writes_before_commit = io.calls
             wal.commit(t)
             calls = io.calls - writes_before_commit
@@ -278,7 +293,7 @@ def test_group_commit_shares_fsyncs(tmp_path: Path) -> None:
         try:
             for i in range(5):
                 with lock:
-                    t = wal.append(f"{k}-{i}", make_batch(3), {})
+                    t = put(wal, f"{k}-{i}", 3)
                 wal.commit(t)
         except BaseException as e:  # pragma: no cover - reported below
             errors.append(e)
@@ -301,7 +316,7 @@ def test_group_commit_shares_fsyncs(tmp_path: Path) -> None:
 @pytest.mark.parametrize("err", [errno.EIO, errno.ENOSPC])
 def test_failed_fsync_never_acknowledges(tmp_path: Path, err: int) -> None:
     wal, _ = open_log(tmp_path)
-    t1 = wal.append("a", make_batch(3), {})
+    t1 = put(wal, "a", 3)
     with fileio.inject(fileio.FaultyIO(1, err, kinds=("fsync",))):
         with pytest.raises(StorageFailedError, match="fsync"):
             wal.commit(t1)
@@ -309,16 +324,16 @@ def test_failed_fsync_never_acknowledges(tmp_path: Path, err: int) -> None:
     with pytest.raises(StorageFailedError):
         wal.commit(t1)
     with pytest.raises(StorageFailedError):
-        wal.append("b", make_batch(3), {})
+        put(wal, "b", 3)
     wal.close()
 
 
 def test_failed_write_leaves_a_torn_tail(tmp_path: Path) -> None:
     wal, _ = open_log(tmp_path)
-    wal.commit(wal.append("a", make_batch(30), {}))
+    wal.commit(put(wal, "a", 30))
     with fileio.inject(fileio.FaultyIO(1, errno.ENOSPC, kinds=("write",))):
         with pytest.raises(StorageFailedError, match="No space"):
-            wal.append("b", make_batch(30), {})
+            put(wal, "b", 30)
     assert wal.failed
     wal.close()
     _, recs = open_log(tmp_path)
@@ -331,12 +346,12 @@ def test_batch_id_window(tmp_path: Path) -> None:
     wal = WriteAheadLog(tmp_path, "fsync", 200.0, clock=lambda: now[0])
     list(wal.recover(0, {"old": 900.0, "older": 100.0}))  # as persisted in db.json
     assert wal.seen("old") == 0 and wal.seen("older") is None
-    wal.append("x", make_batch(1), {})
+    put(wal, "x", 1)
     now[0] += 30
     assert wal.seen("x") == 1
     assert wal.batch_ids_json() == {"old": 900.0, "x": 1000.0}
     now[0] += 171
-    wal.append("y", make_batch(1), {})
+    put(wal, "y", 1)
     assert wal.seen("x") is None and wal.seen("old") is None and wal.seen("y") == 2
     assert wal.batch_ids_json() == {"y": 1201.0}
     assert list(wal._ids) == ["y"]  # expired ids are dropped, not just hidden
