@@ -27,6 +27,7 @@ TIERS: list[set[str]] = [
     {"snapshot"},
     {"wal"},
     {"db"},
+    {"bulk"},  # whole-directory reads/writes for gumtool (above db: reuses its recovery)
     {"query", "jsonio"},  # query AST, JSON codec
     {"scan"},  # kernels over blocks: filter masks, group keys, partials
     {"engine", "wire"},  # runs a query over a snapshot; msgpack codec of partials
