@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,6 +12,7 @@ import numpy as np
 from gumshoe.batch import parse_rows
 from gumshoe.block import Block
 from gumshoe.config import Config, SchemaConfig, parse_config
+from gumshoe.db import DB, META
 from gumshoe.dictionary import Dictionary
 from gumshoe.schema import Schema
 from gumshoe.snapshot import Snapshot
@@ -100,3 +103,59 @@ def make_config(database_dir: str | Any, dims: Any = (("name", "string:uint16"),
     base = parse_config("")
     return base.replace(database_dir=str(database_dir), schema=schema,
                         **{"retention_days": 0, "durability": "os", **changes})
+
+
+def seg_files(d: Path) -> list[str]:
+    return sorted(p.name for p in d.iterdir() if p.suffix == ".seg")
+
+
+def dict_files(d: Path) -> list[str]:
+    return sorted(p.name for p in d.iterdir() if p.name.startswith("dictionary."))
+
+
+def check_files(db: DB) -> None:
+    """On disk: exactly the files db.json references (segments and dictionaries)."""
+    assert db.dir is not None
+    meta = json.loads((db.dir / META).read_bytes())
+    listed = {s["file"] for iv in meta["intervals"] for s in iv["segments"]}
+    listed |= {e["file"] for e in meta["dictionaries"].values()}
+    assert set(seg_files(db.dir)) | set(dict_files(db.dir)) == listed
+    assert not list(db.dir.glob("*.tmp"))
+
+
+def _key(schema: Schema, block: Block, i: int) -> tuple[Any, ...]:
+    out = []
+    for d in schema.dimensions:
+        nil = block.nils[d.name]
+        is_nil = nil is not None and bool(nil[i])
+        out.append((not is_nil, 0 if is_nil else block.dims[d.name][i].item()))
+    return tuple(out)
+
+
+def check_structure(snap: Snapshot) -> None:
+    """Storage invariants of a snapshot: aligned ascending intervals; segments of at most
+    rows_per_segment rows; flushed keys unique and in key order across an interval's
+    segments; counts >= 1; nil cells hold 0; codes inside the snapshot's dictionaries."""
+    schema = snap.schema
+    starts = [iv.start for iv in snap.intervals]
+    assert starts == sorted(set(starts))
+    assert all(s % schema.interval_duration == 0 for s in starts)
+    for name, d in snap.dictionaries.items():
+        assert len(set(d.values[:snap.dict_sizes[name]])) == snap.dict_sizes[name]
+    for iv in snap.intervals:
+        assert iv.blocks, "an interval without rows"
+        keys = []
+        for seg in iv.segments:
+            assert 1 <= seg.rows <= schema.rows_per_segment
+            keys += [_key(schema, seg.block, i) for i in range(seg.rows)]
+        assert keys == sorted(set(keys)), "flushed keys repeat or are out of order"
+        for block in iv.blocks:
+            if block.n:
+                assert int(block.count.min()) >= 1
+            for d in schema.dimensions:
+                nil = block.nils[d.name]
+                values = block.dims[d.name]
+                if nil is not None:
+                    assert not values[nil].any(), f"nil cells of {d.name} are not 0"
+                if d.is_string and block.n:
+                    assert int(values.max()) < max(1, snap.dict_sizes[d.name])

@@ -18,7 +18,8 @@ from gumshoe.errors import (DBLockedError, InsertError, SchemaMismatchError,
 from gumshoe.memtable import MemInterval
 from gumshoe.schema import NUMERIC_TYPES
 from tests import reference
-from tests.storage.contents import make_config, snapshot_table
+from tests.storage.contents import (check_files, check_structure, dict_files, make_config,
+                                    seg_files, snapshot_table)
 from tests.strategies import rows, schema_configs
 
 HOUR = 3600
@@ -35,30 +36,14 @@ def where(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return "MEMORY" if request.param == "memory" else str(tmp_path / "db")
 
 
-def seg_files(d: Path) -> list[str]:
-    return sorted(p.name for p in d.iterdir() if p.suffix == ".seg")
-
-
-def dict_files(d: Path) -> list[str]:
-    return sorted(p.name for p in d.iterdir() if p.name.startswith("dictionary."))
-
-
 def check(db: DB, raw: list[dict[str, Any]], cutoff: int | None = None) -> None:
     """The DB holds exactly the roll-up of `raw` (intervals before `cutoff` dropped)."""
     want = reference.rollup(db.schema, raw)
     if cutoff is not None:
         want = reference.drop_before(want, cutoff)
-    assert snapshot_table(db.snapshot()) == want
-
-
-def check_files(db: DB) -> None:
-    """On disk: exactly the files db.json references (segments and dictionaries)."""
-    assert db.dir is not None
-    meta = json.loads((db.dir / META).read_bytes())
-    listed = {s["file"] for iv in meta["intervals"] for s in iv["segments"]}
-    listed |= {e["file"] for e in meta["dictionaries"].values()}
-    assert set(seg_files(db.dir)) | set(dict_files(db.dir)) == listed
-    assert not list(db.dir.glob("*.tmp"))
+    snap = db.snapshot()
+    check_structure(snap)
+    assert snapshot_table(snap) == want
 
 
 def every_type_rows() -> list[dict[str, Any]]:
