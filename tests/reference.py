@@ -41,7 +41,7 @@ def stored_value(col: Column, v: Any) -> Any:
     return int(v)  # integral floats such as 3.0 are accepted for integer columns
 
 
-def timestamp(v: int | float) -> int:
+def timestamp(v: float) -> int:
     return math.floor(v)
 
 

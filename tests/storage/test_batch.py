@@ -185,7 +185,7 @@ def test_big_integers_are_exact(type_name: str, value: int) -> None:
 @pytest.mark.parametrize(("type_name", "value"), [
     ("uint64", 2**64), ("int64", 2**63), ("int64", -(2**63) - 1), ("uint64", -1),
     ("uint64", 1e20), ("int64", -1e19), ("int32", 2**31), ("int16", -32769), ("uint64", 10**400)])
-def test_integer_overflow_is_rejected(type_name: str, value: int | float) -> None:
+def test_integer_overflow_is_rejected(type_name: str, value: float) -> None:
     s = make(dims=[("d", type_name)], mets=[("m", type_name)])
     rejects(s, [{"at": 1, "d": 0}, {"at": 1, "d": value}], "rows[1].d", "out of range")
     rejects(s, [{"at": 1, "m": 0.0}, {"at": 1, "m": value}], "rows[1].m", "out of range")
@@ -206,7 +206,7 @@ def test_non_finite_numbers_are_rejected(value: float, type_name: str) -> None:
 
 
 @pytest.mark.parametrize("value", [1e39, -1e39, 10**39, -(10**39), 2**128])
-def test_float32_range(value: float | int) -> None:
+def test_float32_range(value: float) -> None:
     s = make(dims=[("d", "float32")], mets=[("m", "float32")])
     rejects(s, [{"at": 1, "d": value}], "rows[0].d", "out of range")
     rejects(s, [{"at": 1, "m": 1}, {"at": 1, "m": value}], "rows[1].m", "out of range")

@@ -6,8 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from gumshoe.config import (default_config_text, load_config, parse_config, parse_duration,
-                            parse_size)
+from gumshoe.config import (
+    default_config_text,
+    load_config,
+    parse_config,
+    parse_duration,
+    parse_size,
+)
 from gumshoe.errors import ConfigError
 from gumshoe.schema import Schema
 

@@ -13,13 +13,18 @@ from hypothesis import strategies as st
 
 from gumshoe.config import SchemaConfig
 from gumshoe.db import DB, META
-from gumshoe.errors import (DBLockedError, InsertError, SchemaMismatchError,
-                            StorageFailedError)
+from gumshoe.errors import DBLockedError, InsertError, SchemaMismatchError, StorageFailedError
 from gumshoe.memtable import MemInterval
 from gumshoe.schema import NUMERIC_TYPES
 from tests import reference
-from tests.storage.contents import (check_files, check_structure, dict_files, make_config,
-                                    seg_files, snapshot_table)
+from tests.storage.contents import (
+    check_files,
+    check_structure,
+    dict_files,
+    make_config,
+    seg_files,
+    snapshot_table,
+)
 from tests.strategies import rows, schema_configs
 
 HOUR = 3600
