@@ -102,7 +102,7 @@ def serve(args: argparse.Namespace) -> int:
         sock.close()
         return fail(str(e))
     try:
-        app = create_app(db, config)
+        app = create_app(db, config, insert_workers=args.insert_workers)
         bound_host, bound_port = sock.getsockname()[:2]
         log.info("gumshoe serving %s on http://%s:%d", config.database_dir, bound_host,
                  bound_port)
@@ -179,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="listen address (default from the config: 127.0.0.1:9000; "
                    ":PORT means every interface)")
     p.add_argument("--db", metavar="DIR", help="database directory, or MEMORY")
+    p.add_argument("--insert-workers", metavar="N", type=int, default=None,
+                   help="processes that decode large JSON insert bodies (default: one per "
+                   "core, none on one core; 0: decode in the server process)")
     p.add_argument("--log-level", default="info",
                    choices=["debug", "info", "warning", "error"], help="default: info")
     p.set_defaults(func=serve)

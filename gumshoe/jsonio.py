@@ -1,6 +1,7 @@
 """JSON in and out of the HTTP layer: orjson, guarded against hostile input.
 
-Imports only errors. `loads` turns any malformed body into a ClientError (a 400), including
+Imports errors, config, schema and batch (insert bodies become validated Batches, also in
+worker processes). `loads` turns any malformed body into a ClientError (a 400), including
 nesting deep enough to overflow orjson's native stack (orjson 3.8 segfaults past ~100k levels);
 `dumps` never lets a numpy scalar, NaN or infinity reach the wire raw (numpy scalars become
 numbers, NaN/inf become null).
@@ -10,13 +11,17 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import orjson
 
+from .batch import Batch, parse_rows
+from .config import SchemaConfig
 from .errors import ClientError
+from .schema import Schema
 
 MAX_DEPTH = 256
 # Bodies with at most this many '[' and '{' bytes cannot nest deeper than orjson handles, so
@@ -117,3 +122,24 @@ def ndjson_chunks(rows: list[Any], duration_ms: int, chunk_rows: int = 1000) -> 
     yield dumps({"duration_ms": duration_ms, "num_rows": len(rows)})
     for lo in range(0, len(rows), chunk_rows):
         yield b"".join(map(dumps, rows[lo:lo + chunk_rows]))
+
+
+# -- insert bodies --------------------------------------------------------------------------------
+def parse_insert_body(body: bytes, schema: Schema) -> Batch:
+    """A JSON insert body -> a validated Batch (raises JSONBodyError or InsertError)."""
+    return parse_rows(schema, loads(body, "insert body", strict=False))
+
+
+_worker_schema: Schema | None = None
+
+
+def init_insert_worker(schema_config: SchemaConfig) -> None:
+    """Initialiser of an insert-decoding worker process (see server.InsertDecoder)."""
+    global _worker_schema
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle
+    _worker_schema = Schema.from_config(schema_config)
+
+
+def parse_in_worker(body: bytes) -> Batch:
+    assert _worker_schema is not None, "init_insert_worker was not run"
+    return parse_insert_body(body, _worker_schema)

@@ -12,8 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import multiprocessing
+import os
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import numpy as np
@@ -41,6 +46,68 @@ _ENCODE_IN_THREAD_ROWS = 2000  # larger results are JSON-encoded off the event l
 
 class PayloadTooLarge(ClientError):
     status = 413
+
+
+def default_insert_workers() -> int:
+    """Worker processes decoding large insert bodies: one per core, none on one core."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(cores or 1, 4) if (cores or 1) > 1 else 0
+
+
+class InsertDecoder:
+    """JSON decoding and row validation of large insert bodies in worker processes.
+
+    Both hold the GIL (orjson builds a dict per row; parse_rows walks the columns), so in one
+    process they use one core however many clients insert at once. Bodies of at least
+    `min_bytes` are parsed by a pool of `workers` processes (forkserver: no fork of a threaded
+    server) and come back as a validated Batch; the server process only applies it. Smaller
+    bodies, or every body when `workers` is 0, are parsed in the calling thread; so is the first
+    large body, while the pool starts (lazily: a server that never sees one never starts it).
+    Errors raised in a worker (JSONBodyError, InsertError) reach the caller unchanged."""
+
+    def __init__(self, schema: Any, schema_config: Any, workers: int,
+                 min_bytes: int = 256 * 1024) -> None:
+        self.schema = schema
+        self.schema_config = schema_config
+        self.workers = workers
+        self.min_bytes = min_bytes
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def parse(self, body: bytes) -> Any:
+        """Blocking: call from a worker thread."""
+        pool = self._pool
+        if len(body) < self.min_bytes or self.workers == 0 or pool is None:
+            if pool is None and self.workers > 0 and len(body) >= self.min_bytes:
+                self._start()  # this body is parsed here while the workers start
+            return jsonio.parse_insert_body(body, self.schema)
+        try:
+            return pool.submit(jsonio.parse_in_worker, body).result()
+        except BrokenProcessPool:
+            log.error("an insert worker process died; starting new ones")
+            with self._lock:
+                if self._pool is pool:
+                    self._pool = None
+            pool.shutdown(wait=False, cancel_futures=True)
+            return jsonio.parse_insert_body(body, self.schema)
+
+    def _start(self) -> None:
+        """Start the pool without waiting for it (workers import numpy: ~0.5 s each)."""
+        with self._lock:
+            if self._pool is not None or self.workers == 0:
+                return
+            self._pool = ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("forkserver"),
+                initializer=jsonio.init_insert_worker, initargs=(self.schema_config,))
+            for _ in range(self.workers):
+                self._pool.submit(int)
+            log.info("started %d insert decoding processes", self.workers)
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool, self.workers = self._pool, None, 0
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def json_response(obj: Any, status: int = 200) -> Response:
@@ -159,10 +226,11 @@ class AccessLog:
 class ShardServer:
     """Route handlers over one DB. `create_app` wraps it in a Starlette app."""
 
-    def __init__(self, db: Any, config: Config) -> None:
+    def __init__(self, db: Any, config: Config, insert_workers: int) -> None:
         self.db = db
         self.config = config
         self.metrics = Metrics(db)
+        self.decoder = InsertDecoder(db.schema, config.schema, insert_workers)
 
     # -- insert ---------------------------------------------------------------------------
     async def insert(self, request: Request) -> Response:
@@ -180,8 +248,7 @@ class ShardServer:
                 result = self.db.insert_batch(wire.decode_batch(self.db.schema, body),
                                               batch_id=batch_id)
             else:
-                rows = jsonio.loads(body, "insert body", strict=False)
-                result = self.db.insert(rows, batch_id=batch_id)
+                result = self.db.insert_batch(self.decoder.parse(body), batch_id=batch_id)
         except ClientError:
             m.insert_errors.labels("bad_request").inc()
             raise
@@ -289,6 +356,7 @@ class ShardServer:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             log.info("shutting down: flushing and closing the database")
+            await run_in_threadpool(self.decoder.close)
             await run_in_threadpool(self.db.close)
 
 
@@ -325,12 +393,16 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 Handler = Callable[[Request, Exception], Awaitable[Response]]
 
 
-def create_app(db: Any, config: Config, *, periodic_flush: bool = True) -> Starlette:
+def create_app(db: Any, config: Config, *, periodic_flush: bool = True,
+               insert_workers: int | None = 0) -> Starlette:
     """The shard server app over `db` (opened by the caller, closed by the app's shutdown).
 
     periodic_flush: flush every `config.flush_interval` (turn off for a DB that runs its own
-    flush thread)."""
-    s = ShardServer(db, config)
+    flush thread). insert_workers: processes decoding large insert bodies (InsertDecoder);
+    None picks one per core (none on one core), 0 decodes in the server process."""
+    if insert_workers is None:
+        insert_workers = default_insert_workers()
+    s = ShardServer(db, config, insert_workers)
     routes = [
         Route("/insert", s.insert, methods=["PUT"]),
         Route("/query", s.query, methods=["POST"]),

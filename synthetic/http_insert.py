@@ -32,13 +32,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(workdir: Path, durability: str, memory: bool) -> tuple[subprocess.Popen, int]:
+def start_server(workdir: Path, durability: str, memory: bool,
+                 insert_workers: int | None = None) -> tuple[subprocess.Popen, int]:
     db = "MEMORY" if memory else str(workdir / "db")
     config = workdir / "config.toml"
     config.write_text(data.config_toml(db, durability=durability))
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "gumshoe", "serve", "--config", str(config),
-                             "--listen", f"127.0.0.1:{port}", "--log-level", "warning"],
+                             "--listen", f"127.0.0.1:{port}", "--log-level", "warning",
+                             *([] if insert_workers is None
+                               else ["--insert-workers", str(insert_workers)])],
                             stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -94,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", default="1,2", help="client thread counts, comma-separated")
     p.add_argument("--durability", default="fsync", choices=["fsync", "os", "none"])
     p.add_argument("--memory", action="store_true", help="database_dir = MEMORY")
+    p.add_argument("--insert-workers", type=int, default=None,
+                   help="the server's --insert-workers (default: its own default)")
     args = p.parse_args(argv)
 
     spec = data.Spec(rows=(args.batches + 4) * 10_000, hours=24)
@@ -104,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
           f"durability={args.durability}, {'MEMORY' if args.memory else 'on disk'}")
     for threads in (int(t) for t in args.threads.split(",")):
         with tempfile.TemporaryDirectory(prefix="gumshoe-http-insert-") as tmp:
-            proc, port = start_server(Path(tmp), args.durability, args.memory)
+            proc, port = start_server(Path(tmp), args.durability, args.memory,
+                                      args.insert_workers)
             try:
                 run(port, warmup, 1)
                 rows, seconds = run(port, bodies, threads)

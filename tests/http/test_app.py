@@ -40,10 +40,10 @@ def client(db: DB) -> Iterator[TestClient]:
 
 def test_storage_failure_is_503_with_the_error_shape(db: DB, client: TestClient,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    def failing(rows: Any, batch_id: str | None = None) -> Any:
+    def failing(batch: Any, batch_id: str | None = None) -> Any:
         raise StorageFailedError("fsync failed: disk full")
 
-    monkeypatch.setattr(db, "insert", failing)
+    monkeypatch.setattr(db, "insert_batch", failing)
     r = client.put("/insert", json=[{"at": T0}])
     assert r.status_code == 503
     assert r.json() == {"error": "storage failure, not accepting writes: fsync failed: disk full"}
@@ -53,13 +53,13 @@ def test_storage_failure_is_503_with_the_error_shape(db: DB, client: TestClient,
 def test_batch_id_header_is_passed_to_the_db(db: DB, client: TestClient,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[str | None] = []
-    insert = db.insert
+    insert = db.insert_batch
 
-    def recording(rows: Any, batch_id: str | None = None) -> Any:
+    def recording(batch: Any, batch_id: str | None = None) -> Any:
         seen.append(batch_id)
-        return insert(rows, batch_id=batch_id)
+        return insert(batch, batch_id=batch_id)
 
-    monkeypatch.setattr(db, "insert", recording)
+    monkeypatch.setattr(db, "insert_batch", recording)
     assert client.put("/insert", json=[{"at": T0}], headers={"X-Batch-Id": "b-1"}).status_code \
         == 200
     assert client.put("/insert", json=[{"at": T0}]).status_code == 200

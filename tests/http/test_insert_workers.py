@@ -1,0 +1,60 @@
+"""Large insert bodies decoded in worker processes (`--insert-workers`): same answers, same
+errors, clean stop."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from .harness import T0, ServerProcess, write_config
+
+ROWS = 6000  # ~400 KB of JSON: over the 256 KB threshold
+
+
+def big_batch(tag: int) -> list[dict[str, object]]:
+    return [{"at": T0 + i, "name": f"n{i % 50}", "country": "USA", "age": i % 100,
+             "visits": 1, "clicks": tag} for i in range(ROWS)]
+
+
+@pytest.fixture(scope="module")
+def pooled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    tmp: Path = tmp_path_factory.mktemp("workers")
+    server = ServerProcess(write_config(tmp, tmp / "db"), tmp / "server.log",
+                           extra=("--insert-workers", "1")).start()
+    try:
+        yield server
+    finally:
+        assert server.stop() == 0, server.log_text()
+
+
+def test_large_bodies_through_the_workers_sum_exactly(pooled: ServerProcess) -> None:
+    assert len(orjson.dumps(big_batch(1))) > 256 * 1024
+    total = 0
+    for tag in range(1, 6):  # the first starts the pool; the later ones go through it
+        r = pooled.insert(big_batch(tag))
+        assert r.status_code == 200, r.text
+        assert r.json() == {"inserted": ROWS, "rejected": 0}
+        total += tag * ROWS
+    for _ in range(50):  # bounded wait for the pool to have been used (log line)
+        if "started 1 insert decoding processes" in pooled.log_text():
+            break
+        time.sleep(0.1)
+    assert "started 1 insert decoding processes" in pooled.log_text()
+    r = pooled.query({"aggregates": [{"column": "clicks"}], "groupings": ["country"]})
+    assert r.json()["results"] == [{"country": "USA", "clicks": total, "rowCount": 5 * ROWS}]
+
+
+def test_errors_from_a_worker_keep_their_shape(pooled: ServerProcess) -> None:
+    rows = big_batch(1)
+    rows[4321]["visits"] = 300
+    r = pooled.insert(rows)
+    assert r.status_code == 400
+    assert r.json() == {"error": "rows[4321].visits: value 300 is out of range for uint8 "
+                                 "[0, 255]"}
+    r = pooled.client.put("/insert", content=orjson.dumps(big_batch(1))[:-2])
+    assert r.status_code == 400
+    assert "invalid JSON" in r.json()["error"]
