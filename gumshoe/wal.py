@@ -170,8 +170,12 @@ class WriteAheadLog:
         self.stats = {"records": 0, "bytes": 0, "fsyncs": 0, "files_removed": 0,
                       "replayed": 0}
         # batch id -> (applied at wall-clock time, seq of its record; 0 = already durable)
-        self._ids: dict[str, tuple[float, int]] = {}
+        # (the third field orders appends: an id goes into db.json only with the flush that
+        # covers its rows, or a crash could leave the id remembered and its rows lost)
+        self._ids: dict[str, tuple[float, int, int]] = {}
         self._ids_lock = threading.Lock()
+        self._order = 0  # appends with a batch id so far
+        self._flush_mark = 0  # `_order` at the last `rotate` (the flush's memtable swap)
         self._cond = threading.Condition(threading.Lock())
         self._written = 0  # last seq handed to the OS (or assigned, with no log)
         self._synced = 0  # last seq known durable
@@ -221,7 +225,7 @@ class WriteAheadLog:
         now = self.clock()
         for bid, t in (batch_ids or {}).items():
             if now - float(t) <= self.window:
-                self._ids[bid] = (float(t), 0)
+                self._ids[bid] = (float(t), 0, 0)
         last = flushed_seq
         kept: list[tuple[int, Path]] = []
         if self.dir is not None:
@@ -245,7 +249,8 @@ class WriteAheadLog:
                         raise CorruptDataError(f"{path}: undecodable record {rec_seq} at "
                                                f"offset {offset}: {e}") from None
                     if rec.batch_id is not None:
-                        self._ids[rec.batch_id] = (rec.time, rec_seq)
+                        self._order += 1
+                        self._ids[rec.batch_id] = (rec.time, rec_seq, self._order)
                     last = rec_seq
                     self.stats["replayed"] += 1
                     yield rec
@@ -338,7 +343,8 @@ class WriteAheadLog:
     def _remember(self, batch_id: str, t: float, seq: int) -> None:
         with self._ids_lock:
             self._ids.pop(batch_id, None)
-            self._ids[batch_id] = (t, seq)
+            self._order += 1
+            self._ids[batch_id] = (t, seq, self._order)
             # Ids are kept in insertion (about time) order: drop expired ones from the front.
             cutoff = t - self.window
             while self._ids:
@@ -348,10 +354,12 @@ class WriteAheadLog:
                 del self._ids[oldest]
 
     def batch_ids_json(self) -> dict[str, float]:
-        """The batch ids applied within the window -> their time (persisted in db.json)."""
+        """The batch ids applied within the window and covered by the flush in progress (up
+        to its `rotate`) -> their time, to persist in db.json. Later ids stay in the log."""
         now = self.clock()
         with self._ids_lock:
-            return {k: t for k, (t, _) in self._ids.items() if now - t <= self.window}
+            return {k: t for k, (t, _, order) in self._ids.items()
+                    if now - t <= self.window and order <= self._flush_mark}
 
     # -- appending ----------------------------------------------------------------------
     def append(self, batch_id: str | None, timestamps: np.ndarray, block: Block,
@@ -450,6 +458,8 @@ class WriteAheadLog:
         """Start a new log file if the active one holds records (at a flush, under the write
         lock) and return the last sequence number: the flush covers every record up to it."""
         self._check()
+        with self._ids_lock:
+            self._flush_mark = self._order
         if self.mode != "none" and self._fd is not None and self._size:
             self._roll()
         return self._written

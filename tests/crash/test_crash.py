@@ -33,12 +33,20 @@ CHILD = Path(__file__).with_name("child.py")
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process and any helper processes it started (its own session)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 class Run:
     """One child process; a reader thread collects its stdout lines."""
 
     def __init__(self, argv: list[str]) -> None:
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     env=ENV, cwd=REPO)
+                                     env=ENV, cwd=REPO, start_new_session=True)
         self.lines: list[str] = []
         self.ready = threading.Event()
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -55,8 +63,7 @@ class Run:
                 self.ready.set()
 
     def kill(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
+        kill_group(self.proc)
         self.proc.wait(30)
         self.reader.join(30)
         assert self.proc.stderr is not None
@@ -204,20 +211,21 @@ def crash_server(tmp_path: Path, cycles: int, seed: int, max_delay: float = 0.8)
         port = free_port()
         proc = subprocess.Popen([sys.executable, "-m", "gumshoe", "serve", "--config", str(cfg),
                                  "--listen", f"127.0.0.1:{port}"], env=ENV, cwd=REPO,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                start_new_session=True)
         try:
             early, delay = kill_delay(rng, max_delay)
             stop = threading.Event()
             clients: list[threading.Thread] = []
             if not early:
                 if not wait_listening(port, proc):
-                    proc.kill()
+                    kill_group(proc)
                     raise AssertionError("server did not start: " +
                                          proc.communicate(timeout=30)[1].decode())
                 clients = http_clients(port, ledger.plan(400), ledger, 4, stop)
             time.sleep(delay)
         finally:
-            proc.send_signal(signal.SIGKILL)
+            kill_group(proc)
             _, err = proc.communicate(timeout=30)
         stop.set()
         for t in clients:

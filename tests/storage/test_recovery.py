@@ -185,6 +185,34 @@ def test_batch_id_dedupe_across_restarts(tmp_path: Path) -> None:
     db.close()
 
 
+@pytest.mark.parametrize("durability", ["fsync", "none"])
+def test_batch_id_not_persisted_without_its_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 durability: str) -> None:
+    """A batch applied while a flush writes is not in that flush: neither is its id, or a crash
+    could leave the id remembered (a retry answered "duplicate") and its rows lost."""
+    cfg = make_config(tmp_path / "db", durability=durability)
+    db = DB(cfg)
+    insert(db, [1], set())
+    write_flush = db._write_flush
+
+    def during_flush(*args: Any) -> Any:
+        t = threading.Thread(target=db.insert, args=(batch_rows(2), "b2"))
+        t.start()
+        t.join(10)
+        return write_flush(*args)
+
+    monkeypatch.setattr(db, "_write_flush", during_flush)
+    db.flush()
+    meta = json.loads((cfg_dir(cfg) / "db.json").read_text())
+    assert set(meta["batch_ids"]) == {"b1"}
+    crash(db)
+    db = DB(cfg)
+    r = db.insert(batch_rows(2), "b2")
+    assert r.duplicate == (durability == "fsync")  # none: the unflushed batch was lost
+    assert totals(db)["b2"] == expected(2)
+    db.close()
+
+
 def test_duplicate_waits_for_the_original_to_be_durable(tmp_path: Path) -> None:
     db = DB(make_config(tmp_path / "db"))
     gate, started = threading.Event(), threading.Event()

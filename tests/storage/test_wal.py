@@ -349,10 +349,24 @@ def test_batch_id_window(tmp_path: Path) -> None:
     put(wal, "x", 1)
     now[0] += 30
     assert wal.seen("x") == 1
+    assert wal.batch_ids_json() == {"old": 900.0}  # "x" is not covered by a flush yet
+    wal.rotate()
     assert wal.batch_ids_json() == {"old": 900.0, "x": 1000.0}
     now[0] += 171
     put(wal, "y", 1)
     assert wal.seen("x") is None and wal.seen("old") is None and wal.seen("y") == 2
+    wal.rotate()
     assert wal.batch_ids_json() == {"y": 1201.0}
     assert list(wal._ids) == ["y"]  # expired ids are dropped, not just hidden
     wal.close()
+
+
+def test_batch_ids_persist_only_with_their_flush(tmp_path: Path) -> None:
+    for mode in ("fsync", "none"):
+        (tmp_path / mode).mkdir()
+        wal, _ = open_log(tmp_path / mode, mode)
+        put(wal, "a", 2)
+        wal.rotate()  # a flush's memtable swap: covers "a"
+        put(wal, "b", 2)  # appended while that flush writes: its rows are not in it
+        assert set(wal.batch_ids_json()) == {"a"}
+        wal.close()
