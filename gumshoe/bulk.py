@@ -1,0 +1,371 @@
+"""Bulk access to database directories for offline tools (gumtool): read a stored database
+without starting it, and write a whole new database at once, atomically.
+
+Imports db and the storage layers below it. `StoredDB` holds the directory lock (so a running
+server is refused and cannot start meanwhile), reads db.json, the dictionaries and, lazily, the
+segments of one interval at a time; rows still only in the write-ahead log are replayed by the
+DB's own recovery code on a scratch copy of the log, so the directory itself is never modified.
+`NewDB` builds a database in a temporary directory beside its destination and renames it into
+place only once db.json is durable: a crash or Ctrl-C leaves no output that looks complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import os
+import re
+import shutil
+import tempfile
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import fileio
+from .block import Block
+from .config import SchemaConfig, default_config_text, parse_config
+from .db import DB, FORMAT, META, dictionary_filename, write_atomic
+from .errors import CorruptDataError, DBLockedError, GumshoeError
+from .interval import build_interval
+from .schema import Column, Schema
+from .segment import Segment
+
+WAL_RE = re.compile(r"wal\.(\d+)\.log")
+
+
+class BulkError(GumshoeError):
+    """An offline operation cannot proceed (not a database, destination in use, ...)."""
+
+
+# -- the directory lock -----------------------------------------------------------------------
+class DirLock:
+    """`flock(LOCK_EX | LOCK_NB)` on a directory: the lock a running DB holds."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            raise BulkError(f"{self.path}: no such database directory") from None
+        except NotADirectoryError:
+            raise BulkError(f"{self.path}: not a directory") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DBLockedError(f"database {str(self.path)!r} is in use: its directory is locked, "
+                                "most likely by a running gumshoe server; stop the server first")
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def read_meta(directory: Path) -> dict[str, Any]:
+    path = directory / META
+    try:
+        meta = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise BulkError(f"{directory}: not a gumshoe database (no {META})") from None
+    except ValueError as e:
+        raise CorruptDataError(f"{path}: undecodable metadata: {e}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CorruptDataError(f"{path}: unknown format "
+                               f"{meta.get('format') if isinstance(meta, dict) else meta!r}")
+    return meta
+
+
+def schema_config(schema: Schema, **changes: Any) -> SchemaConfig:
+    j = schema.to_json()
+    sc = SchemaConfig(segment_size=int(j["segment_size"]),
+                      interval_duration=int(j["interval_duration"]),
+                      timestamp_column=tuple(j["timestamp_column"]),  # type: ignore[arg-type]
+                      dimension_columns=tuple(tuple(c) for c in j["dimension_columns"]),  # type: ignore[misc]
+                      metric_columns=tuple(tuple(c) for c in j["metric_columns"]))  # type: ignore[misc]
+    return dataclasses.replace(sc, **changes)
+
+
+def wal_files(directory: Path) -> list[tuple[int, Path]]:
+    """The write-ahead log files of a database directory, (first seq, path) ascending."""
+    return sorted((int(m.group(1)), p) for p in directory.iterdir()
+                  if (m := WAL_RE.fullmatch(p.name)) and p.is_file())
+
+
+def unneeded_wal_files(directory: Path, wal_seq: int) -> list[Path]:
+    """Log files whose records are all covered by the flush recorded in db.json (the next
+    file starts at or below `wal_seq` + 1). The last file is always kept."""
+    files = wal_files(directory)
+    return [p for (_, p), (nxt, _) in zip(files, files[1:]) if nxt - 1 <= wal_seq]
+
+
+# -- reading ------------------------------------------------------------------------------
+class StoredDB:
+    """A database directory opened read-only, locked for as long as it is open.
+
+    `starts` lists the interval starts (flushed or only in the write-ahead log); `blocks(start)`
+    returns that interval's stored blocks (its segments, rolled up, then any unflushed rows,
+    not rolled up); `strings(name)` is the code -> string table of a string dimension.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, lock: DirLock | None = None,
+                 verify: bool = True) -> None:
+        self.dir = Path(path)
+        self.verify = verify
+        self._own_lock = lock is None
+        self.lock = lock or DirLock(self.dir)
+        try:
+            self.meta = read_meta(self.dir)
+            try:
+                self.schema = Schema.from_json(self.meta["schema"])
+            except (KeyError, TypeError, ValueError) as e:
+                raise CorruptDataError(f"{self.dir / META}: bad schema: {e}") from None
+            self.dictionaries: dict[str, list[str]] = {}
+            for d in self.schema.string_dimensions:
+                self.dictionaries[d.name] = self._load_dictionary(d.name)
+            self.intervals: dict[int, dict[str, Any]] = {
+                int(im["start"]): im for im in self.meta.get("intervals", [])}
+            self.pending: dict[int, list[Block]] = {}
+            self.pending_rows = 0
+            if any(p.stat().st_size for _, p in wal_files(self.dir)):
+                self._replay_wal()
+            self._arrays: dict[str, np.ndarray] = {}
+        except BaseException:
+            self.close()
+            raise
+
+    def _load_dictionary(self, name: str) -> list[str]:
+        entry = self.meta.get("dictionaries", {}).get(name)
+        if entry is None:
+            return []
+        path = self.dir / entry["file"]
+        try:
+            values = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            raise CorruptDataError(f"{path}: dictionary file is missing") from None
+        except ValueError as e:
+            raise CorruptDataError(f"{path}: undecodable dictionary: {e}") from None
+        if not isinstance(values, list) or len(values) != entry["size"]:
+            raise CorruptDataError(f"{path}: dictionary does not hold the {entry['size']} "
+                                   "strings the metadata says")
+        return values
+
+    def _replay_wal(self) -> None:
+        """Replay the unflushed log records with the DB's own recovery, on a scratch copy of the
+        log and dictionaries (so nothing here changes), and keep the rows in memory."""
+        scratch = Path(tempfile.mkdtemp(prefix="gumtool-wal-"))
+        try:
+            meta = {k: v for k, v in self.meta.items() if k != "intervals"}
+            meta["intervals"] = []
+            for entry in meta.get("dictionaries", {}).values():
+                shutil.copyfile(self.dir / entry["file"], scratch / entry["file"])
+            for _, p in wal_files(self.dir):
+                shutil.copyfile(p, scratch / p.name)
+            (scratch / META).write_text(json.dumps(meta))
+            config = parse_config(default_config_text()).replace(
+                database_dir=str(scratch), retention_days=0, durability="none",
+                schema=schema_config(self.schema))
+            db = DB(config)
+            try:
+                snap = db.snapshot()
+                for view in snap.intervals:
+                    if view.mem:
+                        self.pending[view.start] = list(view.mem)
+                        self.pending_rows += sum(b.logical_rows for b in view.mem)
+                for name, d in snap.dictionaries.items():
+                    self.dictionaries[name] = d.values[:snap.dict_sizes[name]]
+            finally:
+                db.close(flush=False)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    # -- contents -------------------------------------------------------------------------
+    @property
+    def starts(self) -> list[int]:
+        return sorted(set(self.intervals) | set(self.pending))
+
+    def stored_rows(self, start: int) -> int:
+        """Rows of an interval as stored (segments) plus its unflushed input rows."""
+        im = self.intervals.get(start)
+        flushed = sum(int(s["rows"]) for s in im["segments"]) if im else 0
+        return flushed + sum(b.n for b in self.pending.get(start, ()))
+
+    def segment_files(self, start: int) -> list[str]:
+        im = self.intervals.get(start)
+        return [s["file"] for s in im["segments"]] if im else []
+
+    def segments(self, start: int) -> list[Segment]:
+        """Open (memory-map, checksum when `verify`) the segments of one interval."""
+        return [Segment.open(self.dir / f, self.schema, verify=self.verify)
+                for f in self.segment_files(start)]
+
+    def blocks(self, start: int) -> list[Block]:
+        return [s.block for s in self.segments(start)] + self.pending.get(start, [])
+
+    def strings(self, name: str) -> np.ndarray:
+        """Code -> string object array of a string dimension."""
+        arr = self._arrays.get(name)
+        if arr is None:
+            values = self.dictionaries[name]
+            arr = self._arrays[name] = np.array(values + [None], dtype=object)[:len(values)]
+        return arr
+
+    def close(self) -> None:
+        if self._own_lock:
+            self.lock.release()
+
+    def __enter__(self) -> StoredDB:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# -- writing ------------------------------------------------------------------------------
+class StringTable:
+    """The dictionary of one string dimension of a database being built: thread-safe
+    re-encoding of codes from other dictionaries, one Python step per distinct new string."""
+
+    def __init__(self, column: Column) -> None:
+        self.column = column
+        self.values: list[str] = []
+        self.index: dict[str, int] = {}
+        self._remaps: dict[Any, np.ndarray] = {}
+        self._lock = threading.Lock()
+        self._array: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def remap(self, key: Any, strings: Sequence[str], codes: np.ndarray,
+              nil: np.ndarray | None) -> np.ndarray:
+        """Codes into `strings` (the dictionary named `key`, which may grow but never changes
+        a code) -> codes into this table (nil rows: 0), in the column's code dtype."""
+        codes = codes.astype(np.int64, copy=False)
+        if nil is not None:
+            codes = np.where(nil, 0, codes)
+        valid = codes if nil is None else codes[~nil]
+        if len(valid) and (int(valid.max()) >= len(strings) or int(valid.min()) < 0):
+            raise CorruptDataError(f"column {self.column.name!r}: a stored code is outside its "
+                                   f"dictionary of {len(strings)} strings")
+        with self._lock:
+            table = self._remaps.get(key)
+            if table is None or len(table) < len(strings):
+                grown = np.full(len(strings), -1, np.int64)
+                if table is not None:
+                    grown[:len(table)] = table
+                table = self._remaps[key] = grown
+            if len(valid):
+                missing = valid[table[valid] < 0]
+                if len(missing):
+                    for c in np.flatnonzero(np.bincount(missing)).tolist():
+                        s = strings[c]
+                        code = self.index.get(s)
+                        if code is None:
+                            code = self.index[s] = len(self.values)
+                            self.values.append(s)
+                        table[c] = code
+                    if len(self.values) > self.column.capacity:
+                        raise BulkError(
+                            f"column {self.column.name!r}: the strings in use do not fit "
+                            f"{self.column.type_name}, which holds {self.column.capacity} "
+                            f"distinct strings (found at least {len(self.values)}, e.g. "
+                            f"{self.values[-1]!r})")
+        out = table[codes] if len(table) else np.zeros(len(codes), np.int64)
+        if nil is not None:
+            out[nil] = 0
+        return out.astype(self.column.dtype)
+
+    def array(self) -> np.ndarray:
+        """The strings as an object array (code -> string), cached until the table grows."""
+        with self._lock:
+            arr = self._array
+            if arr is None or len(arr) != len(self.values):
+                arr = self._array = np.array(self.values + [None], dtype=object)[:-1]
+            return arr
+
+
+class NewDB:
+    """A new database built offline: intervals are written (from any thread) into a temporary
+    directory beside `dest`; `commit` writes the dictionaries and db.json and renames the
+    directory to `dest`; `abort` (or leaving a `with` block by an exception) removes it."""
+
+    def __init__(self, dest: str | os.PathLike[str], schema: Schema, fsync: bool = True) -> None:
+        self.dest = Path(dest)
+        self.schema = schema
+        self.fsync = fsync
+        check_destination(self.dest)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.dest.name}.gumtool-",
+                                         dir=self.dest.parent))
+        self.tables = {d.name: StringTable(d) for d in schema.string_dimensions}
+        self._intervals: dict[int, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self.rows = 0
+        self.input_rows = 0
+        self.done = False
+
+    def add_interval(self, start: int, block: Block) -> None:
+        """Write one rolled-up interval (string codes from `self.tables`)."""
+        if block.n == 0:
+            return
+        iv = build_interval(self.schema, start, 0, block, self.tmp, self.fsync)
+        meta = iv.to_json()
+        with self._lock:
+            if start in self._intervals:
+                raise AssertionError(f"interval {start} written twice")
+            self._intervals[start] = meta
+            self.rows += block.n
+            self.input_rows += block.logical_rows
+
+    @property
+    def intervals(self) -> int:
+        return len(self._intervals)
+
+    def commit(self) -> None:
+        dictionaries = {}
+        for name, table in self.tables.items():
+            if len(table):
+                fname = dictionary_filename(name, 1)
+                write_atomic(self.tmp / fname, json.dumps(table.values).encode(),
+                             fsync=self.fsync)
+                dictionaries[name] = {"file": fname, "generation": 1, "size": len(table)}
+        meta = {"format": FORMAT, "schema": self.schema.to_json(), "wal_seq": 0,
+                "intervals": [self._intervals[s] for s in sorted(self._intervals)],
+                "dictionaries": dictionaries}
+        write_atomic(self.tmp / META, json.dumps(meta, indent=1).encode(), fsync=self.fsync)
+        check_destination(self.dest)
+        fileio.replace(self.tmp, self.dest)  # an empty existing directory is replaced
+        if self.fsync:
+            fileio.fsync_dir(self.dest.parent)
+        self.done = True
+
+    def abort(self) -> None:
+        if not self.done:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self) -> NewDB:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+def check_destination(dest: Path) -> None:
+    """A new database may be created at `dest`: it does not exist (its parent does) or is an
+    empty directory."""
+    if dest.exists() or dest.is_symlink():
+        if not dest.is_dir() or dest.is_symlink():
+            raise BulkError(f"destination {str(dest)!r} exists and is not a directory")
+        if any(dest.iterdir()):
+            what = "holds a gumshoe database" if (dest / META).exists() else "is not empty"
+            raise BulkError(f"destination {str(dest)!r} already exists and {what}; choose a new "
+                            "database_dir (a new database is never written over another)")
+    elif not dest.parent.is_dir():
+        raise BulkError(f"destination {str(dest)!r}: parent directory {str(dest.parent)!r} "
+                        "does not exist")

@@ -1,0 +1,83 @@
+"""The `gumtool` command line: a registry of commands, one module each, parsed with argparse.
+
+Imports the command modules. `main(argv)` returns the exit status (the only place errors become
+exit codes): 0 on success; 1 for an error (the message on stderr) and for `gumtool` alone or an
+unknown command (the usage on stderr, as the original); 2 for bad flags (argparse); 130 when
+interrupted (the inputs are untouched and no output was written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from types import ModuleType
+
+from gumshoe.errors import GumshoeError
+
+from . import balance, clean, merge, migrate, readdims, stats
+
+COMMANDS: dict[str, ModuleType] = {
+    "balance": balance,
+    "clean": clean,
+    "merge": merge,
+    "migrate": migrate,
+    "readdims": readdims,
+    "stats": stats,
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["gumtool is part of gumshoe. It has several subcommands:"]
+    lines += [f"  {name:<{width}}  {mod.HELP}" for name, mod in COMMANDS.items()]
+    lines += ["Usage:", "  $ gumtool COMMAND [ARGS]", "Examples:"]
+    lines += [f"  $ {mod.EXAMPLE}" for mod in COMMANDS.values()]
+    lines.append("Run 'gumtool COMMAND -h' to see how to use a particular command")
+    return "\n".join(lines) + "\n"
+
+
+def parser_for(name: str) -> argparse.ArgumentParser:
+    mod = COMMANDS[name]
+    p = argparse.ArgumentParser(prog=f"gumtool {name}", description=mod.DESCRIPTION,
+                                epilog=f"example: {mod.EXAMPLE}",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    mod.add_arguments(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not args:
+        sys.stderr.write(usage())
+        return 1
+    name = args[0]
+    if name in ("-h", "--help", "help"):
+        sys.stdout.write(usage())
+        return 0
+    if name not in COMMANDS:
+        sys.stderr.write(f'Error: no such command "{name}"\n\n' + usage())
+        return 1
+    try:
+        ns = parser_for(name).parse_args(args[1:])
+    except SystemExit as e:  # -h (0) or a bad flag (2, message printed by argparse)
+        return e.code if isinstance(e.code, int) else 2
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                            format=f"gumtool {name}: %(levelname)s: %(message)s")
+    try:
+        return int(COMMANDS[name].run(ns))
+    except GumshoeError as e:
+        print(f"gumtool {name}: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"gumtool {name}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\ngumtool {name}: interrupted; the inputs are untouched and no new database "
+              "was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""`gumtool migrate`: rewrite a database under a new schema (columns matched by name).
+
+Imports gumshoe bulk and gumtool's rewrite engine. Added dimensions are nil and added metrics 0
+in every stored row; dropped dimensions roll up the rows that become identical; types may be
+widened, and narrowed only when every stored value fits (else an error names the column and a
+value). String columns keep their values. The old database is only read.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from gumshoe.bulk import BulkError, NewDB, StoredDB
+
+from .common import (add_parallelism, add_quiet, destination, note, progress_factory, same_path,
+                     say)
+from .rewrite import describe_changes, retention_cutoff, rewrite
+
+HELP = "migrate a GumshoeDB database to a new database with a different schema"
+DESCRIPTION = """\
+Rewrite the database at --old-db-path under the schema of --new-db-config, into that config's
+database_dir (which must not exist yet, or be an empty directory). Columns are matched by name:
+new dimensions are nil and new metrics 0 in every stored row; dropped dimensions roll up rows
+that become identical; types may be widened, and narrowed only when every stored value fits
+(metrics: every stored sum). A new interval_duration moves each stored interval to the new
+interval holding its start; the new config's retention_days applies. The old database is only
+read and must not be in use by a running server. The new one appears only when complete."""
+EXAMPLE = "gumtool migrate --old-db-path db --new-db-config new.toml"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--old-db-path", required=True, metavar="DIR",
+                   help="the database directory to read")
+    p.add_argument("--new-db-config", required=True, metavar="CONFIG",
+                   help="config (TOML) of the new database: its schema and database_dir")
+    add_parallelism(p)
+    add_quiet(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    config, schema, dest = destination(args.new_db_config)
+    if same_path(dest, args.old_db_path):
+        raise BulkError(f"the new config's database_dir {str(dest)!r} is the old database; "
+                        "migrate writes a new database beside the old one")
+    with StoredDB(args.old_db_path) as src:
+        for line in describe_changes(src.schema, schema):
+            note(f"migrate: {line}")
+        with NewDB(dest, schema) as out:
+            s = rewrite([src], [out], [retention_cutoff(config)], args.parallelism,
+                        progress_factory(args.quiet))
+            out.commit()
+    intervals, rows, input_rows = s.outputs[0]
+    say(f"migrated {args.old_db_path} -> {dest}: {s.intervals_in} intervals, "
+        f"{s.input_rows_in} input rows read; wrote {intervals} intervals, {rows} rows "
+        f"({input_rows} input rows) in {s.seconds:.1f}s")
+    if s.dropped_intervals:
+        say(f"dropped {s.dropped_intervals} intervals outside the new config's retention "
+            f"({config.retention_days} days)")
+    say("done")
+    return 0

@@ -1,0 +1,281 @@
+"""The engine of migrate, merge and balance: read the intervals of source databases, convert
+their rows to a destination schema, roll them up and write them into new databases.
+
+Imports gumshoe storage layers (bulk, block, schema, sharding) and gumtool.progress. Work is
+one task per destination interval, run on a thread pool (numpy releases the GIL); each task
+reads its source intervals lazily, so memory is bounded by `parallelism` intervals. Every step
+is vectorised: column casts are checked with array comparisons, string codes are re-encoded
+through a code -> code table (one Python step per distinct new string, never per row).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from typing import Any
+
+import numpy as np
+
+from gumshoe.block import Block, rollup
+from gumshoe.bulk import BulkError, NewDB, StoredDB, StringTable
+from gumshoe.config import Config
+from gumshoe.schema import Column, Schema
+from gumshoe.sharding import shard_of
+
+from .progress import Progress
+
+
+class ConversionError(BulkError):
+    """A stored value or column cannot be converted to the destination schema."""
+
+
+# -- schema plans -----------------------------------------------------------------------------
+def describe_changes(src: Schema, dst: Schema) -> list[str]:
+    """Check that `src` can be rewritten as `dst` (columns matched by name) and describe the
+    changes. Raises ConversionError for a role change or a string <-> number change."""
+    notes = []
+    for d in (*dst.dimensions, *dst.metrics):
+        s = src.column(d.name)
+        if s is None:
+            notes.append(f"add {d.role} {d.name} ({d.type_name}): "
+                         f"{'nil' if d.role == 'dimension' else '0'} in every stored row")
+            continue
+        if s.role != d.role:
+            raise ConversionError(f"column {d.name!r} is a {s.role} column in the source "
+                                  f"database and a {d.role} column in the new config; a column "
+                                  "cannot change between dimension and metric")
+        if s.is_string != d.is_string:
+            raise ConversionError(f"column {d.name!r}: conversion between string and non-string "
+                                  f"columns is not allowed ({s.type_name} -> {d.type_name})")
+        if s.type_name != d.type_name:
+            notes.append(f"convert {d.name}: {s.type_name} -> {d.type_name}")
+    for s in (*src.dimensions, *src.metrics):
+        if dst.column(s.name) is None:
+            extra = " (rows that become identical are rolled up together)" \
+                if s.role == "dimension" else ""
+            notes.append(f"drop {s.role} {s.name}{extra}")
+    if src.timestamp.name != dst.timestamp.name:
+        notes.append(f"rename timestamp column {src.timestamp.name} -> {dst.timestamp.name}")
+    if src.interval_duration != dst.interval_duration:
+        notes.append(f"interval duration {src.interval_duration}s -> {dst.interval_duration}s "
+                     "(each stored interval moves to the new interval holding its start)")
+    return notes
+
+
+def same_columns(src: Schema, dst: Schema, what: str) -> None:
+    """Merge and balance need identical columns and interval duration (segment size may
+    differ: every segment is rewritten)."""
+    dataclasses.replace(src, segment_size=dst.segment_size).check_same(
+        dst, hint=f" ({what}; use `gumtool migrate` to change a schema)")
+
+
+# -- vectorised, checked casts ----------------------------------------------------------------
+def _bad(values: np.ndarray, bad: np.ndarray) -> Any:
+    return values[int(np.argmax(bad))].item()
+
+
+def cast_exact(values: np.ndarray, target: np.dtype, col: Column, nil: np.ndarray | None,
+               what: str) -> np.ndarray:
+    """`values` as `target`, or ConversionError naming the column and a value that does not
+    fit. Integers must be in range (and exactly representable as a float); floats converted
+    to integers must be integral and in range; float narrowing rounds but must stay finite.
+    Nil rows are not checked (they become 0)."""
+    src = values.dtype
+    if src == target:
+        return values
+    check = values if nil is None else values[~nil]
+
+    def fail(v: Any) -> ConversionError:
+        return ConversionError(f"column {col.name!r}: {what} {v!r} does not fit the new type "
+                               f"{col.type_name}" + (f" (stored as {target})"
+                                                     if target != col.dtype else "")
+                               + "; narrowing is only possible when every stored value fits")
+
+    if len(check):
+        if target.kind == "f":
+            if src.kind == "f":
+                with np.errstate(over="ignore"):
+                    bad = ~np.isfinite(check.astype(target))
+                if bad.any():
+                    raise fail(_bad(check, bad))
+            else:
+                nmant = np.finfo(target).nmant + 1
+                if src.itemsize * 8 - (src.kind == "i") > nmant:
+                    conv = check.astype(target).astype(np.float64)
+                    lo, hi = (0.0, 2.0**64) if src.kind == "u" else (-2.0**63, 2.0**63)
+                    inside = (conv >= lo) & (conv < hi)
+                    back = np.zeros_like(check)
+                    back[inside] = conv[inside].astype(src)
+                    bad = ~inside | (back != check)
+                    if bad.any():
+                        raise fail(_bad(check, bad))
+        else:
+            info = np.iinfo(target)
+            if src.kind == "f":
+                with np.errstate(invalid="ignore"):
+                    bad = (~np.isfinite(check) | (check != np.floor(check))
+                           | (check < float(info.min)) | (check >= float(info.max) + 1.0))
+                if bad.any():
+                    raise fail(_bad(check, bad))
+            else:
+                lo, hi = int(check.min()), int(check.max())
+                if lo < info.min:
+                    raise fail(lo)
+                if hi > info.max:
+                    raise fail(hi)
+    with np.errstate(invalid="ignore", over="ignore"):
+        out = values.astype(target)
+    if nil is not None:
+        out[nil] = 0
+    return out
+
+
+def convert(block: Block, src: StoredDB, key: Any, dst: Schema,
+            tables: dict[str, StringTable]) -> Block:
+    """One stored block of `src` in the `dst` schema (string codes from `tables`)."""
+    n = block.n
+    dims: dict[str, np.ndarray] = {}
+    nils: dict[str, np.ndarray | None] = {}
+    for d in dst.dimensions:
+        s = src.schema.column(d.name)
+        if s is None:
+            dims[d.name] = np.zeros(n, d.dtype)
+            nils[d.name] = np.ones(n, bool) if n else None
+            continue
+        nil = block.nils.get(s.name)
+        nils[d.name] = nil
+        if d.is_string:
+            dims[d.name] = tables[d.name].remap(key, src.dictionaries[s.name],
+                                                block.dims[s.name], nil)
+        else:
+            dims[d.name] = cast_exact(block.dims[s.name], d.dtype, d, nil, "stored value")
+    metrics = {}
+    for m in dst.metrics:
+        s = src.schema.column(m.name)
+        metrics[m.name] = (np.zeros(n, m.store_dtype) if s is None else
+                           cast_exact(block.metrics[s.name], m.store_dtype, m, None,
+                                      "stored sum"))
+    return Block(n, block.count, dims, nils, metrics)
+
+
+# -- the run ----------------------------------------------------------------------------------
+def retention_cutoff(config: Config, now: float | None = None) -> int | None:
+    """Interval starts below this are outside the config's retention (as DB.retention_cutoff)."""
+    if not config.retention_days:
+        return None
+    now = time.time() if now is None else now
+    return int(now) - config.retention_days * 86400 - config.schema.interval_duration
+
+
+@dataclasses.dataclass
+class Summary:
+    intervals_in: int = 0
+    rows_in: int = 0  # stored rows read (segments) plus unflushed input rows
+    input_rows_in: int = 0  # sum of roll-up counts read
+    dropped_intervals: int = 0  # outside a destination's retention
+    dropped_input_rows: int = 0
+    seconds: float = 0.0
+    outputs: list[tuple[int, int, int]] = dataclasses.field(default_factory=list)  # iv, rows, in
+
+
+def _strings_of(table: StringTable, codes: np.ndarray, nil: np.ndarray | None) -> np.ndarray:
+    arr = table.array()
+    if not len(arr):
+        return np.full(len(codes), None, object)
+    return arr[codes if nil is None else np.where(nil, 0, codes)]
+
+
+def rewrite(sources: list[StoredDB], outputs: list[NewDB], cutoffs: list[int | None],
+            parallelism: int = 4, progress: Callable[[str, int], Progress] | None = None
+            ) -> Summary:
+    """Rewrite every interval of `sources` into `outputs` (all sharing one schema).
+
+    With one output every row goes to it. With several, each rolled-up row goes to output
+    `sharding.shard_of(...)`: the shard a router over the outputs (in this order) would use.
+    Rows of an interval below an output's retention cutoff are dropped. Outputs are not
+    committed here."""
+    schema = outputs[0].schema
+    dur = schema.interval_duration
+    plan: dict[int, list[tuple[int, int]]] = {}
+    weight: dict[int, int] = {}
+    for i, src in enumerate(sources):
+        for start in src.starts:
+            dst_start = start - start % dur
+            plan.setdefault(dst_start, []).append((i, start))
+            weight[dst_start] = weight.get(dst_start, 0) + src.stored_rows(start)
+    summary = Summary(intervals_in=sum(len(s.starts) for s in sources),
+                      rows_in=sum(weight.values()))
+    shared = outputs[0].tables if len(outputs) == 1 else {
+        d.name: StringTable(d) for d in schema.string_dimensions}
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def task(start: int) -> None:
+        if stop.is_set():
+            return
+        wanted = [k for k, c in enumerate(cutoffs) if c is None or start >= c]
+        if not wanted:
+            with lock:
+                summary.dropped_intervals += 1
+            return
+        blocks = []
+        for i, src_start in plan[start]:
+            for b in sources[i].blocks(src_start):
+                if stop.is_set():
+                    return
+                blocks.append(convert(b, sources[i], i, schema, shared))
+        block = rollup(schema, blocks)
+        del blocks
+        with lock:
+            summary.input_rows_in += block.logical_rows
+        if len(outputs) == 1:
+            outputs[0].add_interval(start, block)
+            return
+        hash_dims = {d.name: (_strings_of(shared[d.name], block.dims[d.name],
+                                          block.nils[d.name])
+                              if d.is_string else block.dims[d.name]) for d in schema.dimensions}
+        shard = shard_of(schema, np.full(block.n, start, np.int64), hash_dims, block.nils,
+                         len(outputs))
+        del hash_dims
+        for k in range(len(outputs)):
+            part = block.take(shard == k)
+            if k not in wanted:
+                with lock:
+                    summary.dropped_input_rows += part.logical_rows
+                continue
+            dims = dict(part.dims)
+            for d in schema.string_dimensions:
+                dims[d.name] = outputs[k].tables[d.name].remap(
+                    "shared", shared[d.name].values, part.dims[d.name], part.nils[d.name])
+            outputs[k].add_interval(start, dataclasses.replace(part, dims=dims))
+
+    t0 = time.perf_counter()
+    order = sorted(plan, key=lambda s: -weight[s])
+    bar = progress("rows", summary.rows_in) if progress else None
+    with ThreadPoolExecutor(max(1, parallelism), thread_name_prefix="gumtool") as pool:
+        futures = {pool.submit(task, s): s for s in order}
+        pending = set(futures)
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for f in done:
+                    f.result()
+                    if bar:
+                        bar.advance(weight[futures[f]])
+        except BaseException:
+            stop.set()
+            for f in pending:
+                f.cancel()
+            raise
+    if bar:
+        bar.finish()
+    summary.seconds = time.perf_counter() - t0
+    for k, out in enumerate(outputs):
+        summary.outputs.append((out.intervals, out.rows, out.input_rows))
+    kept = sum(o.input_rows for o in outputs)
+    if len(outputs) == 1:
+        summary.dropped_input_rows = summary.input_rows_in - kept
+    return summary
