@@ -9,6 +9,8 @@ the filter becomes a mask, the groupings one integer key, and the sums either de
 from __future__ import annotations
 
 import dataclasses
+import threading
+from collections import OrderedDict
 from concurrent.futures import Executor
 from typing import Any
 
@@ -106,7 +108,7 @@ class Plan:
     def _chunks(self, view: IntervalView) -> list[list[tuple[Block, dict[str, Any]]]]:
         if self.metric_filter and not view.fully_rolled_up:
             # Metric filters apply to rolled-up rows: combine flushed and unflushed rows first.
-            return [[(rollup(self.schema, view.blocks), {})]]
+            return [[(_rolled_up(self.schema, view.blocks), {})]]
         items = [(s.block, s.stats) for s in view.segments] + [(b, {}) for b in view.mem]
         chunks: list[list[tuple[Block, dict[str, Any]]]] = [[]]
         rows = 0
@@ -212,6 +214,29 @@ class Plan:
         if not partials:
             return empty_partial(self.query, self.sum_dtypes)
         return merge(partials, self.max_groups)
+
+
+_ROLLUP_CACHE: OrderedDict[tuple[int, ...], tuple[list[Block], Block]] = OrderedDict()
+_ROLLUP_CACHE_SIZE = 4
+_ROLLUP_LOCK = threading.Lock()
+
+
+def _rolled_up(schema: Schema, blocks: list[Block]) -> Block:
+    """rollup(blocks), remembered for the last few block sets. Blocks never change, so their
+    identities key the cache (the entry holds the blocks, so the ids stay theirs); repeated
+    metric-filter queries on the current interval pay for its roll-up once per insert."""
+    key = tuple(map(id, blocks))
+    with _ROLLUP_LOCK:
+        hit = _ROLLUP_CACHE.get(key)
+        if hit is not None:
+            _ROLLUP_CACHE.move_to_end(key)
+            return hit[1]
+    rolled = rollup(schema, blocks)
+    with _ROLLUP_LOCK:
+        _ROLLUP_CACHE[key] = (blocks, rolled)
+        while len(_ROLLUP_CACHE) > _ROLLUP_CACHE_SIZE:
+            _ROLLUP_CACHE.popitem(last=False)
+    return rolled
 
 
 def _bincount_exact(key: np.ndarray, weights: np.ndarray, k: int,
