@@ -27,7 +27,6 @@ TIERS: list[set[str]] = [
     {"snapshot"},
     {"wal"},
     {"db"},
-    {"bulk"},  # offline bulk read/write of whole databases (gumtool)
     {"bulk"},  # whole-directory reads/writes for gumtool (above db: reuses its recovery)
     {"query", "jsonio"},  # query AST, JSON codec
     {"scan"},  # kernels over blocks: filter masks, group keys, partials
