@@ -169,6 +169,9 @@ def markdown(doc: dict[str, Any]) -> str:
         out += [head, "|---|" + "---:|" * len(good)]
         out.append("| insert rows/s | " + " | ".join(
             _rate(r["ingest"]["insert_rows_per_s"]) for r in good) + " |")
+        out.append("| load average (start-end) | " + " | ".join(
+            f"{r.get('loadavg_start', 0):.1f}-{r.get('loadavg_end', 0):.1f}" for r in good)
+            + " |")
         names = [q["query"] for q in qs]
         for name in names:
             cells = []

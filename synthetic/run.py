@@ -53,6 +53,7 @@ def run_size(rows: int, work: Path, *, hours: int = 168, seed: int = 8, repeats:
     db_dir, ref_dir = work / "db", work / "ref"
     out: dict[str, Any] = {"rows": rows, "hours": hours, "seed": seed, "threads": threads,
                            "duckdb_strings": duckdb_strings, "failures": []}
+    out["loadavg_start"] = os.getloadavg()[0]
     raw: list[dict[str, Any]] | None = [] if python_reference else None
     progress(f"size {rows:,}: ingest")
     out["ingest"] = bench_ingest.run(spec, db_dir, ref_dir, flush_every=flush_every,
@@ -128,6 +129,7 @@ def run_size(rows: int, work: Path, *, hours: int = 168, seed: int = 8, repeats:
     pool.shutdown()
     out["queries"] = results
     out["peak_rss_mb"] = bench_ingest.peak_rss_mb()
+    out["loadavg_end"] = os.getloadavg()[0]
     out["ok"] = not out["failures"]
     return out
 
