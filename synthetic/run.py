@@ -29,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 QUICK_SIZES = [1_000_000]
 FULL_SIZES = [1_000_000, 3_000_000, 10_000_000, 30_000_000, 100_000_000]
+SIZE_TIMEOUT_S = 5400  # one size, ingest and queries
 
 
 def log(msg: str) -> None:
@@ -282,7 +283,11 @@ def main(argv: list[str] | None = None) -> int:
         cmd += ["--no-http"] * args.no_http + ["--python-reference"] * args.python_reference
         cmd += ["--keep-db"] * args.keep_db
         t = time.perf_counter()
-        rc = subprocess.run(cmd, cwd=ROOT, check=False).returncode
+        try:
+            rc = subprocess.run(cmd, cwd=ROOT, check=False, timeout=SIZE_TIMEOUT_S).returncode
+        except subprocess.TimeoutExpired:
+            rc = -1
+            log(f"size {n:,}: gave up after {SIZE_TIMEOUT_S} s")
         log(f"size {n:,}: done in {time.perf_counter() - t:.0f}s (exit {rc})")
         if path.exists():
             res = json.loads(path.read_text())
