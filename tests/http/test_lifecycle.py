@@ -151,3 +151,23 @@ def test_help_lists_the_flags() -> None:
     assert result.returncode == 0
     for flag in ("--config", "--listen", "--db"):
         assert flag in result.stdout
+
+
+def test_a_retried_batch_id_is_applied_once_also_after_a_restart(tmp_path: Path) -> None:
+    config = write_config(tmp_path, tmp_path / "db")
+    rows = [{"at": T0, "name": "Retry", "clicks": 7}]
+    headers = {"X-Batch-Id": "client-42-batch-1"}
+    first = ServerProcess(config, tmp_path / "server.log").start()
+    try:
+        assert first.insert(rows, headers=headers).json() == {"inserted": 1, "rejected": 0}
+        again = first.insert(rows, headers=headers).json()
+        assert again["duplicate"] is True
+        assert again["inserted"] == 0
+    finally:
+        assert first.stop() == 0
+    second = ServerProcess(config, tmp_path / "server.log").start()
+    try:
+        assert second.insert(rows, headers=headers).json()["duplicate"] is True
+        assert totals(second) == [{"name": "Retry", "clicks": 7, "visits": 0, "rowCount": 1}]
+    finally:
+        assert second.stop() == 0
