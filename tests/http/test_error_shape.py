@@ -18,6 +18,7 @@ class Case(NamedTuple):
     body: bytes | None
     status: int
     fragment: str  # must appear in the error message
+    headers: dict[str, str] = {}  # noqa: RUF012 (never mutated)
 
 
 def js(obj: Any) -> bytes:
@@ -66,6 +67,10 @@ CASES = {
                                       "rows[1].at"),
     "insert-timestamp-string": Case("PUT", "/insert", js([ROW, {"at": "now"}]), 400,
                                     "rows[1].at"),
+    "insert-batch-id-too-long": Case("PUT", "/insert", js([ROW]), 400, "X-Batch-Id",
+                                     {"X-Batch-Id": "x" * 257}),
+    "insert-batch-id-control-char": Case("PUT", "/insert", js([ROW]), 400, "X-Batch-Id",
+                                         {"X-Batch-Id": "a\tb"}),
     # -- POST /query -----------------------------------------------------------------------
     "query-empty-body": Case("POST", "/query", b"", 400, "empty body"),
     "query-garbage": Case("POST", "/query", b"{aggregates}", 400, "invalid JSON"),
@@ -119,7 +124,7 @@ def state(server: ServerProcess) -> tuple[Any, ...]:
 def test_error_shape(seeded: ServerProcess, case: Case) -> None:
     before = state(seeded)
     r = seeded.client.request(case.method, case.path, content=case.body,
-                              headers={"content-type": "application/json"})
+                              headers={"content-type": "application/json", **case.headers})
     assert r.status_code == case.status, r.text
     assert r.headers["content-type"] == "application/json"
     body = r.json()
@@ -133,5 +138,6 @@ def test_error_shape(seeded: ServerProcess, case: Case) -> None:
 def test_no_error_left_a_trace_in_the_dictionaries(seeded: ServerProcess) -> None:
     for case in CASES.values():
         if case.path == "/insert":
-            seeded.client.request(case.method, case.path, content=case.body)
+            seeded.client.request(case.method, case.path, content=case.body,
+                                  headers=case.headers)
     assert seeded.client.get("/dimension_tables/name").json() == ["Starbuck"]
