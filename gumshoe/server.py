@@ -308,7 +308,7 @@ class ShardServer:
             lambda: wire.encode_partial(self.db.query_partial(obj)))
         return Response(data, media_type=wire.CONTENT_TYPE)
 
-    # -- read-only views --------------------------------------------------------------------
+    # -- read-only views (a snapshot takes the DB's write lock briefly: never on the loop) ----
     def _dictionaries(self) -> dict[str, list[str] | None]:
         snap = self.db.snapshot()
         return {name: (d.values[:snap.dict_sizes[name]] or None)
@@ -325,18 +325,18 @@ class ShardServer:
         return json_response(tables[name])
 
     async def statusz(self, request: Request) -> Response:
-        stats = storage_stats(self.db.snapshot())
+        stats = await run_in_threadpool(lambda: storage_stats(self.db.snapshot()))
         return json_response({"LastUpdated": self.db.last_updated,
                               "OldestInterval": stats.oldest_interval})
 
     async def metricz(self, request: Request) -> Response:
-        data = await run_in_threadpool(metricz_json, self.config, self.db.snapshot())
+        data = await run_in_threadpool(lambda: metricz_json(self.config, self.db.snapshot()))
         if request.query_params.get("format") == "json":
             return json_response(data)
         return HTMLResponse(metricz_html(data))
 
     async def debug_rows(self, request: Request) -> Response:
-        return json_response(await run_in_threadpool(debug_rows, self.db.snapshot()))
+        return json_response(await run_in_threadpool(lambda: debug_rows(self.db.snapshot())))
 
     async def prometheus(self, request: Request) -> Response:
         body = await run_in_threadpool(self.metrics.exposition)
