@@ -167,7 +167,8 @@ def _column_values(snapshot: Any, block: Block, n: int) -> dict[str, list[Any]]:
         else:
             values = codes.tolist()
         if nil is not None:
-            values = [None if is_nil else v for v, is_nil in zip(values, nil[:n].tolist())]
+            flags = nil[:n].tolist()
+            values = [None if is_nil else v for v, is_nil in zip(values, flags, strict=True)]
         out[d.name] = values
     for m in schema.metrics:
         out[m.name] = block.metrics[m.name][:n].tolist()

@@ -98,7 +98,8 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(timeout)
-            raise AssertionError(f"server ignored {sig} for {timeout}s:\n{self.log_text()}")
+            raise AssertionError(f"server ignored {sig} for {timeout}s:\n{self.log_text()}"
+                                 ) from None
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""

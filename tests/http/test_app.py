@@ -105,12 +105,12 @@ def test_a_server_bug_is_a_500_with_the_error_shape(db: DB, client: TestClient,
 
 
 def test_two_apps_in_one_process_have_separate_metrics() -> None:
-    with DB(CONFIG) as db1, DB(CONFIG) as db2:
-        with TestClient(create_app(db1, CONFIG, periodic_flush=False)) as c1, \
-                TestClient(create_app(db2, CONFIG, periodic_flush=False)) as c2:
-            c1.put("/insert", json=[{"at": T0}] * 3)
-            assert 'gumshoe_insert_rows_total{result="inserted"} 3.0' in c1.get("/metrics").text
-            assert 'gumshoe_insert_rows_total{result="inserted"} 0.0' in c2.get("/metrics").text
+    with DB(CONFIG) as db1, DB(CONFIG) as db2, \
+            TestClient(create_app(db1, CONFIG, periodic_flush=False)) as c1, \
+            TestClient(create_app(db2, CONFIG, periodic_flush=False)) as c2:
+        c1.put("/insert", json=[{"at": T0}] * 3)
+        assert 'gumshoe_insert_rows_total{result="inserted"} 3.0' in c1.get("/metrics").text
+        assert 'gumshoe_insert_rows_total{result="inserted"} 0.0' in c2.get("/metrics").text
 
 
 def test_shutdown_closes_the_db(db: DB) -> None:

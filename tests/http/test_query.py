@@ -83,7 +83,8 @@ def test_stream_format(loaded: ServerProcess) -> None:
     header = orjson.loads(lines[0])
     assert list(header) == ["duration_ms", "num_rows"]
     assert header["num_rows"] == 3
-    assert lines[0].startswith(b'{"duration_ms":') and b" " not in lines[0]
+    assert lines[0].startswith(b'{"duration_ms":')
+    assert b" " not in lines[0]
     assert [orjson.loads(line) for line in lines[1:-1]] == loaded.query(BY_NAME).json()["results"]
 
 

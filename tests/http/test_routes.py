@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from .harness import T0, ServerProcess
 
 H = 3600
