@@ -358,6 +358,9 @@ class DB:
             except OSError as e:
                 self._fail(f"flush failed: {e}")
                 raise StorageFailedError(f"flush failed: {e}") from e
+            except BaseException as e:  # a bug, not the disk: still fail-stop (rows are logged)
+                self._fail(f"flush failed: {e!r}")
+                raise
             with self._write_lock:
                 self.intervals = new_intervals
                 self._dict_files = dict_files

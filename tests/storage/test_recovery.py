@@ -478,3 +478,26 @@ def test_io_error_injection_full(tmp_path: Path, durability: str) -> None:
 
 def test_io_error_injection_sticky_sample(tmp_path: Path) -> None:
     run_injection(tmp_path, "os", (True,), stride=7)
+
+
+def test_unexpected_flush_error_is_fail_stop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                             ) -> None:
+    cfg = make_config(tmp_path / "db")
+    db = DB(cfg)
+    acked: set[int] = set()
+    insert(db, range(3), acked)
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("a bug in the flush")
+
+    monkeypatch.setattr(db, "_write_flush", broken)
+    with pytest.raises(RuntimeError):
+        db.flush()
+    assert db.failed
+    check(db, acked)  # the rows being flushed stay visible
+    with pytest.raises(StorageFailedError):
+        db.insert(batch_rows(7), "b7")
+    db.close()
+    db = DB(cfg)
+    check(db, acked)
+    db.close()
