@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import itertools
 import json
 import os
 import re
@@ -21,7 +22,7 @@ import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -101,7 +102,7 @@ def unneeded_wal_files(directory: Path, wal_seq: int) -> list[Path]:
     """Log files whose records are all covered by the flush recorded in db.json (the next
     file starts at or below `wal_seq` + 1). The last file is always kept."""
     files = wal_files(directory)
-    return [p for (_, p), (nxt, _) in zip(files, files[1:]) if nxt - 1 <= wal_seq]
+    return [p for (_, p), (nxt, _) in itertools.pairwise(files) if nxt - 1 <= wal_seq]
 
 
 # -- reading ------------------------------------------------------------------------------
@@ -219,7 +220,7 @@ class StoredDB:
         if self._own_lock:
             self.lock.release()
 
-    def __enter__(self) -> StoredDB:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -348,7 +349,7 @@ class NewDB:
         if not self.done:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def __enter__(self) -> NewDB:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type: object, *exc: object) -> None:

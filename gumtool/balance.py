@@ -160,8 +160,9 @@ def _balance(args: argparse.Namespace, sources: list[tuple[str | None, str]],
             host, _ = dests[k]
             outputs[k].commit()
             if host is not None:
-                note(f"balance: uploading shard {k} to "
-                     f"{transport(host).describe(configs[k].database_dir)}")
+                if not args.quiet:
+                    note(f"balance: uploading shard {k} to "
+                         f"{transport(host).describe(configs[k].database_dir)}")
                 transport(host).upload(outputs[k].dest, configs[k].database_dir)
     say(f"balanced {len(sources)} source(s) ({summary.intervals_in} intervals, "
         f"{summary.input_rows_in} input rows) onto {len(dests)} shard(s) in "

@@ -9,7 +9,6 @@ the flush recorded in db.json (those still needed are replayed at the next start
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _is_ours(name: str) -> bool:
-    return (name.endswith((".seg", ".tmp")) or name.startswith("dictionary.")
-            or name.startswith("interval."))
+    return name.endswith((".seg", ".tmp")) or name.startswith(("dictionary.", "interval."))
 
 
 def check(directory: Path, dry_run: bool, lock: DirLock) -> tuple[list[str], bool]:

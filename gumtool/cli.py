@@ -3,14 +3,16 @@
 Imports the command modules. `main(argv)` returns the exit status (the only place errors become
 exit codes): 0 on success; 1 for an error (the message on stderr) and for `gumtool` alone or an
 unknown command (the usage on stderr, as the original); 2 for bad flags (argparse); 130 when
-interrupted (the inputs are untouched and no output was written).
+interrupted by Ctrl-C or SIGTERM (the inputs are untouched and no output was written).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from types import ModuleType
 
 from gumshoe.errors import GumshoeError
@@ -46,6 +48,10 @@ def parser_for(name: str) -> argparse.ArgumentParser:
     return p
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     if not args:
@@ -65,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                             format=f"gumtool {name}: %(levelname)s: %(message)s")
+    main_thread = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None  # like Ctrl-C
     try:
         return int(COMMANDS[name].run(ns))
     except GumshoeError as e:
@@ -77,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ngumtool {name}: interrupted; the inputs are untouched and no new database "
               "was written", file=sys.stderr)
         return 130
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, old)
 
 
 if __name__ == "__main__":

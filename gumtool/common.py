@@ -38,7 +38,7 @@ def add_parallelism(parser: argparse.ArgumentParser) -> None:
 
 def add_quiet(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true",
-                        help="no progress output on stderr")
+                        help="no progress or notes on stderr (errors are still printed)")
 
 
 def positive_int(text: str) -> int:

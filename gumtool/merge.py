@@ -13,8 +13,16 @@ import os
 
 from gumshoe.bulk import BulkError, NewDB, StoredDB
 
-from .common import (add_list, add_parallelism, add_quiet, destination, progress_factory,
-                     same_path, say, split_list)
+from .common import (
+    add_list,
+    add_parallelism,
+    add_quiet,
+    destination,
+    progress_factory,
+    same_path,
+    say,
+    split_list,
+)
 from .rewrite import retention_cutoff, rewrite, same_columns
 
 HELP = "merge the data from one or more GumshoeDB databases into a new database"

@@ -12,8 +12,7 @@ import argparse
 
 from gumshoe.bulk import BulkError, NewDB, StoredDB
 
-from .common import (add_parallelism, add_quiet, destination, note, progress_factory, same_path,
-                     say)
+from .common import add_parallelism, add_quiet, destination, note, progress_factory, same_path, say
 from .rewrite import describe_changes, retention_cutoff, rewrite
 
 HELP = "migrate a GumshoeDB database to a new database with a different schema"
@@ -44,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
                         "migrate writes a new database beside the old one")
     with StoredDB(args.old_db_path) as src:
         for line in describe_changes(src.schema, schema):
-            note(f"migrate: {line}")
+            if not args.quiet:
+                note(f"migrate: {line}")
         with NewDB(dest, schema) as out:
             s = rewrite([src], [out], [retention_cutoff(config)], args.parallelism,
                         progress_factory(args.quiet))

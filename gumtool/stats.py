@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from gumshoe.block import Block, rollup
+from gumshoe.block import rollup
 from gumshoe.bulk import StoredDB
+from gumshoe.errors import CorruptDataError
 
 from .common import add_parallelism, add_quiet, progress_factory
 
@@ -77,6 +78,10 @@ def interval_stats(db: StoredDB, start: int) -> dict[str, Any]:
             if not len(v):
                 continue
             if d.is_string:
+                if int(v.max()) >= len(used):
+                    raise CorruptDataError(f"{db.dir}: interval {start}: column {d.name!r} holds "
+                                           f"code {int(v.max())}, beyond its dictionary of "
+                                           f"{len(used)} strings")
                 used[np.flatnonzero(np.bincount(v, minlength=len(used)))] = True
             else:
                 bmin, bmax = _scalar(v.min()), _scalar(v.max())

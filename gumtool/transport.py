@@ -133,9 +133,10 @@ class SshTransport:
 
     def rename_argv(self, remote_tmp: str, remote: str) -> list[str]:
         """Put the uploaded directory in place: `mv -T` fails if the destination appeared and
-        is not empty; `sync` makes it durable before balance reports success."""
-        return self.ssh_argv(["sh", "-c", 'mv -T -- "$1" "$2" && sync', "sh", remote_tmp,
-                              remote])
+        is not empty; `sync -f` (syncfs of its file system) makes the uploaded files and the
+        rename durable before balance reports success (rsync itself does not fsync)."""
+        return self.ssh_argv(["sh", "-c", 'mv -T -- "$1" "$2" && sync -f "$2"', "sh",
+                              remote_tmp, remote])
 
     def remove_argv(self, remote: str) -> list[str]:
         return self.ssh_argv(["rm", "-rf", "--", remote])

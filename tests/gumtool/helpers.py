@@ -8,7 +8,6 @@ import random
 from pathlib import Path
 from typing import Any
 
-
 from gumshoe.batch import parse_rows
 from gumshoe.config import load_config
 from gumshoe.db import DB

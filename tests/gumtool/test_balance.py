@@ -21,8 +21,17 @@ from gumshoe.schema import Schema
 from gumshoe.sharding import shard_of
 from gumtool.transport import SshTransport, parse_location
 
-from .helpers import (QUERIES, answers, build_db, dump, make_rows, router_answer, run,
-                      shard_rows, write_config)
+from .helpers import (
+    QUERIES,
+    answers,
+    build_db,
+    dump,
+    make_rows,
+    router_answer,
+    run,
+    shard_rows,
+    write_config,
+)
 
 DUMP_Q = {"groupings": [{"column": "at", "name": "at"}, "name", "country", "age"],
           "aggregates": [{"column": "visits"}, {"column": "clicks"}, {"column": "score"}]}
@@ -94,7 +103,7 @@ def test_balance_onto_one_shard_is_a_merge(tmp_path: Path) -> None:
 
 def test_balance_refuses_existing_destinations_before_any_work(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    lone, src = make_shards(tmp_path, 2)
+    _, src = make_shards(tmp_path, 2)
     dests = [write_config(tmp_path / f"d{k}.toml", tmp_path / f"d{k}") for k in range(2)]
     dup = write_config(tmp_path / "dup.toml", tmp_path / "d0")
     assert run("balance", "--source-db-dirs", ",".join(src), "--dest-db-configs",
@@ -108,7 +117,7 @@ def test_balance_refuses_existing_destinations_before_any_work(
 
 
 def test_dry_run_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    lone, src = make_shards(tmp_path, 2)
+    _, src = make_shards(tmp_path, 2)
     dests = [write_config(tmp_path / f"d{k}.toml", tmp_path / f"d{k}") for k in range(3)]
     assert run("balance", "--source-db-dirs", ",".join(src), "--dest-db-configs",
                ",".join(map(str, dests)), "--dry-run") == 0
@@ -143,7 +152,8 @@ def test_ssh_and_rsync_command_lines() -> None:
         *rsync_e, "-a", "/w/dest0/db/", "ops@db1:/srv/new.gumtool-7.partial/"]
     assert t.rename_argv("/srv/new.gumtool-7.partial", "/srv/new") == [
         *ssh, "ops@db1", "--",
-        "sh -c 'mv -T -- \"$1\" \"$2\" && sync' sh /srv/new.gumtool-7.partial /srv/new"]
+        "sh -c 'mv -T -- \"$1\" \"$2\" && sync -f \"$2\"' sh /srv/new.gumtool-7.partial "
+        "/srv/new"]
     assert t.remove_argv("/srv/x") == [*ssh, "ops@db1", "--", "rm -rf -- /srv/x"]
 
 
@@ -172,9 +182,10 @@ class FakeHosts:
             return subprocess.CompletedProcess(argv, 0, "", "")
         assert argv[0] == "ssh"
         host = argv[argv.index("--") - 1].split("@")[-1]
-        words = [str(self.root / host) + w if w.startswith("/") else w
+        words = [str(self.root / host) + w if w.startswith("/") else
+                 w.replace("sync -f", "true")  # no file system flush in tests
                  for w in shlex.split(argv[-1])]
-        return subprocess.run(words, capture_output=True, text=True, timeout=30)
+        return subprocess.run(words, capture_output=True, text=True, timeout=30, check=False)
 
 
 def test_balance_with_remote_sources_and_destinations(
@@ -221,7 +232,7 @@ def test_balance_with_remote_sources_and_destinations(
 
 def test_remote_destination_that_exists_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    lone, src = make_shards(tmp_path, 1)
+    _, src = make_shards(tmp_path, 1)
     hosts = FakeHosts(tmp_path / "hosts")
     (hosts.root / "a" / "srv" / "taken").mkdir(parents=True)
     write_config(hosts.root / "a" / "srv" / "c.toml", "/srv/taken")

@@ -71,7 +71,7 @@ def test_flushed_log_files_are_removed(db: tuple[Path, Path],
 
 def test_corrupt_segment_is_reported(db: tuple[Path, Path],
                                      capsys: pytest.CaptureFixture[str]) -> None:
-    cfg, d = db
+    _, d = db
     seg = sorted(d.glob("*.seg"))[3]
     data = bytearray(seg.read_bytes())
     data[-70] ^= 0xFF  # inside the last column's data
@@ -88,8 +88,8 @@ def test_corrupt_segment_is_reported(db: tuple[Path, Path],
 
 def test_missing_segment_and_dictionary_are_reported(db: tuple[Path, Path],
                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    cfg, d = db
-    sorted(d.glob("*.seg"))[0].unlink()
+    _, d = db
+    min(d.glob("*.seg")).unlink()
     next(d.glob("dictionary.country.*")).unlink()
     assert run("clean", "--dir", str(d)) == 1
     out = capsys.readouterr().out

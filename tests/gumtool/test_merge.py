@@ -10,8 +10,17 @@ import pytest
 from gumshoe.config import load_config
 from gumshoe.schema import Schema
 
-from .helpers import (METRICS, QUERIES, answers, build_db, dump, make_rows, run, shard_rows,
-                      write_config)
+from .helpers import (
+    METRICS,
+    QUERIES,
+    answers,
+    build_db,
+    dump,
+    make_rows,
+    run,
+    shard_rows,
+    write_config,
+)
 
 
 def test_merge_of_shards_equals_one_server(tmp_path: Path,

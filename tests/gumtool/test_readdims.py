@@ -36,8 +36,8 @@ def test_dictionary_file(cfg: Path, tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 @pytest.mark.parametrize("column,message", [
-    ("age", "column 'age' is not a string dimension (a uint8 dimension); string dimensions: "
-            "name, country"),
+    ("age", ("column 'age' is not a string dimension (a uint8 dimension); string dimensions: "
+             "name, country")),
     ("nope", "column 'nope' is not a string dimension (no such column)"),
 ])
 def test_not_a_string_dimension(cfg: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
