@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -133,11 +136,35 @@ def parse_insert_body(body: bytes, schema: Schema) -> Batch:
 _worker_schema: Schema | None = None
 
 
-def init_insert_worker(schema_config: SchemaConfig) -> None:
+def init_insert_worker(schema_config: SchemaConfig, server_pid: int) -> None:
     """Initialiser of an insert-decoding worker process (see server.InsertDecoder)."""
     global _worker_schema
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle
     _worker_schema = Schema.from_config(schema_config)
+    threading.Thread(target=_exit_with, args=(server_pid,), name="gumshoe-watchdog",
+                     daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[0] not in (b"Z", b"X")
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: ask the kernel (a zombie still counts as alive here)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+
+def _exit_with(pid: int) -> None:
+    """Exit when the server process is gone (even by SIGKILL): a worker otherwise waits on its
+    task queue forever, since it holds that pipe's write end itself."""
+    while _alive(pid):
+        time.sleep(0.5)
+    os._exit(0)
 
 
 def parse_in_worker(body: bytes) -> Batch:

@@ -98,7 +98,8 @@ class InsertDecoder:
                 return
             self._pool = ProcessPoolExecutor(
                 self.workers, mp_context=multiprocessing.get_context("forkserver"),
-                initializer=jsonio.init_insert_worker, initargs=(self.schema_config,))
+                initializer=jsonio.init_insert_worker,
+                initargs=(self.schema_config, os.getpid()))
             for _ in range(self.workers):
                 self._pool.submit(int)
             log.info("started %d insert decoding processes", self.workers)

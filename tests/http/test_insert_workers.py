@@ -3,6 +3,7 @@ errors, clean stop."""
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,3 +59,35 @@ def test_errors_from_a_worker_keep_their_shape(pooled: ServerProcess) -> None:
     r = pooled.client.put("/insert", content=orjson.dumps(big_batch(1))[:-2])
     assert r.status_code == 400
     assert "invalid JSON" in r.json()["error"]
+
+
+def descendants(pid: int) -> set[int]:
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def test_workers_exit_when_the_server_is_killed(tmp_path: Path) -> None:
+    server = ServerProcess(write_config(tmp_path, "MEMORY"), tmp_path / "server.log",
+                           extra=("--insert-workers", "1")).start()
+    assert server.insert(big_batch(1)).status_code == 200  # starts the pool
+    assert server.insert(big_batch(2)).status_code == 200
+    assert server.proc is not None
+    helpers = descendants(server.proc.pid)
+    assert helpers  # forkserver, worker, resource tracker
+    assert server.stop(signal.SIGKILL) == -signal.SIGKILL
+    for _ in range(100):  # bounded: up to ~10 s
+        left = {p for p in helpers if Path(f"/proc/{p}").exists()}
+        if not left:
+            break
+        time.sleep(0.1)
+    assert not left, f"helper processes left behind: {sorted(left)}"
