@@ -14,6 +14,7 @@ import numpy as np
 from .schema import COUNT_DTYPE, Schema
 
 _INT64_MAX = np.iinfo(np.int64).max
+_EXACT = 2**53  # float64 holds every integer below this exactly
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -124,12 +125,27 @@ def group_key(parts: list[tuple[np.ndarray, int]], n: int) -> tuple[np.ndarray, 
     return key, size
 
 
+def sort_keys(key: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(order, key[order]) for keys in [0, size), stable. When a key and its row position fit
+    one int64 together, np.sort of the packed pairs (SIMD) is about twice as fast as
+    np.argsort (600k rows: 43 ms vs 92 ms)."""
+    shift = max(1, (len(key) - 1).bit_length())
+    if (size - 1).bit_length() + shift > 63:
+        order = np.argsort(key, kind="stable")
+        return order, key[order]
+    packed = np.sort((key << shift) | np.arange(len(key), dtype=np.int64))
+    return packed & ((1 << shift) - 1), packed >> shift
+
+
 def rollup(schema: Schema, blocks: list[Block]) -> Block:
     """Roll up rows with identical dimension values (nil included): counts and metrics summed.
 
     The result is ordered by dimension key and holds each key once. Vectorised: dimension
     columns become one mixed-radix int64 key (or a lexicographic sort when too wide), the key
-    is sorted, and runs are reduced with `np.add.reduceat` in int64/uint64/float64.
+    is sorted (stably), and each row gets its group number. Sums are `np.bincount` by group
+    number (no reordering of the metric columns) for float metrics and for integers whose
+    partial sums stay below 2**53 (exact in float64), else `np.add.reduceat` over the sorted
+    rows in int64/uint64. Either way a group's values are added in row order.
     """
     block = concat(schema, blocks)
     n = block.n
@@ -137,30 +153,33 @@ def rollup(schema: Schema, blocks: list[Block]) -> Block:
         return block
     dims = schema.dimensions
     if not dims:
-        order = None
-        starts = np.zeros(1, np.int64)
+        return Block(1, block.count.sum(keepdims=True), {}, {},
+                     {m.name: block.metrics[m.name].sum(keepdims=True) for m in schema.metrics})
+    parts = [dense_codes(block.dims[d.name], block.nils[d.name]) for d in dims]
+    packed = group_key(parts, n)
+    if packed is not None:
+        order, sk = sort_keys(*packed)
+        boundary = sk[1:] != sk[:-1]
     else:
-        parts = [dense_codes(block.dims[d.name], block.nils[d.name]) for d in dims]
-        packed = group_key(parts, n)
-        if packed is not None:
-            key = packed[0]
-            order = np.argsort(key)
-            sk = key[order]
-            boundary = sk[1:] != sk[:-1]
-        else:
-            order = np.lexsort([c for c, _ in reversed(parts)])
-            boundary = np.zeros(n - 1, bool)
-            for c, _ in parts:
-                sc = c[order]
-                boundary |= sc[1:] != sc[:-1]
-        starts = np.concatenate(([0], np.flatnonzero(boundary) + 1))
-        if len(starts) == n:
-            return block.take(order)
+        order = np.lexsort([c for c, _ in reversed(parts)])
+        boundary = np.zeros(n - 1, bool)
+        for c, _ in parts:
+            sc = c[order]
+            boundary |= sc[1:] != sc[:-1]
+    starts = np.concatenate(([0], np.flatnonzero(boundary) + 1))
+    if len(starts) == n:
+        return block.take(order)
+
+    group = np.empty(n, np.int64)  # each row's group number
+    group[order] = np.concatenate(([0], np.cumsum(boundary)))
 
     def reduce(a: np.ndarray) -> np.ndarray:
-        return np.add.reduceat(a if order is None else a[order], starts)
+        if a.dtype.kind == "f" or max(abs(int(a.min())), abs(int(a.max()))) * n < _EXACT:
+            sums = np.bincount(group, weights=a, minlength=len(starts))
+            return sums.astype(a.dtype, copy=False)
+        return np.add.reduceat(a[order], starts)
 
-    first = starts if order is None else order[starts]
+    first = order[starts]
     nils: dict[str, np.ndarray | None] = {}
     for d in dims:
         nil = block.nils[d.name]

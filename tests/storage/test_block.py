@@ -91,14 +91,31 @@ def test_uint8_metric_rolled_up_300_times_holds_300() -> None:
     assert big.metrics["visits"].tolist() == [255 * 300]
 
 
-def test_integer_sums_are_exact_beyond_2_53() -> None:
-    schema = make(mets=[("i", "int64"), ("u", "uint64")])
-    raw = [{"at": 0, "i": 2**53 + 1, "u": 2**53 + 1}] * 3
-    out = rollup(schema, [encode(schema, raw)[0]])
-    assert out.metrics["i"].tolist() == [3 * (2**53 + 1)]
-    assert out.metrics["u"].tolist() == [3 * (2**53 + 1)]
-    raw = [{"at": 0, "u": 2**63}, {"at": 0, "u": 2**63 - 1}]
+@pytest.mark.parametrize("dims", [(), (("d", "uint8"),)])
+def test_integer_sums_are_exact_beyond_2_53(dims: Any) -> None:
+    schema = make(dims=dims, mets=[("i", "int64"), ("u", "uint64"), ("s", "uint32")])
+    raw = [{"at": 0, "d": 1, "i": 2**53 + 1, "u": 2**53 + 1, "s": 1}] * 3
+    raw += [{"at": 0, "d": 2, "i": -(2**52) - 1, "u": 1, "s": 2**32 - 1}] * 5
+    if not dims:
+        raw = [{k: v for k, v in r.items() if k != "d"} for r in raw]
+    table, _, _ = rolled_by_interval(schema, raw)
+    assert table == reference.rollup(schema, raw)
+    if dims:
+        assert table[(0, (1,))] == {"count": 3, "i": 3 * (2**53 + 1), "u": 3 * (2**53 + 1),
+                                    "s": 3}
+    d = {"d": 1} if dims else {}
+    raw = [{"at": 0, "u": 2**63, **d}, {"at": 0, "u": 2**63 - 1, **d}]
     assert rollup(schema, [encode(schema, raw)[0]]).metrics["u"].tolist() == [2**64 - 1]
+
+
+def test_float_sums_add_in_row_order() -> None:
+    """1e16 + 1 + 1 (row order) is 1e16 in float64; any other grouping of the same rows
+    would give 1e16 + 2. The roll-up must not depend on how rows were sorted."""
+    schema = make(dims=[("d", "uint8")], mets=[("f", "float64")])
+    raw = [{"at": 0, "d": 1, "f": 1e16}, {"at": 0, "d": 2, "f": 5.0},
+           {"at": 0, "d": 1, "f": 1.0}, {"at": 0, "d": 1, "f": 1.0}]
+    out = rollup(schema, [encode(schema, raw)[0]])
+    assert out.metrics["f"].tolist() == [(1e16 + 1.0) + 1.0, 5.0]
 
 
 @pytest.mark.parametrize(("type_name", "values"), [
