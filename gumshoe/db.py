@@ -24,8 +24,8 @@ from .batch import Batch, parse_rows
 from .block import Block, rollup
 from .config import Config
 from .dictionary import Dictionary
-from .errors import (ConfigError, CorruptDataError, DBLockedError, InsertError,
-                     SchemaMismatchError, StorageFailedError)
+from .errors import (ConfigError, CorruptDataError, DBLockedError, SchemaMismatchError,
+                     StorageFailedError)
 from .interval import Interval, build_interval, open_interval
 from .memtable import Memtable
 from .schema import COUNT_DTYPE, Schema

@@ -12,8 +12,10 @@ import contextlib
 import errno
 import os
 import threading
-from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 class FileIO:

@@ -48,9 +48,7 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 import numpy as np
@@ -58,6 +56,10 @@ import numpy as np
 from . import fileio
 from .block import Block
 from .errors import CorruptDataError, StorageFailedError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +109,7 @@ def _arr(a: np.ndarray) -> list[Any]:
 
 def encode_payload(batch_id: str | None, t: float, timestamps: np.ndarray, block: Block,
                    new_strings: dict[str, list[str]], dict_sizes: dict[str, int]) -> bytes:
-    return msgpack.packb({
+    data: bytes = msgpack.packb({
         "v": _FORMAT, "id": batch_id, "t": t, "n": block.n,
         "ts": _arr(timestamps),
         "count": _arr(block.count),
@@ -118,6 +120,7 @@ def encode_payload(batch_id: str | None, t: float, timestamps: np.ndarray, block
         "new": new_strings,
         "sizes": dict_sizes,
     }, use_bin_type=True)
+    return data
 
 
 def decode_payload(seq: int, payload: bytes) -> Record:
@@ -428,7 +431,8 @@ class WriteAheadLog:
     def _roll(self) -> None:
         """Close the active file (fsync'd in fsync mode) and start a new one. Under the DB
         write lock, so no append runs concurrently; waits for a running group fsync."""
-        assert self.dir is not None and self._fd is not None
+        assert self.dir is not None
+        assert self._fd is not None
         with self._cond:
             while self._syncing:
                 self._cond.wait()
@@ -467,10 +471,10 @@ class WriteAheadLog:
     def trim(self, flushed_seq: int) -> None:
         """Delete the log files whose records are all <= `flushed_seq` (durably flushed)."""
         with self._files_lock:
-            nexts = [f for f, _ in self._closed_files[1:]] + [
-                self._first if self._fd is not None else self._written + 1]
-            drop = [(f, p) for (f, p), nxt in zip(self._closed_files, nexts)
-                    if nxt - 1 <= flushed_seq]
+            end = self._first if self._fd is not None else self._written + 1
+            nexts = [f for f, _ in self._closed_files[1:]] + [end]  # each file's successor
+            drop = [fp for fp, nxt in zip(self._closed_files, nexts[:len(self._closed_files)],
+                                          strict=True) if nxt - 1 <= flushed_seq]
             self._closed_files = [fp for fp in self._closed_files if fp not in drop]
         for _, path in drop:
             try:

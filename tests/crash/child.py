@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from gumshoe.config import load_config  # noqa: E402
-from gumshoe.db import DB  # noqa: E402
-from tests.crash.helpers import batch_rows  # noqa: E402
+from gumshoe.config import load_config
+from gumshoe.db import DB
+from tests.crash.helpers import batch_rows
 
 
 def say(line: str) -> None:

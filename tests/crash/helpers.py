@@ -8,12 +8,14 @@ once sums to (size, size*(size+1)/2); a half-applied or doubled batch shows up a
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from gumshoe.config import Config, parse_config
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 T0 = 1_700_000_000 - 1_700_000_000 % 3600
 

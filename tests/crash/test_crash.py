@@ -10,6 +10,7 @@ X-Batch-Id). Quick versions run by default; long ones are marked slow (--runslow
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -35,10 +36,8 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 def kill_group(proc: subprocess.Popen[bytes]) -> None:
     """SIGKILL the process and any helper processes it started (its own session)."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 class Run:
@@ -116,7 +115,7 @@ def crash_library(tmp_path: Path, cycles: int, seed: int, durability: str = "fsy
     db_dir, cfg = write_config(tmp_path, durability)
     ledger = Ledger()
     batches_file = tmp_path / "batches.json"
-    for cycle in range(cycles):
+    for _cycle in range(cycles):
         plan = ledger.plan(400)
         batches_file.write_text(json.dumps(plan))
         run = Run([sys.executable, str(CHILD), str(cfg), str(batches_file), "4"])

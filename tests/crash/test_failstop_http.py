@@ -7,8 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import warnings
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -16,6 +15,9 @@ from gumshoe import fileio
 from gumshoe.db import DB
 from gumshoe.server import create_app
 from tests.crash.helpers import batch_rows, expected, make_config, problems, totals
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 with warnings.catch_warnings():  # starlette warns when it finds httpx rather than httpx2
     warnings.simplefilter("ignore")
@@ -42,14 +44,16 @@ def test_io_error_is_503_and_fail_stop(tmp_path: Path, kind: str) -> None:
         with fileio.inject(fileio.FaultyIO(1, errno.ENOSPC, kinds=(kind,))):
             r = put(client, 3)
         assert r.status_code == 503, r.text
-        assert "storage failure" in r.json()["error"] and "No space left" in r.json()["error"]
+        assert "storage failure" in r.json()["error"]
+        assert "No space left" in r.json()["error"]
         r = put(client, 4)  # the disk is fine again, but the database stays read-only
         assert r.status_code == 503
         assert put(client, 1).json() == {"inserted": 0, "rejected": 0, "duplicate": True}
         q = client.post("/query", json=QUERY)
         assert q.status_code == 200
         got = {row["batch"]: (row["rowCount"], row["v"]) for row in q.json()["results"]}
-        assert got["b1"] == expected(1) and got["b2"] == expected(2)
+        assert got["b1"] == expected(1)
+        assert got["b2"] == expected(2)
         assert got.get("b3", expected(3)) == expected(3)  # visible or not, never partial
     db = DB(cfg)
     assert problems(totals(db), acked, {1, 2, 3}) == []

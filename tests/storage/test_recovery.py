@@ -49,17 +49,20 @@ def test_replay_exactly_once(tmp_path: Path) -> None:
     crash(db)
     db = DB(cfg)
     check(db, acked)
-    assert db.wal is not None and db.wal.stats["replayed"] == 12
+    assert db.wal is not None
+    assert db.wal.stats["replayed"] == 12
     db.flush()
     insert(db, range(12, 20), acked)
     crash(db)
     db = DB(cfg)
     check(db, acked)
-    assert db.wal is not None and db.wal.stats["replayed"] == 8
+    assert db.wal is not None
+    assert db.wal.stats["replayed"] == 8
     db.close()  # flushes
     db = DB(cfg)
     check(db, acked)
-    assert db.wal is not None and db.wal.stats["replayed"] == 0
+    assert db.wal is not None
+    assert db.wal.stats["replayed"] == 0
     assert len(wal_files(cfg_dir(cfg))) == 1
     db.close()
 
@@ -84,7 +87,8 @@ def test_crash_after_metadata_before_trim(tmp_path: Path, monkeypatch: pytest.Mo
     assert meta["wal_seq"] == 10
     db = DB(cfg)
     check(db, acked)  # records 1..10 are in the segments and not replayed again
-    assert db.wal is not None and db.wal.stats["replayed"] == 3
+    assert db.wal is not None
+    assert db.wal.stats["replayed"] == 3
     assert len(wal_files(cfg_dir(cfg))) == 2  # the flushed file is gone; a new active one
     db.close()
 
@@ -145,7 +149,8 @@ def test_unreferenced_files_removed_but_not_logs(tmp_path: Path) -> None:
     db = DB(cfg)
     names = {p.name for p in d.iterdir()}
     assert "interval.0.generation0009.segment0000.seg" not in names
-    assert "dictionary.batch.generation0042.json" not in names and "db.json.tmp" not in names
+    assert "dictionary.batch.generation0042.json" not in names
+    assert "db.json.tmp" not in names
     assert set(logs) <= set(wal_files(d))
     check(db, acked)
     db.close()
@@ -173,7 +178,8 @@ def test_batch_id_dedupe_across_restarts(tmp_path: Path) -> None:
     db = open_db()  # ids of flushed batches come back from db.json, the rest from the log
     for b in range(5):
         r = db.insert(batch_rows(b), f"b{b}")
-        assert r.duplicate and r.inserted == 0
+        assert r.duplicate
+        assert r.inserted == 0
     check(db, acked)
     db.close()
     meta = json.loads((cfg_dir(cfg) / "db.json").read_text())
@@ -231,7 +237,8 @@ def test_duplicate_waits_for_the_original_to_be_durable(tmp_path: Path) -> None:
         t2 = threading.Thread(target=lambda: results.append(db.insert(batch_rows(1), "b1")))
         t2.start()
         t2.join(0.2)
-        assert t2.is_alive() and results == []  # the retry is not acknowledged early
+        assert t2.is_alive()
+        assert results == []  # the retry is not acknowledged early
         gate.set()
         t.join(5)
         t2.join(5)
@@ -386,8 +393,10 @@ def test_concurrent_inserts_share_fsyncs(tmp_path: Path) -> None:
         t.start()
     for t in threads:
         t.join(60)
-    assert not errors and len(acked) == 160
-    assert db.wal is not None and db.wal.stats["records"] == 160
+    assert not errors
+    assert len(acked) == 160
+    assert db.wal is not None
+    assert db.wal.stats["records"] == 160
     fsyncs = db.wal.stats["fsyncs"]
     crash(db)
     db = DB(cfg)

@@ -8,7 +8,7 @@ import logging
 import struct
 import threading
 import zlib
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -19,8 +19,10 @@ from hypothesis.extra import numpy as hnp
 from gumshoe import fileio
 from gumshoe.block import Block
 from gumshoe.errors import CorruptDataError, StorageFailedError
-from gumshoe.wal import (HEADER, WriteAheadLog, decode_payload, encode_payload, frame,
-                         log_filename)
+from gumshoe.wal import HEADER, WriteAheadLog, decode_payload, encode_payload, frame, log_filename
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def make_block(n: int, tag: str = "x", nil_every: int = 0) -> tuple[np.ndarray, Block]:
@@ -110,7 +112,7 @@ def test_append_recover_round_trip(tmp_path: Path) -> None:
     sizes = (1, 5, 0, 17)
     ids = [None, "id1", "id2", None]
     tickets = [put(wal, i, n, str(n), {"s": [f"new{k}"]})
-               for k, (i, n) in enumerate(zip(ids, sizes))]
+               for k, (i, n) in enumerate(zip(ids, sizes, strict=False))]
     assert tickets == [1, 2, 3, 4]  # an empty batch with an id is logged too
     assert put(wal, None, 0) == 0  # empty, no id: nothing to log
     for t in tickets:
@@ -120,10 +122,12 @@ def test_append_recover_round_trip(tmp_path: Path) -> None:
     assert [r.seq for r in recs] == [1, 2, 3, 4]
     assert [r.batch_id for r in recs] == ids
     assert [r.new_strings for r in recs] == [{"s": [f"new{i}"]} for i in range(4)]
-    for n, r in zip(sizes, recs):
+    for n, r in zip(sizes, recs, strict=False):
         assert_blocks_equal(make_block(n, str(n))[1], r.block)
     assert wal2.seq == 4
-    assert wal2.seen("id1") == 2 and wal2.seen("id2") == 3 and wal2.seen("id0") is None
+    assert wal2.seen("id1") == 2
+    assert wal2.seen("id2") == 3
+    assert wal2.seen("id0") is None
     # Replay starts after the flushed sequence number.
     wal2.close()
     _, recs = open_log(tmp_path, flushed=2)
@@ -152,7 +156,8 @@ def test_torn_tail_is_truncated(tmp_path: Path, cut: int, caplog: pytest.LogCapt
     with caplog.at_level(logging.WARNING, logger="gumshoe.wal"):
         wal, recs = open_log(tmp_path)
     assert [r.seq for r in recs] == [1, 2]
-    assert "torn last record" in caplog.text and str(path) in caplog.text
+    assert "torn last record" in caplog.text
+    assert str(path) in caplog.text
     assert path.stat().st_size == good  # truncated
     # The log continues after the truncated record: seq 3 is reused, never acknowledged.
     assert put(wal, None, 2) == 3
@@ -197,13 +202,14 @@ def test_mid_log_corruption_stops_start_up(tmp_path: Path, where: str) -> None:
     path.write_bytes(bytes(data))
     with pytest.raises(CorruptDataError) as e:
         open_log(tmp_path)
-    assert str(path) in str(e.value) and f"offset {off}" in str(e.value)
+    assert str(path) in str(e.value)
+    assert f"offset {off}" in str(e.value)
     assert path.stat().st_size == len(data)  # nothing truncated
 
 
 def test_torn_record_in_an_earlier_file_is_corruption(tmp_path: Path) -> None:
     wal, _ = open_log(tmp_path, segment_bytes=1)  # a new file for every record
-    for i in range(3):
+    for _i in range(3):
         wal.commit(put(wal, None, 4))
     wal.close()
     files = log_files(tmp_path)
@@ -239,7 +245,8 @@ def test_roll_and_trim(tmp_path: Path) -> None:
     before = log_files(tmp_path)
     wal.trim(seq)
     after = log_files(tmp_path)
-    assert after == [tmp_path / log_filename(7)] and len(before) > len(after)
+    assert after == [tmp_path / log_filename(7)]
+    assert len(before) > len(after)
     wal.close()
     _, recs = open_log(tmp_path, flushed=6)
     assert [r.seq for r in recs] == [7]
@@ -269,11 +276,13 @@ def test_modes(tmp_path: Path) -> None:
             calls = io.calls - writes_before_commit
             wal.close()
         if mode == "none":
-            assert t == 0 and wal.seen("a") == 0
+            assert t == 0
+            assert wal.seen("a") == 0
             assert [p.stat().st_size for p in log_files(d)] == []
             assert io.calls == 0
         else:
-            assert t == 1 and log_files(d)[0].stat().st_size > 0
+            assert t == 1
+            assert log_files(d)[0].stat().st_size > 0
             assert calls == (1 if mode == "fsync" else 0)  # fsync before the commit returns
 
 
@@ -305,7 +314,8 @@ def test_group_commit_shares_fsyncs(tmp_path: Path) -> None:
         threading.Timer(0.2, gate.set).start()
         for th in threads:
             th.join(10)
-    assert not errors and not any(th.is_alive() for th in threads)
+    assert not errors
+    assert not any(th.is_alive() for th in threads)
     assert wal.stats["records"] == 40
     assert wal.stats["fsyncs"] < 40  # shared
     wal.close()
@@ -317,9 +327,9 @@ def test_group_commit_shares_fsyncs(tmp_path: Path) -> None:
 def test_failed_fsync_never_acknowledges(tmp_path: Path, err: int) -> None:
     wal, _ = open_log(tmp_path)
     t1 = put(wal, "a", 3)
-    with fileio.inject(fileio.FaultyIO(1, err, kinds=("fsync",))):
-        with pytest.raises(StorageFailedError, match="fsync"):
-            wal.commit(t1)
+    with fileio.inject(fileio.FaultyIO(1, err, kinds=("fsync",))), \
+            pytest.raises(StorageFailedError, match="fsync"):
+        wal.commit(t1)
     # Fail-stop: no later success, even though the disk works again.
     with pytest.raises(StorageFailedError):
         wal.commit(t1)
@@ -331,9 +341,9 @@ def test_failed_fsync_never_acknowledges(tmp_path: Path, err: int) -> None:
 def test_failed_write_leaves_a_torn_tail(tmp_path: Path) -> None:
     wal, _ = open_log(tmp_path)
     wal.commit(put(wal, "a", 30))
-    with fileio.inject(fileio.FaultyIO(1, errno.ENOSPC, kinds=("write",))):
-        with pytest.raises(StorageFailedError, match="No space"):
-            put(wal, "b", 30)
+    with fileio.inject(fileio.FaultyIO(1, errno.ENOSPC, kinds=("write",))), \
+            pytest.raises(StorageFailedError, match="No space"):
+        put(wal, "b", 30)
     assert wal.failed
     wal.close()
     _, recs = open_log(tmp_path)
@@ -345,7 +355,8 @@ def test_batch_id_window(tmp_path: Path) -> None:
     now = [1000.0]
     wal = WriteAheadLog(tmp_path, "fsync", 200.0, clock=lambda: now[0])
     list(wal.recover(0, {"old": 900.0, "older": 100.0}))  # as persisted in db.json
-    assert wal.seen("old") == 0 and wal.seen("older") is None
+    assert wal.seen("old") == 0
+    assert wal.seen("older") is None
     put(wal, "x", 1)
     now[0] += 30
     assert wal.seen("x") == 1
@@ -354,7 +365,9 @@ def test_batch_id_window(tmp_path: Path) -> None:
     assert wal.batch_ids_json() == {"old": 900.0, "x": 1000.0}
     now[0] += 171
     put(wal, "y", 1)
-    assert wal.seen("x") is None and wal.seen("old") is None and wal.seen("y") == 2
+    assert wal.seen("x") is None
+    assert wal.seen("old") is None
+    assert wal.seen("y") == 2
     wal.rotate()
     assert wal.batch_ids_json() == {"y": 1201.0}
     assert list(wal._ids) == ["y"]  # expired ids are dropped, not just hidden
