@@ -1,8 +1,9 @@
 """The HTTP shard server: a Starlette app over one DB, with the original's routes.
 
-Imports db-level objects (duck-typed DB), block (for /debug/rows), jsonio, metrics, errors and
-config, plus starlette. Numpy work (decode + insert, queries, debug views) runs in the thread
-pool, so the event loop only moves bytes; inserts serialise on the DB's write lock, queries run
+Imports db-level objects (duck-typed DB), block (for /debug/rows), jsonio, wire, metrics, errors
+and config, plus starlette and uvicorn. Numpy work (decode + insert, queries, debug views) runs
+in the thread pool, so the event loop only moves bytes; large JSON insert bodies are decoded in
+worker processes (InsertDecoder); inserts serialise on the DB's write lock, queries run
 concurrently. Every error is `{"error": "..."}` with a 4xx status for the client's faults
 (ClientError.status), 503 once storage failed, 500 only for the server's own bugs.
 """
