@@ -303,6 +303,9 @@ class NewDB:
         check_destination(self.dest)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.dest.name}.gumtool-",
                                          dir=self.dest.parent))
+        umask = os.umask(0o022)
+        os.umask(umask)
+        os.chmod(self.tmp, 0o777 & ~umask)  # as a directory the DB creates (mkdtemp: 0700)
         self.tables = {d.name: StringTable(d) for d in schema.string_dimensions}
         self._intervals: dict[int, dict[str, Any]] = {}
         self._lock = threading.Lock()

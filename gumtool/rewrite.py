@@ -175,8 +175,8 @@ class Summary:
     intervals_in: int = 0
     rows_in: int = 0  # stored rows read (segments) plus unflushed input rows
     input_rows_in: int = 0  # sum of roll-up counts read
-    dropped_intervals: int = 0  # outside a destination's retention
-    dropped_input_rows: int = 0
+    dropped_intervals: int = 0  # outside every destination's retention (not read)
+    dropped_input_rows: int = 0  # balance: rows whose shard's retention drops them
     seconds: float = 0.0
     outputs: list[tuple[int, int, int]] = dataclasses.field(default_factory=list)  # iv, rows, in
 
@@ -273,9 +273,5 @@ def rewrite(sources: list[StoredDB], outputs: list[NewDB], cutoffs: list[int | N
     if bar:
         bar.finish()
     summary.seconds = time.perf_counter() - t0
-    for k, out in enumerate(outputs):
-        summary.outputs.append((out.intervals, out.rows, out.input_rows))
-    kept = sum(o.input_rows for o in outputs)
-    if len(outputs) == 1:
-        summary.dropped_input_rows = summary.input_rows_in - kept
+    summary.outputs = [(out.intervals, out.rows, out.input_rows) for out in outputs]
     return summary

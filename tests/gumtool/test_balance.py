@@ -152,8 +152,8 @@ def test_ssh_and_rsync_command_lines() -> None:
         *rsync_e, "-a", "/w/dest0/db/", "ops@db1:/srv/new.gumtool-7.partial/"]
     assert t.rename_argv("/srv/new.gumtool-7.partial", "/srv/new") == [
         *ssh, "ops@db1", "--",
-        "sh -c 'mv -T -- \"$1\" \"$2\" && sync -f \"$2\"' sh /srv/new.gumtool-7.partial "
-        "/srv/new"]
+        ("sh -c 'mv -T -- \"$1\" \"$2\" && sync -f \"$2\"' sh /srv/new.gumtool-7.partial "
+         "/srv/new")]
     assert t.remove_argv("/srv/x") == [*ssh, "ops@db1", "--", "rm -rf -- /srv/x"]
 
 

@@ -56,6 +56,8 @@ def test_migrate_keeps_every_value_and_answers_as_before(
         assert a.pop("device") is None and a.pop("weight") is None and a.pop("errors") == 0
         assert a == b
     assert answers(old, QUERIES) == before  # the old database is untouched
+    (tmp_path / "plain").mkdir()
+    assert (tmp_path / "new").stat().st_mode == (tmp_path / "plain").stat().st_mode
 
 
 def test_dropped_dimension_rolls_up_identical_rows(old: Path, tmp_path: Path) -> None:
