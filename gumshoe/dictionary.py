@@ -15,6 +15,14 @@ from .errors import InsertError
 from .schema import Column
 
 
+def _is_unicode(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class Dictionary:
     """The strings of one string dimension, in code order."""
 
@@ -52,6 +60,13 @@ class Dictionary:
                 raise InsertError(f"rows[{row}].{col.name}: adding the new value "
                                   f"{values[first]!r} overflows the dictionary of {col.name} "
                                   f"({col.type_name} holds {col.capacity} distinct strings)")
+            try:  # new strings are persisted and logged as UTF-8: no lone surrogates
+                "".join(staged).encode("utf-8")
+            except UnicodeEncodeError:
+                first = next(i for i in pos if not _is_unicode(values[i]))
+                row = first if row_index is None else int(row_index[first])
+                raise InsertError(f"rows[{row}].{col.name}: {values[first]!r} is not valid "
+                                  "Unicode text (it holds a lone surrogate)") from None
             codes[pos] = np.fromiter(map(staged.__getitem__, new_values), np.int64, len(pos))
             new = list(staged)
         if nil is not None:
