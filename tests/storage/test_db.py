@@ -341,6 +341,16 @@ def test_invalid_batch_changes_nothing(where: str) -> None:
     db.close()
 
 
+def test_lone_surrogate_is_an_insert_error(where: str) -> None:
+    db = DB(make_config(where))
+    rows = json.loads('[{"at": 0, "name": "a"}, {"at": 0, "name": "x\\ud800"}]')
+    with pytest.raises(InsertError, match=r"rows\[1\]\.name: .* not valid Unicode"):
+        db.insert(rows)
+    assert db.snapshot().intervals == () and db.failed is None
+    db.insert([{"at": 0, "name": "x\U0001F600"}])
+    db.close()
+
+
 def test_empty_batches(where: str) -> None:
     db = DB(make_config(where))
     r = db.insert([])

@@ -124,3 +124,16 @@ def test_encode_decode_round_trip(values: list[str | None]) -> None:
     table = d.strings(len(d))
     assert [None if v is None else table[c] for v, c in zip(values, codes.tolist())] == values
     assert len(set(d.values)) == len(d.values)
+
+
+def test_lone_surrogates_are_rejected() -> None:
+    """JSON can carry "\\ud800"; such a string cannot be stored or logged as UTF-8."""
+    d = Dictionary(["ok"])
+    values = ["ok", "fine", None, "bad\ud800", "bad\ud800"]
+    with pytest.raises(InsertError, match=r"rows\[3\]\.s: 'bad\\ud800' is not valid Unicode"):
+        d.encode(values, nil_mask(values), column())
+    with pytest.raises(InsertError, match=r"rows\[7\]\.s:"):
+        d.encode(values, nil_mask(values), column(), row_index=np.arange(5) + 4)
+    assert d.values == ["ok"]
+    codes, new = d.encode(["\U0001F600", "é"], None, column())  # astral and accented: fine
+    assert new == ["\U0001F600", "é"]
