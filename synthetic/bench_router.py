@@ -23,7 +23,7 @@ from pathlib import Path
 import orjson
 
 from . import data, queries
-from .http_insert import free_port, run, start_server
+from .http_insert import free_port, run, start_server, wait_ready
 
 
 def start_router(workdir: Path, shard_ports: list[int]) -> tuple[subprocess.Popen, int]:
@@ -34,20 +34,7 @@ def start_router(workdir: Path, shard_ports: list[int]) -> tuple[subprocess.Pope
     proc = subprocess.Popen([sys.executable, "-m", "gumshoe", "router", "--config", str(config),
                              "--shards", shards, "--listen", f"127.0.0.1:{port}",
                              "--log-level", "warning"], stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"router exited with {proc.returncode}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            conn.request("GET", "/")
-            if conn.getresponse().status == 200:
-                conn.close()
-                return proc, port
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("router not ready after 30 s")
+    return proc, wait_ready(proc, port, "router")
 
 
 def query(port: int, q: dict, repeats: int) -> tuple[list[float], list[dict]]:

@@ -43,20 +43,25 @@ def start_server(workdir: Path, durability: str, memory: bool,
                              *([] if insert_workers is None
                                else ["--insert-workers", str(insert_workers)])],
                             stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
+    return proc, wait_ready(proc, port, "server")
+
+
+def wait_ready(proc: subprocess.Popen, port: int, what: str, timeout: float = 30.0) -> int:
+    """Wait (bounded) until `proc` answers GET / on `port`; returns the port."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}")
+            raise SystemExit(f"{what} exited with {proc.returncode}")
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
             conn.request("GET", "/")
             if conn.getresponse().status == 200:
                 conn.close()
-                return proc, port
+                return port
         except OSError:
             time.sleep(0.05)
     proc.kill()
-    raise SystemExit("server not ready after 30 s")
+    raise SystemExit(f"{what} not ready after {timeout:g} s")
 
 
 def put(conn: http.client.HTTPConnection, body: bytes) -> int:
