@@ -83,12 +83,12 @@ def read_meta(directory: Path) -> dict[str, Any]:
 
 
 def schema_config(schema: Schema, **changes: Any) -> SchemaConfig:
-    j = schema.to_json()
-    sc = SchemaConfig(segment_size=int(j["segment_size"]),
-                      interval_duration=int(j["interval_duration"]),
-                      timestamp_column=tuple(j["timestamp_column"]),  # type: ignore[arg-type]
-                      dimension_columns=tuple(tuple(c) for c in j["dimension_columns"]),  # type: ignore[misc]
-                      metric_columns=tuple(tuple(c) for c in j["metric_columns"]))  # type: ignore[misc]
+    """The [schema] config section of a stored schema (for opening it with DB)."""
+    sc = SchemaConfig(segment_size=schema.segment_size,
+                      interval_duration=schema.interval_duration,
+                      timestamp_column=(schema.timestamp.name, schema.timestamp.type_name),
+                      dimension_columns=tuple((c.name, c.type_name) for c in schema.dimensions),
+                      metric_columns=tuple((c.name, c.type_name) for c in schema.metrics))
     return dataclasses.replace(sc, **changes)
 
 

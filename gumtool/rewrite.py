@@ -185,7 +185,8 @@ def _strings_of(table: StringTable, codes: np.ndarray, nil: np.ndarray | None) -
     arr = table.array()
     if not len(arr):
         return np.full(len(codes), None, object)
-    return arr[codes if nil is None else np.where(nil, 0, codes)]
+    out: np.ndarray = arr[codes if nil is None else np.where(nil, 0, codes)]
+    return out
 
 
 def rewrite(sources: list[StoredDB], outputs: list[NewDB], cutoffs: list[int | None],

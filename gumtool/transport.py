@@ -2,8 +2,8 @@
 through the system `ssh` and `rsync` (run with subprocess; no home-made transport).
 
 Imports gumshoe bulk only. Both transports offer the same steps, so balance has one flow:
-`source` gives a local directory to read a source database from (for ssh: an rsync copy made
-while the remote directory is flock'ed, so a running server there is refused), `config` a
+`source` gives a local directory to read a source database from (for ssh: refused when the
+remote directory is flock'ed by a server, else an rsync copy made while holding that flock), `config` a
 local copy of a config file, `check_new` refuses an existing destination, `destination` says
 where to build the new database locally, and `upload` puts it in place (for ssh: rsync to a
 temporary directory beside the destination, then `mv -T` on the remote host, atomic there).
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Protocol
 
 from gumshoe.bulk import BulkError, check_destination
+from gumshoe.errors import DBLockedError
 
 Runner = Callable[[list[str]], "subprocess.CompletedProcess[str]"]
 _REMOTE_RE = re.compile(r"(?P<host>[^/:]+):(?P<path>.+)")
@@ -111,9 +112,14 @@ class SshTransport:
     def _rsync(self) -> list[str]:
         return ["rsync", "-e", shlex.join(self.ssh_base())]
 
+    def check_unlocked_argv(self, remote: str) -> list[str]:
+        """Exit 75 when a process (a server) holds the remote database directory's flock."""
+        return self.ssh_argv(["flock", "--nonblock", "--conflict-exit-code",
+                              str(LOCK_CONFLICT_EXIT), remote, "true"])
+
     def fetch_dir_argv(self, remote: str, local: Path) -> list[str]:
         """Copy a remote database directory while holding its flock (the remote rsync runs
-        under `flock --nonblock`: exit 75 when a server holds the directory)."""
+        under `flock --nonblock`, so a server cannot start meanwhile)."""
         lock = shlex.join(["flock", "--nonblock", "--conflict-exit-code",
                            str(LOCK_CONFLICT_EXIT), remote, "rsync"])
         return [*self._rsync(), "-a", "--delete", f"--rsync-path={lock}",
@@ -150,15 +156,25 @@ class SshTransport:
             raise TransportError(f"{what}: {argv[0]!r} is not installed") from None
         if done.returncode != 0:
             err = (done.stderr or "").strip()
-            if argv[0] == "rsync" and done.returncode == LOCK_CONFLICT_EXIT:
-                err = "the remote database is in use (locked, most likely by a running server)"
             raise TransportError(f"{what} failed (exit {done.returncode}): {shlex.join(argv)}"
                                  + (f"\n{err}" if err else ""))
         return done
 
     def source(self, path: str, staging: Path) -> Path:
+        argv = self.check_unlocked_argv(path)
+        self.commands.append(argv)
+        done = self.runner(argv)
+        if done.returncode == LOCK_CONFLICT_EXIT:
+            raise DBLockedError(f"database {self.describe(path)!r} is in use: its directory is "
+                                "locked, most likely by a running gumshoe server; stop the "
+                                "server first")
+        if done.returncode != 0:
+            raise TransportError(f"checking {self.describe(path)} failed (exit "
+                                 f"{done.returncode}): {shlex.join(argv)}\n"
+                                 f"{(done.stderr or '').strip()}")
         staging.mkdir(parents=True, exist_ok=True)
-        self.run(self.fetch_dir_argv(path, staging), f"copying {self.describe(path)}")
+        self.run(self.fetch_dir_argv(path, staging), f"copying {self.describe(path)} (if the "
+                 "database was locked meanwhile, stop its server and retry)")
         return staging
 
     def config(self, path: str, staging: Path) -> Path:

@@ -27,6 +27,7 @@ from .helpers import (
     build_db,
     dump,
     make_rows,
+    open_db,
     router_answer,
     run,
     shard_rows,
@@ -144,6 +145,8 @@ def test_ssh_and_rsync_command_lines() -> None:
         *rsync_e, "-a", "--delete",
         "--rsync-path=flock --nonblock --conflict-exit-code 75 /srv/db rsync",
         "ops@db1:/srv/db/", "/w/source0/"]
+    assert t.check_unlocked_argv("/srv/db") == [
+        *ssh, "ops@db1", "--", "flock --nonblock --conflict-exit-code 75 /srv/db true"]
     assert t.fetch_file_argv("/etc/g.toml", Path("/w/d.toml")) == [
         *rsync_e, "ops@db1:/etc/g.toml", "/w/d.toml"]
     assert t.check_new_argv("/srv/new db") == [*ssh, "ops@db1", "--", "test '!' -e '/srv/new db'"]
@@ -217,7 +220,8 @@ def test_balance_with_remote_sources_and_destinations(
     assert not (tmp_path / "work").exists()
     kinds = [(c[0], c[-1].split()[0] if c[0] == "ssh" else c[-1].rsplit("/", 2)[-2])
              for c in hosts.calls]
-    assert [k for k in kinds if k[0] == "ssh"] == [("ssh", "test")] * 3 + [("ssh", "sh")] * 3
+    assert [k for k in kinds if k[0] == "ssh"] == ([("ssh", "test")] * 3 + [("ssh", "flock")] * 2
+                                                   + [("ssh", "sh")] * 3)
     assert sum(1 for c in hosts.calls if any("--rsync-path=flock" in w for w in c)) == 2
     new = []
     for k, h in enumerate("abb"):
@@ -241,3 +245,23 @@ def test_remote_destination_that_exists_is_refused(tmp_path: Path, monkeypatch: 
                         else SshTransport(host, runner=hosts))
     assert run("balance", "--source-db-dirs", src[0], "--dest-db-configs", "a:/srv/c.toml") == 1
     assert "destination a:/srv/taken already exists" in capsys.readouterr().err
+
+
+def test_remote_source_held_by_a_server_is_refused(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    _, src = make_shards(tmp_path, 1)
+    hosts = FakeHosts(tmp_path / "hosts")
+    (hosts.root / "a" / "srv").mkdir(parents=True)
+    shutil.copytree(src[0], hosts.root / "a" / "srv" / "db")
+    cfg = write_config(tmp_path / "d.toml", tmp_path / "d")
+    monkeypatch.setattr(gumtool.balance, "make_transport",
+                        lambda host, args: gumtool.transport.LocalTransport() if host is None
+                        else SshTransport(host, runner=hosts))
+    with open_db(write_config(tmp_path / "held.toml", hosts.root / "a" / "srv" / "db")):
+        # flock(1) on the remote host sees the lock the DB holds
+        assert run("balance", "--source-db-dirs", "a:/srv/db", "--dest-db-configs",
+                   str(cfg)) == 1
+    assert ("database 'a:/srv/db' is in use: its directory is locked, most likely by a running "
+            "gumshoe server") in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
