@@ -125,7 +125,10 @@ class DB:
         try:
             meta_path = self.dir / META
             if meta_path.exists():
-                self._load(json.loads(meta_path.read_bytes()))
+                try:
+                    self._load(json.loads(meta_path.read_bytes()))
+                except (ValueError, KeyError, TypeError, AttributeError) as e:
+                    raise CorruptDataError(f"{meta_path}: damaged metadata ({e!r})") from None
             elif any(self.dir.glob("*.seg")):
                 raise CorruptDataError(f"{self.dir}: segment files but no {META}; run "
                                        "`gumtool clean` or choose an empty directory")
@@ -152,6 +155,10 @@ class DB:
                 values = json.loads(path.read_bytes())
             except FileNotFoundError:
                 raise CorruptDataError(f"{path}: dictionary file is missing") from None
+            except ValueError as e:
+                raise CorruptDataError(f"{path}: damaged dictionary file ({e})") from None
+            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+                raise CorruptDataError(f"{path}: a dictionary file must hold a list of strings")
             if len(values) != entry["size"]:
                 raise CorruptDataError(f"{path}: dictionary has {len(values)} strings, metadata "
                                        f"says {entry['size']}")
