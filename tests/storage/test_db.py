@@ -13,7 +13,13 @@ from hypothesis import strategies as st
 
 from gumshoe.config import SchemaConfig
 from gumshoe.db import DB, META
-from gumshoe.errors import DBLockedError, InsertError, SchemaMismatchError, StorageFailedError
+from gumshoe.errors import (
+    CorruptDataError,
+    DBLockedError,
+    InsertError,
+    SchemaMismatchError,
+    StorageFailedError,
+)
 from gumshoe.memtable import MemInterval
 from gumshoe.schema import NUMERIC_TYPES
 from tests import reference
@@ -488,6 +494,47 @@ def test_schema_mismatch_points_to_gumtool_migrate(tmp_path: Path) -> None:
             DB(other)
     with DB(cfg) as db:  # a failed open leaves the directory unlocked and intact
         check(db, [{"at": 0, "name": "a", "age": 3}])
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not an object", "no schema", "bad interval",
+                                    "bad schema", "unknown format"])
+def test_damaged_metadata_is_corrupt_data(tmp_path: Path, damage: str) -> None:
+    d = tmp_path / "db"
+    cfg = make_config(d)
+    with DB(cfg) as db:
+        db.insert([{"at": 0, "name": "a"}])
+    meta = json.loads((d / META).read_bytes())
+    data = {"truncated": (d / META).read_bytes()[:40],
+            "not an object": b"[1]",
+            "no schema": json.dumps({"format": meta["format"]}).encode(),
+            "bad interval": json.dumps({**meta, "intervals": [{"start": 0}]}).encode(),
+            "bad schema": json.dumps({**meta, "schema": {**meta["schema"],
+                                                         "metric_columns": []}}).encode(),
+            "unknown format": json.dumps({**meta, "format": "gumshoe/99"}).encode()}[damage]
+    (d / META).write_bytes(data)
+    with pytest.raises(CorruptDataError, match="db.json"):
+        DB(cfg)
+    (d / META).write_text(json.dumps(meta))
+    with DB(cfg) as db:  # the failed opens released the lock
+        check(db, [{"at": 0, "name": "a"}])
+
+
+@pytest.mark.parametrize(("content", "fragment"), [
+    (b'["a", ', "damaged dictionary file"), (b'{"a": 1}', "list of strings"),
+    (b"[1]", "list of strings"), (b'["a", "b"]', "has 2 strings, metadata says 1")])
+def test_damaged_dictionary_is_corrupt_data(tmp_path: Path, content: bytes,
+                                            fragment: str) -> None:
+    d = tmp_path / "db"
+    cfg = make_config(d)
+    with DB(cfg) as db:
+        db.insert([{"at": 0, "name": "a"}])
+    [path] = [d / f for f in dict_files(d)]
+    path.write_bytes(content)
+    with pytest.raises(CorruptDataError, match=fragment):
+        DB(cfg)
+    path.unlink()
+    with pytest.raises(CorruptDataError, match="dictionary file is missing"):
+        DB(cfg)
 
 
 def test_a_new_directory_is_created_one_level_deep(tmp_path: Path) -> None:
