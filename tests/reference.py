@@ -87,7 +87,9 @@ def compare(op: str, v: Any, x: Any) -> bool:
     """One filter comparison with the nil table: nil = x false, nil != x true, ordered ops on
     nil false; = null matches nil, != null matches non-nil, ordered ops with null false.
     `in` takes a list; a None element matches nil. Numbers compare exactly (Python int/float
-    comparison is exact); strings by code point."""
+    comparison is exact), also against float32 columns: their stored value float32(0.1) is
+    0.100000001490116..., so `> 0.1` matches it and `= 0.1` does not, for `=` and `in`
+    alike. Strings compare by code point."""
     if op == "in":
         return any((v is None) if e is None else (v is not None and v == e) for e in x)
     if x is None or v is None:
