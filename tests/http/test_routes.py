@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -145,4 +146,8 @@ def test_unknown_routes_and_methods_are_json_errors(server: ServerProcess, metho
 
 def test_every_request_is_logged(server: ServerProcess) -> None:
     server.client.get("/statusz", params={"probe": "logline"})
+    for _ in range(50):  # the line is written just after the response: bounded wait
+        if "GET /statusz?probe=logline 200" in server.log_text():
+            break
+        time.sleep(0.05)
     assert "GET /statusz?probe=logline 200" in server.log_text()
