@@ -221,7 +221,12 @@ def crash_server(tmp_path: Path, cycles: int, seed: int, max_delay: float = 0.8)
                     kill_group(proc)
                     raise AssertionError("server did not start: " +
                                          proc.communicate(timeout=30)[1].decode())
+                before = len(ledger.acked)
                 clients = http_clients(port, ledger.plan(400), ledger, 4, stop)
+                deadline = time.monotonic() + 30  # the random delay starts at the first ack
+                while len(ledger.acked) == before and time.monotonic() < deadline and \
+                        any(t.is_alive() for t in clients):
+                    time.sleep(0.01)
             time.sleep(delay)
         finally:
             kill_group(proc)
@@ -240,6 +245,7 @@ def test_crash_server_quick(tmp_path: Path) -> None:
     ledger = crash_server(tmp_path, cycles=4, seed=seed)
     print(f"seed={seed} acked={len(ledger.acked)} attempted={len(ledger.attempted)} "
           f"duplicates={ledger.duplicates}")
+    assert ledger.acked
 
 
 @pytest.mark.slow
