@@ -240,7 +240,8 @@ def filters(draw: st.DrawFn, schema: Schema, base: int | None = None,
 def queries(draw: st.DrawFn, schema: Schema, base: int | None = None,
             max_groupings: int = 3) -> dict[str, Any]:
     """A valid query dict. Output names (aggregates, groupings) are distinct and never
-    "rowCount"; base is the rows' timestamp base (drawn when not given)."""
+    "rowCount"; base is the rows' timestamp base (drawn when not given). Sometimes a sum
+    has no "type" (it defaults to sum) and the top-level keys are upper- or title-cased."""
     if base is None:
         base = draw(st.sampled_from(TIMESTAMP_BASES))
     used: set[str] = {"rowCount"}
@@ -249,6 +250,8 @@ def queries(draw: st.DrawFn, schema: Schema, base: int | None = None,
     aggregates = []
     for i, m in enumerate(draw(st.lists(st.sampled_from(schema.metrics), max_size=3))):
         a: dict[str, Any] = {"type": draw(st.sampled_from(["sum", "average"])), "column": m.name}
+        if a["type"] == "sum" and draw(st.booleans()):
+            del a["type"]  # a missing type means sum
         name = m.name if m.name not in used and draw(st.booleans()) else f"agg{i}"
         if name != m.name or draw(st.booleans()):
             a["name"] = name  # else the name defaults to the column
@@ -288,4 +291,6 @@ def queries(draw: st.DrawFn, schema: Schema, base: int | None = None,
                                                    max_size=2, unique=True))]
         if draw(st.booleans()):
             query["limit"] = draw(st.integers(1, 5))
+    if draw(st.integers(0, 7)) == 0:  # keys match case-insensitively, as in the original
+        query = {draw(st.sampled_from([k.upper(), k.title(), k])): v for k, v in query.items()}
     return query
