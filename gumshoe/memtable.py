@@ -76,6 +76,7 @@ class Memtable:
         if block.n == 0:
             return
         first = int(starts[0])
+        groups: list[tuple[int, np.ndarray | None]]
         if (starts == first).all():
             groups = [(first, None)]
         else:

@@ -59,7 +59,7 @@ def encode_segment(schema: Schema, block: Block) -> tuple[bytes, list[tuple[int,
     for name, arr in cols:
         arr = np.ascontiguousarray(arr)
         entry: dict[str, Any] = {"name": name, "dtype": arr.dtype.str, "nbytes": arr.nbytes,
-                                 "crc32": zlib.crc32(arr.view(np.uint8))}
+                                 "crc32": zlib.crc32(arr.view(np.uint8).data)}
         if name.startswith(("d:", "m:")) and block.n:
             values = arr
             if name.startswith("d:"):
@@ -168,7 +168,7 @@ class Segment:
                 raise CorruptDataError(f"{path}: column {name!r} runs past the end of the file "
                                        f"(offset {e['offset']}, file {size} bytes)")
             arr = np.frombuffer(mm, dtype=dtype, count=n, offset=e["offset"])
-            if verify and zlib.crc32(arr.view(np.uint8)) != e["crc32"]:
+            if verify and zlib.crc32(arr.view(np.uint8).data) != e["crc32"]:
                 raise CorruptDataError(f"{path}: checksum mismatch in column {name!r} at offset "
                                        f"{e['offset']}")
             return arr
