@@ -159,13 +159,16 @@ def _numbers(values: list[Any], col: Column, allow_nil: bool, where: str = ""
             raise InsertError(f"rows[{i}].{col.name}: value {values[i]} is not a finite "
                               f"number{where}")
         if col.dtype.kind == "f":
-            lo, hi = col.value_range
-            bad = (f < lo) | (f > hi)
+            # In range when it rounds to a finite value of the column type: the float32 maximum
+            # printed shortest (3.4028235e+38) lies just above it and must read back.
+            with np.errstate(over="ignore"):
+                out = f.astype(col.dtype, copy=False)
+            bad = ~np.isfinite(out)
             if bad.any():
                 i = int(np.argmax(bad))
                 raise InsertError(f"rows[{i}].{col.name}: value {values[i]} is out of range "
                                   f"for {col.type_name}{where}")
-            return f.astype(col.dtype, copy=False), nil
+            return out, nil
         frac = f != np.floor(f)
         if frac.any():
             i = int(np.argmax(frac))

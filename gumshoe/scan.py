@@ -56,16 +56,23 @@ _FLOAT_OPS: dict[str, Callable[[Any, Any], Any]] = {
     "<": np.less, "<=": np.less_equal}
 
 
+def _as_column_float(arr: np.ndarray, x: int | float) -> np.floating:
+    """A filter value on a float column means the value inserting it would store: rounded to
+    the column's precision (float32(0.1) = 0.1 matches a stored 0.1; beyond float32, +-inf)."""
+    with np.errstate(over="ignore"):
+        return arr.dtype.type(x)
+
+
 def _number_compare(arr: np.ndarray, op: str, x: int | float) -> Mask:
     if arr.dtype.kind == "f":
-        return _FLOAT_OPS[op](arr, float(x))
+        return _FLOAT_OPS[op](arr, _as_column_float(arr, x))
     info = np.iinfo(arr.dtype)
     return _int_compare(arr, op, x, int(info.min), int(info.max))
 
 
 def _number_in(arr: np.ndarray, values: Sequence[int | float]) -> Mask:
     if arr.dtype.kind == "f":
-        cand = np.array([float(v) for v in values], dtype=np.float64)
+        cand = np.array([_as_column_float(arr, v) for v in values], dtype=arr.dtype)
     else:
         info = np.iinfo(arr.dtype)
         cand = np.array(sorted({int(v) for v in values if float(v).is_integer()

@@ -87,9 +87,9 @@ def compare(op: str, v: Any, x: Any) -> bool:
     """One filter comparison with the nil table: nil = x false, nil != x true, ordered ops on
     nil false; = null matches nil, != null matches non-nil, ordered ops with null false.
     `in` takes a list; a None element matches nil. Numbers compare exactly (Python int/float
-    comparison is exact), also against float32 columns: their stored value float32(0.1) is
-    0.100000001490116..., so `> 0.1` matches it and `= 0.1` does not, for `=` and `in`
-    alike. Strings compare by code point."""
+    comparison is exact); on a float32 column `matches` first rounds the filter value to
+    float32 (it means the value inserting it would store: `= 0.1` matches a stored 0.1).
+    Strings compare by code point."""
     if op == "in":
         return any((v is None) if e is None else (v is not None and v == e) for e in x)
     if x is None or v is None:
@@ -119,8 +119,21 @@ def matches(schema: Schema, key: Key, entry: dict[str, Any], f: dict[str, Any]) 
         return any(matches(schema, key, entry, g) for g in _get(f, "filters"))
     if ftype == "not":
         return not matches(schema, key, entry, _get(f, "filter"))
-    return compare(ftype, _column_value(schema, key, entry, _get(f, "column")),
-                   _get(f, "value"))
+    column, value = _get(f, "column"), _get(f, "value")
+    col = schema.column(column)
+    if col is not None and col.type_name == "float32":
+        value = ([_round32(e) for e in value] if ftype == "in" else _round32(value))
+    return compare(ftype, _column_value(schema, key, entry, column), value)
+
+
+def _round32(x: Any) -> Any:
+    """float32(x) as a Python float (+-inf beyond float32); None stays None."""
+    if x is None:
+        return None
+    try:
+        return float32(float(x))
+    except OverflowError:  # beyond float32 (struct refuses to round it to infinity)
+        return math.copysign(math.inf, x)
 
 
 def _grouping(g: str | dict[str, Any]) -> tuple[str, str, int | None]:
