@@ -102,7 +102,8 @@ class Router:
     # -- insert -----------------------------------------------------------------------------
     async def insert(self, request: Request) -> Response:
         body = await _read_body(request, self.config.max_body_size)
-        batch_id = request.headers.get("x-batch-id") or uuid.uuid4().hex
+        batch_id = (wire.check_batch_id(request.headers.get("x-batch-id"),
+                                        wire.ROUTER_BATCH_ID) or uuid.uuid4().hex)
         parts = await run_in_threadpool(self._split, body)
         results = await asyncio.gather(*(self._send(i, rows, batch_id)
                                          for i, rows in parts.items()))

@@ -112,20 +112,6 @@ class InsertDecoder:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-MAX_BATCH_ID = 256
-
-
-def check_batch_id(value: str | None) -> str | None:
-    """The X-Batch-Id header (None when absent or empty): printable ASCII, at most
-    MAX_BATCH_ID characters (it is kept in the log and the metadata for batch_id_window)."""
-    if not value:
-        return None
-    if len(value) > MAX_BATCH_ID or not (value.isascii() and value.isprintable()):
-        raise ClientError(f"X-Batch-Id: expected at most {MAX_BATCH_ID} printable ASCII "
-                          f"characters, got {len(value)} characters")
-    return value
-
-
 def json_response(obj: Any, status: int = 200) -> Response:
     return Response(jsonio.dumps(obj), status_code=status, media_type="application/json")
 
@@ -252,7 +238,7 @@ class ShardServer:
     # -- insert ---------------------------------------------------------------------------
     async def insert(self, request: Request) -> Response:
         body = await read_body(request, self.config.max_body_size)
-        batch_id = check_batch_id(request.headers.get("x-batch-id"))
+        batch_id = wire.check_batch_id(request.headers.get("x-batch-id"))
         binary = request.headers.get("content-type", "").startswith(wire.CONTENT_TYPE)
         result = await run_in_threadpool(self._insert, body, batch_id, binary)
         return json_response(result.to_json())

@@ -15,13 +15,28 @@ import msgpack
 import numpy as np
 
 from .batch import Batch
-from .errors import InsertError
+from .errors import ClientError, InsertError
 from .scan import Partial
 from .schema import Schema
 
 VERSION = 1
 CONTENT_TYPE = "application/msgpack"
 BATCH_VERSION = 1
+MAX_BATCH_ID = 256
+ROUTER_BATCH_ID = MAX_BATCH_ID - 16  # the router appends "#<shard index>" for each shard
+
+
+def check_batch_id(value: str | None, limit: int = MAX_BATCH_ID) -> str | None:
+    """The X-Batch-Id header (None when absent or empty): printable ASCII, at most `limit`
+    characters (it is kept in the log and the metadata for batch_id_window).
+
+    Raises ClientError (400) otherwise."""
+    if not value:
+        return None
+    if len(value) > limit or not (value.isascii() and value.isprintable()):
+        raise ClientError(f"X-Batch-Id: expected at most {limit} printable ASCII characters, "
+                          f"got {len(value)} characters")
+    return value
 
 
 def _enc(a: np.ndarray) -> dict[str, Any]:

@@ -189,3 +189,10 @@ def test_a_hung_shard_times_out_with_504(tmp_path_factory: pytest.TempPathFactor
         finally:
             assert router.stop() == 0
             router.client.close()
+
+
+def test_batch_ids_too_long_for_the_shards_are_refused(loaded: Cluster) -> None:
+    r = loaded.router.insert(make_rows(3, seed=5), headers={"X-Batch-Id": "x" * 241})
+    assert r.status_code == 400
+    assert r.json() == {"error": "X-Batch-Id: expected at most 240 printable ASCII characters, "
+                                 "got 241 characters"}
