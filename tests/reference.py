@@ -87,8 +87,9 @@ def compare(op: str, v: Any, x: Any) -> bool:
     """One filter comparison with the nil table: nil = x false, nil != x true, ordered ops on
     nil false; = null matches nil, != null matches non-nil, ordered ops with null false.
     `in` takes a list; a None element matches nil. Numbers compare exactly (Python int/float
-    comparison is exact); on a float32 column `matches` first rounds the filter value to
+    comparison is exact); on a float32 dimension `matches` first rounds the filter value to
     float32 (it means the value inserting it would store: `= 0.1` matches a stored 0.1).
+    Metric filters compare with the rolled-up sums, float64 for float32 metrics, unrounded.
     Strings compare by code point."""
     if op == "in":
         return any((v is None) if e is None else (v is not None and v == e) for e in x)
@@ -121,7 +122,7 @@ def matches(schema: Schema, key: Key, entry: dict[str, Any], f: dict[str, Any]) 
         return not matches(schema, key, entry, _get(f, "filter"))
     column, value = _get(f, "column"), _get(f, "value")
     col = schema.column(column)
-    if col is not None and col.type_name == "float32":
+    if col is not None and col.role == "dimension" and col.type_name == "float32":
         value = ([_round32(e) for e in value] if ftype == "in" else _round32(value))
     return compare(ftype, _column_value(schema, key, entry, column), value)
 
