@@ -18,9 +18,9 @@ from .errors import InsertError
 from .schema import Column, Schema
 
 _NoneType = type(None)
-_NUMBER = frozenset((int, float))
-_NUMBER_OR_NONE = frozenset((int, float, _NoneType))
-_STRING_OR_NONE = frozenset((str, _NoneType))
+_NUMBER: frozenset[type] = frozenset((int, float))
+_NUMBER_OR_NONE: frozenset[type] = frozenset((int, float, _NoneType))
+_STRING_OR_NONE: frozenset[type] = frozenset((str, _NoneType))
 TIMESTAMP_MAX = 2**32 - 1
 
 
