@@ -24,6 +24,7 @@ import orjson
 from .batch import Batch, parse_rows
 from .config import SchemaConfig
 from .errors import ClientError
+from .rowdecoder import decoder_for
 from .schema import Schema
 
 MAX_DEPTH = 256
@@ -129,7 +130,13 @@ def ndjson_chunks(rows: list[Any], duration_ms: int, chunk_rows: int = 1000) -> 
 
 # -- insert bodies --------------------------------------------------------------------------------
 def parse_insert_body(body: bytes, schema: Schema) -> Batch:
-    """A JSON insert body -> a validated Batch (raises JSONBodyError or InsertError)."""
+    """A JSON insert body -> a validated Batch (raises JSONBodyError or InsertError).
+
+    Valid bodies take the msgspec fast path (rowdecoder); anything it does not accept goes
+    through orjson and parse_rows, which decide and name every error."""
+    batch = decoder_for(schema).decode(body)
+    if batch is not None:
+        return batch
     return parse_rows(schema, loads(body, "insert body", strict=False))
 
 

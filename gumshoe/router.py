@@ -29,7 +29,6 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from . import jsonio, wire
-from .batch import parse_rows
 from .config import Config
 from .errors import ClientError, ConfigError, GumshoeError, QueryError
 from .query import Query, parse_query
@@ -121,8 +120,7 @@ class Router:
         return json_response(out)
 
     def _split(self, body: bytes) -> dict[int, bytes]:
-        rows = jsonio.loads(body, "insert body", strict=False)
-        batch = parse_rows(self.schema, rows)  # 400 with the shard's own message
+        batch = jsonio.parse_insert_body(body, self.schema)  # 400: the shard's own message
         if batch.n == 0:
             return {}
         shard = shard_of(self.schema, self.schema.interval_start(batch.timestamps),

@@ -19,7 +19,7 @@ TIERS: list[set[str]] = [
     {"errors", "fileio", "__init__"},  # no internal imports
     {"config"},
     {"schema"},
-    {"batch", "dictionary", "sharding"},
+    {"batch", "rowdecoder", "dictionary", "sharding"},  # rowdecoder: msgspec fast path of batch
     {"block"},
     {"segment"},
     {"interval"},

@@ -1,0 +1,112 @@
+"""The msgspec fast path for insert bodies: it either declines (None) or yields exactly the
+batch the row-by-row validator yields, over random schemas and valid and invalid bodies."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gumshoe.batch import Batch, parse_rows
+from gumshoe.config import load_config
+from gumshoe.errors import ClientError, InsertError
+from gumshoe.jsonio import loads, parse_insert_body
+from gumshoe.rowdecoder import RowDecoder
+from gumshoe.schema import Schema
+
+from ..strategies import invalid_batches, rows, schema_configs
+
+
+def assert_same_batch(a: Batch, b: Batch) -> None:
+    assert a.n == b.n
+    np.testing.assert_array_equal(a.timestamps, b.timestamps)
+    assert a.timestamps.dtype == b.timestamps.dtype
+    for name, v in b.dims.items():
+        if isinstance(v, list):
+            assert a.dims[name] == v
+        else:
+            assert a.dims[name].dtype == v.dtype
+            np.testing.assert_array_equal(a.dims[name], v)
+    for name, v in b.nils.items():
+        got = a.nils[name]
+        assert (got is None or not got.any()) if v is None else np.array_equal(got, v)
+    for name, v in b.metrics.items():
+        assert a.metrics[name].dtype == v.dtype, name
+        np.testing.assert_array_equal(a.metrics[name], v)
+
+
+def _body(data: Any) -> bytes | None:
+    try:
+        return json.dumps(data, allow_nan=False).encode()
+    except ValueError:
+        return None  # NaN/inf: not JSON
+
+
+@st.composite
+def bodies(draw: st.DrawFn) -> tuple[Schema, Any]:
+    schema = Schema.from_config(draw(schema_configs()))
+    if draw(st.booleans()):
+        return schema, draw(rows(schema, max_size=20))
+    return schema, draw(invalid_batches(schema)).rows
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(bodies())
+def test_fast_path_declines_or_agrees(case: tuple[Schema, Any]) -> None:
+    schema, data = case
+    body = _body(data)
+    if body is None:
+        return
+    fast = RowDecoder(schema).decode(body)
+    try:
+        slow = parse_rows(schema, loads(body, "insert body", strict=False))
+    except ClientError:
+        assert fast is None, "the fast path accepted a body the validator rejects"
+        return
+    if fast is not None:
+        assert_same_batch(fast, slow)
+
+
+def test_plain_valid_bodies_take_the_fast_path() -> None:
+    schema = Schema.from_config(load_config(None).schema)
+    body = orjson.dumps([{"at": 1_700_000_000, "name": "a", "country": None, "age": 30,
+                          "visits": 2}, {"at": 1_700_000_001.5, "clicks": 1}])
+    fast = RowDecoder(schema).decode(body)
+    assert fast is not None
+    assert_same_batch(fast, parse_rows(schema, orjson.loads(body)))
+    assert fast.timestamps.tolist() == [1_700_000_000, 1_700_000_001]
+    assert fast.metrics["visits"].tolist() == [2, 0]
+
+
+@pytest.mark.parametrize("body", [
+    b"", b"null", b"[]", b'{"at": 1}', b'[{"at": 1, "bogus": 2}]', b'[{"age": 1}]',
+    b'[{"at": 1, "age": 256}]', b'[{"at": 1, "age": 2.0}]', b'[{"at": 1, "age": true}]',
+    b'[{"at": -1}]', b'[{"at": 4294967296}]', b'[{"at": 18446744073709551616}]',
+    b'[{"at": 1, "name": 5}]', b'[[[[[[]]]]]]',
+])
+def test_the_validator_decides_every_other_body(body: bytes) -> None:
+    schema = Schema.from_config(load_config(None).schema)
+    try:
+        want: Any = parse_rows(schema, loads(body, "insert body", strict=False))
+    except ClientError as e:
+        want = e
+    try:
+        got: Any = parse_insert_body(body, schema)
+    except Exception as e:  # noqa: BLE001
+        got = e
+    if isinstance(want, Exception):
+        assert type(got) is type(want) and str(got) == str(want)
+    else:
+        assert_same_batch(got, want)
+
+
+@pytest.mark.parametrize("body", [b'[{"at": 1, "name": "\xff\xfe"}]',
+                                  b'[{"at": 1, "name": "\\ud800"}]'])
+def test_bad_text_is_declined(body: bytes) -> None:
+    schema = Schema.from_config(load_config(None).schema)
+    assert RowDecoder(schema).decode(body) is None
