@@ -1,7 +1,7 @@
 """The router: one HTTP front for N shard servers, answering exactly as one server would.
 
 Imports config, schema, batch, sharding, query, scan, wire, jsonio and errors, plus starlette
-and httpx; never the storage engine. Inserts are validated here (same rules and messages as a
+and aiohttp (the shard client); never the storage engine. Inserts are validated here (same rules and messages as a
 shard), split by the shard function (every roll-up key on one shard) and sent in parallel as
 msgpack columns (wire.encode_batch: no second JSON decode or row validation on the shard) with
 per-shard batch ids, so a retry never double counts. Queries are validated once, fanned out to
@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
+import aiohttp
 import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -39,6 +40,17 @@ from .sharding import shard_of
 log = logging.getLogger(__name__)
 
 INSERT_RETRIES = 3
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Reply:
+    """A shard's 200 answer."""
+
+    status: int
+    content: bytes
+
+    def json(self) -> Any:
+        return jsonio.loads(self.content, "shard reply", strict=False)
 
 
 class ShardError(GumshoeError):
@@ -62,37 +74,40 @@ class Router:
         self.schema = Schema.from_config(config.schema)
         self.shards = shards
         self.timeout = timeout
-        self.client: httpx.AsyncClient | None = None
+        self.client: aiohttp.ClientSession | None = None
         self.stats = {"inserts": 0, "queries": 0, "shard_errors": 0}
 
     # -- shard calls ------------------------------------------------------------------------
-    async def call(self, shard: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    async def call(self, shard: str, method: str, path: str, content: bytes | None = None,
+                   headers: dict[str, str] | None = None) -> Reply:
         assert self.client is not None
         try:
-            r = await self.client.request(method, f"http://{shard}{path}", **kwargs)
-        except httpx.TimeoutException:
+            async with self.client.request(method, f"http://{shard}{path}", data=content,
+                                           headers=headers) as r:
+                reply = Reply(r.status, await r.read())
+        except asyncio.TimeoutError:
             self.stats["shard_errors"] += 1
             raise ShardError(shard, 504, f"timed out after {self.timeout:g}s") from None
-        except httpx.HTTPError as e:
+        except aiohttp.ClientError as e:
             self.stats["shard_errors"] += 1
             raise ShardError(shard, 502, f"unreachable: {e or type(e).__name__}") from None
-        if r.status_code != 200:
+        if reply.status != 200:
             self.stats["shard_errors"] += 1
             try:
-                message = r.json()["error"]
+                message = reply.json()["error"]
             except Exception:
-                message = r.text.strip()[:500]
-            status = r.status_code if 400 <= r.status_code < 500 else 502
-            raise ShardError(shard, status, f"HTTP {r.status_code}: {message}")
-        return r
+                message = reply.content.decode(errors="replace").strip()[:500]
+            status = reply.status if 400 <= reply.status < 500 else 502
+            raise ShardError(shard, status, f"HTTP {reply.status}: {message}")
+        return reply
 
     async def fan_out(self, method: str, path: str, **kwargs: Any
-                      ) -> list[httpx.Response | ShardError]:
+                      ) -> list[Reply | ShardError]:
         return list(await asyncio.gather(*(self._safe(s, method, path, **kwargs)
                                            for s in self.shards)))
 
     async def _safe(self, shard: str, method: str, path: str, **kwargs: Any
-                    ) -> httpx.Response | ShardError:
+                    ) -> Reply | ShardError:
         try:
             return await self.call(shard, method, path, **kwargs)
         except ShardError as e:
@@ -206,7 +221,7 @@ class Router:
                 oldest = min(oldest or s["OldestInterval"], s["OldestInterval"])
         return json_response({"LastUpdated": last, "OldestInterval": oldest})
 
-    async def _all(self, method: str, path: str) -> list[httpx.Response]:
+    async def _all(self, method: str, path: str) -> list[Reply]:
         responses = await self.fan_out(method, path)
         for r in responses:
             if isinstance(r, ShardError):
@@ -243,8 +258,10 @@ class Router:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=16)
-        async with httpx.AsyncClient(timeout=self.timeout, limits=limits) as client:
+        connector = aiohttp.TCPConnector(limit=64, limit_per_host=16, keepalive_timeout=60)
+        timeout = aiohttp.ClientTimeout(total=self.timeout)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout,
+                                         auto_decompress=False) as client:
             self.client = client
             yield
         self.client = None

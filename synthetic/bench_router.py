@@ -81,8 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                 work.mkdir()
                 procs, port = [], 0
                 if setup == "lone":
-                    lone, port = start_server(work / "lone" if (work / "lone").mkdir() is None
-                                              else work, "os", memory=False)
+                    lone, port = start_server(work, "os", memory=False)
                     procs = [lone]
                 else:
                     shard_ports = []

@@ -46,7 +46,7 @@ FORBIDDEN = {
     "router": {"db", "segment", "interval", "memtable", "snapshot", "wal", "engine"},
 }
 
-WEB_STACK = {"starlette", "uvicorn", "prometheus_client", "httpx", "httpx2"}
+WEB_STACK = {"starlette", "uvicorn", "prometheus_client", "httpx", "httpx2", "aiohttp"}
 WEB_MODULES = {"server", "router", "metrics"}
 # gumtool works on storage; it never reaches the servers or the web stack.
 GUMTOOL_FORBIDDEN = {"gumshoe.server", "gumshoe.router", "gumshoe.cli", *WEB_STACK}
