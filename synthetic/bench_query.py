@@ -8,7 +8,6 @@ from __future__ import annotations
 import http.client
 import json
 import math
-import os
 import signal
 import socket
 import subprocess
@@ -132,16 +131,19 @@ class Server:
 
 
 # -- the benchmark ------------------------------------------------------------------------------
-def engines(db: Any, tbl: ideal.Table, duck: Duck, pool: ThreadPoolExecutor,
-            server: Server | None = None) -> dict[str, Engine]:
-    out: dict[str, Engine] = {
+def engines(db: Any, tbl: ideal.Table, duck: Duck, pool: ThreadPoolExecutor
+            ) -> dict[str, Engine]:
+    """gumshoe in-engine (`DB.query`), DuckDB and the ideal kernel."""
+    return {
         "gumshoe": lambda q: queries.normalize(q, db.query(queries.to_json(q))),
         "duckdb": duck.run,
         "ideal": lambda q: ideal.run(q, tbl, pool),
     }
-    if server is not None:
-        out["http"] = lambda q: queries.normalize(q, server.query(queries.to_json(q)))
-    return out
+
+
+def http_engine(server: Server) -> Engine:
+    """gumshoe over HTTP: `POST /query` to a running server."""
+    return lambda q: queries.normalize(q, server.query(queries.to_json(q)))
 
 
 def run(qs: list[Query], eng: dict[str, Engine], rows: int, repeats: int,
@@ -201,6 +203,3 @@ def run(qs: list[Query], eng: dict[str, Engine], rows: int, repeats: int,
             progress(f"  query {q.name:<16} {times_text}")
     return results, failures
 
-
-def default_threads() -> int:
-    return os.cpu_count() or 1

@@ -112,9 +112,8 @@ def run_size(rows: int, work: Path, *, hours: int = 168, seed: int = 8, repeats:
             server = None
         if server is not None:
             try:
-                eng = {"http": lambda q: queries.normalize(q, server.query(queries.to_json(q)))}
-                hres, hfail = bench_query.run(qs, eng, tbl.n, repeats, budget_s, progress,
-                                              expected)
+                hres, hfail = bench_query.run(qs, {"http": bench_query.http_engine(server)},
+                                              tbl.n, repeats, budget_s, progress, expected)
                 out["failures"] += hfail
                 by_name = {r["query"]: r for r in hres}
                 for r in results:
