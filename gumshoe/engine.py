@@ -41,11 +41,14 @@ class _Part:
         t = self.grouping.transform
         return start - start % t if t else start
 
-    def codes(self, block: Block) -> np.ndarray:
+    def codes(self, block: Block, rows: np.ndarray | None = None) -> np.ndarray:
+        """int64 codes (value - offset; nil 0) of the block's rows (all, or those at `rows`)."""
         name = self.grouping.column.name
-        codes = block.dims[name].astype(np.int64)
-        codes -= self.offset
-        nil = block.nils[name]
+        values, nil = block.dims[name], block.nils[name]
+        if rows is not None:
+            values = values.take(rows)
+            nil = None if nil is None else nil.take(rows)
+        codes = np.subtract(values, self.offset, dtype=np.int64)  # one pass, one array
         if nil is not None:
             codes[nil] = 0
         return codes
@@ -135,14 +138,23 @@ class Plan:
     def _mask(self, block: Block, start: int) -> np.ndarray | bool:
         return True if self.filter is None else self.filter.mask(block, start)
 
+    def _rows(self, block: Block, start: int) -> np.ndarray | bool:
+        """The filter's rows of a block: True (all), False (none) or their positions. Filtered
+        columns are then gathered with one `take` each (cheaper than boolean indexing)."""
+        mask = self._mask(block, start)
+        if isinstance(mask, bool):
+            return mask and block.n > 0
+        rows = np.flatnonzero(mask)
+        return rows if len(rows) else False
+
     def _scan_total(self, start: int, items: list[tuple[Block, dict[str, Any]]]) -> Partial:
         count = 0
         sums = {c: self.sum_dtypes[c].type(0) for c in self.sum_dtypes}
         for block, _ in items:
-            mask = self._mask(block, start)
-            if mask is False:
+            rows = self._rows(block, start)
+            if rows is False:
                 continue
-            sel = (lambda a: a) if mask is True else (lambda a, m=mask: a[m])
+            sel = _selector(rows)
             count += int(sel(block.count).sum())
             for c in sums:
                 sums[c] = sums[c] + sel(block.metrics[c]).sum(dtype=self.sum_dtypes[c])
@@ -155,25 +167,25 @@ class Plan:
         acc = {c: np.zeros(k, dt) for c, dt in self.sum_dtypes.items()}
         code_parts = [p for p in self.parts if p.kind == "dense"]
         for block, stats in items:
-            mask = self._mask(block, start)
-            if mask is False or block.n == 0:
+            rows = self._rows(block, start)
+            if rows is False:
                 continue
+            index = None if rows is True else rows
             key: np.ndarray | None = None
-            for p in code_parts:
-                codes = p.codes(block)
-                key = codes if key is None else key * p.card + codes
+            for p in code_parts:  # mixed radix, built in place (no temporaries per part)
+                codes = p.codes(block, index)
+                if key is None:
+                    key = codes
+                else:
+                    key *= p.card
+                    key += codes
+            sel = _selector(rows)
+            count = sel(block.count)
             if key is None:  # only time groupings
-                key = np.zeros(block.n, np.int64)
-            count = block.count
-            if mask is not True:
-                key, count = key[mask], count[mask]
-            n = len(key)
-            if n == 0:
-                continue
+                key = np.zeros(len(count), np.int64)
             acc_count += _bincount_exact(key, count, k, None)
             for c, out in acc.items():
-                m = block.metrics[c] if mask is True else block.metrics[c][mask]
-                out += _bincount_exact(key, m, k, stats.get("m:" + c))
+                out += _bincount_exact(key, sel(block.metrics[c]), k, stats.get("m:" + c))
         present = np.flatnonzero(acc_count)
         keys, nils = self._decode_dense(present, start)
         return Partial(keys, nils, acc_count[present], {c: v[present] for c, v in acc.items()})
@@ -197,18 +209,16 @@ class Plan:
     def _scan_sorted(self, start: int, items: list[tuple[Block, dict[str, Any]]]) -> Partial:
         partials = []
         for block, _ in items:
-            mask = self._mask(block, start)
-            if mask is False or block.n == 0:
+            rows = self._rows(block, start)
+            if rows is False:
                 continue
-            sel = (lambda a: a) if mask is True else (lambda a, m=mask: a[m])
+            sel = _selector(rows)
             keys, nils = [], []
             for p in self.parts:
                 v, nil = p.values(block, start)
                 keys.append(sel(v))
                 nils.append(None if nil is None else sel(nil))
             count = sel(block.count)
-            if len(count) == 0:
-                continue
             sums = {c: sel(block.metrics[c]) for c in self.sum_dtypes}
             partials.append(reduce_groups(keys, nils, count, sums, False, self.max_groups))
         if not partials:
@@ -237,6 +247,13 @@ def _rolled_up(schema: Schema, blocks: list[Block]) -> Block:
         while len(_ROLLUP_CACHE) > _ROLLUP_CACHE_SIZE:
             _ROLLUP_CACHE.popitem(last=False)
     return rolled
+
+
+def _selector(rows: np.ndarray | bool) -> Any:
+    """A function giving a column's filtered values: the column itself for all rows."""
+    if rows is True:
+        return lambda a: a
+    return lambda a: a.take(rows)
 
 
 def _bincount_exact(key: np.ndarray, weights: np.ndarray, k: int,
