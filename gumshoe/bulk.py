@@ -30,6 +30,7 @@ from . import fileio
 from .block import Block
 from .config import SchemaConfig, default_config_text, parse_config
 from .db import DB, FORMAT, META, dictionary_filename, write_atomic
+from .dictionary import read_dictionary_file
 from .errors import CorruptDataError, DBLockedError, GumshoeError
 from .interval import build_interval
 from .schema import Column, Schema
@@ -144,17 +145,7 @@ class StoredDB:
         entry = self.meta.get("dictionaries", {}).get(name)
         if entry is None:
             return []
-        path = self.dir / entry["file"]
-        try:
-            values = json.loads(path.read_bytes())
-        except FileNotFoundError:
-            raise CorruptDataError(f"{path}: dictionary file is missing") from None
-        except ValueError as e:
-            raise CorruptDataError(f"{path}: undecodable dictionary: {e}") from None
-        if not isinstance(values, list) or len(values) != entry["size"]:
-            raise CorruptDataError(f"{path}: dictionary does not hold the {entry['size']} "
-                                   "strings the metadata says")
-        return values
+        return read_dictionary_file(self.dir / entry["file"], int(entry["size"]))
 
     def _replay_wal(self) -> None:
         """Replay the unflushed log records with the DB's own recovery, on a scratch copy of the

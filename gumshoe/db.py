@@ -23,7 +23,7 @@ from . import fileio
 from .batch import Batch, parse_rows
 from .block import Block, rollup
 from .config import Config
-from .dictionary import Dictionary
+from .dictionary import Dictionary, read_dictionary_file
 from .errors import (ConfigError, CorruptDataError, DBLockedError, SchemaMismatchError,
                      StorageFailedError)
 from .interval import Interval, build_interval, open_interval
@@ -150,18 +150,7 @@ class DB:
         stored = Schema.from_json(meta["schema"])
         stored.check_same(self.schema, hint=" (use `gumtool migrate` to change the schema)")
         for name, entry in meta.get("dictionaries", {}).items():
-            path = self.dir / entry["file"]
-            try:
-                values = json.loads(path.read_bytes())
-            except FileNotFoundError:
-                raise CorruptDataError(f"{path}: dictionary file is missing") from None
-            except ValueError as e:
-                raise CorruptDataError(f"{path}: damaged dictionary file ({e})") from None
-            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-                raise CorruptDataError(f"{path}: a dictionary file must hold a list of strings")
-            if len(values) != entry["size"]:
-                raise CorruptDataError(f"{path}: dictionary has {len(values)} strings, metadata "
-                                       f"says {entry['size']}")
+            values = read_dictionary_file(self.dir / entry["file"], int(entry["size"]))
             self.dictionaries[name] = Dictionary(values)
             self._dict_files[name] = (int(entry["generation"]), int(entry["size"]))
         verify = True

@@ -7,11 +7,13 @@ reader that remembers the size it saw has a consistent view while the writer app
 from __future__ import annotations
 
 import itertools
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import InsertError
+from .errors import CorruptDataError, InsertError
 from .schema import Column
 
 
@@ -109,3 +111,20 @@ class Dictionary:
             arr[order] = np.arange(size, dtype=np.int64)
             self._cache["ranks"] = arr
         return arr
+
+
+def read_dictionary_file(path: Path, size: int) -> list[str]:
+    """The strings of a persisted dictionary (a JSON array in code order), checked against the
+    `size` the metadata records. Raises CorruptDataError naming the file."""
+    try:
+        values = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise CorruptDataError(f"{path}: dictionary file is missing") from None
+    except ValueError as e:
+        raise CorruptDataError(f"{path}: damaged dictionary file ({e})") from None
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise CorruptDataError(f"{path}: a dictionary file must hold a list of strings")
+    if len(values) != size:
+        raise CorruptDataError(f"{path}: dictionary has {len(values)} strings, metadata says "
+                               f"{size}")
+    return values

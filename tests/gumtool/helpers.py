@@ -17,6 +17,8 @@ from gumshoe.schema import Schema
 from gumshoe.sharding import shard_of
 from gumtool.cli import main
 
+from ..http.harness import SAMPLE_QUERIES
+
 T0 = 1_700_000_000 - 1_700_000_000 % 3600
 
 DIMS = [["name", "string:uint16"], ["country", "string:uint8"], ["age", "uint8"]]
@@ -119,23 +121,7 @@ def run(*argv: str) -> int:
     return main(list(argv))
 
 
-QUERIES: list[dict[str, Any]] = [
-    {},
-    {"aggregates": [{"column": "clicks"}, {"type": "average", "column": "visits"},
-                    {"column": "score"}]},
-    {"aggregates": [{"column": "clicks"}], "groupings": ["country"]},
-    {"aggregates": [{"type": "average", "column": "clicks", "name": "avg"}],
-     "groupings": ["name", "age"]},
-    {"groupings": [{"column": "at", "timeTransform": "hour", "name": "h"}, "country"],
-     "aggregates": [{"column": "visits"}]},
-    {"aggregates": [{"column": "clicks"}], "filters": [{"column": "clicks", "type": ">",
-                                                        "value": 150}]},
-    {"aggregates": [{"column": "visits"}], "groupings": ["name"],
-     "filters": [{"column": "visits", "type": ">=", "value": 6},
-                 {"column": "country", "type": "!=", "value": "US"}]},
-    {"aggregates": [{"column": "clicks"}], "groupings": ["name"],
-     "orderBy": [{"column": "clicks", "descending": True}], "limit": 2},
-]
+QUERIES = SAMPLE_QUERIES  # the router tests' queries: the same answers are expected
 
 
 def approx_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -31,6 +31,27 @@ metric_columns = [["visits", "uint8"], ["clicks", "uint32"], ["score", "float64"
 """
 
 
+# Queries over SCHEMA covering sums, averages, nils, several groupings, time truncation, metric
+# and string filters, orderBy/limit: the router and gumtool tests expect equal answers for them.
+SAMPLE_QUERIES: list[dict[str, Any]] = [
+    {},
+    {"aggregates": [{"column": "clicks"}, {"type": "average", "column": "visits"},
+                    {"column": "score"}]},
+    {"aggregates": [{"column": "clicks"}], "groupings": ["country"]},
+    {"aggregates": [{"type": "average", "column": "clicks", "name": "avg"}],
+     "groupings": ["name", "age"]},
+    {"groupings": [{"column": "at", "timeTransform": "hour", "name": "h"}, "country"],
+     "aggregates": [{"column": "visits"}]},
+    {"aggregates": [{"column": "clicks"}], "filters": [{"column": "clicks", "type": ">",
+                                                        "value": 150}]},
+    {"aggregates": [{"column": "visits"}], "groupings": ["name"],
+     "filters": [{"column": "visits", "type": ">=", "value": 6},
+                 {"column": "country", "type": "!=", "value": "US"}]},
+    {"aggregates": [{"column": "clicks"}], "groupings": ["name"],
+     "orderBy": [{"column": "clicks", "descending": True}], "limit": 2},
+]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

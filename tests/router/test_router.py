@@ -14,7 +14,7 @@ from gumshoe.config import parse_config
 from gumshoe.schema import Schema
 
 from ..http.harness import SCHEMA as HARNESS_SCHEMA
-from ..http.harness import T0, write_config
+from ..http.harness import SAMPLE_QUERIES, T0, write_config
 from ..strategies import queries
 from .conftest import Cluster, RouterProcess
 
@@ -57,21 +57,7 @@ def both(c: Cluster, q: dict[str, Any], **kw: Any) -> tuple[Any, Any]:
 
 
 QUERIES = [
-    {},
-    {"aggregates": [{"column": "clicks"}, {"type": "average", "column": "visits"},
-                    {"column": "score"}]},
-    {"aggregates": [{"column": "clicks"}], "groupings": ["country"]},
-    {"aggregates": [{"type": "average", "column": "clicks", "name": "avg"}],
-     "groupings": ["name", "age"]},
-    {"groupings": [{"column": "at", "timeTransform": "hour", "name": "h"}, "country"],
-     "aggregates": [{"column": "visits"}]},
-    {"aggregates": [{"column": "clicks"}], "filters": [{"column": "clicks", "type": ">",
-                                                        "value": 150}]},
-    {"aggregates": [{"column": "visits"}], "groupings": ["name"],
-     "filters": [{"column": "visits", "type": ">=", "value": 6},
-                 {"column": "country", "type": "!=", "value": "US"}]},
-    {"aggregates": [{"column": "clicks"}], "groupings": ["name"],
-     "orderBy": [{"column": "clicks", "descending": True}], "limit": 2},
+    *SAMPLE_QUERIES,
     {"aggregates": [{"type": "average", "column": "score"}], "groupings": ["country"],
      "filters": [{"column": "name", "value": "nobody"}]},
 ]
