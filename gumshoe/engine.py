@@ -1,14 +1,17 @@
-"""Query execution over a Snapshot: plan, per-interval scan tasks in parallel, merge, finish.
+"""Query execution over a Snapshot: plan, scan tasks in parallel, merge, finish.
 
-Imports schema, block, snapshot, query and scan. A task scans a run of blocks of one interval:
-the filter becomes a mask, the groupings one integer key, and the sums either dense
+Imports schema, block, snapshot, query and scan. A task scans a run of blocks (from one or
+many intervals): the filter becomes row positions, the groupings one mixed-radix integer key
+(a timestamp grouping is a code that is constant over an interval), and the sums either dense
 `np.bincount` accumulators (small key spaces; exact: float64 partial sums are checked against
-2**53 and cast to int64 per block) or a sort-and-reduce over the masked rows.
+2**53 and cast to int64 per block) or a sort-and-reduce over the selected rows.
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import math
 import threading
 from collections import OrderedDict
 from concurrent.futures import Executor
@@ -24,22 +27,30 @@ from .schema import Schema
 from .snapshot import IntervalView, Snapshot
 
 DENSE_MAX_GROUPS = 1 << 20  # largest key space accumulated densely per task
-TASK_ROWS = 1 << 21  # rows per scan task (large intervals are split across threads)
+TASK_ROWS = 1 << 21  # most rows per scan task
+MIN_TASK_ROWS = 1 << 16  # fewer rows are not worth a task of their own
+
+Item = tuple[int, Block, dict[str, Any]]  # (interval start, block, its segment stats)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Part:
-    """How one grouping becomes integer codes. kind: "time" (constant per interval),
-    "dense" (codes from a fixed range: string codes, 8/16-bit integers) or "values"."""
+    """How one grouping becomes integer codes. kind: "time" (a code per interval: the index of
+    its truncated start among `times`), "dense" (codes from a fixed range: string codes,
+    8/16-bit integers) or "values" (anything else: grouped by sorting the values)."""
 
     grouping: Grouping
     kind: str
     card: int = 1
     offset: int = 0  # dense integers: code = value - offset (nil = 0)
+    times: tuple[int, ...] = ()  # time parts: the distinct truncated interval starts
 
     def time_value(self, start: int) -> int:
         t = self.grouping.transform
         return start - start % t if t else start
+
+    def time_code(self, start: int) -> int:
+        return bisect.bisect_left(self.times, self.time_value(start))
 
     def codes(self, block: Block, rows: np.ndarray | None = None) -> np.ndarray:
         """int64 codes (value - offset; nil 0) of the block's rows (all, or those at `rows`)."""
@@ -62,21 +73,23 @@ class _Part:
             v = v - v % v.dtype.type(t)
         return v, block.nils[name]
 
-    def decode(self, codes: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray | None]:
+    def decode(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         if self.kind == "time":
-            return np.full(len(codes), self.time_value(start), np.int64), None
+            return np.asarray(self.times, np.int64)[codes], None
         nil = codes == 0
         col = self.grouping.column
         values = (codes + self.offset).astype(np.int64 if col.is_string else col.dtype)
         return values, (nil if nil.any() else None)
 
 
-def _plan_part(g: Grouping, sizes: dict[str, int]) -> _Part:
+def _plan_part(g: Grouping, snapshot: Snapshot) -> _Part:
     col = g.column
     if col.role == "timestamp":
-        return _Part(g, "time")
+        probe = _Part(g, "time")
+        times = tuple(sorted({probe.time_value(v.start) for v in snapshot.intervals}))
+        return _Part(g, "time", max(len(times), 1), 0, times)
     if col.is_string:
-        return _Part(g, "dense", sizes[col.name] + 1, -1)
+        return _Part(g, "dense", snapshot.dict_sizes[col.name] + 1, -1)
     if g.transform is None and col.dtype.kind in "ui" and col.dtype.itemsize <= 2:
         lo, hi = col.value_range
         return _Part(g, "dense", int(hi) - int(lo) + 2, int(lo) - 1)
@@ -90,67 +103,64 @@ class Plan:
         self.max_groups = max_groups
         self.filter = (CompiledFilter(query.filter, snapshot.dictionaries, snapshot.dict_sizes)
                        if query.filter is not None else None)
-        self.parts = [_plan_part(g, snapshot.dict_sizes) for g in query.groupings]
-        self.key_space = 1
-        for p in self.parts:
-            self.key_space *= p.card
+        self.parts = [_plan_part(g, snapshot) for g in query.groupings]
+        self.key_space = math.prod(p.card for p in self.parts)
         self.dense = (all(p.kind != "values" for p in self.parts)
                       and self.key_space <= DENSE_MAX_GROUPS)
         self.metric_filter = query.has_metric_filter(self.schema)
         self.sum_dtypes = {c: self.schema.column(c).store_dtype  # type: ignore[union-attr]
                            for c in query.metric_columns}
 
-    def tasks(self, snapshot: Snapshot) -> list[tuple[int, list[tuple[Block, dict[str, Any]]]]]:
-        out = []
+    def tasks(self, snapshot: Snapshot, threads: int) -> list[list[Item]]:
+        """The blocks to scan, cut into about `threads` tasks (none over TASK_ROWS rows, none
+        under MIN_TASK_ROWS unless it is the last); a task may span intervals."""
+        items: list[Item] = []
         for view in snapshot.intervals:
             if self.filter is not None and self.filter.prune(view.start) is False:
                 continue
-            out.extend((view.start, chunk) for chunk in self._chunks(view))
-        return out
-
-    def _chunks(self, view: IntervalView) -> list[list[tuple[Block, dict[str, Any]]]]:
-        if self.metric_filter and not view.fully_rolled_up:
-            # Metric filters apply to rolled-up rows: combine flushed and unflushed rows first.
-            return [[(_rolled_up(self.schema, view.blocks), {})]]
-        items = [(s.block, s.stats) for s in view.segments] + [(b, {}) for b in view.mem]
-        chunks: list[list[tuple[Block, dict[str, Any]]]] = [[]]
+            items.extend(self._items(view))
+        total = sum(b.n for _, b, _ in items)
+        per_task = min(TASK_ROWS, max(MIN_TASK_ROWS, -(-total // max(threads, 1))))
+        tasks: list[list[Item]] = [[]]
         rows = 0
         for item in items:
-            if rows >= TASK_ROWS:
-                chunks.append([])
+            if rows >= per_task:
+                tasks.append([])
                 rows = 0
-            chunks[-1].append(item)
-            rows += item[0].n
-        return [c for c in chunks if c]
+            tasks[-1].append(item)
+            rows += item[1].n
+        return [t for t in tasks if t]
+
+    def _items(self, view: IntervalView) -> list[Item]:
+        if self.metric_filter and not view.fully_rolled_up:
+            # Metric filters apply to rolled-up rows: combine flushed and unflushed rows first.
+            return [(view.start, _rolled_up(self.schema, view.blocks), {})]
+        return ([(view.start, s.block, s.stats) for s in view.segments]
+                + [(view.start, b, {}) for b in view.mem])
 
     # -- one task -----------------------------------------------------------------------------
-    def scan(self, start: int, items: list[tuple[Block, dict[str, Any]]]) -> Partial:
-        if all(p.kind == "time" for p in self.parts):  # one group per task: plain sums
-            total = self._scan_total(start, items)
-            if not self.parts or total.count[0] == 0:
-                return total if not self.parts else empty_partial(self.query, self.sum_dtypes)
-            keys, nils = self._decode_dense(np.zeros(1, np.int64), start)
-            return Partial(keys, nils, total.count, total.sums)
+    def scan(self, items: list[Item]) -> Partial:
+        if not self.parts:
+            return self._scan_total(items)
         if self.dense:
-            return self._scan_dense(start, items)
-        return self._scan_sorted(start, items)
-
-    def _mask(self, block: Block, start: int) -> np.ndarray | bool:
-        return True if self.filter is None else self.filter.mask(block, start)
+            return self._scan_dense(items)
+        return self._scan_sorted(items)
 
     def _rows(self, block: Block, start: int) -> np.ndarray | bool:
         """The filter's rows of a block: True (all), False (none) or their positions. Filtered
         columns are then gathered with one `take` each (cheaper than boolean indexing)."""
-        mask = self._mask(block, start)
+        if block.n == 0:
+            return False
+        mask = True if self.filter is None else self.filter.mask(block, start)
         if isinstance(mask, bool):
-            return mask and block.n > 0
+            return mask
         rows = np.flatnonzero(mask)
         return rows if len(rows) else False
 
-    def _scan_total(self, start: int, items: list[tuple[Block, dict[str, Any]]]) -> Partial:
+    def _scan_total(self, items: list[Item]) -> Partial:
         count = 0
         sums = {c: self.sum_dtypes[c].type(0) for c in self.sum_dtypes}
-        for block, _ in items:
+        for start, block, _ in items:
             rows = self._rows(block, start)
             if rows is False:
                 continue
@@ -161,54 +171,65 @@ class Plan:
         return Partial([], [], np.array([count], np.int64),
                        {c: np.array([v], self.sum_dtypes[c]) for c, v in sums.items()})
 
-    def _scan_dense(self, start: int, items: list[tuple[Block, dict[str, Any]]]) -> Partial:
+    def _scan_dense(self, items: list[Item]) -> Partial:
         k = self.key_space
         acc_count = np.zeros(k, np.int64)
         acc = {c: np.zeros(k, dt) for c, dt in self.sum_dtypes.items()}
-        code_parts = [p for p in self.parts if p.kind == "dense"]
-        for block, stats in items:
+        for start, block, stats in items:
             rows = self._rows(block, start)
             if rows is False:
                 continue
             index = None if rows is True else rows
-            key: np.ndarray | None = None
-            for p in code_parts:  # mixed radix, built in place (no temporaries per part)
+            key: np.ndarray | None = None  # mixed radix, built in place
+            scalar = 0  # the key while every part so far is constant over the block (time)
+            for p in self.parts:
+                if p.kind == "time":
+                    code = p.time_code(start)
+                    if key is None:
+                        scalar = scalar * p.card + code
+                    else:
+                        key *= p.card
+                        key += code
+                    continue
                 codes = p.codes(block, index)
                 if key is None:
+                    if scalar:
+                        codes += scalar * p.card
                     key = codes
                 else:
                     key *= p.card
                     key += codes
             sel = _selector(rows)
             count = sel(block.count)
-            if key is None:  # only time groupings
-                key = np.zeros(len(count), np.int64)
+            if key is None:  # only time groupings: one group for the whole block
+                acc_count[scalar] += int(count.sum())
+                for c, out in acc.items():
+                    out[scalar] += sel(block.metrics[c]).sum(dtype=out.dtype)
+                continue
             acc_count += _bincount_exact(key, count, k, None)
             for c, out in acc.items():
                 out += _bincount_exact(key, sel(block.metrics[c]), k, stats.get("m:" + c))
         present = np.flatnonzero(acc_count)
-        keys, nils = self._decode_dense(present, start)
+        keys, nils = self._decode_dense(present)
         return Partial(keys, nils, acc_count[present], {c: v[present] for c, v in acc.items()})
 
-    def _decode_dense(self, index: np.ndarray, start: int
-                      ) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
-        codes_of: dict[int, np.ndarray] = {}
+    def _decode_dense(self, index: np.ndarray) -> tuple[list[np.ndarray],
+                                                        list[np.ndarray | None]]:
+        codes_of: list[np.ndarray] = [np.zeros(0, np.int64)] * len(self.parts)
         rem = index.astype(np.int64)
         for i in reversed(range(len(self.parts))):
-            p = self.parts[i]
-            if p.kind == "dense":
-                codes_of[i] = rem % p.card
-                rem = rem // p.card
+            codes_of[i] = rem % self.parts[i].card
+            rem = rem // self.parts[i].card
         keys, nils = [], []
-        for i, p in enumerate(self.parts):
-            v, nil = p.decode(codes_of.get(i, np.zeros(len(index), np.int64)), start)
+        for p, codes in zip(self.parts, codes_of):
+            v, nil = p.decode(codes)
             keys.append(v)
             nils.append(nil)
         return keys, nils
 
-    def _scan_sorted(self, start: int, items: list[tuple[Block, dict[str, Any]]]) -> Partial:
+    def _scan_sorted(self, items: list[Item]) -> Partial:
         partials = []
-        for block, _ in items:
+        for start, block, _ in items:
             rows = self._rows(block, start)
             if rows is False:
                 continue
@@ -279,11 +300,12 @@ def run(query: Query, snapshot: Snapshot, executor: Executor | None = None,
         max_groups: int | None = None) -> Partial:
     """Scan a snapshot into one (undecoded) partial."""
     plan = Plan(query, snapshot, max_groups)
-    tasks = plan.tasks(snapshot)
+    threads = getattr(executor, "_max_workers", 1) if executor is not None else 1
+    tasks = plan.tasks(snapshot, threads)
     if executor is None or len(tasks) <= 1:
-        partials = [plan.scan(start, items) for start, items in tasks]
+        partials = [plan.scan(items) for items in tasks]
     else:
-        partials = list(executor.map(lambda t: plan.scan(*t), tasks))
+        partials = list(executor.map(plan.scan, tasks))
     if not partials:
         return empty_partial(query, plan.sum_dtypes)
     return merge(partials, max_groups)
