@@ -248,14 +248,14 @@ class Plan:
 
 
 _ROLLUP_CACHE: OrderedDict[tuple[int, ...], tuple[list[Block], Block]] = OrderedDict()
-_ROLLUP_CACHE_SIZE = 4
+_ROLLUP_CACHE_SIZE = 16
 _ROLLUP_LOCK = threading.Lock()
 
 
 def _rolled_up(schema: Schema, blocks: list[Block]) -> Block:
     """rollup(blocks), remembered for the last few block sets. Blocks never change, so their
     identities key the cache (the entry holds the blocks, so the ids stay theirs); repeated
-    metric-filter queries on the current interval pay for its roll-up once per insert."""
+    metric-filter queries pay for an interval's roll-up once per insert into it."""
     key = tuple(map(id, blocks))
     with _ROLLUP_LOCK:
         hit = _ROLLUP_CACHE.get(key)

@@ -25,6 +25,8 @@ import orjson
 from . import data, queries
 from .http_insert import free_port, run, start_server, wait_ready
 
+FLUSH_WAIT_S = 12.0
+
 
 def start_router(workdir: Path, shard_ports: list[int]) -> tuple[subprocess.Popen, int]:
     config = workdir / "router.toml"
@@ -108,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"({rates['router'] / rates['lone']:.0%} of lone)")
             if threads != 1:
                 continue
+            # Both sides flushed (the default flush_interval is 10 s): compare the same layout.
+            time.sleep(FLUSH_WAIT_S)
             print(f"  {'query':<18}{'lone ms':>10}{'router ms':>11}{'overhead':>10}")
             for q in queries.queries(spec):
                 qj = queries.to_json(q)
