@@ -4,7 +4,6 @@ row generators, and comparisons by query (DB.query, and the router's merge of pa
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 from typing import Any
 
@@ -38,25 +37,6 @@ def write_config(path: Path, db: Path | str, dims: list[list[str]] = DIMS,
               f"metric_columns = {json.dumps(metrics)}"]
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def make_rows(n: int, seed: int, hours: int = 6) -> list[dict[str, Any]]:
-    rnd = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        row: dict[str, Any] = {"at": T0 + rnd.randrange(0, hours * 3600),
-                               "visits": rnd.randrange(0, 4), "clicks": rnd.randrange(0, 100)}
-        if rnd.random() < 0.9:
-            row["name"] = rnd.choice(["Starbuck", "Boomer", "Helo", "Apollo", "Athena", "",
-                                      "Zoë ünïcode", "line\nbreak"])
-        if rnd.random() < 0.8:
-            row["country"] = rnd.choice(["US", "CA", "MX", None])
-        if rnd.random() < 0.7:
-            row["age"] = rnd.randrange(18, 25)
-        if rnd.random() < 0.5:
-            row["score"] = rnd.choice([0.5, -1.25, 3.0])
-        rows.append(row)
-    return rows
 
 
 def open_db(config: Path) -> DB:

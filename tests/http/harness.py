@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -29,6 +30,28 @@ timestamp_column = ["at", "uint32"]
 dimension_columns = [["name", "string:uint16"], ["country", "string:uint8"], ["age", "uint8"]]
 metric_columns = [["visits", "uint8"], ["clicks", "uint32"], ["score", "float64"]]
 """
+
+
+def sample_rows(n: int, seed: int, hours: int = 6) -> list[dict[str, Any]]:
+    """n seeded random rows of SCHEMA over `hours` hours from T0: nils, missing keys, unicode,
+    repeats (so they roll up)."""
+    rnd = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        row: dict[str, Any] = {"at": T0 + rnd.randrange(0, hours * 3600),
+                               "visits": rnd.randrange(0, 4), "clicks": rnd.randrange(0, 100)}
+        if rnd.random() < 0.9:
+            row["name"] = rnd.choice(["Starbuck", "Boomer", "Helo", "Apollo", "Athena", "",
+                                      "Zoë ünïcode", "line\nbreak"])
+        if rnd.random() < 0.8:
+            row["country"] = rnd.choice(["US", "CA", "MX", None])
+        if rnd.random() < 0.7:
+            row["age"] = rnd.randrange(18, 25)
+        if rnd.random() < 0.5:
+            row["score"] = rnd.choice([0.5, -1.25, 3.0])
+        rows.append(row)
+    return rows
+
 
 
 # Queries over SCHEMA covering sums, averages, nils, several groupings, time truncation, metric

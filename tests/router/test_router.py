@@ -3,7 +3,6 @@ queries merged from msgpack partials (averages, nils, metric filters, several gr
 
 from __future__ import annotations
 
-import random
 import socket
 from typing import Any
 
@@ -13,30 +12,13 @@ from hypothesis import HealthCheck, given, settings
 from gumshoe.config import parse_config
 from gumshoe.schema import Schema
 
-from ..http.harness import SCHEMA as HARNESS_SCHEMA
 from ..http.harness import SAMPLE_QUERIES, T0, write_config
+from ..http.harness import SCHEMA as HARNESS_SCHEMA
+from ..http.harness import sample_rows as make_rows
 from ..strategies import queries
 from .conftest import Cluster, RouterProcess
 
 SCHEMA = Schema.from_config(parse_config(HARNESS_SCHEMA).schema)
-
-
-def make_rows(n: int, seed: int) -> list[dict[str, Any]]:
-    rnd = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        row: dict[str, Any] = {"at": T0 + rnd.randrange(0, 6 * 3600),
-                               "visits": rnd.randrange(0, 4), "clicks": rnd.randrange(0, 100)}
-        if rnd.random() < 0.9:
-            row["name"] = rnd.choice(["Starbuck", "Boomer", "Helo", "Apollo", "Athena", ""])
-        if rnd.random() < 0.8:
-            row["country"] = rnd.choice(["US", "CA", "MX", None])
-        if rnd.random() < 0.7:
-            row["age"] = rnd.randrange(18, 25)
-        if rnd.random() < 0.5:
-            row["score"] = rnd.choice([0.5, -1.25, 3.0])
-        rows.append(row)
-    return rows
 
 
 @pytest.fixture(scope="module")
