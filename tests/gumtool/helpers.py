@@ -16,7 +16,7 @@ from gumshoe.schema import Schema
 from gumshoe.sharding import shard_of
 from gumtool.cli import main
 
-from ..http.harness import SAMPLE_QUERIES
+from ..http.harness import SAMPLE_QUERIES, sample_rows
 
 T0 = 1_700_000_000 - 1_700_000_000 % 3600
 
@@ -102,6 +102,7 @@ def run(*argv: str) -> int:
 
 
 QUERIES = SAMPLE_QUERIES  # the router tests' queries: the same answers are expected
+make_rows = sample_rows  # the router tests' rows
 
 
 def approx_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -53,7 +53,6 @@ def sample_rows(n: int, seed: int, hours: int = 6) -> list[dict[str, Any]]:
     return rows
 
 
-
 # Queries over SCHEMA covering sums, averages, nils, several groupings, time truncation, metric
 # and string filters, orderBy/limit: the router and gumtool tests expect equal answers for them.
 SAMPLE_QUERIES: list[dict[str, Any]] = [
