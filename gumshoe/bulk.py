@@ -30,6 +30,7 @@ from . import fileio
 from .block import Block
 from .config import SchemaConfig, default_config_text, parse_config
 from .db import DB, FORMAT, META, dictionary_filename, write_atomic
+from .db import read_meta as db_read_meta
 from .dictionary import read_dictionary_file
 from .errors import CorruptDataError, DBLockedError, GumshoeError
 from .interval import build_interval
@@ -70,17 +71,11 @@ class DirLock:
 
 
 def read_meta(directory: Path) -> dict[str, Any]:
-    path = directory / META
+    """db.read_meta, with a missing db.json said plainly (gumtool names a directory)."""
     try:
-        meta = json.loads(path.read_bytes())
+        return db_read_meta(directory)
     except FileNotFoundError:
         raise BulkError(f"{directory}: not a gumshoe database (no {META})") from None
-    except ValueError as e:
-        raise CorruptDataError(f"{path}: undecodable metadata: {e}") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CorruptDataError(f"{path}: unknown format "
-                               f"{meta.get('format') if isinstance(meta, dict) else meta!r}")
-    return meta
 
 
 def schema_config(schema: Schema, **changes: Any) -> SchemaConfig:

@@ -24,8 +24,12 @@ from .batch import Batch, parse_rows
 from .block import Block, rollup
 from .config import Config
 from .dictionary import Dictionary, read_dictionary_file
-from .errors import (ConfigError, CorruptDataError, DBLockedError, SchemaMismatchError,
-                     StorageFailedError)
+from .errors import (
+    ConfigError,
+    CorruptDataError,
+    DBLockedError,
+    StorageFailedError,
+)
 from .interval import Interval, build_interval, open_interval
 from .memtable import Memtable
 from .schema import COUNT_DTYPE, Schema
@@ -66,6 +70,20 @@ def write_atomic(path: Path, data: bytes, fsync: bool = True) -> None:
     fileio.replace(tmp, path)
     if fsync:
         fsync_dir(path.parent)
+
+
+def read_meta(directory: Path) -> dict[str, Any]:
+    """A database directory's metadata, its format checked. FileNotFoundError when it has none;
+    CorruptDataError naming the file when it is damaged or of another format."""
+    path = directory / META
+    try:
+        meta = json.loads(path.read_bytes())
+    except ValueError as e:
+        raise CorruptDataError(f"{path}: damaged metadata ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CorruptDataError(f"{path}: unknown format "
+                               f"{meta.get('format') if isinstance(meta, dict) else meta!r}")
+    return meta
 
 
 def dictionary_filename(name: str, generation: int) -> str:
@@ -125,8 +143,9 @@ class DB:
         try:
             meta_path = self.dir / META
             if meta_path.exists():
+                meta = read_meta(self.dir)
                 try:
-                    self._load(json.loads(meta_path.read_bytes()))
+                    self._load(meta)
                 except (ValueError, KeyError, TypeError, AttributeError) as e:
                     raise CorruptDataError(f"{meta_path}: damaged metadata ({e!r})") from None
             elif any(self.dir.glob("*.seg")):
@@ -145,8 +164,6 @@ class DB:
 
     def _load(self, meta: dict[str, Any]) -> None:
         assert self.dir is not None
-        if meta.get("format") != FORMAT:
-            raise CorruptDataError(f"{self.dir / META}: unknown format {meta.get('format')!r}")
         stored = Schema.from_json(meta["schema"])
         stored.check_same(self.schema, hint=" (use `gumtool migrate` to change the schema)")
         for name, entry in meta.get("dictionaries", {}).items():
