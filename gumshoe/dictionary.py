@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .batch import pick
 from .errors import CorruptDataError, InsertError
 from .schema import Column
 
@@ -53,8 +54,9 @@ class Dictionary:
             missing &= ~nil
         new: list[str] = []
         if missing.any():
-            pos = np.flatnonzero(missing).tolist()
-            new_values = [values[i] for i in pos]
+            where = np.flatnonzero(missing)
+            pos = where.tolist()
+            new_values = pick(values, where)
             staged = {s: len(self.values) + k for k, s in enumerate(dict.fromkeys(new_values))}
             if len(self.values) + len(staged) > col.capacity:
                 first = next(i for i in pos if staged[values[i]] >= col.capacity)
