@@ -25,10 +25,6 @@ class InsertError(ClientError):
     """An invalid insert batch; the message names the row and column at fault."""
 
 
-class NotFoundError(ClientError):
-    status = 404
-
-
 class SchemaMismatchError(GumshoeError):
     """The stored schema differs from the configured one."""
 

@@ -314,5 +314,4 @@ def create_router_app(config: Config, shards: list[str], timeout: float = 30.0) 
                             HTTPException: _http_error},
         lifespan=r.lifespan,
     )
-    app.state.router = r
     return app

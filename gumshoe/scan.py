@@ -321,7 +321,7 @@ def decode(partial: Partial, query: Query, strings: Callable[[str], np.ndarray])
     return Partial(keys, partial.nils, partial.count, partial.sums, True)
 
 
-def _json_values(g_col: Column, keys: np.ndarray, nil: np.ndarray | None) -> list[Any]:
+def _json_values(keys: np.ndarray, nil: np.ndarray | None) -> list[Any]:
     if keys.dtype == np.float32:  # shortest float32 repr: 0.1, not 0.10000000149011612
         values = [float(str(v)) for v in keys]
     else:
@@ -383,7 +383,7 @@ def finalize(query: Query, partial: Partial) -> list[dict[str, Any]]:
     take = (lambda a: a) if order is None else (lambda a: a[order])
     columns: list[tuple[str, list[Any]]] = []
     for g, k, nil in zip(query.groupings, partial.keys, partial.nils):
-        columns.append((g.name, _json_values(g.column, take(k),
+        columns.append((g.name, _json_values(take(k),
                                              None if nil is None else take(nil))))
     for name, v in outputs.items():
         values = take(v).tolist()
