@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from . import native
 from .block import Block, rollup
 from .query import Grouping, Query
 from .scan import EXACT_FLOAT_SUM, CompiledFilter, Partial, decode, empty_partial, finalize, \
@@ -110,6 +111,7 @@ class Plan:
         self.metric_filter = query.has_metric_filter(self.schema)
         self.sum_dtypes = {c: self.schema.column(c).store_dtype  # type: ignore[union-attr]
                            for c in query.metric_columns}
+        self.kernels = native.kernels  # the fused C kernel, or None: the numpy kernels
 
     def tasks(self, snapshot: Snapshot, threads: int) -> list[list[Item]]:
         """The blocks to scan, cut into about `threads` tasks (none over TASK_ROWS rows, none
@@ -140,11 +142,44 @@ class Plan:
 
     # -- one task -----------------------------------------------------------------------------
     def scan(self, items: list[Item]) -> Partial:
+        if self.dense and self.kernels is not None:
+            return self._scan_fused(items)
         if not self.parts:
             return self._scan_total(items)
         if self.dense:
             return self._scan_dense(items)
         return self._scan_sorted(items)
+
+    def _scan_fused(self, items: list[Item]) -> Partial:
+        """Dense accumulation with the C kernel: one call per block does the filter mask, the
+        group key and every sum in one pass (exact: int64/uint64 accumulators)."""
+        k = self.key_space
+        strides = [math.prod(p.card for p in self.parts[i + 1:]) for i in range(len(self.parts))]
+        acc_count = np.zeros(k, np.int64)
+        acc = {c: np.zeros(k, dt) for c, dt in self.sum_dtypes.items()}
+        accs = (acc_count, *acc.values())
+        accumulate = self.kernels.accumulate  # type: ignore[union-attr]
+        for start, block, _ in items:
+            if block.n == 0:
+                continue
+            mask = None if self.filter is None else self.filter.mask(block, start)
+            if mask is False:
+                continue
+            base = 0
+            parts = []
+            for p, stride in zip(self.parts, strides):
+                if p.kind == "time":
+                    base += p.time_code(start) * stride
+                else:
+                    name = p.grouping.column.name
+                    parts.append((block.dims[name], p.offset, stride, block.nils[name]))
+            accumulate(base, k, parts, None if mask is True else mask,
+                       (block.count, *(block.metrics[c] for c in acc)), accs)
+        if not self.parts:
+            return Partial([], [], acc_count, acc)
+        present = np.flatnonzero(acc_count)
+        keys, nils = self._decode_dense(present)
+        return Partial(keys, nils, acc_count[present], {c: v[present] for c, v in acc.items()})
 
     def _rows(self, block: Block, start: int) -> np.ndarray | bool:
         """The filter's rows of a block: True (all), False (none) or their positions. Filtered

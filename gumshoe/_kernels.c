@@ -1,0 +1,334 @@
+/* gumshoe._kernels: the fused scan kernel of the query engine (gumshoe/engine.py).
+ *
+ * accumulate(base, k, parts, mask, columns, accs)
+ *
+ *   One pass over a block's rows, in chunks that stay in the L1 cache: the selected rows (mask),
+ *   their group key (a mixed-radix sum over the grouping parts) and, for each column, acc[key] +=
+ *   value. It replaces numpy's flatnonzero + take + key arithmetic + one bincount per metric
+ *   (each a full pass with a temporary array, and float64 weights) with one pass and no
+ *   temporaries. The numpy path stays in engine.py; tests compare the two.
+ *
+ *   base    int: the key of every row before the parts are added (constant time codes).
+ *   k       int: the accumulators' length; every key must lie in [0, k) (checked).
+ *   parts   sequence of (codes, offset, stride, nil): key += (codes[i] - offset) * stride, or
+ *           += 0 where nil[i]; codes any integer type, nil a bool array or None.
+ *   mask    bool array or None (all rows).
+ *   columns sequence of arrays (int64, uint64 or float64), each with its accumulator in accs
+ *           (the same type, length k, writable). Integer sums wrap like numpy's (two's
+ *           complement); the engine bounds them.
+ *
+ * Buffers are taken through the buffer protocol (C-contiguous, 1-d), so numpy arrays over
+ * read-only mmaps work; the GIL is released for the loop.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define CHUNK 1024
+#define MAX_PARTS 64
+#define MAX_COLUMNS 256
+
+enum { T_I8, T_U8, T_I16, T_U16, T_I32, T_U32, T_I64, T_U64, T_F32, T_F64, T_BOOL, T_BAD };
+
+static int type_of(const Py_buffer *b) {
+    const char *f = b->format ? b->format : "B";
+    if (*f == '@' || *f == '=' || *f == '<') f++;
+    if (f[0] == '\0' || f[1] != '\0') return T_BAD;
+    switch (f[0]) {
+    case '?': return b->itemsize == 1 ? T_BOOL : T_BAD;
+    case 'd': return b->itemsize == 8 ? T_F64 : T_BAD;
+    case 'f': return b->itemsize == 4 ? T_F32 : T_BAD;
+    case 'b': case 'h': case 'i': case 'l': case 'q':
+        switch (b->itemsize) { case 1: return T_I8; case 2: return T_I16; case 4: return T_I32;
+                               case 8: return T_I64; }
+        return T_BAD;
+    case 'B': case 'H': case 'I': case 'L': case 'Q':
+        switch (b->itemsize) { case 1: return T_U8; case 2: return T_U16; case 4: return T_U32;
+                               case 8: return T_U64; }
+        return T_BAD;
+    }
+    return T_BAD;
+}
+
+static int get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *what) {
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) < 0) return -1;
+    if (view->ndim > 1) {
+        PyBuffer_Release(view);
+        PyErr_Format(PyExc_ValueError, "%s: expected a 1-d array", what);
+        return -1;
+    }
+    return 0;
+}
+
+typedef struct {
+    Py_buffer codes, nil;
+    int has_nil, type;
+    int64_t offset, stride;
+} Part;
+
+typedef struct {
+    Py_buffer values, acc;
+    int type;
+} Column;
+
+/* key[j] += contribution of rows row(j) for one part, specialised per code type. */
+#define PART_LOOP(CTYPE)                                                                   \
+    do {                                                                                   \
+        const CTYPE *c = (const CTYPE *)p->codes.buf;                                      \
+        if (p->has_nil) {                                                                  \
+            const uint8_t *nl = (const uint8_t *)p->nil.buf;                               \
+            for (Py_ssize_t j = 0; j < cnt; j++) {                                         \
+                Py_ssize_t r = ROW(j);                                                     \
+                key[j] += nl[r] ? 0 : ((int64_t)c[r] - p->offset) * p->stride;            \
+            }                                                                              \
+        } else {                                                                           \
+            for (Py_ssize_t j = 0; j < cnt; j++)                                           \
+                key[j] += ((int64_t)c[ROW(j)] - p->offset) * p->stride;                    \
+        }                                                                                  \
+    } while (0)
+
+#define SUM_LOOP(VTYPE, ATYPE)                                                             \
+    do {                                                                                   \
+        const VTYPE *v = (const VTYPE *)col->values.buf;                                   \
+        ATYPE *a = (ATYPE *)col->acc.buf;                                                  \
+        for (Py_ssize_t j = 0; j < cnt; j++) a[key[j]] += (ATYPE)v[ROW(j)];                \
+    } while (0)
+
+static void add_parts(Part *parts, Py_ssize_t nparts, int64_t *key, const Py_ssize_t *idx,
+                      Py_ssize_t start, Py_ssize_t cnt, int dense) {
+    for (Py_ssize_t q = 0; q < nparts; q++) {
+        Part *p = &parts[q];
+#define ROW(j) (dense ? start + (j) : idx[j])
+        switch (p->type) {
+        case T_I8: PART_LOOP(int8_t); break;
+        case T_U8: case T_BOOL: PART_LOOP(uint8_t); break;
+        case T_I16: PART_LOOP(int16_t); break;
+        case T_U16: PART_LOOP(uint16_t); break;
+        case T_I32: PART_LOOP(int32_t); break;
+        case T_U32: PART_LOOP(uint32_t); break;
+        case T_I64: PART_LOOP(int64_t); break;
+        case T_U64: PART_LOOP(uint64_t); break;
+        }
+    }
+}
+
+static void add_columns(Column *cols, Py_ssize_t ncols, const int64_t *key,
+                        const Py_ssize_t *idx, Py_ssize_t start, Py_ssize_t cnt, int dense) {
+    for (Py_ssize_t q = 0; q < ncols; q++) {
+        Column *col = &cols[q];
+        switch (col->type) {
+        case T_I64: SUM_LOOP(int64_t, uint64_t); break; /* unsigned: wraps, no UB */
+        case T_U64: SUM_LOOP(uint64_t, uint64_t); break;
+        case T_F64: SUM_LOOP(double, double); break;
+        }
+    }
+#undef ROW
+}
+
+/* v if the mask byte is set, else 0, without a branch (the mask is unpredictable). Floats by
+ * their bits: all-zero bits are +0.0. */
+#define PICK_INT(x, b) ((uint64_t)(x) & (uint64_t)-(int64_t)((b) != 0))
+static inline double pick_float(double x, uint8_t b) {
+    uint64_t u;
+    memcpy(&u, &x, 8);
+    u &= (uint64_t)-(int64_t)(b != 0);
+    memcpy(&x, &u, 8);
+    return x;
+}
+#define PICK_FLOAT(x, b) pick_float((x), (b))
+
+/* Four independent accumulators: the adds pipeline (and vectorise for integers). */
+#define PLAIN_SUM(VTYPE, ATYPE, PICK)                                                          \
+    do {                                                                                   \
+        const VTYPE *v = (const VTYPE *)col->values.buf;                                   \
+        ATYPE s0 = 0, s1 = 0, s2 = 0, s3 = 0;                                              \
+        Py_ssize_t i = 0;                                                                  \
+        if (m) {                                                                           \
+            for (; i + 4 <= n; i += 4) {                                                   \
+                s0 += PICK(v[i], m[i]);                                       \
+                s1 += PICK(v[i + 1], m[i + 1]);                               \
+                s2 += PICK(v[i + 2], m[i + 2]);                               \
+                s3 += PICK(v[i + 3], m[i + 3]);                               \
+            }                                                                              \
+            for (; i < n; i++) s0 += PICK(v[i], m[i]);                        \
+        } else {                                                                           \
+            for (; i + 4 <= n; i += 4) {                                                   \
+                s0 += (ATYPE)v[i];                                                         \
+                s1 += (ATYPE)v[i + 1];                                                     \
+                s2 += (ATYPE)v[i + 2];                                                     \
+                s3 += (ATYPE)v[i + 3];                                                     \
+            }                                                                              \
+            for (; i < n; i++) s0 += (ATYPE)v[i];                                          \
+        }                                                                                  \
+        ((ATYPE *)col->acc.buf)[base] += (s0 + s1) + (s2 + s3);                            \
+    } while (0)
+
+static void sum_all(Column *cols, Py_ssize_t ncols, const uint8_t *m, Py_ssize_t n,
+                    int64_t base) {
+    for (Py_ssize_t q = 0; q < ncols; q++) {
+        Column *col = &cols[q];
+        switch (col->type) {
+        case T_I64: PLAIN_SUM(int64_t, uint64_t, PICK_INT); break;
+        case T_U64: PLAIN_SUM(uint64_t, uint64_t, PICK_INT); break;
+        case T_F64: PLAIN_SUM(double, double, PICK_FLOAT); break;
+        }
+    }
+}
+
+static PyObject *accumulate(PyObject *self, PyObject *args) {
+    long long base, k;
+    PyObject *parts_obj, *mask_obj, *cols_obj, *accs_obj;
+    if (!PyArg_ParseTuple(args, "LLOOOO:accumulate", &base, &k, &parts_obj, &mask_obj,
+                          &cols_obj, &accs_obj))
+        return NULL;
+    PyObject *parts_seq = PySequence_Fast(parts_obj, "parts must be a sequence");
+    if (!parts_seq) return NULL;
+    PyObject *cols_seq = PySequence_Fast(cols_obj, "columns must be a sequence");
+    PyObject *accs_seq = cols_seq ? PySequence_Fast(accs_obj, "accs must be a sequence") : NULL;
+    Part parts[MAX_PARTS];
+    Column cols[MAX_COLUMNS];
+    Py_buffer mask;
+    int has_mask = 0;
+    Py_ssize_t nparts = 0, ncols = 0, n = -1;
+    PyObject *result = NULL;
+    if (!accs_seq) goto done;
+    Py_ssize_t want_parts = PySequence_Fast_GET_SIZE(parts_seq);
+    Py_ssize_t want_cols = PySequence_Fast_GET_SIZE(cols_seq);
+    if (want_parts > MAX_PARTS || want_cols > MAX_COLUMNS || want_cols == 0 ||
+        PySequence_Fast_GET_SIZE(accs_seq) != want_cols || k <= 0) {
+        PyErr_SetString(PyExc_ValueError, "accumulate: bad number of parts, columns or k");
+        goto done;
+    }
+    for (; ncols < want_cols; ncols++) {
+        Column *c = &cols[ncols];
+        if (get_buffer(PySequence_Fast_GET_ITEM(cols_seq, ncols), &c->values, 0, "column") < 0)
+            goto done;
+        if (get_buffer(PySequence_Fast_GET_ITEM(accs_seq, ncols), &c->acc, 1, "acc") < 0) {
+            PyBuffer_Release(&c->values);
+            goto done;
+        }
+        c->type = type_of(&c->values);
+        Py_ssize_t len = c->values.len / c->values.itemsize;
+        if (n < 0) n = len;
+        if ((c->type != T_I64 && c->type != T_U64 && c->type != T_F64) ||
+            type_of(&c->acc) != c->type || len != n ||
+            c->acc.len / c->acc.itemsize != (Py_ssize_t)k) {
+            ncols++;
+            PyErr_SetString(PyExc_ValueError,
+                            "accumulate: columns must be int64/uint64/float64 of equal length, "
+                            "each with an accumulator of its type and length k");
+            goto done;
+        }
+    }
+    for (; nparts < want_parts; nparts++) {
+        PyObject *t = PySequence_Fast_GET_ITEM(parts_seq, nparts);
+        PyObject *codes, *nil;
+        long long offset, stride;
+        Part *p = &parts[nparts];
+        if (!PyArg_ParseTuple(t, "OLLO:part", &codes, &offset, &stride, &nil)) goto done;
+        if (get_buffer(codes, &p->codes, 0, "codes") < 0) goto done;
+        p->has_nil = nil != Py_None;
+        if (p->has_nil && get_buffer(nil, &p->nil, 0, "nil") < 0) {
+            PyBuffer_Release(&p->codes);
+            goto done;
+        }
+        p->type = type_of(&p->codes);
+        p->offset = offset;
+        p->stride = stride;
+        if (p->type == T_BAD || p->type == T_F32 || p->type == T_F64 ||
+            p->codes.len / p->codes.itemsize != n ||
+            (p->has_nil && (p->nil.itemsize != 1 || p->nil.len != n))) {
+            nparts++;
+            PyErr_SetString(PyExc_ValueError,
+                            "accumulate: part codes must be integers (nil: bool) of n rows");
+            goto done;
+        }
+    }
+    if (mask_obj != Py_None) {
+        if (get_buffer(mask_obj, &mask, 0, "mask") < 0) goto done;
+        has_mask = 1;
+        if (mask.itemsize != 1 || mask.len != n) {
+            PyErr_SetString(PyExc_ValueError, "accumulate: mask must be a bool array of n rows");
+            goto done;
+        }
+    }
+
+    if (nparts == 0) {  /* every row has the key `base`: plain (masked) sums in registers */
+        if (base < 0 || base >= k) {
+            PyErr_SetString(PyExc_ValueError, "accumulate: a group key is outside [0, k)");
+            goto done;
+        }
+        Py_BEGIN_ALLOW_THREADS
+        sum_all(cols, ncols, has_mask ? (const uint8_t *)mask.buf : NULL, n, base);
+        Py_END_ALLOW_THREADS
+        result = Py_None;
+        Py_INCREF(result);
+        goto done;
+    }
+
+    int bad_key = 0;
+    Py_BEGIN_ALLOW_THREADS
+    int64_t key[CHUNK];
+    Py_ssize_t idx[CHUNK];
+    const uint8_t *m = has_mask ? (const uint8_t *)mask.buf : NULL;
+    for (Py_ssize_t start = 0; start < n && !bad_key; start += CHUNK) {
+        Py_ssize_t len = n - start < CHUNK ? n - start : CHUNK, cnt = len;
+        int dense = 1;
+        if (m) {
+            cnt = 0;
+            for (Py_ssize_t i = 0; i < len; i++) {  /* branch-free compaction */
+                idx[cnt] = start + i;
+                cnt += m[start + i] != 0;
+            }
+            if (cnt == 0) continue;
+            dense = cnt == len;
+        }
+        for (Py_ssize_t j = 0; j < cnt; j++) key[j] = base;
+        if (dense)
+            add_parts(parts, nparts, key, idx, start, cnt, 1);
+        else
+            add_parts(parts, nparts, key, idx, start, cnt, 0);
+        uint64_t out = 0;
+        for (Py_ssize_t j = 0; j < cnt; j++) out |= (uint64_t)key[j] >= (uint64_t)k;
+        if (out) { bad_key = 1; break; }
+        if (dense)
+            add_columns(cols, ncols, key, idx, start, cnt, 1);
+        else
+            add_columns(cols, ncols, key, idx, start, cnt, 0);
+    }
+    Py_END_ALLOW_THREADS
+    if (bad_key) {
+        PyErr_SetString(PyExc_ValueError, "accumulate: a group key is outside [0, k)");
+        goto done;
+    }
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    for (Py_ssize_t i = 0; i < ncols; i++) {
+        PyBuffer_Release(&cols[i].values);
+        PyBuffer_Release(&cols[i].acc);
+    }
+    for (Py_ssize_t i = 0; i < nparts; i++) {
+        PyBuffer_Release(&parts[i].codes);
+        if (parts[i].has_nil) PyBuffer_Release(&parts[i].nil);
+    }
+    if (has_mask) PyBuffer_Release(&mask);
+    Py_XDECREF(accs_seq);
+    Py_XDECREF(cols_seq);
+    Py_DECREF(parts_seq);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"accumulate", accumulate, METH_VARARGS,
+     "accumulate(base, k, parts, mask, columns, accs): fused filter + group key + sums."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernels",
+                                    "Fused scan kernel of gumshoe's query engine.", -1,
+                                    methods, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&module); }

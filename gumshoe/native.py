@@ -1,0 +1,26 @@
+"""The optional C kernels: `_rows` (row dicts -> columns) and `_kernels` (fused scan).
+
+Imports nothing of gumshoe. Both extensions are plain C over the buffer protocol, built by
+`pip install` when a C compiler is present (pyproject.toml marks them optional). Every caller
+keeps its numpy path: when an extension is missing, or `GUMSHOE_NATIVE=0` is set, the numpy
+path runs, and the tests compare the two.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+
+
+def _load(name: str) -> ModuleType | None:
+    if os.environ.get("GUMSHOE_NATIVE", "1") == "0":
+        return None
+    try:
+        return importlib.import_module(f"gumshoe.{name}")
+    except ImportError:
+        return None
+
+
+kernels = _load("_kernels")
+rows = _load("_rows")
