@@ -71,60 +71,95 @@ typedef struct {
 typedef struct {
     Py_buffer values, acc;
     int type;
+    void *lanes;  /* NULL, or LANES * k accumulators (8 bytes each) */
+    void *target; /* where the sums go: lanes, or the accumulator itself */
 } Column;
 
+#define LANES 4
+#define MAX_LANE_K 1024 /* lanes only while LANES copies of a column stay in L1/L2 */
+
 /* key[j] += contribution of rows row(j) for one part, specialised per code type. */
-#define PART_LOOP(CTYPE)                                                                   \
+/* key[j] += contribution of row ROW(j) for one part, specialised per code type. The part's
+ * fields are copied to locals so the stores to key[] cannot alias them. */
+#define PART_LOOP(CTYPE, OP)                                                                 \
     do {                                                                                   \
-        const CTYPE *c = (const CTYPE *)p->codes.buf;                                      \
+        const CTYPE *restrict c = (const CTYPE *)p->codes.buf;                             \
+        const int64_t off = p->offset, st = p->stride;                                     \
         if (p->has_nil) {                                                                  \
-            const uint8_t *nl = (const uint8_t *)p->nil.buf;                               \
+            const uint8_t *restrict nl = (const uint8_t *)p->nil.buf;                      \
             for (Py_ssize_t j = 0; j < cnt; j++) {                                         \
                 Py_ssize_t r = ROW(j);                                                     \
-                key[j] += nl[r] ? 0 : ((int64_t)c[r] - p->offset) * p->stride;            \
+                key[j] OP (((int64_t)c[r] - off) * st & -(int64_t)(nl[r] == 0));          \
             }                                                                              \
         } else {                                                                           \
             for (Py_ssize_t j = 0; j < cnt; j++)                                           \
-                key[j] += ((int64_t)c[ROW(j)] - p->offset) * p->stride;                    \
+                key[j] OP ((int64_t)c[ROW(j)] - off) * st;                              \
         }                                                                                  \
     } while (0)
 
-#define SUM_LOOP(VTYPE, ATYPE)                                                             \
-    do {                                                                                   \
-        const VTYPE *v = (const VTYPE *)col->values.buf;                                   \
-        ATYPE *a = (ATYPE *)col->acc.buf;                                                  \
-        for (Py_ssize_t j = 0; j < cnt; j++) a[key[j]] += (ATYPE)v[ROW(j)];                \
-    } while (0)
-
-static void add_parts(Part *parts, Py_ssize_t nparts, int64_t *key, const Py_ssize_t *idx,
-                      Py_ssize_t start, Py_ssize_t cnt, int dense) {
+static inline void add_parts(Part *parts, Py_ssize_t nparts, int64_t *restrict key,
+                             const Py_ssize_t *restrict idx, Py_ssize_t start, Py_ssize_t cnt,
+                             int dense, const int64_t base) {
     for (Py_ssize_t q = 0; q < nparts; q++) {
         Part *p = &parts[q];
 #define ROW(j) (dense ? start + (j) : idx[j])
-        switch (p->type) {
-        case T_I8: PART_LOOP(int8_t); break;
-        case T_U8: case T_BOOL: PART_LOOP(uint8_t); break;
-        case T_I16: PART_LOOP(int16_t); break;
-        case T_U16: PART_LOOP(uint16_t); break;
-        case T_I32: PART_LOOP(int32_t); break;
-        case T_U32: PART_LOOP(uint32_t); break;
-        case T_I64: PART_LOOP(int64_t); break;
-        case T_U64: PART_LOOP(uint64_t); break;
+#define SWITCH(OP)                                                                         \
+        switch (p->type) {                                                                 \
+        case T_I8: PART_LOOP(int8_t, OP); break;                                           \
+        case T_U8: case T_BOOL: PART_LOOP(uint8_t, OP); break;                             \
+        case T_I16: PART_LOOP(int16_t, OP); break;                                         \
+        case T_U16: PART_LOOP(uint16_t, OP); break;                                        \
+        case T_I32: PART_LOOP(int32_t, OP); break;                                         \
+        case T_U32: PART_LOOP(uint32_t, OP); break;                                        \
+        case T_I64: PART_LOOP(int64_t, OP); break;                                         \
+        case T_U64: PART_LOOP(uint64_t, OP); break;                                        \
         }
+        if (q == 0) {  /* the first part sets the key: base + its term */
+            SWITCH(= base +)
+        } else {
+            SWITCH(+=)
+        }
+#undef SWITCH
     }
 }
 
-static void add_columns(Column *cols, Py_ssize_t ncols, const int64_t *key,
-                        const Py_ssize_t *idx, Py_ssize_t start, Py_ssize_t cnt, int dense) {
-    for (Py_ssize_t q = 0; q < ncols; q++) {
+/* acc[key[j]] += v[row j] for every column. Integer columns (int64 and uint64 add alike,
+ * modulo 2**64: no undefined overflow) go three at a time through one loop, so each key is
+ * loaded once and the three updates overlap; float columns go one at a time. `target` is the
+ * column's lanes when they are in use (the keys then carry the lane offset). The accumulators
+ * of different columns are distinct arrays (restrict). */
+#define FUSED(J_BODY)                                                                      \
+    do {                                                                                   \
+        if (dense)                                                                         \
+            for (Py_ssize_t j = 0; j < cnt; j++) { const Py_ssize_t r = start + j; J_BODY } \
+        else                                                                               \
+            for (Py_ssize_t j = 0; j < cnt; j++) { const Py_ssize_t r = idx[j]; J_BODY }   \
+    } while (0)
+
+static inline void add_columns(Column *cols, Py_ssize_t ncols, const int64_t *restrict key,
+                               const Py_ssize_t *restrict idx, Py_ssize_t start, Py_ssize_t cnt,
+                               int dense) {
+    Py_ssize_t q = 0;
+    for (; q + 3 <= ncols && cols[q + 2].type != T_F64; q += 3) {
+        if (cols[q].type == T_F64 || cols[q + 1].type == T_F64) break;
+        uint64_t *restrict a0 = cols[q].target, *restrict a1 = cols[q + 1].target;
+        uint64_t *restrict a2 = cols[q + 2].target;
+        const uint64_t *restrict v0 = cols[q].values.buf, *restrict v1 = cols[q + 1].values.buf;
+        const uint64_t *restrict v2 = cols[q + 2].values.buf;
+        FUSED(const int64_t kk = key[j]; a0[kk] += v0[r]; a1[kk] += v1[r]; a2[kk] += v2[r];);
+    }
+    for (; q < ncols; q++) {
         Column *col = &cols[q];
-        switch (col->type) {
-        case T_I64: SUM_LOOP(int64_t, uint64_t); break; /* unsigned: wraps, no UB */
-        case T_U64: SUM_LOOP(uint64_t, uint64_t); break;
-        case T_F64: SUM_LOOP(double, double); break;
+        if (col->type == T_F64) {
+            double *restrict a = col->target;
+            const double *restrict v = col->values.buf;
+            FUSED(a[key[j]] += v[r];);
+        } else {
+            uint64_t *restrict a = col->target;
+            const uint64_t *restrict v = col->values.buf;
+            FUSED(a[key[j]] += v[r];);
         }
     }
-#undef ROW
 }
 
 /* v if the mask byte is set, else 0, without a branch (the mask is unpredictable). Floats by
@@ -177,6 +212,51 @@ static void sum_all(Column *cols, Py_ssize_t ncols, const uint8_t *m, Py_ssize_t
     }
 }
 
+static void fold_lanes(Column *col, Py_ssize_t k) {
+    if (!col->lanes) return;
+    if (col->type == T_F64) {
+        double *a = (double *)col->acc.buf, *l = (double *)col->lanes;
+        for (Py_ssize_t g = 0; g < k; g++) a[g] += (l[g] + l[k + g]) + (l[2 * k + g] + l[3 * k + g]);
+    } else {
+        uint64_t *a = (uint64_t *)col->acc.buf, *l = (uint64_t *)col->lanes;
+        for (Py_ssize_t g = 0; g < k; g++) a[g] += l[g] + l[k + g] + l[2 * k + g] + l[3 * k + g];
+    }
+}
+
+/* The chunked scan (GIL released). Every argument is a by-value local, so the stores to the
+ * key and accumulator arrays cannot alias them and the simple loops vectorise. Returns 1 when
+ * a key falls outside [0, k). */
+static int scan_rows(Part *parts, Py_ssize_t nparts, Column *cols, Py_ssize_t ncols,
+                     const uint8_t *m, const Py_ssize_t n, const int64_t base, const int64_t k) {
+    int64_t key[CHUNK];
+    Py_ssize_t idx[CHUNK];
+    for (Py_ssize_t start = 0; start < n; start += CHUNK) {
+        Py_ssize_t len = n - start < CHUNK ? n - start : CHUNK, cnt = len;
+        int dense = 1;
+        if (m) {
+            cnt = 0;
+            for (Py_ssize_t i = 0; i < len; i++) {  /* branch-free compaction */
+                idx[cnt] = start + i;
+                cnt += m[start + i] != 0;
+            }
+            if (cnt == 0) continue;
+            dense = cnt == len;
+        }
+        if (dense)
+            add_parts(parts, nparts, key, idx, start, cnt, 1, base);
+        else
+            add_parts(parts, nparts, key, idx, start, cnt, 0, base);
+        int64_t out = 0;  /* 0 <= key < k iff neither key nor k - 1 - key has the sign bit */
+        for (Py_ssize_t j = 0; j < cnt; j++) out |= key[j] | (k - 1 - key[j]);
+        if (out < 0) return 1;
+        if (cols[0].lanes)  /* row j updates copy j % LANES */
+            for (Py_ssize_t j = 0; j < cnt; j++) key[j] += (j & (LANES - 1)) * k;
+        add_columns(cols, ncols, key, idx, start, cnt, dense);
+    }
+    for (Py_ssize_t q = 0; q < ncols; q++) fold_lanes(&cols[q], k);
+    return 0;
+}
+
 static PyObject *accumulate(PyObject *self, PyObject *args) {
     long long base, k;
     PyObject *parts_obj, *mask_obj, *cols_obj, *accs_obj;
@@ -203,6 +283,8 @@ static PyObject *accumulate(PyObject *self, PyObject *args) {
     }
     for (; ncols < want_cols; ncols++) {
         Column *c = &cols[ncols];
+        c->lanes = NULL;
+        c->target = NULL;
         if (get_buffer(PySequence_Fast_GET_ITEM(cols_seq, ncols), &c->values, 0, "column") < 0)
             goto done;
         if (get_buffer(PySequence_Fast_GET_ITEM(accs_seq, ncols), &c->acc, 1, "acc") < 0) {
@@ -268,36 +350,21 @@ static PyObject *accumulate(PyObject *self, PyObject *args) {
         goto done;
     }
 
-    int bad_key = 0;
-    Py_BEGIN_ALLOW_THREADS
-    int64_t key[CHUNK];
-    Py_ssize_t idx[CHUNK];
-    const uint8_t *m = has_mask ? (const uint8_t *)mask.buf : NULL;
-    for (Py_ssize_t start = 0; start < n && !bad_key; start += CHUNK) {
-        Py_ssize_t len = n - start < CHUNK ? n - start : CHUNK, cnt = len;
-        int dense = 1;
-        if (m) {
-            cnt = 0;
-            for (Py_ssize_t i = 0; i < len; i++) {  /* branch-free compaction */
-                idx[cnt] = start + i;
-                cnt += m[start + i] != 0;
+    if (k <= MAX_LANE_K && k * LANES * 4 <= n) {  /* the copies cost k * LANES adds to fold */
+        for (Py_ssize_t q = 0; q < ncols; q++) {
+            cols[q].lanes = PyMem_Calloc((size_t)k * LANES, 8);
+            if (!cols[q].lanes) {
+                PyErr_NoMemory();
+                goto done;
             }
-            if (cnt == 0) continue;
-            dense = cnt == len;
         }
-        for (Py_ssize_t j = 0; j < cnt; j++) key[j] = base;
-        if (dense)
-            add_parts(parts, nparts, key, idx, start, cnt, 1);
-        else
-            add_parts(parts, nparts, key, idx, start, cnt, 0);
-        uint64_t out = 0;
-        for (Py_ssize_t j = 0; j < cnt; j++) out |= (uint64_t)key[j] >= (uint64_t)k;
-        if (out) { bad_key = 1; break; }
-        if (dense)
-            add_columns(cols, ncols, key, idx, start, cnt, 1);
-        else
-            add_columns(cols, ncols, key, idx, start, cnt, 0);
     }
+    for (Py_ssize_t q = 0; q < ncols; q++)
+        cols[q].target = cols[q].lanes ? cols[q].lanes : cols[q].acc.buf;
+    int bad_key;
+    Py_BEGIN_ALLOW_THREADS
+    bad_key = scan_rows(parts, nparts, cols, ncols, has_mask ? (const uint8_t *)mask.buf : NULL,
+                        n, base, k);
     Py_END_ALLOW_THREADS
     if (bad_key) {
         PyErr_SetString(PyExc_ValueError, "accumulate: a group key is outside [0, k)");
@@ -307,6 +374,7 @@ static PyObject *accumulate(PyObject *self, PyObject *args) {
     Py_INCREF(result);
 done:
     for (Py_ssize_t i = 0; i < ncols; i++) {
+        PyMem_Free(cols[i].lanes);
         PyBuffer_Release(&cols[i].values);
         PyBuffer_Release(&cols[i].acc);
     }

@@ -83,7 +83,9 @@ def calls(draw: st.DrawFn) -> tuple[Any, ...]:
     columns = [rng.integers(0, 50, n).astype(np.int64),
                rng.integers(-2**62, 2**62, n).astype(np.int64),  # wraps like numpy
                rng.integers(0, 2**64 - 1, n, dtype=np.uint64),
-               rng.normal(0, 1e6, n)]
+               rng.normal(0, 1e6, n), rng.integers(0, 9, n).astype(np.int64)]
+    # any order and number: the kernel fuses runs of three integer columns
+    columns = draw(st.permutations(columns))[:draw(st.integers(1, len(columns)))]
     return base, k, full, mask, columns
 
 
