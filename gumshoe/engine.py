@@ -122,7 +122,10 @@ class Plan:
                 continue
             items.extend(self._items(view))
         total = sum(b.n for _, b, _ in items)
-        per_task = min(TASK_ROWS, max(MIN_TASK_ROWS, -(-total // max(threads, 1))))
+        threads = max(threads, 1)
+        # a multiple of `threads` tasks of equal size, so no thread is left with an extra one
+        n_tasks = threads * max(1, -(-total // (threads * TASK_ROWS)))
+        per_task = max(MIN_TASK_ROWS, -(-total // n_tasks))
         tasks: list[list[Item]] = [[]]
         rows = 0
         for item in items:
