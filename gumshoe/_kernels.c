@@ -124,7 +124,7 @@ static inline void add_parts(Part *parts, Py_ssize_t nparts, int64_t *restrict k
 }
 
 /* acc[key[j]] += v[row j] for every column. Integer columns (int64 and uint64 add alike,
- * modulo 2**64: no undefined overflow) go three at a time through one loop, so each key is
+ * modulo 2**64: no undefined overflow) go three (or two) at a time through one loop, so each key is
  * loaded once and the three updates overlap; float columns go one at a time. `target` is the
  * column's lanes when they are in use (the keys then carry the lane offset). The accumulators
  * of different columns are distinct arrays (restrict). */
@@ -147,6 +147,12 @@ static inline void add_columns(Column *cols, Py_ssize_t ncols, const int64_t *re
         const uint64_t *restrict v0 = cols[q].values.buf, *restrict v1 = cols[q + 1].values.buf;
         const uint64_t *restrict v2 = cols[q + 2].values.buf;
         FUSED(const int64_t kk = key[j]; a0[kk] += v0[r]; a1[kk] += v1[r]; a2[kk] += v2[r];);
+    }
+    if (q + 2 <= ncols && cols[q].type != T_F64 && cols[q + 1].type != T_F64) {
+        uint64_t *restrict a0 = cols[q].target, *restrict a1 = cols[q + 1].target;
+        const uint64_t *restrict v0 = cols[q].values.buf, *restrict v1 = cols[q + 1].values.buf;
+        FUSED(const int64_t kk = key[j]; a0[kk] += v0[r]; a1[kk] += v1[r];);
+        q += 2;
     }
     for (; q < ncols; q++) {
         Column *col = &cols[q];
@@ -212,14 +218,17 @@ static void sum_all(Column *cols, Py_ssize_t ncols, const uint8_t *m, Py_ssize_t
     }
 }
 
+/* Lanes hold LANES copies of k + 1 accumulators: slot k of each is the "trash" group that
+ * unselected rows of a mostly selected chunk are summed into (and then ignored). */
 static void fold_lanes(Column *col, Py_ssize_t k) {
     if (!col->lanes) return;
+    const Py_ssize_t s = k + 1;
     if (col->type == T_F64) {
         double *a = (double *)col->acc.buf, *l = (double *)col->lanes;
-        for (Py_ssize_t g = 0; g < k; g++) a[g] += (l[g] + l[k + g]) + (l[2 * k + g] + l[3 * k + g]);
+        for (Py_ssize_t g = 0; g < k; g++) a[g] += (l[g] + l[s + g]) + (l[2 * s + g] + l[3 * s + g]);
     } else {
         uint64_t *a = (uint64_t *)col->acc.buf, *l = (uint64_t *)col->lanes;
-        for (Py_ssize_t g = 0; g < k; g++) a[g] += l[g] + l[k + g] + l[2 * k + g] + l[3 * k + g];
+        for (Py_ssize_t g = 0; g < k; g++) a[g] += l[g] + l[s + g] + l[2 * s + g] + l[3 * s + g];
     }
 }
 
@@ -230,17 +239,29 @@ static int scan_rows(Part *parts, Py_ssize_t nparts, Column *cols, Py_ssize_t nc
                      const uint8_t *m, const Py_ssize_t n, const int64_t base, const int64_t k) {
     int64_t key[CHUNK];
     Py_ssize_t idx[CHUNK];
+    const int lanes = cols[0].lanes != NULL;
     for (Py_ssize_t start = 0; start < n; start += CHUNK) {
         Py_ssize_t len = n - start < CHUNK ? n - start : CHUNK, cnt = len;
-        int dense = 1;
+        int dense = 1, trash = 0;
         if (m) {
             cnt = 0;
-            for (Py_ssize_t i = 0; i < len; i++) {  /* branch-free compaction */
-                idx[cnt] = start + i;
-                cnt += m[start + i] != 0;
-            }
+            for (Py_ssize_t i = 0; i < len; i++) cnt += m[start + i] != 0;
             if (cnt == 0) continue;
-            dense = cnt == len;
+            if (cnt < len) {
+                if (lanes && cnt * 4 >= len) {
+                    /* mostly selected: scan every row (sequential loads, no gathers) and send
+                     * the unselected ones to the trash slot */
+                    trash = 1;
+                    cnt = len;
+                } else {
+                    dense = 0;
+                    cnt = 0;
+                    for (Py_ssize_t i = 0; i < len; i++) {  /* branch-free compaction */
+                        idx[cnt] = start + i;
+                        cnt += m[start + i] != 0;
+                    }
+                }
+            }
         }
         if (dense)
             add_parts(parts, nparts, key, idx, start, cnt, 1, base);
@@ -249,8 +270,24 @@ static int scan_rows(Part *parts, Py_ssize_t nparts, Column *cols, Py_ssize_t nc
         int64_t out = 0;  /* 0 <= key < k iff neither key nor k - 1 - key has the sign bit */
         for (Py_ssize_t j = 0; j < cnt; j++) out |= key[j] | (k - 1 - key[j]);
         if (out < 0) return 1;
-        if (cols[0].lanes)  /* row j updates copy j % LANES */
-            for (Py_ssize_t j = 0; j < cnt; j++) key[j] += (j & (LANES - 1)) * k;
+        if (trash) {
+            const uint8_t *mc = m + start;
+            for (Py_ssize_t j = 0; j < cnt; j++) {
+                const int64_t keep = -(int64_t)(mc[j] != 0);
+                key[j] = (key[j] & keep) | (k & ~keep);
+            }
+        }
+        if (lanes) {  /* row j updates copy j % LANES (unrolled: the offsets are constants) */
+            const int64_t s1 = k + 1, s2 = 2 * (k + 1), s3 = 3 * (k + 1);
+            Py_ssize_t j = 0;
+            for (; j + 4 <= cnt; j += 4) {
+                key[j + 1] += s1;
+                key[j + 2] += s2;
+                key[j + 3] += s3;
+            }
+            if (j + 1 < cnt) key[j + 1] += s1;
+            if (j + 2 < cnt) key[j + 2] += s2;
+        }
         add_columns(cols, ncols, key, idx, start, cnt, dense);
     }
     for (Py_ssize_t q = 0; q < ncols; q++) fold_lanes(&cols[q], k);
@@ -352,7 +389,7 @@ static PyObject *accumulate(PyObject *self, PyObject *args) {
 
     if (k <= MAX_LANE_K && k * LANES * 4 <= n) {  /* the copies cost k * LANES adds to fold */
         for (Py_ssize_t q = 0; q < ncols; q++) {
-            cols[q].lanes = PyMem_Calloc((size_t)k * LANES, 8);
+            cols[q].lanes = PyMem_Calloc((size_t)(k + 1) * LANES, 8);
             if (!cols[q].lanes) {
                 PyErr_NoMemory();
                 goto done;
