@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # gumshoe modules, lowest tier first.
 TIERS: list[set[str]] = [
-    {"errors", "fileio", "__init__"},  # no internal imports
+    {"errors", "fileio", "native", "__init__"},  # no internal imports (native: C extensions)
     {"config"},
     {"schema"},
     {"batch", "rowdecoder", "dictionary", "sharding"},  # rowdecoder: msgspec fast path of batch
