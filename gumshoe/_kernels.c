@@ -426,7 +426,66 @@ done:
     return result;
 }
 
+/* lookup(lut, codes, out): out[i] = lut[codes[i]] (0 for a code outside the table), the
+ * look-up table of a filter over dictionary codes. numpy's lut[codes] first widens the codes
+ * to intp (a copy of 8 bytes per row); this reads them as they are. */
+#define LOOKUP_LOOP(CTYPE)                                                                 \
+    do {                                                                                   \
+        const CTYPE *restrict c = (const CTYPE *)codes.buf;                                \
+        for (Py_ssize_t i = 0; i < n; i++) {                                               \
+            const uint64_t v = (uint64_t)c[i];                                             \
+            o[i] = v < (uint64_t)nlut ? t[v] : 0;                                          \
+        }                                                                                  \
+    } while (0)
+
+static PyObject *lookup(PyObject *self, PyObject *args) {
+    PyObject *lut_obj, *codes_obj, *out_obj;
+    if (!PyArg_ParseTuple(args, "OOO:lookup", &lut_obj, &codes_obj, &out_obj)) return NULL;
+    Py_buffer lut, codes, out;
+    if (get_buffer(lut_obj, &lut, 0, "lut") < 0) return NULL;
+    if (get_buffer(codes_obj, &codes, 0, "codes") < 0) {
+        PyBuffer_Release(&lut);
+        return NULL;
+    }
+    if (get_buffer(out_obj, &out, 1, "out") < 0) {
+        PyBuffer_Release(&lut);
+        PyBuffer_Release(&codes);
+        return NULL;
+    }
+    const int type = type_of(&codes);
+    const Py_ssize_t n = codes.itemsize ? codes.len / codes.itemsize : 0, nlut = lut.len;
+    PyObject *result = NULL;
+    if (lut.itemsize != 1 || out.itemsize != 1 || out.len != n || type == T_BAD ||
+        type == T_F32 || type == T_F64) {
+        PyErr_SetString(PyExc_ValueError,
+                        "lookup: lut and out must be bool arrays, codes integers, len(out) == n");
+    } else {
+        const uint8_t *restrict t = lut.buf;
+        uint8_t *restrict o = out.buf;
+        Py_BEGIN_ALLOW_THREADS
+        switch (type) {
+        case T_U8: case T_BOOL: LOOKUP_LOOP(uint8_t); break;
+        case T_I8: LOOKUP_LOOP(int8_t); break;
+        case T_U16: LOOKUP_LOOP(uint16_t); break;
+        case T_I16: LOOKUP_LOOP(int16_t); break;
+        case T_U32: LOOKUP_LOOP(uint32_t); break;
+        case T_I32: LOOKUP_LOOP(int32_t); break;
+        case T_U64: LOOKUP_LOOP(uint64_t); break;
+        case T_I64: LOOKUP_LOOP(int64_t); break;
+        }
+        Py_END_ALLOW_THREADS
+        result = Py_None;
+        Py_INCREF(result);
+    }
+    PyBuffer_Release(&lut);
+    PyBuffer_Release(&codes);
+    PyBuffer_Release(&out);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"lookup", lookup, METH_VARARGS,
+     "lookup(lut, codes, out): out[i] = lut[codes[i]], 0 outside the table."},
     {"accumulate", accumulate, METH_VARARGS,
      "accumulate(base, k, parts, mask, columns, accs): fused filter + group key + sums."},
     {NULL, NULL, 0, NULL},

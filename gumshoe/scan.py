@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from . import native
 from .block import Block, dense_codes, group_key
 from .dictionary import Dictionary
 from .errors import QueryError
@@ -164,7 +165,7 @@ class CompiledFilter:
                 pos = bisect.bisect_right(ordered, f.value)
                 lut = ranks <= pos - 1 if f.op == "<=" else ranks >= pos
             self._luts[id(f)] = lut
-        return lut[codes] if len(lut) else False
+        return _take(lut, codes) if len(lut) else False
 
     def _string_in(self, f: Compare, codes: np.ndarray, values: list[str]) -> Mask:
         d = self.dictionaries[f.column.name]
@@ -179,7 +180,7 @@ class CompiledFilter:
             lut = np.zeros(size, bool)
             lut[known] = True
             self._luts[id(f)] = lut
-        return lut[codes]
+        return _take(lut, codes)
 
     def _logical(self, f: Logical, block: Block, start: int) -> Mask:
         if f.op == "not":
@@ -195,6 +196,17 @@ class CompiledFilter:
                 continue
             out = m if isinstance(out, bool) else (out & m if is_and else out | m)
         return out
+
+
+def _take(lut: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """lut[codes] for a bool look-up table over dictionary codes (the C kernel reads the codes
+    as they are; numpy widens them to intp first)."""
+    kernels = native.kernels
+    if kernels is None:
+        return lut[codes]
+    out = np.empty(len(codes), bool)
+    kernels.lookup(lut, codes, out)
+    return out
 
 
 def _and_not(m: Mask, nil: np.ndarray | None) -> Mask:

@@ -157,3 +157,28 @@ def test_accumulate_refuses_bad_arguments(kernels: ModuleType, bad: str) -> None
     with pytest.raises((ValueError, BufferError)):
         kernels.accumulate(*args)
     assert (acc == before).all() or bad in ("key_too_big", "negative_key")
+
+
+@settings(max_examples=60)
+@given(st.sampled_from(CODE_TYPES), st.integers(0, 3000), st.integers(0, 300),
+       st.integers(0, 2**32 - 1))
+def test_lookup_matches_numpy_indexing(kernels: ModuleType, dtype: Any, n: int, size: int,
+                                       seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    lut = rng.random(size) < 0.5
+    top = min(max(size, 1), int(np.iinfo(dtype).max) + 1)  # codes are never negative
+    codes = rng.integers(0, top, n).astype(dtype)
+    out = np.empty(n, bool)
+    kernels.lookup(lut, codes, out)
+    want = lut[codes] if size else np.zeros(n, bool)
+    np.testing.assert_array_equal(out, want)
+
+
+def test_lookup_gives_false_outside_the_table(kernels: ModuleType) -> None:
+    out = np.empty(4, bool)
+    kernels.lookup(np.array([True, True]), np.array([0, 1, 2, -1], np.int16), out)
+    assert out.tolist() == [True, True, False, False]
+    with pytest.raises(ValueError):
+        kernels.lookup(np.array([True]), np.array([0.5]), np.empty(1, bool))
+    with pytest.raises(ValueError):
+        kernels.lookup(np.array([True]), np.array([0], np.uint8), np.empty(2, bool))
