@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -64,11 +65,16 @@ def _as_column_float(arr: np.ndarray, x: int | float) -> np.floating:
         return arr.dtype.type(x)
 
 
+@functools.lru_cache(maxsize=None)
+def _int_range(dtype: np.dtype) -> tuple[int, int]:
+    info = np.iinfo(dtype)  # ~2 us a call: asked once per block and filter otherwise
+    return int(info.min), int(info.max)
+
+
 def _number_compare(arr: np.ndarray, op: str, x: int | float) -> Mask:
     if arr.dtype.kind == "f":
         return _FLOAT_OPS[op](arr, _as_column_float(arr, x))
-    info = np.iinfo(arr.dtype)
-    return _int_compare(arr, op, x, int(info.min), int(info.max))
+    return _int_compare(arr, op, x, *_int_range(arr.dtype))
 
 
 def _number_in(arr: np.ndarray, values: Sequence[int | float]) -> Mask:
@@ -168,19 +174,20 @@ class CompiledFilter:
         return _take(lut, codes) if len(lut) else False
 
     def _string_in(self, f: Compare, codes: np.ndarray, values: list[str]) -> Mask:
-        d = self.dictionaries[f.column.name]
-        size = self.sizes[f.column.name]
-        known = sorted({c for c in map(d.lookup, values) if c is not None and c < size})
+        lut = self._luts.get(id(f))
+        if lut is None:  # once per query: the codes of the known strings, as a table
+            d = self.dictionaries[f.column.name]
+            size = self.sizes[f.column.name]
+            known = sorted({c for c in map(d.lookup, values) if c is not None and c < size})
+            lut = np.zeros(size, bool)
+            lut[known] = True
+            self._luts[id(f)] = lut = (known, lut)
+        known, table = lut
         if not known:
             return False
         if len(known) == 1:
             return codes == known[0]
-        lut = self._luts.get(id(f))
-        if lut is None:
-            lut = np.zeros(size, bool)
-            lut[known] = True
-            self._luts[id(f)] = lut
-        return _take(lut, codes)
+        return _take(table, codes)
 
     def _logical(self, f: Logical, block: Block, start: int) -> Mask:
         if f.op == "not":
