@@ -22,6 +22,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include "_buffer.h"
 #include <stdint.h>
 #include <string.h>
 
@@ -29,27 +30,7 @@
 #define MAX_PARTS 64
 #define MAX_COLUMNS 256
 
-enum { T_I8, T_U8, T_I16, T_U16, T_I32, T_U32, T_I64, T_U64, T_F32, T_F64, T_BOOL, T_BAD };
 
-static int type_of(const Py_buffer *b) {
-    const char *f = b->format ? b->format : "B";
-    if (*f == '@' || *f == '=' || *f == '<') f++;
-    if (f[0] == '\0' || f[1] != '\0') return T_BAD;
-    switch (f[0]) {
-    case '?': return b->itemsize == 1 ? T_BOOL : T_BAD;
-    case 'd': return b->itemsize == 8 ? T_F64 : T_BAD;
-    case 'f': return b->itemsize == 4 ? T_F32 : T_BAD;
-    case 'b': case 'h': case 'i': case 'l': case 'q':
-        switch (b->itemsize) { case 1: return T_I8; case 2: return T_I16; case 4: return T_I32;
-                               case 8: return T_I64; }
-        return T_BAD;
-    case 'B': case 'H': case 'I': case 'L': case 'Q':
-        switch (b->itemsize) { case 1: return T_U8; case 2: return T_U16; case 4: return T_U32;
-                               case 8: return T_U64; }
-        return T_BAD;
-    }
-    return T_BAD;
-}
 
 static int get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *what) {
     int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);

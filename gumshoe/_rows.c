@@ -42,13 +42,13 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include "_buffer.h"
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 
 #define MAX_COLUMNS 1024
 
-enum { T_I8, T_U8, T_I16, T_U16, T_I32, T_U32, T_I64, T_U64, T_F32, T_F64, T_STR, T_TS, T_BAD };
 
 static const struct { const char *name; int type; } KINDS[] = {
     {"int8", T_I8}, {"uint8", T_U8}, {"int16", T_I16}, {"uint16", T_U16}, {"int32", T_I32},
@@ -65,25 +65,6 @@ static const int64_t HI[] = {INT8_MAX, UINT8_MAX, INT16_MAX, UINT16_MAX, INT32_M
 #define TWO_POW_63 9223372036854775808.0
 #define TWO_POW_64 18446744073709551616.0
 
-static int type_of(const Py_buffer *b) {
-    const char *f = b->format ? b->format : "B";
-    if (*f == '@' || *f == '=' || *f == '<') f++;
-    if (f[0] == '\0' || f[1] != '\0') return T_BAD;
-    switch (f[0]) {
-    case 'd': return b->itemsize == 8 ? T_F64 : T_BAD;
-    case 'f': return b->itemsize == 4 ? T_F32 : T_BAD;
-    case 'b': case 'h': case 'i': case 'l': case 'q':
-        switch (b->itemsize) { case 1: return T_I8; case 2: return T_I16; case 4: return T_I32;
-                               case 8: return T_I64; }
-        return T_BAD;
-    case 'B': case 'H': case 'I': case 'L': case 'Q':
-        switch (b->itemsize) { case 1: return T_U8; case 2: return T_U16; case 4: return T_U32;
-                               case 8: return T_U64; }
-        return T_BAD;
-    case '?': return T_BAD;
-    }
-    return T_BAD;
-}
 
 static int is_float(int t) { return t == T_F32 || t == T_F64; }
 
