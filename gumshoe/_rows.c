@@ -89,6 +89,17 @@ typedef struct {
 
 typedef union { int64_t i; uint64_t u; double d; } Value;
 
+/* A number for a float column: float32 rounds, and must stay finite. 1: ok, 0: fall back. */
+static int put_float(int kind, double d, Value *out) {
+    if (kind == T_F32) {
+        float f = (float)d;
+        if (!isfinite(f)) return 0;
+        d = f;
+    }
+    out->d = d;
+    return 1;
+}
+
 /* Parse one present value of a numeric column. 1: ok, 0: fall back (no error set), -1: error. */
 static int number(PyObject *v, int kind, Value *out) {
     if (PyLong_CheckExact(v)) {
@@ -102,13 +113,7 @@ static int number(PyObject *v, int kind, Value *out) {
                 PyErr_Clear();  /* beyond float64 */
                 return 0;
             }
-            if (kind == T_F32) {
-                float f = (float)d;
-                if (!isfinite(f)) return 0;
-                d = f;
-            }
-            out->d = d;
-            return 1;
+            return put_float(kind, d, out);
         }
         if (kind == T_U64) {
             if (overflow < 0 || (!overflow && x < 0)) return 0;
@@ -132,15 +137,7 @@ static int number(PyObject *v, int kind, Value *out) {
     if (PyFloat_CheckExact(v)) {
         double d = PyFloat_AS_DOUBLE(v);
         if (!isfinite(d)) return 0;
-        if (is_float(kind)) {
-            if (kind == T_F32) {
-                float f = (float)d;
-                if (!isfinite(f)) return 0;
-                d = f;
-            }
-            out->d = d;
-            return 1;
-        }
+        if (is_float(kind)) return put_float(kind, d, out);
         if (d != floor(d)) return 0;
         if (kind == T_U64) {
             if (!(d >= 0.0 && d < TWO_POW_64)) return 0;
