@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -562,9 +563,16 @@ def test_concurrent_inserts_flushes_and_snapshots(tmp_path: Path) -> None:
     stop = threading.Event()
     errors: list[Exception] = []
 
+    checked = [0]
+
     def insert() -> None:
         try:
             for i in range(300):
+                if i % 30 == 0:  # let the reader take a snapshot now and then (bounded wait):
+                    seen = checked[0]  # inserts are fast enough to finish before it looks
+                    deadline = time.monotonic() + 2
+                    while checked[0] == seen and time.monotonic() < deadline:
+                        time.sleep(0.0005)
                 started[0] += 5
                 db.insert([{"at": (i % 7) * HOUR, "k": (i + j) % 11, "v": 1} for j in range(5)])
                 acked[0] += 5
@@ -587,6 +595,7 @@ def test_concurrent_inserts_flushes_and_snapshots(tmp_path: Path) -> None:
         high = started[0]
         assert low <= total <= high, (low, total, high)
         checks += 1
+        checked[0] = checks
     for t in threads:
         t.join()
     assert not errors and checks > 5
