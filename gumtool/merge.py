@@ -11,7 +11,7 @@ import argparse
 import contextlib
 import os
 
-from gumshoe.bulk import BulkError, NewDB, StoredDB
+from gumshoe.bulk import BulkError, StoredDB
 
 from .common import (
     add_list,
@@ -23,7 +23,7 @@ from .common import (
     say,
     split_list,
 )
-from .rewrite import retention_cutoff, rewrite, same_columns
+from .rewrite import rewrite_to_new, same_columns
 
 HELP = "merge the data from one or more GumshoeDB databases into a new database"
 DESCRIPTION = """\
@@ -63,16 +63,11 @@ def run(args: argparse.Namespace) -> int:
         sources = [stack.enter_context(StoredDB(p)) for p in paths]
         for p, src in zip(paths, sources):
             same_columns(src.schema, schema, f"database {p} vs config {args.new_db_config}")
-        with NewDB(dest, schema) as out:
-            s = rewrite(sources, [out], [retention_cutoff(config)], args.parallelism,
-                        progress_factory(args.quiet))
-            out.commit()
+        s, dropped = rewrite_to_new(sources, dest, schema, config, args.parallelism,
+                                    progress_factory(args.quiet))
     intervals, rows, input_rows = s.outputs[0]
     say(f"merged {len(paths)} databases ({s.intervals_in} intervals, {s.rows_in} rows) -> "
         f"{dest}: {intervals} intervals, {rows} rows ({input_rows} input rows) in "
         f"{s.seconds:.1f}s")
-    if s.dropped_intervals:
-        say(f"dropped {s.dropped_intervals} intervals outside the new config's retention "
-            f"({config.retention_days} days)")
-    say("done")
+    say(*dropped, "done")
     return 0

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import argparse
 
-from gumshoe.bulk import BulkError, NewDB, StoredDB
+from gumshoe.bulk import BulkError, StoredDB
 
 from .common import add_parallelism, add_quiet, destination, note, progress_factory, same_path, say
-from .rewrite import describe_changes, retention_cutoff, rewrite
+from .rewrite import describe_changes, rewrite_to_new
 
 HELP = "migrate a GumshoeDB database to a new database with a different schema"
 DESCRIPTION = """\
@@ -45,16 +45,11 @@ def run(args: argparse.Namespace) -> int:
         for line in describe_changes(src.schema, schema):
             if not args.quiet:
                 note(f"migrate: {line}")
-        with NewDB(dest, schema) as out:
-            s = rewrite([src], [out], [retention_cutoff(config)], args.parallelism,
-                        progress_factory(args.quiet))
-            out.commit()
+        s, dropped = rewrite_to_new([src], dest, schema, config, args.parallelism,
+                                    progress_factory(args.quiet))
     intervals, rows, input_rows = s.outputs[0]
     say(f"migrated {args.old_db_path} -> {dest}: {s.intervals_in} intervals, "
         f"{s.input_rows_in} input rows read; wrote {intervals} intervals, {rows} rows "
         f"({input_rows} input rows) in {s.seconds:.1f}s")
-    if s.dropped_intervals:
-        say(f"dropped {s.dropped_intervals} intervals outside the new config's retention "
-            f"({config.retention_days} days)")
-    say("done")
+    say(*dropped, "done")
     return 0

@@ -276,3 +276,17 @@ def rewrite(sources: list[StoredDB], outputs: list[NewDB], cutoffs: list[int | N
     summary.seconds = time.perf_counter() - t0
     summary.outputs = [(out.intervals, out.rows, out.input_rows) for out in outputs]
     return summary
+
+
+def rewrite_to_new(sources: list[StoredDB], dest: Any, schema: Schema, config: Config,
+                   parallelism: int, progress: Callable[[str, int], Progress] | None
+                   ) -> tuple[Summary, list[str]]:
+    """merge and migrate: every source into one new database at `dest` (committed, under the
+    config's retention). Returns the summary and the lines to report about dropped data."""
+    with NewDB(dest, schema) as out:
+        s = rewrite(sources, [out], [retention_cutoff(config)], parallelism, progress)
+        out.commit()
+    if not s.dropped_intervals:
+        return s, []
+    return s, [f"dropped {s.dropped_intervals} intervals outside the new config's retention "
+               f"({config.retention_days} days)"]
