@@ -22,8 +22,16 @@ import numpy as np
 from . import native
 from .block import Block, rollup
 from .query import Grouping, Query
-from .scan import EXACT_FLOAT_SUM, CompiledFilter, Partial, decode, empty_partial, finalize, \
-    merge, reduce_groups
+from .scan import (
+    EXACT_FLOAT_SUM,
+    CompiledFilter,
+    Partial,
+    decode,
+    empty_partial,
+    finalize,
+    merge,
+    reduce_groups,
+)
 from .schema import Schema
 from .snapshot import IntervalView, Snapshot
 

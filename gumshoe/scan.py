@@ -65,7 +65,7 @@ def _as_column_float(arr: np.ndarray, x: int | float) -> np.floating:
         return arr.dtype.type(x)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _int_range(dtype: np.dtype) -> tuple[int, int]:
     info = np.iinfo(dtype)  # ~2 us a call: asked once per block and filter otherwise
     return int(info.min), int(info.max)

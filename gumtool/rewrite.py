@@ -288,5 +288,6 @@ def rewrite_to_new(sources: list[StoredDB], dest: Any, schema: Schema, config: C
         out.commit()
     if not s.dropped_intervals:
         return s, []
-    return s, [f"dropped {s.dropped_intervals} intervals outside the new config's retention "
-               f"({config.retention_days} days)"]
+    line = (f"dropped {s.dropped_intervals} intervals outside the new config's retention "
+            f"({config.retention_days} days)")
+    return s, [line]
