@@ -7,6 +7,16 @@
 
 #include <Python.h>
 
+/* Hot helpers are forced inline so each caller compiled for a wider target (the AVX2 clones in
+ * _kernels.c) gets its own vectorised copy rather than a call into the baseline one. */
+#if defined(__GNUC__)
+#define HOT_INLINE static inline __attribute__((always_inline))
+#define NO_INLINE static __attribute__((noinline))
+#else
+#define HOT_INLINE static inline
+#define NO_INLINE static
+#endif
+
 enum { T_I8, T_U8, T_I16, T_U16, T_I32, T_U32, T_I64, T_U64, T_F32, T_F64, T_BOOL, T_STR, T_TS,
        T_BAD };
 

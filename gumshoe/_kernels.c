@@ -12,7 +12,8 @@
  *   k       int: the accumulators' length; every key must lie in [0, k) (checked).
  *   parts   sequence of (codes, offset, stride, nil): key += (codes[i] - offset) * stride, or
  *           += 0 where nil[i]; codes any integer type, nil a bool array or None.
- *   mask    bool array or None (all rows).
+ *   mask    bool array, None (all rows), or a list: a filter program over the block's columns
+ *           (_predicate.h), evaluated chunk by chunk in the same pass.
  *   columns sequence of arrays (int64, uint64 or float64), each with its accumulator in accs
  *           (the same type, length k, writable). Integer sums wrap like numpy's (two's
  *           complement); the engine bounds them.
@@ -23,6 +24,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include "_buffer.h"
+#include "_predicate.h"
 #include <stdint.h>
 #include <string.h>
 
@@ -108,7 +110,7 @@ typedef struct {
     } while (0)
 
 /* The group keys of a chunk's rows; returns nonzero iff one lies outside [0, k). */
-static inline int add_parts(Part *parts, Py_ssize_t nparts, int64_t *restrict key,
+HOT_INLINE int add_parts(Part *parts, Py_ssize_t nparts, int64_t *restrict key,
                             const Py_ssize_t *restrict idx, Py_ssize_t start, Py_ssize_t cnt,
                             int dense, const int64_t base, const int64_t k) {
     int64_t out = 0;
@@ -175,7 +177,7 @@ static inline int add_parts(Part *parts, Py_ssize_t nparts, int64_t *restrict ke
                      a0[kk] += v0[rr]; a1[kk] += v1[rr]; }
 #define ADD1(K, R) { a[(K)] += v[(R)]; }
 
-static inline void add_columns(Column *cols, Py_ssize_t ncols, const int64_t *restrict key,
+HOT_INLINE void add_columns(Column *cols, Py_ssize_t ncols, const int64_t *restrict key,
                                const Py_ssize_t *restrict idx, Py_ssize_t start, Py_ssize_t cnt,
                                int dense, const int64_t ls) {
     Py_ssize_t q = 0;
@@ -222,7 +224,7 @@ static inline double pick_float(double x, uint8_t b) {
 /* Four independent accumulators: the adds pipeline (and vectorise for integers). */
 #define PLAIN_SUM(VTYPE, ATYPE, PICK)                                                          \
     do {                                                                                   \
-        const VTYPE *v = (const VTYPE *)col->values.buf;                                   \
+        const VTYPE *v = (const VTYPE *)col->values.buf + start;                           \
         ATYPE s0 = 0, s1 = 0, s2 = 0, s3 = 0;                                              \
         Py_ssize_t i = 0;                                                                  \
         if (m) {                                                                           \
@@ -245,8 +247,8 @@ static inline double pick_float(double x, uint8_t b) {
         ((ATYPE *)col->acc.buf)[base] += (s0 + s1) + (s2 + s3);                            \
     } while (0)
 
-static void sum_all(Column *cols, Py_ssize_t ncols, const uint8_t *m, Py_ssize_t n,
-                    int64_t base) {
+HOT_INLINE void sum_range(Column *cols, Py_ssize_t ncols, const uint8_t *m, Py_ssize_t start,
+                      Py_ssize_t n, int64_t base) {
     for (Py_ssize_t q = 0; q < ncols; q++) {
         Column *col = &cols[q];
         switch (col->type) {
@@ -254,6 +256,20 @@ static void sum_all(Column *cols, Py_ssize_t ncols, const uint8_t *m, Py_ssize_t
         case T_U64: PLAIN_SUM(uint64_t, uint64_t, PICK_INT); break;
         case T_F64: PLAIN_SUM(double, double, PICK_FLOAT); break;
         }
+    }
+}
+
+/* Every row has the key `base`: plain sums, masked by `m` or by the filter program chunk by
+ * chunk (GIL released). */
+CLONES static void sum_all(Column *cols, Py_ssize_t ncols, const uint8_t *m, const Program *pg,
+                           Py_ssize_t n, int64_t base) {
+    if (!pg) {
+        sum_range(cols, ncols, m, 0, n, base);
+        return;
+    }
+    for (Py_ssize_t start = 0; start < n; start += CHUNK) {
+        const Py_ssize_t len = n - start < CHUNK ? n - start : CHUNK;
+        sum_range(cols, ncols, program_eval(pg, start, len), start, len, base);
     }
 }
 
@@ -271,20 +287,36 @@ static void fold_lanes(Column *col, Py_ssize_t k) {
     }
 }
 
-/* The chunked scan (GIL released). Every argument is a by-value local, so the stores to the
- * key and accumulator arrays cannot alias them and the simple loops vectorise. Returns 1 when
- * a key falls outside [0, k). */
+/* idx[0..count) = start + the positions of the set mask bytes; returns count. Branch-free
+ * (the mask is unpredictable). Not inlined on purpose: inside the large scan_rows GCC kept
+ * every variable of this loop on the stack (one store and two reloads per row). */
+NO_INLINE Py_ssize_t compact(const uint8_t *restrict mc, Py_ssize_t start, Py_ssize_t len,
+                              Py_ssize_t *restrict idx) {
+    Py_ssize_t c = 0;
+    for (Py_ssize_t i = 0; i < len; i++) {
+        idx[c] = start + i;
+        c += mc[i] != 0;
+    }
+    return c;
+}
+
+/* The chunked scan (GIL released). The selected rows are those of the mask `m`, or of the
+ * filter program `pg` evaluated chunk by chunk, or all. Every argument is a by-value local, so
+ * the stores to the key and accumulator arrays cannot alias them and the simple loops
+ * vectorise. Returns 1 when a key falls outside [0, k). */
 CLONES static int scan_rows(Part *parts, Py_ssize_t nparts, Column *cols, Py_ssize_t ncols,
-                     const uint8_t *m, const Py_ssize_t n, const int64_t base, const int64_t k) {
+                            const uint8_t *m, const Program *pg, const Py_ssize_t n,
+                            const int64_t base, const int64_t k) {
     int64_t key[CHUNK];
     Py_ssize_t idx[CHUNK];
     const int lanes = cols[0].lanes != NULL;
     for (Py_ssize_t start = 0; start < n; start += CHUNK) {
         Py_ssize_t len = n - start < CHUNK ? n - start : CHUNK, cnt = len;
         int dense = 1, trash = 0;
-        if (m) {
+        const uint8_t *mc = pg ? program_eval(pg, start, len) : m ? m + start : NULL;
+        if (mc) {
             cnt = 0;
-            for (Py_ssize_t i = 0; i < len; i++) cnt += m[start + i] != 0;
+            for (Py_ssize_t i = 0; i < len; i++) cnt += mc[i] != 0;
             if (cnt == 0) continue;
             if (cnt < len) {
                 if (lanes && cnt * 4 >= len) {
@@ -294,11 +326,7 @@ CLONES static int scan_rows(Part *parts, Py_ssize_t nparts, Column *cols, Py_ssi
                     cnt = len;
                 } else {
                     dense = 0;
-                    cnt = 0;
-                    for (Py_ssize_t i = 0; i < len; i++) {  /* branch-free compaction */
-                        idx[cnt] = start + i;
-                        cnt += m[start + i] != 0;
-                    }
+                    cnt = compact(mc, start, len, idx);
                 }
             }
         }
@@ -306,7 +334,6 @@ CLONES static int scan_rows(Part *parts, Py_ssize_t nparts, Column *cols, Py_ssi
                   : add_parts(parts, nparts, key, idx, start, cnt, 0, base, k))
             return 1;
         if (trash) {
-            const uint8_t *mc = m + start;
             for (Py_ssize_t j = 0; j < cnt; j++) {
                 const int64_t keep = -(int64_t)(mc[j] != 0);
                 key[j] = (key[j] & keep) | (k & ~keep);
@@ -331,7 +358,8 @@ static PyObject *accumulate(PyObject *self, PyObject *args) {
     Part parts[MAX_PARTS];
     Column cols[MAX_COLUMNS];
     Py_buffer mask;
-    int has_mask = 0;
+    Program prog;
+    int has_mask = 0, has_prog = 0;
     Py_ssize_t nparts = 0, ncols = 0, n = -1;
     PyObject *result = NULL;
     if (!accs_seq) goto done;
@@ -389,7 +417,10 @@ static PyObject *accumulate(PyObject *self, PyObject *args) {
             goto done;
         }
     }
-    if (mask_obj != Py_None) {
+    if (PyList_Check(mask_obj)) {  /* a filter program (filters.py) */
+        if (program_parse(mask_obj, n, CHUNK, &prog) < 0) goto done;
+        has_prog = 1;
+    } else if (mask_obj != Py_None) {
         if (get_buffer(mask_obj, &mask, 0, "mask") < 0) goto done;
         has_mask = 1;
         if (mask.itemsize != 1 || mask.len != n) {
@@ -404,7 +435,8 @@ static PyObject *accumulate(PyObject *self, PyObject *args) {
             goto done;
         }
         Py_BEGIN_ALLOW_THREADS
-        sum_all(cols, ncols, has_mask ? (const uint8_t *)mask.buf : NULL, n, base);
+        sum_all(cols, ncols, has_mask ? (const uint8_t *)mask.buf : NULL,
+                has_prog ? &prog : NULL, n, base);
         Py_END_ALLOW_THREADS
         result = Py_None;
         Py_INCREF(result);
@@ -425,7 +457,7 @@ static PyObject *accumulate(PyObject *self, PyObject *args) {
     int bad_key;
     Py_BEGIN_ALLOW_THREADS
     bad_key = scan_rows(parts, nparts, cols, ncols, has_mask ? (const uint8_t *)mask.buf : NULL,
-                        n, base, k);
+                        has_prog ? &prog : NULL, n, base, k);
     Py_END_ALLOW_THREADS
     if (bad_key) {
         PyErr_SetString(PyExc_ValueError, "accumulate: a group key is outside [0, k)");
@@ -444,6 +476,7 @@ done:
         if (parts[i].has_nil) PyBuffer_Release(&parts[i].nil);
     }
     if (has_mask) PyBuffer_Release(&mask);
+    if (has_prog) program_release(&prog);
     Py_XDECREF(accs_seq);
     Py_XDECREF(cols_seq);
     Py_DECREF(parts_seq);

@@ -21,10 +21,10 @@ import numpy as np
 
 from . import native
 from .block import Block, rollup
+from .filters import CompiledFilter
 from .query import Grouping, Query
 from .scan import (
     EXACT_FLOAT_SUM,
-    CompiledFilter,
     Partial,
     decode,
     empty_partial,
@@ -162,8 +162,8 @@ class Plan:
         return self._scan_sorted(items)
 
     def _scan_fused(self, items: list[Item]) -> Partial:
-        """Dense accumulation with the C kernel: one call per block does the filter mask, the
-        group key and every sum in one pass (exact: int64/uint64 accumulators)."""
+        """Dense accumulation with the C kernel: one call per block does the filter, the group
+        key and every sum in one pass, GIL released (exact: int64/uint64 accumulators)."""
         k = self.key_space
         strides = [math.prod(p.card for p in self.parts[i + 1:]) for i in range(len(self.parts))]
         acc_count = np.zeros(k, np.int64)
@@ -173,7 +173,8 @@ class Plan:
         for start, block, _ in items:
             if block.n == 0:
                 continue
-            mask = None if self.filter is None else self.filter.mask(block, start)
+            # the filter as a predicate program, evaluated by the kernel in the same pass
+            mask = None if self.filter is None else self.filter.program(block, start)
             if mask is False:
                 continue
             base = 0

@@ -1,231 +1,24 @@
-"""Scan kernels: compiled filters -> boolean masks, groupings -> integer keys, partial sums,
-the associative merge of partials, and the finishing step that makes result rows.
+"""Partial results: per-group sums, the associative merge of partials, and the finishing step
+that makes result rows. (Filters are compiled in filters.py.)
 
-Imports schema, block, dictionary and query (the AST); never opens files. The same Partial and
+Imports schema, block and query (the AST); never opens files. The same Partial and
 `merge` serve a block, an interval, a whole shard and the router (over decoded keys).
 """
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
-import functools
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from . import native
-from .block import Block, dense_codes, group_key
-from .dictionary import Dictionary
+from .block import dense_codes, group_key
 from .errors import QueryError
-from .query import ROW_COUNT, Compare, Filter, Logical, Query
+from .query import ROW_COUNT, Query
 from .schema import Column
 
-Mask = np.ndarray | bool  # a per-row mask, or a constant for every row
 EXACT_FLOAT_SUM = 2**53  # float64 (bincount) sums of integers are exact below this
-
-
-# -- filters ---------------------------------------------------------------------------------
-
-def _int_compare(arr: np.ndarray, op: str, x: int | float, lo: int, hi: int) -> Mask:
-    """`arr op x` exactly for an integer array whose values lie in [lo, hi]."""
-    if op in ("=", "!="):
-        if isinstance(x, float) and not x.is_integer():
-            return op == "!="
-        t = int(x)
-        if t < lo or t > hi:
-            return op == "!="
-        return arr == t if op == "=" else arr != t
-    if op in (">", "<="):
-        t = math.floor(x)
-        if t >= hi:
-            return op == "<="
-        if t < lo:
-            return op == ">"
-        return arr > t if op == ">" else arr <= t
-    t = math.ceil(x)  # ">=", "<"
-    if t <= lo:
-        return op == ">="
-    if t > hi:
-        return op == "<"
-    return arr >= t if op == ">=" else arr < t
-
-
-_FLOAT_OPS: dict[str, Callable[[Any, Any], Any]] = {
-    "=": np.equal, "!=": np.not_equal, ">": np.greater, ">=": np.greater_equal,
-    "<": np.less, "<=": np.less_equal}
-
-
-def _as_column_float(arr: np.ndarray, x: int | float) -> np.floating:
-    """A filter value on a float column means the value inserting it would store: rounded to
-    the column's precision (float32(0.1) = 0.1 matches a stored 0.1; beyond float32, +-inf)."""
-    with np.errstate(over="ignore"):
-        return arr.dtype.type(x)
-
-
-@functools.cache
-def _int_range(dtype: np.dtype) -> tuple[int, int]:
-    info = np.iinfo(dtype)  # ~2 us a call: asked once per block and filter otherwise
-    return int(info.min), int(info.max)
-
-
-def _number_compare(arr: np.ndarray, op: str, x: int | float) -> Mask:
-    if arr.dtype.kind == "f":
-        return _FLOAT_OPS[op](arr, _as_column_float(arr, x))
-    return _int_compare(arr, op, x, *_int_range(arr.dtype))
-
-
-def _number_in(arr: np.ndarray, values: Sequence[int | float]) -> Mask:
-    if arr.dtype.kind == "f":
-        cand = np.array([_as_column_float(arr, v) for v in values], dtype=arr.dtype)
-    else:
-        info = np.iinfo(arr.dtype)
-        cand = np.array(sorted({int(v) for v in values if float(v).is_integer()
-                                and info.min <= v <= info.max}), dtype=arr.dtype)
-    if len(cand) == 0:
-        return False
-    if len(cand) == 1:
-        return arr == cand[0]
-    return np.isin(arr, cand)
-
-
-class CompiledFilter:
-    """A filter prepared once per query: dictionary look-ups and tables computed up front.
-
-    `prune(start)` decides an interval from its start alone (True/False) or says None (it
-    depends on the rows); `mask(block, start)` evaluates it over one block's rows.
-    """
-
-    def __init__(self, f: Filter, dictionaries: dict[str, Dictionary],
-                 sizes: dict[str, int]) -> None:
-        self.f = f
-        self.dictionaries = dictionaries
-        self.sizes = sizes
-        self._luts: dict[int, Any] = {}
-
-    def prune(self, start: int, f: Filter | None = None) -> bool | None:
-        f = self.f if f is None else f
-        if isinstance(f, Compare):
-            if f.column.role != "timestamp":
-                return None
-            if f.op == "in":
-                return any(float(start) == v for v in f.value)
-            return bool(_FLOAT_OPS[f.op](start, f.value)) if isinstance(f.value, float) else \
-                bool(_int_compare(np.int64(start), f.op, f.value, -2**63, 2**63 - 1))
-        results = [self.prune(start, g) for g in f.operands]
-        if f.op == "not":
-            return None if results[0] is None else not results[0]
-        if f.op == "and":
-            if any(r is False for r in results):
-                return False
-            return True if all(r is True for r in results) else None
-        if any(r is True for r in results):
-            return True
-        return False if all(r is False for r in results) else None
-
-    def mask(self, block: Block, start: int, f: Filter | None = None) -> Mask:
-        f = self.f if f is None else f
-        if isinstance(f, Logical):
-            return self._logical(f, block, start)
-        col = f.column
-        if col.role == "timestamp":
-            return bool(self.prune(start, f))
-        if col.role == "metric":
-            arr = block.metrics[col.name]
-            return _number_in(arr, f.value) if f.op == "in" else _number_compare(arr, f.op,
-                                                                                 f.value)
-        nil = block.nils[col.name]
-        arr = block.dims[col.name]
-        if f.op == "in":
-            values = [v for v in f.value if v is not None]
-            m = self._string_in(f, arr, values) if col.is_string else _number_in(arr, values)
-            m = _and_not(m, nil)
-            return _or(m, nil) if None in f.value else m
-        if f.value is None:
-            if f.op == "=":
-                return False if nil is None else nil
-            if f.op == "!=":
-                return True if nil is None else ~nil
-            return False
-        m = self._string_compare(f, arr) if col.is_string else _number_compare(arr, f.op,
-                                                                               f.value)
-        return _or(m, nil) if f.op == "!=" else _and_not(m, nil)
-
-    def _string_compare(self, f: Compare, codes: np.ndarray) -> Mask:
-        d = self.dictionaries[f.column.name]
-        size = self.sizes[f.column.name]
-        if f.op in ("=", "!="):
-            code = d.lookup(f.value)
-            if code is None or code >= size:
-                return f.op == "!="
-            return codes == code if f.op == "=" else codes != code
-        lut = self._luts.get(id(f))
-        if lut is None:
-            ranks, ordered = d.ranks(size), d.sorted_values(size)
-            if f.op in ("<", ">="):
-                pos = bisect.bisect_left(ordered, f.value)
-                lut = ranks < pos if f.op == "<" else ranks >= pos
-            else:
-                pos = bisect.bisect_right(ordered, f.value)
-                lut = ranks <= pos - 1 if f.op == "<=" else ranks >= pos
-            self._luts[id(f)] = lut
-        return _take(lut, codes) if len(lut) else False
-
-    def _string_in(self, f: Compare, codes: np.ndarray, values: list[str]) -> Mask:
-        lut = self._luts.get(id(f))
-        if lut is None:  # once per query: the codes of the known strings, as a table
-            d = self.dictionaries[f.column.name]
-            size = self.sizes[f.column.name]
-            known = sorted({c for c in map(d.lookup, values) if c is not None and c < size})
-            lut = np.zeros(size, bool)
-            lut[known] = True
-            self._luts[id(f)] = lut = (known, lut)
-        known, table = lut
-        if not known:
-            return False
-        if len(known) == 1:
-            return codes == known[0]
-        return _take(table, codes)
-
-    def _logical(self, f: Logical, block: Block, start: int) -> Mask:
-        if f.op == "not":
-            m = self.mask(block, start, f.operands[0])
-            return (not m) if isinstance(m, bool) else ~m
-        is_and = f.op == "and"
-        out: Mask = is_and
-        for g in f.operands:
-            m = self.mask(block, start, g)
-            if isinstance(m, bool):
-                if m != is_and:
-                    return m  # False in an and, True in an or
-                continue
-            out = m if isinstance(out, bool) else (out & m if is_and else out | m)
-        return out
-
-
-def _take(lut: np.ndarray, codes: np.ndarray) -> np.ndarray:
-    """lut[codes] for a bool look-up table over dictionary codes (the C kernel reads the codes
-    as they are; numpy widens them to intp first)."""
-    kernels = native.kernels
-    if kernels is None:
-        return lut[codes]
-    out = np.empty(len(codes), bool)
-    kernels.lookup(lut, codes, out)
-    return out
-
-
-def _and_not(m: Mask, nil: np.ndarray | None) -> Mask:
-    if nil is None or m is False:
-        return m
-    return ~nil if m is True else m & ~nil
-
-
-def _or(m: Mask, nil: np.ndarray | None) -> Mask:
-    if nil is None or m is True:
-        return m
-    return nil.copy() if m is False else m | nil
 
 
 # -- partial results ------------------------------------------------------------------------

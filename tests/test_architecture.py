@@ -29,7 +29,7 @@ TIERS: list[set[str]] = [
     {"db"},
     {"bulk"},  # whole-directory reads/writes for gumtool (above db: reuses its recovery)
     {"query", "jsonio"},  # query AST, JSON codec
-    {"scan"},  # kernels over blocks: filter masks, group keys, partials
+    {"filters", "scan"},  # filters -> predicate programs and masks; partials, merge, finish
     {"engine", "wire"},  # runs a query over a snapshot; msgpack codec of partials
     {"server", "router", "metrics", "cli", "client", "__main__"},
 ]
