@@ -21,13 +21,6 @@ def scan_kernels() -> None:
     """Overrides the per-kernel parametrisation of tests/query: this module tests the C kernel."""
 
 
-@pytest.fixture(scope="module")
-def kernels() -> ModuleType:
-    if BUILT is None:
-        pytest.skip("gumshoe._kernels is not built (or GUMSHOE_NATIVE=0)")
-    return BUILT
-
-
 def test_the_extension_is_built() -> None:
     assert BUILT is not None or os.environ.get("GUMSHOE_NATIVE") == "0", (
         "gumshoe._kernels is not built: `pip install -e .` needs a C compiler (gcc). "

@@ -20,8 +20,6 @@ from hypothesis import strategies as st
 from gumshoe import filters
 from gumshoe.filters import AND, FCMP, LUT, MASK, NOT, OR, RANGE
 
-from ..kernels import BUILT
-
 INT_TYPES = [np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.int64, np.uint64,
              np.bool_]
 FLOAT_OPS = [np.equal, np.not_equal, np.greater, np.greater_equal, np.less, np.less_equal]
@@ -30,13 +28,6 @@ FLOAT_OPS = [np.equal, np.not_equal, np.greater, np.greater_equal, np.less, np.l
 @pytest.fixture(scope="module", autouse=True)
 def scan_kernels() -> None:
     """Overrides the per-kernel parametrisation of tests/query: both evaluators run here."""
-
-
-@pytest.fixture(scope="module")
-def kernels() -> ModuleType:
-    if BUILT is None:
-        pytest.skip("gumshoe._kernels is not built (or GUMSHOE_NATIVE=0)")
-    return BUILT
 
 
 def _bounds(dtype: np.dtype) -> tuple[int, int]:
