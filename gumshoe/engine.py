@@ -26,6 +26,7 @@ from .query import Grouping, Query
 from .scan import (
     EXACT_FLOAT_SUM,
     Partial,
+    check_sums,
     decode,
     empty_partial,
     finalize,
@@ -40,6 +41,7 @@ TASK_ROWS = 1 << 21  # most rows per scan task
 MIN_TASK_ROWS = 1 << 16  # fewer rows are not worth a task of their own
 
 Item = tuple[int, Block, dict[str, Any]]  # (interval start, block, its segment stats)
+HI, LO = "\0hi:", "\0lo:"  # the two halves of a split sum (names no column can have)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -120,6 +122,7 @@ class Plan:
         self.sum_dtypes = {c: self.schema.column(c).store_dtype  # type: ignore[union-attr]
                            for c in query.metric_columns}
         self.kernels = native.kernels  # the fused C kernel, or None: the numpy kernels
+        self.split: list[str] = []  # integer sums summed in two halves (split_sums)
 
     def tasks(self, snapshot: Snapshot, threads: int) -> list[list[Item]]:
         """The blocks to scan, cut into about `threads` tasks (none over TASK_ROWS rows, none
@@ -144,15 +147,64 @@ class Plan:
             rows += item[1].n
         return [t for t in tasks if t]
 
+    def split_sums(self, tasks: list[list[Item]]) -> None:
+        """Sums kept in 64 bits must not wrap. For each integer sum that could leave its range
+        over these blocks (segments carry a bound from their min/max; an unflushed block sums
+        at most `count` inputs of the declared type per row), the scan sums `v >> 32` and
+        `v & 0xffffffff` instead: neither can wrap below 2**31 rows, and `exact_sums` adds
+        them up exactly."""
+        cols = [c for c, dt in self.sum_dtypes.items() if dt.kind in "iu"]
+        if not cols:
+            return
+        declared = [max(abs(int(x)) for x in self.schema.column(c).value_range)  # type: ignore
+                    for c in cols]
+        flushed = [stats for items in tasks for _, _, stats in items if stats]
+        logical = sum(b.logical_rows for items in tasks for _, b, stats in items if not stats)
+        for c, d in zip(cols, declared):
+            key = "bound:m:" + c
+            bound = sum(stats.get(key, 0) for stats in flushed) + logical * d
+            dt = self.sum_dtypes[c]
+            if bound > np.iinfo(dt).max:
+                self.split.append(c)
+                del self.sum_dtypes[c]
+                self.sum_dtypes[HI + c] = dt
+                self.sum_dtypes[LO + c] = np.dtype(np.uint64)
+
+    def _split_items(self, items: list[Item]) -> list[Item]:
+        out = []
+        for start, block, stats in items:
+            metrics = dict(block.metrics)
+            for c in self.split:
+                v = metrics[c]
+                metrics[HI + c] = v >> 32
+                metrics[LO + c] = (v & v.dtype.type(0xFFFFFFFF)).astype(np.uint64)
+            out.append((start, dataclasses.replace(block, metrics=metrics), stats))
+        return out
+
+    def exact_sums(self, partial: Partial) -> Partial:
+        """Put split sums back together as exact integers; a sum outside its 64-bit type is a
+        QueryError naming the aggregate, never a wrapped number."""
+        for c in self.split:
+            dt = self.schema.column(c).store_dtype  # type: ignore[union-attr]
+            hi, lo = partial.sums.pop(HI + c), partial.sums.pop(LO + c)
+            exact = [h * 2**32 + x for h, x in zip(hi.tolist(), lo.tolist())]
+            where = next(f"aggregates[{i}]" for i, a in enumerate(self.query.aggregates)
+                         if a.column.name == c)
+            check_sums(c, dt, exact, where)
+            partial.sums[c] = np.array(exact, dt)
+        return partial
+
     def _items(self, view: IntervalView) -> list[Item]:
         if self.metric_filter and not view.fully_rolled_up:
             # Metric filters apply to rolled-up rows: combine flushed and unflushed rows first.
             return [(view.start, _rolled_up(self.schema, view.blocks), {})]
-        return ([(view.start, s.block, s.stats) for s in view.segments]
+        return ([(view.start, s.block, s.scan_stats) for s in view.segments]
                 + [(view.start, b, {}) for b in view.mem])
 
     # -- one task -----------------------------------------------------------------------------
     def scan(self, items: list[Item]) -> Partial:
+        if self.split:
+            items = self._split_items(items)
         if self.dense and self.kernels is not None:
             return self._scan_fused(items)
         if not self.parts:
@@ -349,13 +401,14 @@ def run(query: Query, snapshot: Snapshot, executor: Executor | None = None,
     plan = Plan(query, snapshot, max_groups)
     threads = getattr(executor, "_max_workers", 1) if executor is not None else 1
     tasks = plan.tasks(snapshot, threads)
+    plan.split_sums(tasks)
     if executor is None or len(tasks) <= 1:
         partials = [plan.scan(items) for items in tasks]
     else:
         partials = list(executor.map(plan.scan, tasks))
     if not partials:
-        return empty_partial(query, plan.sum_dtypes)
-    return merge(partials, max_groups)
+        return plan.exact_sums(empty_partial(query, plan.sum_dtypes))
+    return plan.exact_sums(merge(partials, max_groups))
 
 
 def execute(query: Query, snapshot: Snapshot, executor: Executor | None = None,

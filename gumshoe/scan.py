@@ -46,7 +46,7 @@ def empty_partial(query: Query, sum_dtypes: dict[str, np.dtype], decoded: bool =
     keys = [np.zeros(0, object if (decoded and g.column.is_string) else _key_dtype(g.column))
             for g in query.groupings]
     return Partial(keys, [None] * len(keys), np.zeros(n, np.int64),
-                   {c: np.zeros(n, sum_dtypes[c]) for c in query.metric_columns}, decoded)
+                   {c: np.zeros(n, dt) for c, dt in sum_dtypes.items()}, decoded)
 
 
 def _key_dtype(col: Column) -> np.dtype:
@@ -65,8 +65,8 @@ def merge(partials: list[Partial], max_groups: int | None = None) -> Partial:
     sums = {c: np.concatenate([p.sums[c] for p in partials]) for c in first.sums}
     if not first.keys:
         return Partial([], [], np.array([count.sum()], np.int64),
-                       {c: np.array([v.sum()], v.dtype) for c, v in sums.items()},
-                       first.decoded)
+                       {c: _reduce_sums(c, v, None, np.zeros(1, np.intp))
+                        for c, v in sums.items()}, first.decoded)
     keys, nils = [], []
     for i in range(len(first.keys)):
         keys.append(np.concatenate([p.keys[i] for p in partials]))
@@ -102,9 +102,33 @@ def reduce_groups(keys: list[np.ndarray], nils: list[np.ndarray | None], count: 
         [k[first] for k in keys],
         [None if nil is None else nil[first] for nil in nils],
         np.add.reduceat(count[order], starts) if n else count,
-        {c: (np.add.reduceat(v[order], starts) if n else v) for c, v in sums.items()},
+        {c: (_reduce_sums(c, v, order, starts) if n else v) for c, v in sums.items()},
         decoded,
     )
+
+
+def _reduce_sums(name: str, v: np.ndarray, order: np.ndarray | None,
+                 starts: np.ndarray) -> np.ndarray:
+    """np.add.reduceat(v[order], starts), refusing a 64-bit integer sum that would wrap. When
+    the sum of |v| (in float64, whose error is far below the margin) is under 2**62, no sum can
+    wrap; otherwise the sums are added exactly as Python integers and checked."""
+    if order is not None:
+        v = v[order]
+    if v.dtype.kind == "f" or float(np.abs(v.astype(np.float64)).sum()) < 2.0**62:
+        return np.add.reduceat(v, starts)
+    exact = np.add.reduceat(v.astype(object), starts)
+    check_sums(name, v.dtype, exact)
+    return np.array(exact.tolist(), v.dtype)
+
+
+def check_sums(name: str, dtype: np.dtype, exact: Any, where: str = "") -> None:
+    """Raise QueryError when an exact integer sum does not fit `dtype`, the 64-bit type that
+    sums of `name` are kept and returned in (never wrapped: a wrong number is worse)."""
+    info = np.iinfo(dtype)
+    for x in exact:
+        if not info.min <= x <= info.max:
+            raise QueryError(f"{where or 'aggregates'}: the sum of {name!r} ({x}) does not "
+                             f"fit {dtype}, the type its sums are kept in")
 
 
 def _sortable(keys: np.ndarray, nil: np.ndarray | None) -> np.ndarray:

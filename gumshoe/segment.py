@@ -102,15 +102,25 @@ def write_segment(path: Path, schema: Schema, block: Block, fsync: bool = True) 
     return size
 
 
-class Segment:
-    """An immutable segment: a Block plus its per-column min/max stats."""
+def _sum_bounds(stats: dict[str, tuple[Any, Any]], n: int) -> dict[str, int]:
+    """"bound:m:<metric>" -> n * max(|min|, |max|) for integer metrics: a bound on the absolute
+    sum of the column, which the query engine adds up per query to know whether a 64-bit sum
+    could wrap (a look-up per segment, not a pass over the data)."""
+    return {"bound:" + name: n * max(abs(lo), abs(hi)) for name, (lo, hi) in stats.items()
+            if name.startswith("m:") and isinstance(lo, int) and isinstance(hi, int)}
 
-    __slots__ = ("block", "nbytes", "path", "stats")
+
+class Segment:
+    """An immutable segment: a Block plus its per-column min/max stats. `scan_stats` is what
+    the query engine reads: the stats plus each integer metric's sum bound."""
+
+    __slots__ = ("block", "nbytes", "path", "scan_stats", "stats")
 
     def __init__(self, block: Block, stats: dict[str, tuple[Any, Any]], nbytes: int,
                  path: Path | None = None) -> None:
         self.block = block
         self.stats = stats
+        self.scan_stats: dict[str, Any] = {**stats, **_sum_bounds(stats, block.n)}
         self.nbytes = nbytes
         self.path = path
 

@@ -171,6 +171,38 @@ def test_int64_sums_are_exact_beyond_2_53(state: str) -> None:
                                     groupings=["dim1"])] == [3 * big, 3 * big]
 
 
+@pytest.mark.parametrize("dtype", ["uint64", "int64"])
+def test_a_sum_beyond_64_bits_is_an_error_not_a_wrapped_number(state: str, dtype: str) -> None:
+    top = 2**64 - 1 if dtype == "uint64" else 2**63 - 1
+    rows = [{"at": hour(i % 3), "dim1": f"s{i}", "metric1": top - i} for i in range(4)]
+    rows += [{"at": 0, "dim1": "small", "metric1": 1}, {"at": 0, "dim1": "tiny", "metric1": 2}]
+    db = load(make_db(metrics=(("metric1", dtype),)), rows, state)
+    with pytest.raises(QueryError, match=r"aggregates\[0\]: the sum of 'metric1' \(\d+\) does "
+                                         f"not fit {dtype}, the type its sums are kept in"):
+        db.query({"aggregates": [{"column": "metric1", "type": "average", "name": "a"},
+                                 {"column": "metric1"}]})
+    # groups whose own sums fit are exact, beside a group that does not fit
+    with pytest.raises(QueryError, match="does not fit"):
+        db.query({"aggregates": [{"column": "metric1"}], "groupings": [{"column": "at"}]})
+    rows = db.query({"aggregates": [{"column": "metric1"}], "groupings": ["dim1"]})
+    assert {r["dim1"]: r["metric1"] for r in rows} == {
+        **{f"s{i}": top - i for i in range(4)}, "small": 1, "tiny": 2}
+    assert db.query({"aggregates": [{"column": "metric1"}],
+                     "filters": [{"type": "in", "column": "dim1", "value": ["s3", "tiny"]}]}
+                    ) == [{"metric1": top - 1, "rowCount": 2}]
+
+
+def test_int64_sums_that_cancel_are_exact(state: str) -> None:
+    big = 2**62 + 12345
+    values = [big, big, big, -big, -big, -big, 7]  # partial sums leave int64; the total does not
+    db = load(make_db(metrics=(("metric1", "int64"),)),
+              [{"at": hour(i % 2), "dim1": f"s{i}", "metric1": v} for i, v in enumerate(values)],
+              state)
+    assert db.query({"aggregates": [{"column": "metric1"}]}) == [{"metric1": 7, "rowCount": 7}]
+    assert db.query({"aggregates": [{"column": "metric1", "type": "average"}]}) == [
+        {"metric1": 1.0, "rowCount": 7}]
+
+
 def test_negative_small_int_grouping(state: str) -> None:  # the original crashed here
     db = load(make_db(dims=(("i8", "int8"),)),
               [{"at": 0, "i8": -5, "metric1": 1}, {"at": 0, "i8": 7, "metric1": 2},

@@ -88,3 +88,24 @@ def test_shard_function_is_stable_and_keeps_keys_together() -> None:
 
 
 PINNED = 904  # shard of that row among 1000 shards: change it only with a migration plan
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_merging_shard_sums_never_wraps(grouped: bool) -> None:
+    """The router adds shards' 64-bit sums: beyond the type it is an error, and large sums
+    that cancel are exact."""
+    from gumshoe.errors import QueryError
+    from gumshoe.scan import merge
+
+    def part(values: list[int], dtype: type) -> Partial:
+        keys = [np.array(["a"] * len(values), object)] if grouped else []
+        return Partial(keys, [None] * len(keys), np.ones(len(values), np.int64),
+                       {"m": np.array(values, dtype)}, decoded=True)
+
+    big = 2**62 + 5
+    merged = merge([part([big], np.int64), part([big], np.int64), part([-big], np.int64),
+                    part([-big + 3], np.int64)])
+    assert merged.sums["m"].tolist() == [3] and merged.count.tolist() == [4]
+    with pytest.raises(QueryError, match=r"the sum of 'm' \(18446744073709551616\) does not "
+                                         "fit uint64"):
+        merge([part([2**63], np.uint64), part([2**63], np.uint64)])

@@ -139,6 +139,13 @@ def test_in_memory_segment_matches_disk_stats(
     assert mem.rows == disk.rows and mem.nbytes == SCHEMA.row_bytes * block.n
     for name, stat in mem.stats.items():
         assert tuple(disk.stats[name]) == tuple(stat)
+    bounds = {k: v for k, v in mem.scan_stats.items() if k.startswith("bound:")}
+    assert bounds == {k: v for k, v in disk.scan_stats.items() if k.startswith("bound:")}
+    for name, bound in bounds.items():  # n * max(|min|, |max|) of each integer metric
+        lo, hi = mem.stats[name[len("bound:"):]]
+        assert bound == block.n * max(abs(lo), abs(hi))
+    assert bounds.keys() == {"bound:" + k for k, (lo, _) in mem.stats.items()
+                             if k.startswith("m:") and isinstance(lo, int)}
 
 
 @st.composite
