@@ -56,6 +56,8 @@ typedef struct {
     int type;
     void *lanes;  /* NULL, or LANES * k accumulators (8 bytes each) */
     void *target; /* where the sums go: lanes, or the accumulator itself */
+    uint64_t *wide; /* a narrow integer column: its chunk widened to 64 bits, else NULL */
+    const void *cur; /* the current chunk's values, 64 bits each (row j of the chunk: cur[j]) */
 } Column;
 
 /* The scan loop is compiled twice where the loader can pick one at load time (GCC/Clang on
@@ -158,17 +160,17 @@ HOT_INLINE int add_parts(Part *parts, Py_ssize_t nparts, int64_t *restrict key,
         Py_ssize_t j = 0;                                                                  \
         if (dense) {                                                                       \
             for (; j + 4 <= cnt; j += 4) {                                                 \
-                const Py_ssize_t r = start + j;                                            \
-                BODY(key[j], r) BODY(key[j + 1] + o1, r + 1)                               \
-                BODY(key[j + 2] + o2, r + 2) BODY(key[j + 3] + o3, r + 3)                  \
+                BODY(key[j], j) BODY(key[j + 1] + o1, j + 1)                               \
+                BODY(key[j + 2] + o2, j + 2) BODY(key[j + 3] + o3, j + 3)                  \
             }                                                                              \
-            for (; j < cnt; j++) { BODY(key[j], start + j) }                              \
+            for (; j < cnt; j++) { BODY(key[j], j) }                                       \
         } else {                                                                           \
             for (; j + 4 <= cnt; j += 4) {                                                 \
-                BODY(key[j], idx[j]) BODY(key[j + 1] + o1, idx[j + 1])                     \
-                BODY(key[j + 2] + o2, idx[j + 2]) BODY(key[j + 3] + o3, idx[j + 3])        \
+                BODY(key[j], idx[j] - start) BODY(key[j + 1] + o1, idx[j + 1] - start)     \
+                BODY(key[j + 2] + o2, idx[j + 2] - start)                                  \
+                BODY(key[j + 3] + o3, idx[j + 3] - start)                                  \
             }                                                                              \
-            for (; j < cnt; j++) { BODY(key[j], idx[j]) }                                  \
+            for (; j < cnt; j++) { BODY(key[j], idx[j] - start) }                          \
         }                                                                                  \
     } while (0)
 #define ADD3(K, R) { const int64_t kk = (K); const Py_ssize_t rr = (R);                   \
@@ -185,13 +187,13 @@ HOT_INLINE void add_columns(Column *cols, Py_ssize_t ncols, const int64_t *restr
         if (cols[q].type == T_F64 || cols[q + 1].type == T_F64) break;
         uint64_t *restrict a0 = cols[q].target, *restrict a1 = cols[q + 1].target;
         uint64_t *restrict a2 = cols[q + 2].target;
-        const uint64_t *restrict v0 = cols[q].values.buf, *restrict v1 = cols[q + 1].values.buf;
-        const uint64_t *restrict v2 = cols[q + 2].values.buf;
+        const uint64_t *restrict v0 = cols[q].cur, *restrict v1 = cols[q + 1].cur;
+        const uint64_t *restrict v2 = cols[q + 2].cur;
         FUSED(ADD3);
     }
     if (q + 2 <= ncols && cols[q].type != T_F64 && cols[q + 1].type != T_F64) {
         uint64_t *restrict a0 = cols[q].target, *restrict a1 = cols[q + 1].target;
-        const uint64_t *restrict v0 = cols[q].values.buf, *restrict v1 = cols[q + 1].values.buf;
+        const uint64_t *restrict v0 = cols[q].cur, *restrict v1 = cols[q + 1].cur;
         FUSED(ADD2);
         q += 2;
     }
@@ -199,11 +201,11 @@ HOT_INLINE void add_columns(Column *cols, Py_ssize_t ncols, const int64_t *restr
         Column *col = &cols[q];
         if (col->type == T_F64) {
             double *restrict a = col->target;
-            const double *restrict v = col->values.buf;
+            const double *restrict v = col->cur;
             FUSED(ADD1);
         } else {
             uint64_t *restrict a = col->target;
-            const uint64_t *restrict v = col->values.buf;
+            const uint64_t *restrict v = col->cur;
             FUSED(ADD1);
         }
     }
@@ -252,10 +254,46 @@ HOT_INLINE void sum_range(Column *cols, Py_ssize_t ncols, const uint8_t *m, Py_s
     for (Py_ssize_t q = 0; q < ncols; q++) {
         Column *col = &cols[q];
         switch (col->type) {
+        case T_I8: PLAIN_SUM(int8_t, uint64_t, PICK_INT); break;
+        case T_U8: PLAIN_SUM(uint8_t, uint64_t, PICK_INT); break;
+        case T_I16: PLAIN_SUM(int16_t, uint64_t, PICK_INT); break;
+        case T_U16: PLAIN_SUM(uint16_t, uint64_t, PICK_INT); break;
+        case T_I32: PLAIN_SUM(int32_t, uint64_t, PICK_INT); break;
+        case T_U32: PLAIN_SUM(uint32_t, uint64_t, PICK_INT); break;
         case T_I64: PLAIN_SUM(int64_t, uint64_t, PICK_INT); break;
         case T_U64: PLAIN_SUM(uint64_t, uint64_t, PICK_INT); break;
         case T_F64: PLAIN_SUM(double, double, PICK_FLOAT); break;
         }
+    }
+}
+
+/* Point each column's `cur` at rows [start, start + len): 64-bit columns in place, narrow
+ * integer columns widened into their chunk buffer (signed ones sign-extended), so the scatter
+ * loops read 64-bit values whatever width the segment stored. */
+#define WIDEN(CTYPE)                                                                       \
+    do {                                                                                   \
+        const CTYPE *restrict c = (const CTYPE *)col->values.buf + start;                  \
+        for (Py_ssize_t i = 0; i < len; i++) w[i] = (uint64_t)(int64_t)c[i];               \
+    } while (0)
+#define WIDEN_U(CTYPE)                                                                     \
+    do {                                                                                   \
+        const CTYPE *restrict c = (const CTYPE *)col->values.buf + start;                  \
+        for (Py_ssize_t i = 0; i < len; i++) w[i] = (uint64_t)c[i];                        \
+    } while (0)
+HOT_INLINE void load_chunk(Column *cols, Py_ssize_t ncols, Py_ssize_t start, Py_ssize_t len) {
+    for (Py_ssize_t q = 0; q < ncols; q++) {
+        Column *col = &cols[q];
+        uint64_t *restrict w = col->wide;
+        switch (col->type) {
+        case T_I8: WIDEN(int8_t); break;
+        case T_U8: WIDEN_U(uint8_t); break;
+        case T_I16: WIDEN(int16_t); break;
+        case T_U16: WIDEN_U(uint16_t); break;
+        case T_I32: WIDEN(int32_t); break;
+        case T_U32: WIDEN_U(uint32_t); break;
+        default: col->cur = (const char *)col->values.buf + start * 8; continue;
+        }
+        col->cur = w;
     }
 }
 
@@ -339,6 +377,7 @@ CLONES static int scan_rows(Part *parts, Py_ssize_t nparts, Column *cols, Py_ssi
                 key[j] = (key[j] & keep) | (k & ~keep);
             }
         }
+        load_chunk(cols, ncols, start, len);
         add_columns(cols, ncols, key, idx, start, cnt, dense, lanes ? k + 1 : 0);
     }
     for (Py_ssize_t q = 0; q < ncols; q++) fold_lanes(&cols[q], k);
@@ -374,6 +413,7 @@ static PyObject *accumulate(PyObject *self, PyObject *args) {
         Column *c = &cols[ncols];
         c->lanes = NULL;
         c->target = NULL;
+        c->wide = NULL;
         if (get_buffer(PySequence_Fast_GET_ITEM(cols_seq, ncols), &c->values, 0, "column") < 0)
             goto done;
         if (get_buffer(PySequence_Fast_GET_ITEM(accs_seq, ncols), &c->acc, 1, "acc") < 0) {
@@ -383,13 +423,17 @@ static PyObject *accumulate(PyObject *self, PyObject *args) {
         c->type = type_of(&c->values);
         Py_ssize_t len = c->values.len / c->values.itemsize;
         if (n < 0) n = len;
-        if ((c->type != T_I64 && c->type != T_U64 && c->type != T_F64) ||
-            type_of(&c->acc) != c->type || len != n ||
+        const int signed_int = c->type == T_I8 || c->type == T_I16 || c->type == T_I32 ||
+                               c->type == T_I64;
+        const int acc_type = c->type == T_F64 ? T_F64 : signed_int ? T_I64 : T_U64;
+        if (c->type == T_BAD || c->type == T_BOOL || c->type == T_F32 || c->type >= T_STR ||
+            type_of(&c->acc) != acc_type || len != n ||
             c->acc.len / c->acc.itemsize != (Py_ssize_t)k) {
             ncols++;
             PyErr_SetString(PyExc_ValueError,
-                            "accumulate: columns must be int64/uint64/float64 of equal length, "
-                            "each with an accumulator of its type and length k");
+                            "accumulate: columns must be integers or float64 of equal length, "
+                            "each with an accumulator of length k (int64 for signed, uint64 for "
+                            "unsigned integers, float64 for float64)");
             goto done;
         }
     }
@@ -452,8 +496,16 @@ static PyObject *accumulate(PyObject *self, PyObject *args) {
             }
         }
     }
-    for (Py_ssize_t q = 0; q < ncols; q++)
+    for (Py_ssize_t q = 0; q < ncols; q++) {
         cols[q].target = cols[q].lanes ? cols[q].lanes : cols[q].acc.buf;
+        if (cols[q].values.itemsize < 8) {
+            cols[q].wide = PyMem_Malloc(CHUNK * sizeof(uint64_t));
+            if (!cols[q].wide) {
+                PyErr_NoMemory();
+                goto done;
+            }
+        }
+    }
     int bad_key;
     Py_BEGIN_ALLOW_THREADS
     bad_key = scan_rows(parts, nparts, cols, ncols, has_mask ? (const uint8_t *)mask.buf : NULL,
@@ -468,6 +520,7 @@ static PyObject *accumulate(PyObject *self, PyObject *args) {
 done:
     for (Py_ssize_t i = 0; i < ncols; i++) {
         PyMem_Free(cols[i].lanes);
+        PyMem_Free(cols[i].wide);
         PyBuffer_Release(&cols[i].values);
         PyBuffer_Release(&cols[i].acc);
     }

@@ -60,12 +60,25 @@ def empty_block(schema: Schema) -> Block:
     )
 
 
+def widen(schema: Schema, block: Block) -> Block:
+    """`block` with its count and metrics in their full (sum) types: segments store them in
+    the narrowest type that holds their values, and a sum must never be taken in that."""
+    if block.count.dtype == COUNT_DTYPE and all(
+            block.metrics[m.name].dtype == m.store_dtype for m in schema.metrics):
+        return block
+    return dataclasses.replace(
+        block, count=block.count.astype(COUNT_DTYPE, copy=False),
+        metrics={m.name: block.metrics[m.name].astype(m.store_dtype, copy=False)
+                 for m in schema.metrics})
+
+
 def concat(schema: Schema, blocks: list[Block]) -> Block:
+    """One block of all the rows, count and metrics at full width."""
     blocks = [b for b in blocks if b.n]
     if not blocks:
         return empty_block(schema)
     if len(blocks) == 1:
-        return blocks[0]
+        return widen(schema, blocks[0])
     n = sum(b.n for b in blocks)
     nils: dict[str, np.ndarray | None] = {}
     for d in schema.dimensions:
@@ -77,10 +90,11 @@ def concat(schema: Schema, blocks: list[Block]) -> Block:
                 [np.zeros(b.n, bool) if p is None else p for b, p in zip(blocks, parts)])
     return Block(
         n,
-        np.concatenate([b.count for b in blocks]),
+        np.concatenate([b.count for b in blocks], dtype=COUNT_DTYPE),
         {d.name: np.concatenate([b.dims[d.name] for b in blocks]) for d in schema.dimensions},
         nils,
-        {m.name: np.concatenate([b.metrics[m.name] for b in blocks]) for m in schema.metrics},
+        {m.name: np.concatenate([b.metrics[m.name] for b in blocks], dtype=m.store_dtype)
+         for m in schema.metrics},
     )
 
 

@@ -174,8 +174,9 @@ class Plan:
         out = []
         for start, block, stats in items:
             metrics = dict(block.metrics)
-            for c in self.split:
-                v = metrics[c]
+            for c in self.split:  # in the full type (a segment may store it narrower)
+                v = metrics[c].astype(self.schema.column(c).store_dtype,  # type: ignore
+                                      copy=False)
                 metrics[HI + c] = v >> 32
                 metrics[LO + c] = (v & v.dtype.type(0xFFFFFFFF)).astype(np.uint64)
             out.append((start, dataclasses.replace(block, metrics=metrics), stats))
@@ -305,9 +306,10 @@ class Plan:
                 for c, out in acc.items():
                     out[scalar] += sel(block.metrics[c]).sum(dtype=out.dtype)
                 continue
-            acc_count += _bincount_exact(key, count, k, None)
+            acc_count += _bincount_exact(key, count, k, None, acc_count.dtype)
             for c, out in acc.items():
-                out += _bincount_exact(key, sel(block.metrics[c]), k, stats.get("m:" + c))
+                out += _bincount_exact(key, sel(block.metrics[c]), k, stats.get("m:" + c),
+                                       out.dtype)
         present = np.flatnonzero(acc_count)
         keys, nils = self._decode_dense(present)
         return Partial(keys, nils, acc_count[present], {c: v[present] for c, v in acc.items()})
@@ -338,8 +340,9 @@ class Plan:
                 v, nil = p.values(block, start)
                 keys.append(sel(v))
                 nils.append(None if nil is None else sel(nil))
-            count = sel(block.count)
-            sums = {c: sel(block.metrics[c]) for c in self.sum_dtypes}
+            count = sel(block.count).astype(np.int64, copy=False)  # stored narrow: widen
+            sums = {c: sel(block.metrics[c]).astype(dt, copy=False)
+                    for c, dt in self.sum_dtypes.items()}
             partials.append(reduce_groups(keys, nils, count, sums, False, self.max_groups))
         if not partials:
             return empty_partial(self.query, self.sum_dtypes)
@@ -377,21 +380,22 @@ def _selector(rows: np.ndarray | bool) -> Any:
 
 
 def _bincount_exact(key: np.ndarray, weights: np.ndarray, k: int,
-                    stat: tuple[Any, Any] | None) -> np.ndarray:
-    """Per-key sums of `weights` in its own dtype; exact for integers."""
+                    stat: tuple[Any, Any] | None, dtype: np.dtype) -> np.ndarray:
+    """Per-key sums of `weights` (perhaps stored narrow) in `dtype`; exact for integers."""
     if weights.dtype.kind == "f":
         return np.bincount(key, weights=weights, minlength=k)
     if stat is not None:
         bound = max(abs(int(stat[0])), abs(int(stat[1]))) * len(key)
     else:
-        bound = int(np.abs(weights).max()) * len(key) if len(weights) else 0
+        bound = max(abs(int(weights.min())), abs(int(weights.max()))) * len(key) \
+            if len(weights) else 0
     if bound < EXACT_FLOAT_SUM:
-        return np.bincount(key, weights=weights, minlength=k).astype(weights.dtype)
-    out = np.zeros(k, weights.dtype)
+        return np.bincount(key, weights=weights, minlength=k).astype(dtype)
+    out = np.zeros(k, dtype)
     order = np.argsort(key, kind="stable")
     sk = key[order]
     starts = np.concatenate(([0], np.flatnonzero(sk[1:] != sk[:-1]) + 1))
-    out[sk[starts]] = np.add.reduceat(weights[order], starts)
+    out[sk[starts]] = np.add.reduceat(weights[order].astype(dtype, copy=False), starts)
     return out
 
 

@@ -39,10 +39,16 @@ def model(base: int, k: int, parts: list[Any], mask: np.ndarray | None,
     sel = np.ones(n, bool) if mask is None else mask
     out = []
     for col in columns:
-        acc = np.zeros(k, col.dtype)
-        np.add.at(acc, key[sel], col[sel])
+        acc = np.zeros(k, acc_dtype(col))
+        np.add.at(acc, key[sel], col[sel].astype(acc.dtype))
         out.append(acc)
     return out
+
+
+def acc_dtype(col: np.ndarray) -> np.dtype:
+    """Sums of a column: float64, int64 for signed integers, uint64 for unsigned ones (segments
+    store integer sums in the narrowest type that holds them)."""
+    return np.dtype({"f": np.float64, "i": np.int64, "u": np.uint64}[col.dtype.kind])
 
 
 @st.composite
@@ -76,7 +82,12 @@ def calls(draw: st.DrawFn) -> tuple[Any, ...]:
     columns = [rng.integers(0, 50, n).astype(np.int64),
                rng.integers(-2**62, 2**62, n).astype(np.int64),  # wraps like numpy
                rng.integers(0, 2**64 - 1, n, dtype=np.uint64),
-               rng.normal(0, 1e6, n), rng.integers(0, 9, n).astype(np.int64)]
+               rng.normal(0, 1e6, n), rng.integers(0, 9, n).astype(np.int64),
+               rng.integers(0, 256, n).astype(np.uint8), rng.integers(-128, 128, n).astype(np.int8),
+               rng.integers(-2**15, 2**15, n).astype(np.int16),
+               rng.integers(0, 2**16, n).astype(np.uint16),
+               rng.integers(-2**31, 2**31, n).astype(np.int32),
+               rng.integers(0, 2**32, n).astype(np.uint32)]
     # any order and number: the kernel fuses runs of three integer columns
     columns = draw(st.permutations(columns))[:draw(st.integers(1, len(columns)))]
     return base, k, full, mask, columns
@@ -86,7 +97,7 @@ def calls(draw: st.DrawFn) -> tuple[Any, ...]:
 @given(calls())
 def test_accumulate_matches_the_numpy_model(kernels: ModuleType, call: tuple[Any, ...]) -> None:
     base, k, parts, mask, columns = call
-    accs = [np.zeros(k, c.dtype) for c in columns]
+    accs = [np.zeros(k, acc_dtype(c)) for c in columns]
     kernels.accumulate(base, k, parts, mask, columns, accs)
     for got, want in zip(accs, model(base, k, parts, mask, columns)):
         if got.dtype.kind == "f":
@@ -118,6 +129,7 @@ def test_accumulate_works_on_read_only_arrays(kernels: ModuleType) -> None:
 @pytest.mark.parametrize("bad", [
     "key_too_big", "negative_key", "base_out_of_range", "acc_type", "acc_length",
     "column_length", "float_codes", "mask_length", "read_only_acc", "strided", "no_columns",
+    "narrow_acc_sign", "float32_column", "bool_column",
 ])
 def test_accumulate_refuses_bad_arguments(kernels: ModuleType, bad: str) -> None:
     codes = np.array([0, 1, 2], np.uint8)
@@ -146,6 +158,12 @@ def test_accumulate_refuses_bad_arguments(kernels: ModuleType, bad: str) -> None
         args[4] = [np.arange(6, dtype=np.int64)[::2]]
     elif bad == "no_columns":
         args[4], args[5] = [], []
+    elif bad == "narrow_acc_sign":  # an unsigned column sums into uint64, not int64
+        args[4] = [col.astype(np.uint8)]
+    elif bad == "float32_column":
+        args[4] = [col.astype(np.float32)]
+    elif bad == "bool_column":
+        args[4] = [col > 1]
     before = acc.copy()
     with pytest.raises((ValueError, BufferError)):
         kernels.accumulate(*args)

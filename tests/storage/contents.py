@@ -39,8 +39,9 @@ def block_rows(schema: Schema, block: Block, strings: Mapping[str, Sequence[str]
     out = []
     counts = block.count.tolist()
     metrics = {m.name: block.metrics[m.name].tolist() for m in schema.metrics}
-    for m in schema.metrics:
-        assert block.metrics[m.name].dtype == m.store_dtype
+    for m in schema.metrics:  # segments store integer sums in the narrowest type that fits
+        dt = block.metrics[m.name].dtype
+        assert dt.kind == m.store_dtype.kind and dt.itemsize <= m.store_dtype.itemsize
     for i in range(block.n):
         key = tuple(c[i] for c in cols)
         out.append((key, {"count": counts[i], **{k: v[i] for k, v in metrics.items()}}))

@@ -103,13 +103,71 @@ def test_layout_is_aligned_and_described(seg_file: tuple[Path, Block, dict[str, 
     assert data[:8] == MAGIC
     (hlen,) = struct.unpack_from("<I", data, 8)
     header = json.loads(data[12:12 + hlen])
-    assert header["version"] == 2 and header["rows"] == block.n
+    assert header["version"] == 3 and header["rows"] == block.n
     assert struct.unpack_from("<I", data, 12 + hlen)[0] == zlib.crc32(data[8:12 + hlen])
     names = [c["name"] for c in header["columns"]]
     assert names[0] == "count"
     assert {"d:d_uint8", "n:d_uint8", "m:m_float32"} <= set(names)
     for c in header["columns"]:
         assert c["offset"] % 64 == 0 and c["offset"] >= 12 + hlen
+
+
+def test_count_and_integer_metrics_are_stored_in_the_narrowest_type(tmp_path: Path) -> None:
+    schema = make(dims=[("d", "uint8")], mets=[("u", "uint32"), ("i", "int16"), ("f", "float32"),
+                                               ("big", "uint64")])
+    rows = [{"at": 0, "d": k, "u": 300 * k, "i": -5 * k, "f": 0.5, "big": 2**40 * k}
+            for k in range(4)]
+    block = encode(schema, rows)[0]
+    path = tmp_path / "n.seg"
+    write_segment(path, schema, block, fsync=False)
+    seg = Segment.open(path, schema, verify=True)
+    stored = {"count": seg.block.count.dtype,
+              **{m: a.dtype for m, a in seg.block.metrics.items()}}
+    assert stored == {"count": np.dtype(np.int8), "u": np.dtype(np.int16),  # sums: int64
+                      "i": np.dtype(np.int8), "f": np.dtype(np.float64),
+                      "big": np.dtype(np.uint64)}
+    assert seg.block.metrics["u"].tolist() == [0, 300, 600, 900]
+    assert seg.block.metrics["i"].tolist() == [0, -5, -10, -15]
+    assert seg.block.metrics["big"].tolist() == [2**40 * k for k in range(4)]
+
+
+def test_version_2_files_with_full_width_columns_still_open(tmp_path: Path) -> None:
+    """Before version 3 every count and metric was stored at its full width."""
+    import gumshoe.segment as segment_module
+
+    block, strings = sample_block()
+    path = tmp_path / "v2.seg"
+    narrowest, version = segment_module.narrowest, segment_module.VERSION
+    try:
+        segment_module.narrowest = lambda a: a
+        segment_module.VERSION = 2
+        write_segment(path, SCHEMA, block, fsync=False)
+    finally:
+        segment_module.narrowest, segment_module.VERSION = narrowest, version
+    seg = Segment.open(path, SCHEMA, verify=True)
+    assert seg.block.count.dtype == np.int64
+    assert block_rows(SCHEMA, seg.block, strings) == block_rows(SCHEMA, block, strings)
+
+
+@pytest.mark.parametrize("stored", ["<i8", "<u2", "<f8"])
+def test_a_count_of_the_wrong_kind_or_width_is_corrupt(tmp_path: Path, stored: str) -> None:
+    """The count may be narrower than int64, never unsigned, wider or a float."""
+    block, _ = sample_block()
+    path = tmp_path / "c.seg"
+    write_segment(path, SCHEMA, block, fsync=False)
+    data = bytearray(path.read_bytes())
+    (hlen,) = struct.unpack_from("<I", data, 8)
+    header = json.loads(data[12:12 + hlen])
+    count = header["columns"][0]
+    assert count["name"] == "count" and count["dtype"] == "|i1"
+    count["dtype"] = stored
+    text = json.dumps(header).encode().ljust(hlen)
+    assert len(text) == hlen
+    data[12:12 + hlen] = text
+    struct.pack_into("<I", data, 12 + hlen, zlib.crc32(bytes(data[8:12 + hlen])))
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptDataError, match="column 'count'"):
+        Segment.open(path, SCHEMA)
 
 
 def test_no_nil_mask_without_nil_rows(tmp_path: Path) -> None:
@@ -174,11 +232,16 @@ def test_round_trip_bytes(tmp_path: Path, sb: tuple[Schema, Block]) -> None:
     seg = Segment.open(path, schema, verify=True)
     got = seg.block
     assert got.n == block.n
-    pairs = [(got.count, block.count)]
-    pairs += [(got.dims[k], v) for k, v in block.dims.items()]
-    pairs += [(got.metrics[k], v) for k, v in block.metrics.items()]
-    for a, b in pairs:
+    for a, b in [(got.dims[k], v) for k, v in block.dims.items()]:
         assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    # the count and metrics come back in the narrowest type of their kind holding the values
+    for a, b in [(got.count, block.count)] + [(got.metrics[k], v)
+                                                for k, v in block.metrics.items()]:
+        assert a.dtype.kind == b.dtype.kind and a.dtype.itemsize <= b.dtype.itemsize
+        assert a.astype(b.dtype).tobytes() == b.tobytes()
+        if a.dtype.kind in "iu" and a.dtype.itemsize > 1 and len(a):  # none narrower fits
+            half = np.iinfo(np.dtype(f"{a.dtype.kind}{a.dtype.itemsize // 2}"))
+            assert a.min() < half.min or a.max() > half.max
     for k, v in block.nils.items():
         assert (got.nils[k] is None) == (v is None)
         if v is not None:
