@@ -75,14 +75,15 @@ class RowDecoder:
                 dims[col.name] = values
                 nils[col.name] = _nil_mask(values) if None in values else None
                 continue
-            arr, nil = _numbers(values, col.dtype if col.role == "dimension" else
-                                col.store_dtype)
+            # in the declared type first: a float32 metric is rounded (and 1e39 declined) as
+            # the validator does, then widened to the type sums are kept in
+            arr, nil = _numbers(values, col.dtype)
             if arr is None:
                 return None
             if col.role == "dimension":
                 dims[col.name], nils[col.name] = arr, nil
             else:
-                metrics[col.name] = arr
+                metrics[col.name] = arr.astype(col.store_dtype, copy=False)
         return Batch(n, ts, dims, nils, metrics)
 
 
