@@ -28,7 +28,10 @@
 #include <stdint.h>
 #include <string.h>
 
-#define CHUNK 1024
+/* Rows per chunk. A chunk's keys, row positions, widened columns and filter masks must stay
+ * in L1 together: at 1024 rows they took ~40 KB (over the 32 KB L1 of this machine's EPYC) and
+ * a group-by over 22M rows of narrow columns ran 54 ms; at 256, 36 ms. */
+#define CHUNK 256
 #define MAX_PARTS 64
 #define MAX_COLUMNS 256
 

@@ -13,6 +13,9 @@ program of leaves and combinators:
     (MASK, mask, 0, 0, 0, None, 0)                    a mask computed in numpy (rare leaves)
     (AND, n) (OR, n) (NOT, 0)                         combine the top n results / negate
 
+An `in` of a few values becomes an `or` of ranges (one per run of consecutive values): compares
+that vectorise, where a table look-up is one load per row.
+
 A leaf with a nil array gives `nil_result` on nil rows. The program has two evaluators: the
 C scan kernel (`gumshoe/_kernels.c`, in cache-sized chunks, fused with the group-by) and
 `evaluate` here, the numpy reference that every other path uses.
@@ -36,6 +39,8 @@ from .query import Compare, Filter
 Mask = np.ndarray | bool  # a per-row mask, or a constant for every row
 Op = tuple[Any, ...]
 Program = list[Op]
+Leaf = Op | Program | bool  # one leaf, a fragment of ops (an "or" of ranges), or a constant
+MAX_IN_RANGES = 8  # an "in" of up to this many runs of values: ranges or'ed, else a table
 
 RANGE, LUT, FCMP, MASK, AND, OR, NOT = range(7)
 FLOAT_OPS = ("=", "!=", ">", ">=", "<", "<=")
@@ -95,18 +100,36 @@ def _number_leaf(arr: np.ndarray, op: str, x: int | float) -> Op | bool:
     return _range(arr, int_bounds(op, x, *_int_range(arr.dtype)))
 
 
-def _number_in(arr: np.ndarray, values: Sequence[int | float]) -> Op | bool:
-    if arr.dtype.kind == "f":
-        cand = np.array(sorted({_as_column_float(arr, v) for v in values}), dtype=arr.dtype)
-    else:
-        lo, hi = _int_range(arr.dtype)
-        cand = np.array(sorted({int(v) for v in values if float(v).is_integer()
-                                and lo <= v <= hi}), dtype=arr.dtype)
-    if len(cand) == 0:
+def _in_ranges(arr: np.ndarray, values: list[int], table: np.ndarray | None) -> Leaf:
+    """`arr in values` (sorted distinct integers inside arr's type): an or of ranges over the
+    runs of consecutive values, or the table (or numpy's isin) when there are many runs."""
+    if not values:
         return False
-    if len(cand) == 1:
-        return _number_leaf(arr, "=", cand[0].item())
-    return (MASK, np.isin(arr, cand), 0, 0, 0, None, False)
+    runs: list[list[int]] = []
+    for v in values:
+        if runs and v == runs[-1][1] + 1:
+            runs[-1][1] = v
+        else:
+            runs.append([v, v])
+    if len(runs) > MAX_IN_RANGES:
+        if table is not None:
+            return (LUT, arr, table, 0, 0, None, False)
+        return (MASK, np.isin(arr, np.array(values, dtype=arr.dtype)), 0, 0, 0, None, False)
+    ops: Program = [(RANGE, arr, a, b, False, None, False) for a, b in runs]
+    return ops[0] if len(ops) == 1 else [*ops, (OR, len(ops))]
+
+
+def _number_in(arr: np.ndarray, values: Sequence[int | float]) -> Leaf:
+    if arr.dtype.kind == "f":
+        cand = sorted({_as_column_float(arr, v) for v in values})
+        if not cand:
+            return False
+        if len(cand) == 1:
+            return _number_leaf(arr, "=", cand[0])
+        return (MASK, np.isin(arr, np.array(cand, dtype=arr.dtype)), 0, 0, 0, None, False)
+    lo, hi = _int_range(arr.dtype)
+    return _in_ranges(arr, sorted({int(v) for v in values if float(v).is_integer()
+                                   and lo <= v <= hi}), None)
 
 
 def _nil_leaf(nil: np.ndarray, is_nil: bool) -> Op:
@@ -114,12 +137,16 @@ def _nil_leaf(nil: np.ndarray, is_nil: bool) -> Op:
     return (RANGE, nil.view(np.uint8), 1, 1, not is_nil, None, False)
 
 
-def _with_nil(leaf: Op | bool, nil: np.ndarray | None, nil_result: bool) -> Op | bool:
-    """`leaf` on valid rows, `nil_result` on nil rows."""
+def _with_nil(leaf: Leaf, nil: np.ndarray | None, nil_result: bool) -> Leaf:
+    """`leaf` on valid rows, `nil_result` on nil rows (for a fragment, an or of leaves: every
+    leaf gets the same nil result, so the or does too)."""
     if nil is None:
         return leaf
     if isinstance(leaf, bool):
         return leaf if leaf == nil_result else _nil_leaf(nil, nil_result)
+    if isinstance(leaf, list):
+        return [op if op[0] >= AND else _with_nil(op, nil, nil_result)  # type: ignore[misc]
+                for op in leaf]
     if leaf[0] == MASK:
         m = leaf[1] | nil if nil_result else leaf[1] & ~nil
         return (MASK, m, 0, 0, 0, None, False)
@@ -178,7 +205,10 @@ class CompiledFilter:
             leaf = self._leaf(f, block, start)
             if isinstance(leaf, bool):
                 return leaf
-            out.append(leaf)
+            if isinstance(leaf, list):
+                out.extend(leaf)
+            else:
+                out.append(leaf)
             return None
         if f.op == "not":
             r = self._emit(f.operands[0], block, start, out)
@@ -201,7 +231,7 @@ class CompiledFilter:
             out.append((AND if is_and else OR, emitted))
         return None
 
-    def _leaf(self, f: Compare, block: Block, start: int) -> Op | bool:
+    def _leaf(self, f: Compare, block: Block, start: int) -> Leaf:
         col = f.column
         if col.role == "timestamp":
             return bool(self.prune(start, f))
@@ -245,7 +275,7 @@ class CompiledFilter:
             self._tables[id(f)] = lut
         return (LUT, codes, lut, 0, 0, None, False) if lut.any() else False
 
-    def _string_in(self, f: Compare, codes: np.ndarray, values: list[str]) -> Op | bool:
+    def _string_in(self, f: Compare, codes: np.ndarray, values: list[str]) -> Leaf:
         table = self._tables.get(id(f))
         if table is None:  # once per query: the codes of the known strings, as a table
             d = self.dictionaries[f.column.name]
@@ -255,11 +285,7 @@ class CompiledFilter:
             lut[known] = True
             self._tables[id(f)] = table = (known, lut)
         known, lut = table
-        if not known:
-            return False
-        if len(known) == 1:
-            return (RANGE, codes, known[0], known[0], False, None, False)
-        return (LUT, codes, lut, 0, 0, None, False)
+        return _in_ranges(codes, known, lut)
 
 
 # -- the numpy evaluator ----------------------------------------------------------------------

@@ -14,8 +14,10 @@ Column names: "count", "d:<dim>", "n:<dim>" (nil mask, present only when a row i
 "m:<metric>". The count and integer metrics are stored in the narrowest integer type of their
 kind that holds the segment's values (version 3; a rolled-up count of 1..200 takes 1 byte, not
 8): a scan reads a quarter of the bytes. They are widened wherever they are summed (block.concat,
-the query kernels). Version 2 files (every column at its full width) still open. Opening maps the file read-only and views each column with np.frombuffer, so a
-segment is never read whole into memory; checksums are verified on request.
+the query kernels). Version 2 files (every column at its full width) still open.
+
+Opening maps the file read-only and views each column with np.frombuffer, so a segment is never
+read whole into memory; checksums are verified on request.
 """
 
 from __future__ import annotations
