@@ -12,7 +12,7 @@ from typing import Any
 
 from .block import Block
 from .schema import Schema
-from .segment import Segment, write_segment
+from .segment import Segment, narrow_dtype, write_segment
 
 
 def segment_filename(start: int, generation: int, index: int) -> str:
@@ -47,11 +47,25 @@ class Interval:
                              for name, s in zip(self.filenames(), self.segments)]}
 
 
+def rows_per_segment(schema: Schema, block: Block, narrow: bool) -> int:
+    """Rows per segment so that a segment's columns take at most `segment_size` bytes. Written
+    segments store the count and integer metrics narrow (segment.narrowest), so this measures
+    the block's own widths (a segment's are no wider) rather than the schema's full row width;
+    never fewer rows than `schema.rows_per_segment`."""
+    if not narrow or not block.n:
+        return schema.rows_per_segment
+    width = narrow_dtype(block.count).itemsize
+    for d in schema.dimensions:
+        width += d.dtype.itemsize + (block.nils[d.name] is not None)
+    width += sum(narrow_dtype(block.metrics[m.name]).itemsize for m in schema.metrics)
+    return max(schema.rows_per_segment, schema.segment_size // width)
+
+
 def build_interval(schema: Schema, start: int, generation: int, block: Block,
                    directory: Path | None, fsync: bool = True) -> Interval:
-    """Cut a rolled-up block into segments of at most `schema.rows_per_segment` rows; write
-    them to `directory` (None: keep them in memory)."""
-    per = schema.rows_per_segment
+    """Cut a rolled-up block into segments whose columns take at most `segment_size` bytes
+    (rows_per_segment); write them to `directory` (None: keep them in memory, full width)."""
+    per = rows_per_segment(schema, block, directory is not None)
     segments = []
     for i, lo in enumerate(range(0, block.n, per)):
         part = block.slice(lo, lo + per)

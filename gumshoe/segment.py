@@ -45,19 +45,25 @@ _NARROW = {"u": (np.uint8, np.uint16, np.uint32, np.uint64),
            "i": (np.int8, np.int16, np.int32, np.int64)}
 
 
-def narrowest(arr: np.ndarray) -> np.ndarray:
-    """`arr` in the narrowest integer type of its kind holding its values (itself if none is
+def narrow_dtype(arr: np.ndarray) -> np.dtype:
+    """The narrowest integer type of arr's kind holding its values (its own type if none is
     narrower, or for floats)."""
     if arr.dtype.kind not in _NARROW or not len(arr):
-        return arr
+        return arr.dtype
     lo, hi = int(arr.min()), int(arr.max())
     for t in _NARROW[arr.dtype.kind]:
-        info = np.iinfo(t)
-        if t().itemsize >= arr.dtype.itemsize:
-            return arr
+        dt = np.dtype(t)
+        if dt.itemsize >= arr.dtype.itemsize:
+            break
+        info = np.iinfo(dt)
         if info.min <= lo and hi <= info.max:
-            return arr.astype(t)
-    return arr
+            return dt
+    return arr.dtype
+
+
+def narrowest(arr: np.ndarray) -> np.ndarray:
+    """`arr` in its narrow_dtype (itself when that is its own type)."""
+    return arr.astype(narrow_dtype(arr), copy=False)
 
 
 def _columns_of(schema: Schema, block: Block) -> list[tuple[str, np.ndarray]]:

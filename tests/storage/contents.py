@@ -135,7 +135,7 @@ def _key(schema: Schema, block: Block, i: int) -> tuple[Any, ...]:
 
 def check_structure(snap: Snapshot) -> None:
     """Storage invariants of a snapshot: aligned ascending intervals; segments of at most
-    rows_per_segment rows; flushed keys unique and in key order across an interval's
+    rows_per_segment rows or segment_size bytes of columns; flushed keys unique and in key order across an interval's
     segments; counts >= 1; nil cells hold 0; codes inside the snapshot's dictionaries."""
     schema = snap.schema
     starts = [iv.start for iv in snap.intervals]
@@ -147,7 +147,11 @@ def check_structure(snap: Snapshot) -> None:
         assert iv.blocks, "an interval without rows"
         keys = []
         for seg in iv.segments:
-            assert 1 <= seg.rows <= schema.rows_per_segment
+            assert seg.rows >= 1
+            data = seg.block.count.nbytes + sum(a.nbytes for a in seg.block.metrics.values()) \
+                + sum(a.nbytes + (0 if nil is None else nil.nbytes) for a, nil in
+                      zip(seg.block.dims.values(), seg.block.nils.values()))
+            assert seg.rows <= schema.rows_per_segment or data <= schema.segment_size
             keys += [_key(schema, seg.block, i) for i in range(seg.rows)]
         assert keys == sorted(set(keys)), "flushed keys repeat or are out of order"
         for block in iv.blocks:

@@ -297,22 +297,24 @@ def test_t11_t13_generations_and_old_files(tmp_path: Path) -> None:
 
 
 def test_t9_segment_size_splits_intervals(tmp_path: Path) -> None:
-    """Row size 8 + (4+1) + 8 = 21 bytes; 100-byte segments hold 4 rows."""
+    """Full row width 8 + (4+1) + 8 = 21 bytes: at least 4 rows per 100-byte segment. As
+    stored, count and metric1 take a byte each (narrow), no row is nil: 1 + 4 + 1 = 6 bytes,
+    so a segment holds 16 rows."""
     d = tmp_path / "db"
     cfg = make_config(d, [("dim1", "string:uint32")], [("metric1", "uint32")], segment_size=100)
     db = DB(cfg)
     assert db.schema.rows_per_segment == 4
-    raw = [{"at": 0, "dim1": s, "metric1": 1} for s in "abcdefghij"]
+    raw = [{"at": 0, "dim1": f"s{i:02d}", "metric1": 1} for i in range(40)]
     db.insert(raw)
     db.flush()
     [iv] = db.snapshot().intervals
-    assert [s.rows for s in iv.segments] == [4, 4, 2]
+    assert [s.rows for s in iv.segments] == [16, 16, 8]
     assert seg_files(d) == [f"interval.0.generation0000.segment000{i}.seg" for i in range(3)]
     codes = [c for s in iv.segments for c in s.block.dims["dim1"].tolist()]
-    assert codes == sorted(codes) == list(range(10))  # key order across segments, each once
+    assert codes == sorted(codes) == list(range(40))  # key order across segments, each once
     db.close()
     with DB(cfg) as db:
-        assert [s.rows for s in db.snapshot().intervals[0].segments] == [4, 4, 2]
+        assert [s.rows for s in db.snapshot().intervals[0].segments] == [16, 16, 8]
         check(db, raw)
 
 

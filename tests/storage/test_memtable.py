@@ -11,7 +11,7 @@ import pytest
 from gumshoe.block import rollup
 from gumshoe.config import SchemaConfig
 from gumshoe.dictionary import Dictionary
-from gumshoe.interval import build_interval, open_interval, segment_filename
+from gumshoe.interval import build_interval, open_interval, rows_per_segment, segment_filename
 from gumshoe.memtable import Memtable
 from gumshoe.schema import Schema
 from tests import reference
@@ -98,10 +98,14 @@ def test_build_interval_cuts_segments(tmp_path: Path, directory: str | None) -> 
     block = rollup(SCHEMA, [encode(SCHEMA, raw, dictionaries)[0]])
     d = tmp_path if directory else None
     iv = build_interval(SCHEMA, 0, 3, block, d, fsync=False)
-    assert [s.rows for s in iv.segments] == [5, 4] and iv.rows == 9
-    assert iv.filenames() == [segment_filename(0, 3, i) for i in range(2)]
+    # in memory at full width (5 rows per segment); on disk as narrow as the values allow
+    per = rows_per_segment(SCHEMA, block, d is not None)
+    assert (per == 5) if d is None else (per > 5)
+    sizes = [min(per, 9 - lo) for lo in range(0, 9, per)]
+    assert [s.rows for s in iv.segments] == sizes and iv.rows == 9
+    assert iv.filenames() == [segment_filename(0, 3, i) for i in range(len(sizes))]
     assert iv.to_json() == {"start": 0, "generation": 3, "segments": [
-        {"file": f, "rows": r} for f, r in zip(iv.filenames(), (5, 4))]}
+        {"file": f, "rows": r} for f, r in zip(iv.filenames(), sizes)]}
     strings = strings_of(dictionaries)
     rows_back = [r for b in iv.blocks for r in block_rows(SCHEMA, b, strings)]
     assert rows_back == block_rows(SCHEMA, block, strings)
