@@ -20,6 +20,24 @@
 enum { T_I8, T_U8, T_I16, T_U16, T_I32, T_U32, T_I64, T_U64, T_F32, T_F64, T_BOOL, T_STR, T_TS,
        T_BAD };
 
+static inline int is_int_type(int t) { return t <= T_U64 || t == T_BOOL; }
+static inline int is_signed_type(int t) {
+    return t == T_I8 || t == T_I16 || t == T_I32 || t == T_I64;
+}
+
+/* The case labels of a switch over the integer element types, one dispatch table for every
+ * kernel: LOOP(CTYPE, WIDE, UTYPE) with the element type, the 64-bit type its values widen to
+ * (sign-extending when signed) and the unsigned type of its width. bool reads as uint8. */
+#define INT_TYPE_CASES(LOOP)                                                               \
+    case T_I8: LOOP(int8_t, int64_t, uint8_t); break;                                      \
+    case T_U8: case T_BOOL: LOOP(uint8_t, uint64_t, uint8_t); break;                       \
+    case T_I16: LOOP(int16_t, int64_t, uint16_t); break;                                   \
+    case T_U16: LOOP(uint16_t, uint64_t, uint16_t); break;                                 \
+    case T_I32: LOOP(int32_t, int64_t, uint32_t); break;                                   \
+    case T_U32: LOOP(uint32_t, uint64_t, uint32_t); break;                                 \
+    case T_I64: LOOP(int64_t, int64_t, uint64_t); break;                                   \
+    case T_U64: LOOP(uint64_t, uint64_t, uint64_t); break;
+
 /* The element type of a buffer from its struct-module format (native byte order only). */
 static inline int type_of(const Py_buffer *b) {
     const char *f = b->format ? b->format : "B";

@@ -122,17 +122,11 @@ HOT_INLINE int add_parts(Part *parts, Py_ssize_t nparts, int64_t *restrict key,
     for (Py_ssize_t q = 0; q < nparts; q++) {
         Part *p = &parts[q];
 #define ROW(j) (dense ? start + (j) : idx[j])
-#define SWITCH(FIRST, LAST)                                                                \
-        switch (p->type) {                                                                 \
-        case T_I8: PART_LOOP(int8_t, FIRST, LAST); break;                                  \
-        case T_U8: case T_BOOL: PART_LOOP(uint8_t, FIRST, LAST); break;                    \
-        case T_I16: PART_LOOP(int16_t, FIRST, LAST); break;                                \
-        case T_U16: PART_LOOP(uint16_t, FIRST, LAST); break;                               \
-        case T_I32: PART_LOOP(int32_t, FIRST, LAST); break;                                \
-        case T_U32: PART_LOOP(uint32_t, FIRST, LAST); break;                               \
-        case T_I64: PART_LOOP(int64_t, FIRST, LAST); break;                                \
-        case T_U64: PART_LOOP(uint64_t, FIRST, LAST); break;                               \
-        }
+#define PL11(C, W, U) PART_LOOP(C, 1, 1)
+#define PL10(C, W, U) PART_LOOP(C, 1, 0)
+#define PL01(C, W, U) PART_LOOP(C, 0, 1)
+#define PL00(C, W, U) PART_LOOP(C, 0, 0)
+#define SWITCH(FIRST, LAST) switch (p->type) { INT_TYPE_CASES(PL##FIRST##LAST) }
         const int first = q == 0, last = q == nparts - 1;
         if (first && last) {
             SWITCH(1, 1)
@@ -252,19 +246,13 @@ static inline double pick_float(double x, uint8_t b) {
         ((ATYPE *)col->acc.buf)[base] += (s0 + s1) + (s2 + s3);                            \
     } while (0)
 
+#define SUM_INT(C, W, U) PLAIN_SUM(C, uint64_t, PICK_INT)
 HOT_INLINE void sum_range(Column *cols, Py_ssize_t ncols, const uint8_t *m, Py_ssize_t start,
                       Py_ssize_t n, int64_t base) {
     for (Py_ssize_t q = 0; q < ncols; q++) {
         Column *col = &cols[q];
         switch (col->type) {
-        case T_I8: PLAIN_SUM(int8_t, uint64_t, PICK_INT); break;
-        case T_U8: PLAIN_SUM(uint8_t, uint64_t, PICK_INT); break;
-        case T_I16: PLAIN_SUM(int16_t, uint64_t, PICK_INT); break;
-        case T_U16: PLAIN_SUM(uint16_t, uint64_t, PICK_INT); break;
-        case T_I32: PLAIN_SUM(int32_t, uint64_t, PICK_INT); break;
-        case T_U32: PLAIN_SUM(uint32_t, uint64_t, PICK_INT); break;
-        case T_I64: PLAIN_SUM(int64_t, uint64_t, PICK_INT); break;
-        case T_U64: PLAIN_SUM(uint64_t, uint64_t, PICK_INT); break;
+        INT_TYPE_CASES(SUM_INT)
         case T_F64: PLAIN_SUM(double, double, PICK_FLOAT); break;
         }
     }
@@ -273,30 +261,24 @@ HOT_INLINE void sum_range(Column *cols, Py_ssize_t ncols, const uint8_t *m, Py_s
 /* Point each column's `cur` at rows [start, start + len): 64-bit columns in place, narrow
  * integer columns widened into their chunk buffer (signed ones sign-extended), so the scatter
  * loops read 64-bit values whatever width the segment stored. */
-#define WIDEN(CTYPE)                                                                       \
+#define WIDEN(CTYPE, WIDE, UTYPE)                                                          \
     do {                                                                                   \
         const CTYPE *restrict c = (const CTYPE *)col->values.buf + start;                  \
-        for (Py_ssize_t i = 0; i < len; i++) w[i] = (uint64_t)(int64_t)c[i];               \
-    } while (0)
-#define WIDEN_U(CTYPE)                                                                     \
-    do {                                                                                   \
-        const CTYPE *restrict c = (const CTYPE *)col->values.buf + start;                  \
-        for (Py_ssize_t i = 0; i < len; i++) w[i] = (uint64_t)c[i];                        \
+        if (sizeof(CTYPE) == 8) {                                                          \
+            col->cur = c;                                                                  \
+        } else {                                                                           \
+            uint64_t *restrict w = col->wide;                                              \
+            for (Py_ssize_t i = 0; i < len; i++) w[i] = (uint64_t)(WIDE)c[i];              \
+            col->cur = w;                                                                  \
+        }                                                                                  \
     } while (0)
 HOT_INLINE void load_chunk(Column *cols, Py_ssize_t ncols, Py_ssize_t start, Py_ssize_t len) {
     for (Py_ssize_t q = 0; q < ncols; q++) {
         Column *col = &cols[q];
-        uint64_t *restrict w = col->wide;
         switch (col->type) {
-        case T_I8: WIDEN(int8_t); break;
-        case T_U8: WIDEN_U(uint8_t); break;
-        case T_I16: WIDEN(int16_t); break;
-        case T_U16: WIDEN_U(uint16_t); break;
-        case T_I32: WIDEN(int32_t); break;
-        case T_U32: WIDEN_U(uint32_t); break;
-        default: col->cur = (const char *)col->values.buf + start * 8; continue;
+        INT_TYPE_CASES(WIDEN)
+        default: col->cur = (const double *)col->values.buf + start; /* float64 */
         }
-        col->cur = w;
     }
 }
 
@@ -426,9 +408,7 @@ static PyObject *accumulate(PyObject *self, PyObject *args) {
         c->type = type_of(&c->values);
         Py_ssize_t len = c->values.len / c->values.itemsize;
         if (n < 0) n = len;
-        const int signed_int = c->type == T_I8 || c->type == T_I16 || c->type == T_I32 ||
-                               c->type == T_I64;
-        const int acc_type = c->type == T_F64 ? T_F64 : signed_int ? T_I64 : T_U64;
+        const int acc_type = c->type == T_F64 ? T_F64 : is_signed_type(c->type) ? T_I64 : T_U64;
         if (c->type == T_BAD || c->type == T_BOOL || c->type == T_F32 || c->type >= T_STR ||
             type_of(&c->acc) != acc_type || len != n ||
             c->acc.len / c->acc.itemsize != (Py_ssize_t)k) {
@@ -455,7 +435,7 @@ static PyObject *accumulate(PyObject *self, PyObject *args) {
         p->type = type_of(&p->codes);
         p->offset = offset;
         p->stride = stride;
-        if (p->type == T_BAD || p->type == T_F32 || p->type == T_F64 ||
+        if (!is_int_type(p->type) ||
             p->codes.len / p->codes.itemsize != n ||
             (p->has_nil && (p->nil.itemsize != 1 || p->nil.len != n))) {
             nparts++;
@@ -542,7 +522,7 @@ done:
 /* lookup(lut, codes, out): out[i] = lut[codes[i]] (0 for a code outside the table), the
  * look-up table of a filter over dictionary codes. numpy's lut[codes] first widens the codes
  * to intp (a copy of 8 bytes per row); this reads them as they are. */
-#define LOOKUP_LOOP(CTYPE)                                                                 \
+#define LOOKUP_LOOP(CTYPE, WIDE, UTYPE)                                                    \
     do {                                                                                   \
         const CTYPE *restrict c = (const CTYPE *)codes.buf;                                \
         for (Py_ssize_t i = 0; i < n; i++) {                                               \
@@ -568,24 +548,14 @@ static PyObject *lookup(PyObject *self, PyObject *args) {
     const int type = type_of(&codes);
     const Py_ssize_t n = codes.itemsize ? codes.len / codes.itemsize : 0, nlut = lut.len;
     PyObject *result = NULL;
-    if (lut.itemsize != 1 || out.itemsize != 1 || out.len != n || type == T_BAD ||
-        type == T_F32 || type == T_F64) {
+    if (lut.itemsize != 1 || out.itemsize != 1 || out.len != n || !is_int_type(type)) {
         PyErr_SetString(PyExc_ValueError,
                         "lookup: lut and out must be bool arrays, codes integers, len(out) == n");
     } else {
         const uint8_t *restrict t = lut.buf;
         uint8_t *restrict o = out.buf;
         Py_BEGIN_ALLOW_THREADS
-        switch (type) {
-        case T_U8: case T_BOOL: LOOKUP_LOOP(uint8_t); break;
-        case T_I8: LOOKUP_LOOP(int8_t); break;
-        case T_U16: LOOKUP_LOOP(uint16_t); break;
-        case T_I16: LOOKUP_LOOP(int16_t); break;
-        case T_U32: LOOKUP_LOOP(uint32_t); break;
-        case T_I32: LOOKUP_LOOP(int32_t); break;
-        case T_U64: LOOKUP_LOOP(uint64_t); break;
-        case T_I64: LOOKUP_LOOP(int64_t); break;
-        }
+        switch (type) { INT_TYPE_CASES(LOOKUP_LOOP) }
         Py_END_ALLOW_THREADS
         result = Py_None;
         Py_INCREF(result);

@@ -51,8 +51,6 @@ static void program_release(Program *pg) {
     pg->nops = 0;
 }
 
-static int is_int_type(int t) { return t <= T_U64 || t == T_BOOL; }
-static int is_signed_type(int t) { return t == T_I8 || t == T_I16 || t == T_I32 || t == T_I64; }
 
 /* A 64-bit bound of a RANGE leaf, as the column's type reads it. */
 static int range_bound(PyObject *o, int type, uint64_t *out) {
@@ -198,17 +196,7 @@ fail:
         }                                                                                  \
     } while (0)
 
-#define P_INT_SWITCH(LOOP)                                                                 \
-    switch (op->type) {                                                                    \
-    case T_I8: LOOP(int8_t, int64_t, uint8_t); break;                                      \
-    case T_U8: case T_BOOL: LOOP(uint8_t, uint64_t, uint8_t); break;                       \
-    case T_I16: LOOP(int16_t, int64_t, uint16_t); break;                                   \
-    case T_U16: LOOP(uint16_t, uint64_t, uint16_t); break;                                 \
-    case T_I32: LOOP(int32_t, int64_t, uint32_t); break;                                   \
-    case T_U32: LOOP(uint32_t, uint64_t, uint32_t); break;                                 \
-    case T_I64: LOOP(int64_t, int64_t, uint64_t); break;                                   \
-    case T_U64: LOOP(uint64_t, uint64_t, uint64_t); break;                                 \
-    }
+#define P_INT_SWITCH(LOOP) switch (op->type) { INT_TYPE_CASES(LOOP) }
 
 #define P_FCMP_LOOP(CTYPE, OP)                                                             \
     do {                                                                                   \
