@@ -7,6 +7,7 @@ default config, the repository's top-level config.toml); an unknown key is an er
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import tomllib
 from importlib import resources
@@ -187,6 +188,30 @@ def parse_config(text: str, source: str = "config") -> Config:
         batch_id_window=parse_duration(raw["batch_id_window"], "batch_id_window"),
         schema=schema,
     )
+
+
+def config_toml(cfg: Config) -> str:
+    """The config file text of `cfg`: parse_config(config_toml(cfg)) == cfg (sizes in bytes,
+    durations in seconds). For tools and tests that start a server with --config."""
+    def cols(pairs: tuple[tuple[str, str], ...]) -> str:
+        return "[" + ", ".join(f"[{json.dumps(n)}, {json.dumps(t)}]" for n, t in pairs) + "]"
+
+    def text(v: str) -> str:
+        return json.dumps(v)  # a JSON string is a TOML basic string
+
+    sc = cfg.schema
+    return (f"listen_addr = {text(cfg.listen_addr)}\nstatsd_addr = {text(cfg.statsd_addr)}\n"
+            f"open_file_limit = {cfg.open_file_limit}\ndatabase_dir = {text(cfg.database_dir)}\n"
+            f'flush_interval = "{cfg.flush_interval!r}s"\n'
+            f"query_parallelism = {cfg.query_parallelism}\n"
+            f"retention_days = {cfg.retention_days}\ndurability = {text(cfg.durability)}\n"
+            f'max_body_size = "{cfg.max_body_size}B"\nmax_groups = {cfg.max_groups}\n'
+            f'batch_id_window = "{cfg.batch_id_window!r}s"\n\n[schema]\n'
+            f"segment_size = {text(sc.segment_size_text or f'{sc.segment_size}B')}\n"
+            f'interval_duration = "{sc.interval_duration}s"\n'
+            f"timestamp_column = {cols((sc.timestamp_column,))[1:-1]}\n"
+            f"dimension_columns = {cols(sc.dimension_columns)}\n"
+            f"metric_columns = {cols(sc.metric_columns)}\n")
 
 
 def load_config(path: str | Path | None = None) -> Config:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from gumshoe import config as gumshoe_config
 from gumshoe.config import Config, load_config
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z, a day boundary
@@ -135,13 +136,4 @@ def config(database_dir: str = "MEMORY", segment_size: int | None = None,
 def config_toml(database_dir: str, segment_size: int | None = None,
                 durability: str | None = None) -> str:
     """The same config as TOML text, for a server started with --config."""
-    cfg = config(database_dir, segment_size, durability)
-
-    def cols(pairs: tuple[tuple[str, str], ...]) -> str:
-        return "[" + ", ".join(f'["{n}", "{t}"]' for n, t in pairs) + "]"
-
-    return (f'database_dir = "{database_dir}"\nretention_days = 0\n'
-            f'durability = "{cfg.durability}"\n\n[schema]\n'
-            f'segment_size = "{cfg.schema.segment_size}B"\ninterval_duration = "1h"\n'
-            f'timestamp_column = ["at", "uint32"]\n'
-            f"dimension_columns = {cols(DIMENSIONS)}\nmetric_columns = {cols(METRICS)}\n")
+    return gumshoe_config.config_toml(config(database_dir, segment_size, durability))

@@ -136,10 +136,12 @@ def run_size(rows: int, work: Path, *, hours: int = 168, seed: int = 8, repeats:
 
 def _server_toml(db_dir: Path, segment_size: int | None, durability: str | None,
                  threads: int) -> str:
+    from gumshoe.config import config_toml
+
     from . import data
 
-    text = data.config_toml(str(db_dir), segment_size, durability)
-    return f"query_parallelism = {threads}\n" + text
+    cfg = data.config(str(db_dir), segment_size, durability)
+    return config_toml(cfg.replace(query_parallelism=threads))
 
 
 def _python_rollup(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:

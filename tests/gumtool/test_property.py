@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gumshoe.bulk import StoredDB
-from gumshoe.config import SchemaConfig, parse_config
+from gumshoe.config import SchemaConfig, config_toml, load_config, parse_config
 from gumshoe.db import DB
 from gumshoe.schema import Schema
 from gumshoe.sharding import shard_of
@@ -29,13 +29,8 @@ SETTINGS = settings(max_examples=12, deadline=None,
 
 
 def config_text(sc: SchemaConfig, db: Path) -> str:
-    def cols(c: Any) -> str:
-        return "[" + ", ".join(f'["{n}", "{t}"]' for n, t in c) + "]"
-    return (f'database_dir = "{db}"\nretention_days = 0\ndurability = "os"\n[schema]\n'
-            f"segment_size = {sc.segment_size}\ninterval_duration = "
-            f'"{sc.interval_duration}s"\ntimestamp_column = ["{sc.timestamp_column[0]}", '
-            f'"uint32"]\ndimension_columns = {cols(sc.dimension_columns)}\n'
-            f"metric_columns = {cols(sc.metric_columns)}\n")
+    return config_toml(load_config().replace(database_dir=str(db), retention_days=0,
+                                             durability="os", schema=sc))
 
 
 def make(tmp: Path, name: str, sc: SchemaConfig, batches: list[list[dict[str, Any]]]) -> Path:

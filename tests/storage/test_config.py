@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gumshoe.config import (
+    config_toml,
     default_config_text,
     load_config,
     parse_config,
@@ -209,3 +212,19 @@ def test_every_column_type_is_accepted() -> None:
     assert [d.type_name for d in schema.dimensions] == types
     assert [m.type_name for m in schema.metrics] == types[:10]
     assert [d.is_string for d in schema.dimensions] == [t.startswith("string:") for t in types]
+
+
+@pytest.mark.parametrize("changes", [
+    {},
+    {"database_dir": 'a dir "quoted"\\x', "flush_interval": 0.25, "batch_id_window": 90.5,
+     "durability": "os", "retention_days": 0, "max_body_size": 12345},
+])
+def test_config_toml_is_the_inverse_of_parse_config(changes: dict[str, Any]) -> None:
+    cfg = load_config().replace(**changes)
+    assert parse_config(config_toml(cfg)) == cfg
+    schema = dataclasses.replace(cfg.schema, segment_size=4321, segment_size_text="",
+                                 dimension_columns=(("d", "string:uint8"),))
+    other = cfg.replace(schema=schema)
+    back = parse_config(config_toml(other))
+    assert back.schema.segment_size == 4321 and back.schema.dimension_columns == (("d",
+                                                                                  "string:uint8"),)
