@@ -220,9 +220,10 @@ def _grouping(schema: Schema, obj: Any, path: str) -> Grouping:
         if not isinstance(transform, str) or transform.lower() not in TIME_TRANSFORMS:
             raise QueryError(f"{path}.timeTransform: bad time transform {_describe(transform)} "
                              "(minute, hour or day)")
-        if col.is_string or col.is_float:
-            raise QueryError(f"{path}.timeTransform: cannot truncate {col.type_name} column "
-                             f"{col.name!r}; only the timestamp or an integer dimension")
+        if col.type_name != "uint32":
+            # as the original: only a uint32 column holds Unix seconds to truncate
+            raise QueryError(f"{path}.timeTransform: cannot apply timestamp truncation to "
+                             f"non-uint32 column {col.name!r} ({col.type_name})")
         seconds = TIME_TRANSFORMS[transform.lower()]
     return Grouping(col, _name(f.get("name"), col.name, path), seconds)
 
@@ -312,7 +313,7 @@ def parse_query(obj: Any, schema: Schema) -> Query:
             o = {"column": o}
         of = _fields(o, path, ("column", "descending"))
         name = of.get("column")
-        if name != ROW_COUNT and name not in names:
+        if not isinstance(name, str) or (name != ROW_COUNT and name not in names):
             raise QueryError(f"{path}.column: {_describe(name)} is not an aggregate or grouping "
                              f"name of this query, nor {ROW_COUNT!r}")
         desc = of.get("descending", False)

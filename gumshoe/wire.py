@@ -9,6 +9,8 @@ the columns fit its schema.
 
 from __future__ import annotations
 
+import itertools
+import operator
 from typing import Any
 
 import msgpack
@@ -94,8 +96,13 @@ def encode_batch(batch: Batch) -> bytes:
     }, use_bin_type=True)
 
 
+MAX_COUNT = 2**32 - 1  # the largest roll-up count one binary row may carry
+
+
 def decode_batch(schema: Schema, data: bytes) -> Batch:
-    """A batch sent by a router, checked against `schema` (dtypes, lengths, value ranges).
+    """A batch sent by a router, checked against `schema` as strictly as a JSON batch is:
+    column set, dtypes, lengths, nil masks of 0/1 only, strings exactly where the mask says
+    none is nil, values in their declared ranges (floats finite), counts in [1, MAX_COUNT].
 
     Raises InsertError naming the column that does not fit."""
     try:
@@ -103,7 +110,14 @@ def decode_batch(schema: Schema, data: bytes) -> Batch:
         if not isinstance(obj, dict) or obj.get("v") != BATCH_VERSION:
             raise InsertError("binary insert body is not a gumshoe batch (version "
                               f"{obj.get('v') if isinstance(obj, dict) else '?'})")
-        n = int(obj["n"])
+        n = obj["n"]
+        if type(n) is not int or n < 0:
+            raise InsertError(f"binary insert body: n must be a non-negative integer, got {n!r}")
+        for part, cols in (("dims", schema.dimensions), ("nils", schema.dimensions),
+                           ("metrics", schema.metrics)):
+            if not isinstance(obj[part], dict) or set(obj[part]) != {c.name for c in cols}:
+                raise InsertError(f"binary insert body: {part} must name exactly the columns "
+                                  f"{sorted(c.name for c in cols)}")
         ts = _dec(obj["ts"])
         dims: dict[str, object] = {}
         nils: dict[str, np.ndarray | None] = {}
@@ -111,10 +125,17 @@ def decode_batch(schema: Schema, data: bytes) -> Batch:
             v = obj["dims"][d.name]
             dims[d.name] = list(v["s"]) if d.is_string else _dec(v)
             raw = obj["nils"][d.name]
-            nils[d.name] = None if raw is None else np.frombuffer(raw, bool)
+            if raw is None:
+                nils[d.name] = None
+                continue
+            mask = np.frombuffer(raw, np.uint8)
+            if len(mask) and int(mask.max()) > 1:
+                raise InsertError(f"binary insert body: nil mask of {d.name!r} holds a byte "
+                                  "other than 0 or 1")
+            nils[d.name] = mask.view(bool)
         metrics = {m.name: _dec(obj["metrics"][m.name]) for m in schema.metrics}
         counts = None if obj.get("counts") is None else _dec(obj["counts"])
-    except (KeyError, TypeError, ValueError, msgpack.UnpackException) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, msgpack.UnpackException) as e:
         if isinstance(e, InsertError):
             raise
         raise InsertError(f"binary insert body: malformed batch ({type(e).__name__}: {e})"
@@ -135,20 +156,44 @@ def _check(schema: Schema, n: int, ts: np.ndarray, dims: dict[str, object],
         fail("a timestamp is out of range [0, 4294967295]")
     for d in schema.dimensions:
         v, nil = dims[d.name], nils[d.name]
-        if d.is_string:
-            if len(v) != n or not set(map(type, v)) <= {str, type(None)}:  # type: ignore[arg-type]
-                fail(f"column {d.name!r} must be {n} strings or nulls")
-        elif not isinstance(v, np.ndarray) or v.dtype != d.dtype or len(v) != n:
-            fail(f"column {d.name!r} must be {n} values of {d.dtype}")
         if nil is not None and len(nil) != n:
             fail(f"nil mask of {d.name!r} must have {n} entries")
+        if d.is_string:
+            assert isinstance(v, list)
+            types = set(map(type, v))
+            if len(v) != n or not types <= {str, type(None)}:
+                fail(f"column {d.name!r} must be {n} strings or nulls")
+            if type(None) in types or nil is not None:
+                is_none = np.fromiter(map(operator.is_, v, itertools.repeat(None)), bool, n)
+                if not np.array_equal(is_none, np.zeros(n, bool) if nil is None else nil):
+                    fail(f"column {d.name!r}: null values and the nil mask disagree")
+        elif not isinstance(v, np.ndarray) or v.dtype != d.dtype or len(v) != n:
+            fail(f"column {d.name!r} must be {n} values of {d.dtype}")
+        elif d.dtype.kind == "f" and n and not np.isfinite(v).all():
+            fail(f"a value of {d.name!r} is not finite")
     for m in schema.metrics:
         v = metrics[m.name]
-        if v.dtype != m.store_dtype or len(v) != n:
+        if not isinstance(v, np.ndarray) or v.dtype != m.store_dtype or len(v) != n:
             fail(f"column {m.name!r} must be {n} values of {m.store_dtype}")
         lo, hi = m.value_range
-        if n and m.dtype.kind != "f" and (v.min() < lo or v.max() > hi):
+        if not n:
+            continue
+        if m.dtype.kind == "f":
+            if not np.isfinite(v).all() or float(np.abs(v).max()) > hi:
+                fail(f"a value of {m.name!r} is not finite or out of range for {m.type_name}")
+        elif (int(v.min()) < lo or int(v.max()) > hi) and counts is None:
             fail(f"a value of {m.name!r} is out of range for {m.type_name} [{lo}, {hi}]")
-    if counts is not None and (counts.dtype != np.int64 or len(counts) != n
-                               or (n and int(counts.min()) < 1)):
-        fail("counts must be positive int64 values, one per row")
+    if counts is not None:
+        if counts.dtype != np.int64 or len(counts) != n:
+            fail("counts must be int64 values, one per row")
+        if n and (int(counts.min()) < 1 or int(counts.max()) > MAX_COUNT):
+            fail(f"counts must be in [1, {MAX_COUNT}]")
+        for m in schema.metrics:  # a rolled-up value sums at most `count` declared values
+            v = metrics[m.name]
+            if n and m.dtype.kind != "f":
+                lo, hi = m.value_range
+                wide = v.astype(object)
+                c = counts.astype(object)
+                if ((wide < c * lo) | (wide > c * hi)).any():
+                    fail(f"a value of {m.name!r} is out of range for {m.type_name} times its "
+                         "row's count")

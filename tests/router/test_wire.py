@@ -55,6 +55,21 @@ def _tampered(**changes: object) -> bytes:
      "column 'age' must be 2 values of uint8"),
     (_tampered(dims__name={"s": ["a", 5]}), "column 'name' must be 2 strings or nulls"),
     (_tampered(ts={"d": "<i8", "b": np.array([-1, 0]).tobytes()}), "timestamp is out of range"),
+    # a null string whose nil flag is 0 (was a 500), and a nil flag without a null
+    (_tampered(dims__name={"s": [None, ""]}), "null values and the nil mask disagree"),
+    (_tampered(nils__name=b"\x01\x00"), "null values and the nil mask disagree"),
+    # nil-mask bytes other than 0/1 (answers contradicted each other)
+    (_tampered(nils__age=b"\x00\x02"), "nil mask of 'age' holds a byte other than 0 or 1"),
+    (_tampered(nils__age=b"\x00"), "nil mask of 'age' must have 2 entries"),
+    # roll-up counts from the body: bounded, positive
+    (_tampered(counts={"d": "<i8", "b": np.array([2**63 - 1, 1]).tobytes()}),
+     "counts must be in"),
+    (_tampered(counts={"d": "<i8", "b": np.array([0, 1]).tobytes()}), "counts must be in"),
+    (_tampered(metrics__score={"d": "<f8", "b": np.array([np.nan, 0]).tobytes()}),
+     "'score' is not finite"),
+    (_tampered(dims={"bogus": 1}), "dims must name exactly the columns"),
+    (_tampered(n=-1), "n must be a non-negative integer"),
+    (_tampered(dims__name=5), "malformed batch"),
 ])
 def test_bad_binary_batches_are_insert_errors(body: bytes, message: str) -> None:
     with pytest.raises(InsertError, match=message):
