@@ -19,8 +19,9 @@ import sys
 from collections.abc import Callable
 from types import FrameType
 
-from .config import Config, load_config
+from .config import Config, format_duration, load_config
 from .errors import ConfigError, GumshoeError
+from .schema import Schema
 
 log = logging.getLogger("gumshoe")
 
@@ -85,34 +86,89 @@ def load_serve_config(args: argparse.Namespace) -> Config:
     return config
 
 
+def check_unlocked(config: Config) -> None:
+    """Fail now, in one line, when another process holds the database directory (the
+    database itself opens in the background once the server listens)."""
+    import fcntl
+
+    if config.in_memory:
+        return
+    try:
+        fd = os.open(config.database_dir, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return  # missing (created at open) or unreadable (reported at open)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise StartupError(f"cannot lock database directory {config.database_dir!r}: it is "
+                           "in use by another process") from None
+    finally:
+        os.close(fd)
+
+
+def banner(config: Config, what: str) -> None:
+    """The start-up lines: version, native kernels, schema, durability, retention, keys."""
+    from . import native
+
+    log.info("gumshoe %s %s, Python %s", version(), what, sys.version.split()[0])
+    if native.kernels is None or native.rows is None:
+        log.warning("THE C KERNELS DID NOT LOAD (%s): queries run 3-5x slower and inserts "
+                    "1.5-2x slower on the numpy paths; reinstall with a C compiler "
+                    "(`pip install -e .`)", native.why_missing() or "GUMSHOE_NATIVE=0")
+    else:
+        log.info("C kernels loaded (scan, filter and insert paths)")
+    schema = Schema.from_config(config.schema)
+    log.info("schema: timestamp %s, dimensions %s, metrics %s, intervals of %s",
+             schema.timestamp.name,
+             ", ".join(f"{c.name}:{c.type_name}" for c in schema.dimensions) or "none",
+             ", ".join(f"{c.name}:{c.type_name}" for c in schema.metrics),
+             format_duration(schema.interval_duration))
+    log.info("durability %s, retention %s, flush every %s", config.durability,
+             f"{config.retention_days} days" if config.retention_days else "off (keep all)",
+             format_duration(config.flush_interval))
+
+
+def warn_if_open(config: Config, host: str) -> None:
+    loopback = host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
+    if config.auth.enabled:
+        log.info("API keys are on ([auth])")
+    elif not loopback:
+        log.warning("listening on %s without API keys: anyone who reaches the port can insert "
+                    "and query; set [auth] keys (see README, API keys)", host)
+
+
 def serve(args: argparse.Namespace) -> int:
     from .db import DB  # imported here: `gumshoe --help` stays fast
-    from .server import create_app, run
+    from .httpserve import run
+    from .server import create_app
 
     try:
         config = load_serve_config(args)
+        Schema.from_config(config.schema)  # a bad schema is a start-up error like the rest
         host, port = parse_listen(config.listen_addr)
         raise_open_file_limit(config.open_file_limit)
+        check_unlocked(config)
         sock = bind(host, port)
     except (ConfigError, StartupError) as e:
         return fail(str(e))
+    banner(config, "serve")
+    warn_if_open(config, host)
     try:
-        db = DB(config, auto_flush=False)
-    except (GumshoeError, OSError) as e:
-        sock.close()
-        return fail(str(e))
-    try:
-        app = create_app(db, config, insert_workers=args.insert_workers)
+        # The database opens in the background (write-ahead log replay can take a while);
+        # meanwhile every route but GET / answers 503 "starting".
+        app = create_app(None, config, insert_workers=args.insert_workers, listen_host=host,
+                         open_db=lambda: DB(config, auto_flush=False))
         bound_host, bound_port = sock.getsockname()[:2]
-        log.info("gumshoe serving %s on http://%s:%d", config.database_dir, bound_host,
-                 bound_port)
+        log.info("serving %s on http://%s:%d", config.database_dir, bound_host, bound_port)
         with _quiet_signals():
-            started = run(app, sock)
+            started = run(app, sock, config)
     finally:
-        db.close()  # idempotent: the app's shutdown normally did it already
         sock.close()
-    if db.failed:
-        log.error("stopped after a storage failure: %s", db.failed)
+    server = app.state.server
+    if server.startup_error is not None:
+        return fail(server.startup_error)
+    if server.db is not None and server.db.failed:
+        log.error("stopped after a storage failure: %s", server.db.failed)
         return 1
     if not started:
         return fail("the server failed to start (see the log above)", status=1)
@@ -120,24 +176,27 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def route(args: argparse.Namespace) -> int:
+    from .httpserve import run
     from .router import create_router_app
-    from .server import run
 
     try:
         config = load_config(args.config)
+        Schema.from_config(config.schema)
         shards = [s.strip() for s in args.shards.split(",")]
         for s in shards:
             parse_listen(s)
         host, port = parse_listen(args.listen)
-        app = create_router_app(config, shards, timeout=args.timeout)
+        app = create_router_app(config, shards, timeout=args.timeout, listen_host=host)
         sock = bind(host, port)
     except (ConfigError, StartupError) as e:
         return fail(str(e))
+    banner(config, "router")
+    warn_if_open(config, host)
     try:
-        log.info("gumshoe router on http://%s:%d over %d shards: %s", *sock.getsockname()[:2],
+        log.info("router on http://%s:%d over %d shards: %s", *sock.getsockname()[:2],
                  len(shards), ", ".join(shards))
         with _quiet_signals():
-            started = run(app, sock)
+            started = run(app, sock, config)
     finally:
         sock.close()
     return 0 if started else fail("the router failed to start (see the log above)", status=1)
@@ -166,9 +225,20 @@ def fail(message: str, status: int = EXIT_USAGE) -> int:
     return status
 
 
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("gumshoe")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gumshoe", description="gumshoe: a columnar roll-up analytics database server.")
+    parser.add_argument("--version", action="version", version=f"gumshoe {version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = commands.add_parser("serve", help="run one shard server in the foreground",
                             description="Run one shard server in the foreground. Flags "

@@ -45,6 +45,18 @@ def parse_duration(text: str, key: str = "duration") -> float:
     return total
 
 
+def format_duration(seconds: float) -> str:
+    """Whole seconds in the largest unit that divides them: 3600 -> "1h", 90 -> "90s",
+    86400 -> "1d" (for display; parse_duration reads s, m and h)."""
+    n = int(seconds)
+    if n != seconds or n <= 0:
+        return f"{seconds:g}s"
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if n % size == 0:
+            return f"{n // size}{unit}"
+    return f"{n}s"
+
+
 def parse_size(text: str | int, key: str = "size") -> int:
     """Parse a byte size ("1MB" = 10**6, "1MiB" = 2**20, "100" = 100 bytes)."""
     if isinstance(text, int) and not isinstance(text, bool):
@@ -70,6 +82,22 @@ class SchemaConfig:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """API keys by role ([auth]). Keys are off (every route open, as the original) unless a
+    read, write or admin key is configured."""
+
+    read_keys: tuple[str, ...] = ()
+    write_keys: tuple[str, ...] = ()
+    admin_keys: tuple[str, ...] = ()
+    collect_keys: tuple[str, ...] = ()  # empty: collect routes need no key
+    shard_key: str = ""  # the router's key for its shards (an admin key there)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.read_keys or self.write_keys or self.admin_keys)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Config:
     listen_addr: str
     statsd_addr: str
@@ -83,6 +111,16 @@ class Config:
     max_groups: int
     batch_id_window: float  # seconds
     schema: SchemaConfig
+    # Bounds on connections, requests and queries (the HTTP edge and the query service).
+    idle_timeout: float = 15.0  # seconds a keep-alive connection may wait for a request
+    request_timeout: float = 30.0  # seconds for a request's headers and body to arrive
+    max_connections: int = 1000  # further capped below the process's file-descriptor limit
+    max_inflight_body: int = 512 * 10**6  # bytes of request bodies being read at once
+    query_timeout: float = 30.0  # seconds
+    query_memory: int = 10**9  # estimated bytes one query may use
+    query_memory_pool: int = 2 * 10**9  # estimated bytes all running queries may use
+    allowed_hosts: tuple[str, ...] = ()  # empty: loopback names on loopback, else any
+    auth: AuthConfig = AuthConfig()
 
     @property
     def in_memory(self) -> bool:
@@ -114,6 +152,37 @@ def _int(value: Any, key: str, minimum: int) -> int:
     if value < minimum:
         raise ConfigError(f"{key}: must be at least {minimum}, got {value}")
     return value
+
+
+def _strings(value: Any, key: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def _positive_duration(raw: dict[str, Any], key: str) -> float:
+    seconds = parse_duration(raw[key], key)
+    if seconds <= 0:
+        raise ConfigError(f"{key}: must be more than 0, got {raw[key]!r}")
+    return seconds
+
+
+def _positive_size(raw: dict[str, Any], key: str) -> int:
+    size = parse_size(raw[key], key)
+    if size < 1:
+        raise ConfigError(f"{key}: must be at least 1 byte, got {raw[key]!r}")
+    return size
+
+
+def _auth(raw: dict[str, Any]) -> AuthConfig:
+    keys = {role: _strings(raw[role], f"auth.{role}")
+            for role in ("read_keys", "write_keys", "admin_keys", "collect_keys")}
+    for role, values in keys.items():
+        for k in values:
+            if len(k) < 16 or not (k.isascii() and k.isprintable()) or " " in k:
+                raise ConfigError(f"auth.{role}: a key must be at least 16 printable ASCII "
+                                  "characters without spaces (e.g. `openssl rand -hex 24`)")
+    return AuthConfig(**keys, shard_key=_str(raw["shard_key"], "auth.shard_key"))
 
 
 def _str(value: Any, key: str) -> str:
@@ -168,9 +237,7 @@ def parse_config(text: str, source: str = "config") -> Config:
     if durability not in _DURABILITY:
         raise ConfigError(f"durability: must be one of {', '.join(_DURABILITY)}; got "
                           f"{durability!r}")
-    max_body_size = parse_size(raw["max_body_size"], "max_body_size")
-    if max_body_size < 1:
-        raise ConfigError(f"max_body_size: must be at least 1 byte, got {raw['max_body_size']!r}")
+    max_body_size = _positive_size(raw, "max_body_size")
     database_dir = _str(raw["database_dir"], "database_dir")
     if not database_dir:
         raise ConfigError("database_dir: must be provided; use \"MEMORY\" for an in-memory DB")
@@ -187,6 +254,15 @@ def parse_config(text: str, source: str = "config") -> Config:
         max_groups=_int(raw["max_groups"], "max_groups", 1),
         batch_id_window=parse_duration(raw["batch_id_window"], "batch_id_window"),
         schema=schema,
+        idle_timeout=_positive_duration(raw, "idle_timeout"),
+        request_timeout=_positive_duration(raw, "request_timeout"),
+        max_connections=_int(raw["max_connections"], "max_connections", 1),
+        max_inflight_body=_positive_size(raw, "max_inflight_body"),
+        query_timeout=_positive_duration(raw, "query_timeout"),
+        query_memory=_positive_size(raw, "query_memory"),
+        query_memory_pool=_positive_size(raw, "query_memory_pool"),
+        allowed_hosts=tuple(h.lower() for h in _strings(raw["allowed_hosts"], "allowed_hosts")),
+        auth=_auth(raw["auth"]),
     )
 
 
@@ -206,12 +282,23 @@ def config_toml(cfg: Config) -> str:
             f"query_parallelism = {cfg.query_parallelism}\n"
             f"retention_days = {cfg.retention_days}\ndurability = {text(cfg.durability)}\n"
             f'max_body_size = "{cfg.max_body_size}B"\nmax_groups = {cfg.max_groups}\n'
-            f'batch_id_window = "{cfg.batch_id_window!r}s"\n\n[schema]\n'
+            f'batch_id_window = "{cfg.batch_id_window!r}s"\n'
+            f'idle_timeout = "{cfg.idle_timeout!r}s"\n'
+            f'request_timeout = "{cfg.request_timeout!r}s"\n'
+            f"max_connections = {cfg.max_connections}\n"
+            f'max_inflight_body = "{cfg.max_inflight_body}B"\n'
+            f'query_timeout = "{cfg.query_timeout!r}s"\n'
+            f'query_memory = "{cfg.query_memory}B"\n'
+            f'query_memory_pool = "{cfg.query_memory_pool}B"\n'
+            f"allowed_hosts = {json.dumps(list(cfg.allowed_hosts))}\n\n[schema]\n"
             f"segment_size = {text(sc.segment_size_text or f'{sc.segment_size}B')}\n"
             f'interval_duration = "{sc.interval_duration}s"\n'
             f"timestamp_column = {cols((sc.timestamp_column,))[1:-1]}\n"
             f"dimension_columns = {cols(sc.dimension_columns)}\n"
-            f"metric_columns = {cols(sc.metric_columns)}\n")
+            f"metric_columns = {cols(sc.metric_columns)}\n\n[auth]\n"
+            + "".join(f"{role} = {json.dumps(list(getattr(cfg.auth, role)))}\n"
+                      for role in ("read_keys", "write_keys", "admin_keys", "collect_keys"))
+            + f"shard_key = {text(cfg.auth.shard_key)}\n")
 
 
 def load_config(path: str | Path | None = None) -> Config:

@@ -14,6 +14,7 @@ import dataclasses
 import math
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from concurrent.futures import Executor
 from typing import Any
 
@@ -123,6 +124,37 @@ class Plan:
                            for c in query.metric_columns}
         self.kernels = native.kernels  # the fused C kernel, or None: the numpy kernels
         self.split: list[str] = []  # integer sums summed in two halves (split_sums)
+        self.cancel: threading.Event | None = None  # set: stop scanning (QueryCancelled)
+
+    def _each(self, items: list[Item]) -> Iterator[Item]:
+        """The items of a task, stopping at the next block once the query is cancelled (a
+        block is one segment: the scan threads return within a few milliseconds)."""
+        cancel = self.cancel
+        for item in items:
+            if cancel is not None and cancel.is_set():
+                raise QueryCancelled
+            yield item
+
+    def memory_estimate(self, tasks: list[list[Item]], threads: int) -> tuple[int, int]:
+        """(bytes, groups): an upper estimate of what running the query allocates, made before
+        anything is: per-task accumulators or sorted keys, the merge, and the result rows."""
+        rows = sum(b.n for items in tasks for _, b, _ in items)
+        width = 8 + 8 * len(self.sum_dtypes) + 9 * len(self.parts)  # bytes per group
+        known = math.prod(p.card for p in self.parts if p.kind != "values")
+        groups = min(rows, known) if any(p.kind == "values" for p in self.parts) else \
+            min(self.key_space, max(rows, 1))
+        if not self.parts:
+            groups = 1
+        busy = min(threads, len(tasks))  # tasks scanned at once
+        if self.dense:
+            scan = self.key_space * (8 + 8 * len(self.sum_dtypes)) * (busy + 1)
+        else:
+            largest = max((sum(b.n for _, b, _ in items) for items in tasks), default=0)
+            scan = 3 * width * largest * busy
+        shown = groups if self.query.limit is None else min(groups, self.query.limit)
+        outputs = len(self.parts) + len(self.query.aggregates) + 1
+        result = shown * (120 + 70 * outputs)  # Python dicts and values, then JSON
+        return scan + 3 * width * groups + result, groups
 
     def tasks(self, snapshot: Snapshot, threads: int) -> list[list[Item]]:
         """The blocks to scan, cut into about `threads` tasks (none over TASK_ROWS rows, none
@@ -223,7 +255,7 @@ class Plan:
         acc = {c: np.zeros(k, dt) for c, dt in self.sum_dtypes.items()}
         accs = (acc_count, *acc.values())
         accumulate = self.kernels.accumulate  # type: ignore[union-attr]
-        for start, block, _ in items:
+        for start, block, _ in self._each(items):
             if block.n == 0:
                 continue
             # the filter as a predicate program, evaluated by the kernel in the same pass
@@ -260,7 +292,7 @@ class Plan:
     def _scan_total(self, items: list[Item]) -> Partial:
         count = 0
         sums = {c: self.sum_dtypes[c].type(0) for c in self.sum_dtypes}
-        for start, block, _ in items:
+        for start, block, _ in self._each(items):
             rows = self._rows(block, start)
             if rows is False:
                 continue
@@ -275,7 +307,7 @@ class Plan:
         k = self.key_space
         acc_count = np.zeros(k, np.int64)
         acc = {c: np.zeros(k, dt) for c, dt in self.sum_dtypes.items()}
-        for start, block, stats in items:
+        for start, block, stats in self._each(items):
             rows = self._rows(block, start)
             if rows is False:
                 continue
@@ -330,7 +362,7 @@ class Plan:
 
     def _scan_sorted(self, items: list[Item]) -> Partial:
         partials = []
-        for start, block, _ in items:
+        for start, block, _ in self._each(items):
             rows = self._rows(block, start)
             if rows is False:
                 continue
@@ -399,20 +431,58 @@ def _bincount_exact(key: np.ndarray, weights: np.ndarray, k: int,
     return out
 
 
+class QueryCancelled(Exception):
+    """Raised in the scan threads of a query whose `Prepared.cancel` was set."""
+
+
+class Prepared:
+    """A planned query over a snapshot: its scan tasks are cut, its memory estimated, and
+    nothing is allocated until `run`. `cancel` (a threading.Event) stops the scan."""
+
+    def __init__(self, query: Query, snapshot: Snapshot, threads: int = 1,
+                 max_groups: int | None = None) -> None:
+        self.query = query
+        self.snapshot = snapshot
+        self.threads = max(1, threads)
+        self.plan = Plan(query, snapshot, max_groups)
+        self.tasks = self.plan.tasks(snapshot, self.threads)
+        self.plan.split_sums(self.tasks)
+        self.cancel = self.plan.cancel = threading.Event()
+
+    def memory_estimate(self) -> tuple[int, int]:
+        """(bytes, groups) the query is estimated to need at most."""
+        return self.plan.memory_estimate(self.tasks, self.threads)
+
+    def run(self, executor: Executor | None = None) -> Partial:
+        """Scan into one (undecoded) partial; raises QueryCancelled once `cancel` is set."""
+        plan = self.plan
+        if executor is None or len(self.tasks) <= 1:
+            partials = [plan.scan(items) for items in self.tasks]
+        else:
+            partials = list(executor.map(plan.scan, self.tasks))
+        if self.cancel.is_set():
+            raise QueryCancelled
+        if not partials:
+            return plan.exact_sums(empty_partial(self.query, plan.sum_dtypes))
+        return plan.exact_sums(merge(partials, plan.max_groups))
+
+    def rows(self, executor: Executor | None = None) -> list[dict[str, Any]]:
+        """The finished result rows."""
+        partial = decode(self.run(executor), self.query, self.snapshot.strings)
+        if self.cancel.is_set():
+            raise QueryCancelled
+        return finalize(self.query, partial)
+
+    def decoded_partial(self, executor: Executor | None = None) -> Partial:
+        """The mergeable partial with string keys decoded (what a shard sends a router)."""
+        return decode(self.run(executor), self.query, self.snapshot.strings)
+
+
 def run(query: Query, snapshot: Snapshot, executor: Executor | None = None,
         max_groups: int | None = None) -> Partial:
     """Scan a snapshot into one (undecoded) partial."""
-    plan = Plan(query, snapshot, max_groups)
     threads = getattr(executor, "_max_workers", 1) if executor is not None else 1
-    tasks = plan.tasks(snapshot, threads)
-    plan.split_sums(tasks)
-    if executor is None or len(tasks) <= 1:
-        partials = [plan.scan(items) for items in tasks]
-    else:
-        partials = list(executor.map(plan.scan, tasks))
-    if not partials:
-        return plan.exact_sums(empty_partial(query, plan.sum_dtypes))
-    return plan.exact_sums(merge(partials, max_groups))
+    return Prepared(query, snapshot, threads, max_groups).run(executor)
 
 
 def execute(query: Query, snapshot: Snapshot, executor: Executor | None = None,

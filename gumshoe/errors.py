@@ -38,4 +38,23 @@ class CorruptDataError(GumshoeError):
 
 
 class StorageFailedError(GumshoeError):
-    """A write or fsync failed; the database no longer accepts writes (fail-stop)."""
+    """A write or fsync failed; the database no longer accepts writes (fail-stop). 503."""
+
+    status = 503
+
+
+class OverloadedError(GumshoeError):
+    """A bounded resource is exhausted for now (body budget, query memory pool, connections);
+    maps to 503 with Retry-After. The message names the config key of the bound."""
+
+    status = 503
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+class QueryTimeoutError(GumshoeError):
+    """A query ran past its time limit and was stopped; maps to 504."""
+
+    status = 504

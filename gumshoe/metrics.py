@@ -12,14 +12,15 @@ import dataclasses
 import html
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["CONTENT_TYPE_LATEST", "IntervalStats", "Metrics", "StorageStats", "storage_stats"]
+__all__ = ["CONTENT_TYPE_LATEST", "IntervalStats", "Metrics", "RouterMetrics", "StorageStats",
+           "storage_stats"]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                     10.0, 30.0)
@@ -80,16 +81,20 @@ def logical_rows(snapshot: Any) -> int:
 
 
 class _StorageCollector:
-    """Gauges read from the database at scrape time."""
+    """Gauges read from the database at scrape time (none while it is still opening)."""
 
-    def __init__(self, db: Any) -> None:
+    def __init__(self, db: Callable[[], Any]) -> None:
         self.db = db
 
     def describe(self) -> list[Metric]:
         return []
 
     def collect(self) -> Iterator[Metric]:
-        db = self.db
+        db = self.db()
+        yield GaugeMetricFamily("gumshoe_ready", "1 once the database is open and serving.",
+                                value=0 if db is None else 1)
+        if db is None:
+            return
         stats = storage_stats(db.snapshot())
         for name, doc, value in (
             ("gumshoe_intervals", "Intervals held (flushed or not).", len(stats.intervals)),
@@ -117,7 +122,8 @@ class _StorageCollector:
 class Metrics:
     """The metrics of one app: counters and histograms updated by the server, plus gauges."""
 
-    def __init__(self, db: Any) -> None:
+    def __init__(self, db: Callable[[], Any]) -> None:
+        """`db` returns the database, or None while it is opening."""
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
         self.insert_rows = Counter("gumshoe_insert_rows", "Rows received by /insert, by result "
@@ -136,6 +142,9 @@ class Metrics:
                                         "flushes.", buckets=_LATENCY_BUCKETS, registry=r)
         self.requests = Counter("gumshoe_http_requests", "HTTP requests, by route and status.",
                                 ["method", "route", "status"], registry=r)
+        self.request_duration = Histogram("gumshoe_http_request_duration_seconds", "Time to "
+                                          "answer an HTTP request, by route.", ["route"],
+                                          buckets=_LATENCY_BUCKETS, registry=r)
         for result in ("inserted", "rejected"):
             self.insert_rows.labels(result)
         r.register(_StorageCollector(db))
@@ -250,3 +259,31 @@ td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}</style></head><b
 {rows}</table>
 </body></html>
 """
+
+
+class RouterMetrics:
+    """The router's metrics: requests, inserts and queries, per-shard call latency and
+    errors, and each shard's health (set by the /metrics handler before it renders)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        r = self.registry
+        self.requests = Counter("gumshoe_http_requests", "HTTP requests, by route and status.",
+                                ["method", "route", "status"], registry=r)
+        self.request_duration = Histogram("gumshoe_http_request_duration_seconds", "Time to "
+                                          "answer an HTTP request, by route.", ["route"],
+                                          buckets=_LATENCY_BUCKETS, registry=r)
+        self.inserts = Counter("gumshoe_router_inserts", "Insert batches acknowledged by every "
+                               "shard they went to.", registry=r)
+        self.queries = Counter("gumshoe_router_queries", "Queries answered.", registry=r)
+        self.shard_calls = Histogram("gumshoe_router_shard_request_duration_seconds",
+                                     "Time of one request to a shard, by shard and route.",
+                                     ["shard", "route"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.shard_errors = Counter("gumshoe_router_shard_errors", "Failed requests to a "
+                                    "shard, by shard and kind (unreachable, timeout, status).",
+                                    ["shard", "kind"], registry=r)
+        self.shard_up = Gauge("gumshoe_router_shard_up", "1 when the shard answered the last "
+                              "health check (GET /statusz), else 0.", ["shard"], registry=r)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -13,13 +13,23 @@ import os
 from types import ModuleType
 
 
+_missing: dict[str, str] = {}
+
+
 def _load(name: str) -> ModuleType | None:
     if os.environ.get("GUMSHOE_NATIVE", "1") == "0":
+        _missing[name] = "GUMSHOE_NATIVE=0"
         return None
     try:
         return importlib.import_module(f"gumshoe.{name}")
-    except ImportError:
+    except ImportError as e:
+        _missing[name] = str(e)
         return None
+
+
+def why_missing() -> str:
+    """Why an extension did not load ("" when both did)."""
+    return "; ".join(f"gumshoe.{k}: {v}" for k, v in _missing.items())
 
 
 kernels = _load("_kernels")

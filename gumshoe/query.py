@@ -66,6 +66,7 @@ class Query:
     order_by: tuple[OrderBy, ...] = ()
     limit: int | None = None
     allow_partial: bool = False
+    timeout_ms: int | None = None  # lowers query_timeout for this query
 
     @property
     def metric_columns(self) -> tuple[str, ...]:
@@ -107,6 +108,8 @@ class Query:
             out["limit"] = self.limit
         if self.allow_partial:
             out["allowPartial"] = True
+        if self.timeout_ms is not None:
+            out["timeout"] = self.timeout_ms
         return out
 
 
@@ -290,7 +293,7 @@ def parse_query(obj: Any, schema: Schema) -> Query:
     if obj is None:
         obj = {}
     f = _fields(obj, "query", ("aggregates", "groupings", "filters", "orderBy", "limit",
-                               "allowPartial"))
+                               "allowPartial", "timeout"))
     aggregates = tuple(_aggregate(schema, a, f"aggregates[{i}]")
                        for i, a in enumerate(_list(f.get("aggregates"), "aggregates")))
     groupings = tuple(_grouping(schema, g, f"groupings[{i}]")
@@ -327,9 +330,14 @@ def parse_query(obj: Any, schema: Schema) -> Query:
     allow_partial = f.get("allowPartial", False)
     if not isinstance(allow_partial, bool):
         raise QueryError(f"allowPartial: expected true or false, got {_describe(allow_partial)}")
+    timeout = f.get("timeout")
+    if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool)
+                                or timeout < 1):
+        raise QueryError(f"timeout: expected a positive number of milliseconds, got "
+                         f"{_describe(timeout)}")
     flt: Filter | None = None
     if len(filters) == 1:
         flt = filters[0]
     elif filters:
         flt = Logical("and", filters)
-    return Query(aggregates, groupings, flt, tuple(order_by), limit, allow_partial)
+    return Query(aggregates, groupings, flt, tuple(order_by), limit, allow_partial, timeout)

@@ -1,7 +1,8 @@
 """The router: one HTTP front for N shard servers, answering exactly as one server would.
 
-Imports config, schema, batch, sharding, query, scan, wire, jsonio and errors, plus starlette
-and aiohttp (the shard client); never the storage engine. Inserts are validated here (same rules and messages as a
+Imports config, schema, batch, sharding, query, scan, wire, jsonio, edge, metrics and errors,
+plus starlette and aiohttp (the shard client); never the storage engine. Its routes, keys,
+limits and error shape are the shared HTTP edge's (edge.py), as for a server. Inserts are validated here (same rules and messages as a
 shard), split by the shard function (every roll-up key on one shard) and sent in parallel as
 msgpack columns (wire.encode_batch: no second JSON decode or row validation on the shard) with
 per-shard batch ids, so a retry never double counts. Queries are validated once, fanned out to
@@ -20,21 +21,24 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import html
+
 import aiohttp
 import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
 from . import jsonio, wire
 from .config import Config
-from .errors import ClientError, ConfigError, GumshoeError, QueryError
+from .edge import Endpoint, Role, json_response, query_response, read_body, result_format
+from .edge import create_app as create_edge_app
+from .errors import ConfigError, GumshoeError, QueryError
+from .metrics import CONTENT_TYPE_LATEST, RouterMetrics
 from .query import Query, parse_query
 from .scan import Partial, empty_partial, finalize, merge
-from .schema import Schema
+from .schema import Schema, describe
 from .sharding import shard_of
 
 log = logging.getLogger(__name__)
@@ -54,16 +58,24 @@ class Reply:
 
 
 class ShardError(GumshoeError):
-    """A shard failed a request: unreachable (502), timed out (504) or answered an error."""
+    """A shard failed a request: unreachable (502), timed out (504) or answered an error (its
+    4xx, else 502). `fields` go into the error JSON (the batch id of a failed insert)."""
 
     def __init__(self, shard: str, status: int, message: str) -> None:
         super().__init__(f"shard {shard}: {message}")
         self.shard = shard
         self.status = status
+        self.fields: dict[str, Any] = {}
+        self.headers: dict[str, str] = {}
 
 
-def json_response(obj: Any, status: int = 200) -> Response:
-    return Response(jsonio.dumps(obj), status_code=status, media_type="application/json")
+def _unreachable(e: aiohttp.ClientError) -> str:
+    """What went wrong connecting, without aiohttp's internals ("ssl:default ...")."""
+    if isinstance(e, aiohttp.ClientConnectorError):
+        return f"cannot connect ({e.os_error.strerror or e.os_error})"
+    if isinstance(e, aiohttp.ServerDisconnectedError):
+        return "the shard closed the connection"
+    return str(e) or type(e).__name__
 
 
 class Router:
@@ -75,24 +87,32 @@ class Router:
         self.shards = shards
         self.timeout = timeout
         self.client: aiohttp.ClientSession | None = None
-        self.stats = {"inserts": 0, "queries": 0, "shard_errors": 0}
+        self.metrics = RouterMetrics()
+        self.stats = {"inserts": 0, "queries": 0}  # for /metricz
+        self.auth_headers = ({"authorization": f"Bearer {config.auth.shard_key}"}
+                             if config.auth.shard_key else {})
 
     # -- shard calls ------------------------------------------------------------------------
     async def call(self, shard: str, method: str, path: str, content: bytes | None = None,
                    headers: dict[str, str] | None = None) -> Reply:
         assert self.client is not None
+        t0 = time.perf_counter()
         try:
             async with self.client.request(method, f"http://{shard}{path}", data=content,
-                                           headers=headers) as r:
+                                           headers={**self.auth_headers, **(headers or {})}
+                                           ) as r:
                 reply = Reply(r.status, await r.read())
         except asyncio.TimeoutError:
-            self.stats["shard_errors"] += 1
+            self.metrics.shard_errors.labels(shard, "timeout").inc()
             raise ShardError(shard, 504, f"timed out after {self.timeout:g}s") from None
         except aiohttp.ClientError as e:
-            self.stats["shard_errors"] += 1
-            raise ShardError(shard, 502, f"unreachable: {e or type(e).__name__}") from None
+            self.metrics.shard_errors.labels(shard, "unreachable").inc()
+            raise ShardError(shard, 502, f"unreachable: {_unreachable(e)}") from None
+        finally:
+            self.metrics.shard_calls.labels(shard, path.split("?")[0]).observe(
+                time.perf_counter() - t0)
         if reply.status != 200:
-            self.stats["shard_errors"] += 1
+            self.metrics.shard_errors.labels(shard, str(reply.status)).inc()
             try:
                 message = reply.json()["error"]
             except Exception:
@@ -115,7 +135,11 @@ class Router:
 
     # -- insert -----------------------------------------------------------------------------
     async def insert(self, request: Request) -> Response:
-        body = await _read_body(request, self.config.max_body_size)
+        """Validate, split by shard and send. The batch id used (the client's X-Batch-Id, or
+        a new one) comes back in the X-Batch-Id response header and, on failure, in the error
+        JSON as `batch_id`: a retry with it is exactly-once even when some shards applied
+        their part (a 502 can leave the batch applied on some shards and not others)."""
+        body = await read_body(request)
         batch_id = (wire.check_batch_id(request.headers.get("x-batch-id"),
                                         wire.ROUTER_BATCH_ID) or uuid.uuid4().hex)
         parts = await run_in_threadpool(self._split, body)
@@ -124,15 +148,22 @@ class Router:
         errors = [r for r in results if isinstance(r, ShardError)]
         if errors:
             # 4xx from a shard first (the client's fault), then the worst failure.
-            raise min(errors, key=lambda e: (e.status >= 500, e.status))
+            worst = min(errors, key=lambda e: (e.status >= 500, e.status))
+            worst.fields["batch_id"] = batch_id
+            worst.headers["X-Batch-Id"] = batch_id
+            if worst.status >= 500:
+                worst.args = (f"{worst}; some shards may have applied their part: retry with "
+                              f"X-Batch-Id: {batch_id} (exactly-once)",)
+            raise worst
         out = {"inserted": 0, "rejected": 0}
         for r in results:
             out["inserted"] += r["inserted"]
             out["rejected"] += r["rejected"]
         if results and all(r.get("duplicate") for r in results):
             out["duplicate"] = True
+        self.metrics.inserts.inc()
         self.stats["inserts"] += 1
-        return json_response(out)
+        return json_response(out, headers={"X-Batch-Id": batch_id})
 
     def _split(self, body: bytes) -> dict[int, bytes]:
         batch = jsonio.parse_insert_body(body, self.schema)  # 400: the shard's own message
@@ -162,7 +193,8 @@ class Router:
     # -- query ------------------------------------------------------------------------------
     async def query(self, request: Request) -> Response:
         t0 = time.perf_counter()
-        body = await _read_body(request, self.config.max_body_size)
+        body = await read_body(request)
+        fmt = result_format(request)
         obj = jsonio.loads(body, "query")
         if not isinstance(obj, dict):
             raise QueryError(f"query must be a JSON object, got {type(obj).__name__}")
@@ -175,15 +207,11 @@ class Router:
             raise min(failed, key=lambda e: (e.status >= 500, e.status))
         payloads = [r.content for r in responses if not isinstance(r, ShardError)]
         rows = await run_in_threadpool(self._finish, query, payloads)
+        self.metrics.queries.inc()
         self.stats["queries"] += 1
         duration_ms = int((time.perf_counter() - t0) * 1000)
-        if request.query_params.get("format") == "stream":
-            return StreamingResponse(jsonio.ndjson_chunks(rows, duration_ms),
-                                     media_type="application/x-ndjson")
-        out: dict[str, Any] = {"duration_ms": duration_ms, "results": rows}
-        if query.allow_partial:
-            out["missingShards"] = [e.shard for e in failed]
-        return json_response(out)
+        extra = {"missingShards": [e.shard for e in failed]} if query.allow_partial else {}
+        return await query_response(rows, duration_ms, fmt, extra)
 
     def _finish(self, query: Query, payloads: list[bytes]) -> list[dict[str, Any]]:
         partials: list[Partial] = [wire.decode_partial(p) for p in payloads]
@@ -203,9 +231,7 @@ class Router:
 
     async def dimension_table(self, request: Request) -> Response:
         name = request.path_params["name"]
-        col = self.schema.column(name)
-        if col is None or not col.is_string:
-            raise ClientError(f"No such dimension: {name}")
+        self.schema.dictionary_column(name)
         union: set[str] = set()
         for r in await self._all("GET", f"/dimension_tables/{name}"):
             union.update(r.json() or ())
@@ -231,27 +257,29 @@ class Router:
     async def health(self) -> list[dict[str, Any]]:
         out = []
         for shard, r in zip(self.shards, await self.fan_out("GET", "/statusz")):
-            out.append({"shard": shard, "ok": not isinstance(r, ShardError),
-                        "error": str(r) if isinstance(r, ShardError) else None})
+            ok = not isinstance(r, ShardError)
+            self.metrics.shard_up.labels(shard).set(1 if ok else 0)
+            out.append({"shard": shard, "ok": ok, "error": None if ok else str(r)})
         return out
 
     async def metricz(self, request: Request) -> Response:
         data = {"shards": await self.health(), "stats": self.stats}
         if request.query_params.get("format") == "json":
             return json_response(data)
-        rows = "".join(f"<tr><td>{h['shard']}</td><td>{'up' if h['ok'] else 'DOWN'}</td>"
-                       f"<td>{h['error'] or ''}</td></tr>" for h in data["shards"])
+        esc = html.escape  # shard error texts come from elsewhere: never raw into the page
+        rows = "".join(f"<tr><td>{esc(h['shard'])}</td><td>{'up' if h['ok'] else 'DOWN'}</td>"
+                       f"<td>{esc(h['error'] or '')}</td></tr>" for h in data["shards"])
         return HTMLResponse(f"<!doctype html><title>metricz</title><h1>gumshoe router</h1>"
                             f"<table><tr><th>Shard</th><th>State</th><th>Error</th></tr>{rows}"
-                            f"</table><pre>{jsonio.dumps(self.stats).decode()}</pre>")
+                            f"</table><pre>{esc(jsonio.dumps(data['stats']).decode())}</pre>")
 
-    async def metrics(self, request: Request) -> Response:
-        lines = [f"# TYPE gumshoe_router_{k}_total counter\ngumshoe_router_{k}_total {v}"
-                 for k, v in self.stats.items()]
-        for h in await self.health():
-            lines.append(f'gumshoe_router_shard_up{{shard="{h["shard"]}"}} {int(h["ok"])}')
-        return PlainTextResponse("\n".join(lines) + "\n",
-                                 media_type="text/plain; version=0.0.4; charset=utf-8")
+    async def prometheus(self, request: Request) -> Response:
+        await self.health()  # shard_up as of this scrape
+        body = await run_in_threadpool(self.metrics.exposition)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    async def schema_route(self, request: Request) -> Response:
+        return json_response(describe(self.config))
 
     async def root(self, request: Request) -> Response:
         return PlainTextResponse("shards:\n" + "".join(f"{s}\n" for s in self.shards))
@@ -267,51 +295,28 @@ class Router:
         self.client = None
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    chunks, total = [], 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise _TooLarge(f"request body is over the limit of {limit} bytes (max_body_size)")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-class _TooLarge(ClientError):
-    status = 413
-
-
-async def _client_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ClientError)
-    return json_response({"error": str(exc)}, exc.status)
-
-
-async def _shard_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ShardError)
-    return json_response({"error": str(exc)}, exc.status)
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    return json_response({"error": exc.detail}, exc.status_code)
-
-
-def create_router_app(config: Config, shards: list[str], timeout: float = 30.0) -> Starlette:
+def create_router_app(config: Config, shards: list[str], timeout: float = 30.0,
+                      listen_host: str | None = None) -> Starlette:
     r = Router(config, shards, timeout)
-    app = Starlette(
-        routes=[
-            Route("/insert", r.insert, methods=["PUT"]),
-            Route("/query", r.query, methods=["POST"]),
-            Route("/dimension_tables", r.dimension_tables, methods=["GET"]),
-            Route("/dimension_tables/", r.dimension_tables, methods=["GET"]),
-            Route("/dimension_tables/{name}", r.dimension_table, methods=["GET"]),
-            Route("/statusz", r.statusz, methods=["GET"]),
-            Route("/metricz", r.metricz, methods=["GET"]),
-            Route("/metrics", r.metrics, methods=["GET"]),
-            Route("/", r.root, methods=["GET"]),
-        ],
-        exception_handlers={ClientError: _client_error, ShardError: _shard_error,
-                            HTTPException: _http_error},
-        lifespan=r.lifespan,
-    )
+
+    def on_request(method: str, route: str, status: int, seconds: float) -> None:
+        r.metrics.requests.labels(method, route, str(status)).inc()
+        r.metrics.request_duration.labels(route).observe(seconds)
+
+    endpoints = [
+        Endpoint("/insert", r.insert, ("PUT",), Role.WRITE),
+        Endpoint("/query", r.query, ("POST",), Role.READ),
+        Endpoint("/dimension_tables", r.dimension_tables, ("GET",), Role.READ),
+        Endpoint("/dimension_tables/", r.dimension_tables, ("GET",), Role.READ),
+        Endpoint("/dimension_tables/{name}", r.dimension_table, ("GET",), Role.READ),
+        Endpoint("/statusz", r.statusz, ("GET",), Role.READ),
+        Endpoint("/schema", r.schema_route, ("GET",), Role.READ),
+        Endpoint("/metricz", r.metricz, ("GET",), Role.ADMIN),
+        Endpoint("/metrics", r.prometheus, ("GET",), Role.ADMIN),
+        Endpoint("/", r.root, ("GET",), Role.OPEN),
+    ]
+    app = create_edge_app(endpoints, config, lifespan=r.lifespan,
+                          listen_host="0.0.0.0" if listen_host is None else listen_host,
+                          on_request=on_request)
+    app.state.router = r
     return app

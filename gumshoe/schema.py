@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from .config import SchemaConfig
-from .errors import ConfigError, SchemaMismatchError
+from .config import Config, SchemaConfig, format_duration
+from .errors import ClientError, ConfigError, SchemaMismatchError
 
 NUMERIC_TYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
                  "float32", "float64")
@@ -125,6 +125,18 @@ class Schema:
     def column(self, name: str) -> Column | None:
         return self._by_name.get(name)
 
+    def dictionary_column(self, name: str) -> Column:
+        """The string dimension `name`, or a ClientError saying why it has no dictionary."""
+        col = self._by_name.get(name)
+        if col is None:
+            raise ClientError(f"No such dimension: {name}")
+        if not col.is_string:
+            what = {"dimension": "a numeric dimension", "metric": "a metric",
+                    "timestamp": "the timestamp column"}[col.role]
+            raise ClientError(f"No such dimension: {name} ({what} of type {col.type_name} has "
+                              "no dictionary of strings; group by it to see its values)")
+        return col
+
     @property
     def string_dimensions(self) -> tuple[Column, ...]:
         return tuple(d for d in self.dimensions if d.is_string)
@@ -188,3 +200,18 @@ class Schema:
     def interval_start(self, ts: np.ndarray) -> np.ndarray:
         """Start of the interval holding each timestamp (aligned to the Unix epoch)."""
         return ts - ts % self.interval_duration
+
+
+def describe(config: Config) -> dict[str, Any]:
+    """GET /schema: the columns and storage settings, for the console and clients."""
+    s = config.schema
+
+    def col(pair: tuple[str, str]) -> dict[str, str]:
+        return {"name": pair[0], "type": pair[1]}
+
+    return {"timestamp": col(s.timestamp_column),
+            "dimensions": [col(c) for c in s.dimension_columns],
+            "metrics": [col(c) for c in s.metric_columns],
+            "interval": format_duration(s.interval_duration),
+            "retention_days": config.retention_days,
+            "segment_size": s.segment_size}

@@ -1,11 +1,12 @@
-"""The HTTP shard server: a Starlette app over one DB, with the original's routes.
+"""The HTTP shard server: the original's routes over one DB, on the shared HTTP edge.
 
-Imports db-level objects (duck-typed DB), block (for /debug/rows), jsonio, wire, metrics, errors
-and config, plus starlette and uvicorn. Numpy work (decode + insert, queries, debug views) runs
-in the thread pool, so the event loop only moves bytes; large JSON insert bodies are decoded in
-worker processes (InsertDecoder); inserts serialise on the DB's write lock, queries run
-concurrently. Every error is `{"error": "..."}` with a 4xx status for the client's faults
-(ClientError.status), 503 once storage failed, 500 only for the server's own bugs.
+Imports db-level objects (the DB is duck-typed and opened by the caller, or in the
+background at start-up), block (for /debug/rows), jsonio, wire, metrics, edge, service,
+errors and config, plus starlette. Numpy work (decode + insert, debug views) runs in the
+thread pool and queries in the query service's threads, so the event loop only moves bytes;
+large JSON insert bodies are decoded in worker processes (InsertDecoder); inserts serialise on
+the DB's write lock, queries run concurrently. Errors, keys, body limits and the start-up gate
+are the edge's (edge.py).
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -25,28 +27,30 @@ from typing import Any
 import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
-from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import jsonio, wire
 from .block import Block, concat, rollup
-from .config import Config
+from .config import Config, format_duration
+from .edge import (
+    Endpoint,
+    Role,
+    json_response,
+    query_response,
+    read_body,
+    result_format,
+)
+from .edge import create_app as create_edge_app
 from .errors import ClientError, QueryError, StorageFailedError
 from .metrics import CONTENT_TYPE_LATEST, Metrics, metricz_html, metricz_json, storage_stats
+from .schema import describe
+from .service import QueryService
 
 log = logging.getLogger(__name__)
 
 ROOT_TEXT = "Gumshoe is on the case!"
 DEBUG_ROWS = 100
-STREAM_CHUNK_ROWS = 1000  # the original flushes the stream after rows 0, 1000, 2000, ...
-_ENCODE_IN_THREAD_ROWS = 2000  # larger results are JSON-encoded off the event loop
-
-
-class PayloadTooLarge(ClientError):
-    status = 413
 
 
 def default_insert_workers() -> int:
@@ -112,34 +116,6 @@ class InsertDecoder:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def json_response(obj: Any, status: int = 200) -> Response:
-    return Response(jsonio.dumps(obj), status_code=status, media_type="application/json")
-
-
-def error_response(message: str, status: int) -> Response:
-    return json_response({"error": message}, status)
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it passes `limit` bytes (the declared
-    Content-Length is checked before reading anything)."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise ClientError(f"bad Content-Length header: {declared!r}")
-        if int(declared) > limit:
-            raise PayloadTooLarge(f"request body of {declared} bytes is over the limit of "
-                                  f"{limit} bytes (max_body_size)")
-    chunks, total = [], 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes "
-                                  "(max_body_size)")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 # -- /debug/rows -------------------------------------------------------------------------------
 def _column_values(snapshot: Any, block: Block, n: int) -> dict[str, list[Any]]:
     schema = snapshot.schema
@@ -186,72 +162,55 @@ def debug_rows(snapshot: Any, limit: int = DEBUG_ROWS) -> list[dict[str, Any]] |
     return out or None
 
 
-# -- request log --------------------------------------------------------------------------------
-_ROUTE_LABELS = {"/insert", "/query", "/dimension_tables", "/statusz", "/metricz", "/metrics",
-                 "/debug/rows", "/"}
-
-
-class AccessLog:
-    """One info line per request (client, method, path, status, time) and a request counter."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        t0 = time.perf_counter()
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            path = scope["path"]
-            route = path if path in _ROUTE_LABELS else (
-                "/dimension_tables" if path.startswith("/dimension_tables/") else "other")
-            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
-            client = scope.get("client")
-            log.info("%s %s %s %d %.1fms", client[0] if client else "-", scope["method"],
-                     path + ("?" + scope["query_string"].decode("latin-1")
-                             if scope.get("query_string") else ""),
-                     status, (time.perf_counter() - t0) * 1000)
 
 
 # -- the app ------------------------------------------------------------------------------------
 class ShardServer:
-    """Route handlers over one DB. `create_app` wraps it in a Starlette app."""
+    """Route handlers over one DB. The DB is given, or opened in the background by `open_db`
+    while the edge answers 503 "starting"."""
 
-    def __init__(self, db: Any, config: Config, insert_workers: int) -> None:
-        self.db = db
+    def __init__(self, config: Config, db: Any, insert_workers: int,
+                 open_db: Callable[[], Any] | None) -> None:
         self.config = config
-        self.metrics = Metrics(db)
-        self.decoder = InsertDecoder(db.schema, config.schema, insert_workers)
+        self.insert_workers = insert_workers
+        self.open_db = open_db
+        self.db: Any = None
+        self.service: QueryService | None = None
+        self.decoder: InsertDecoder | None = None
+        self.startup_error: str | None = None
+        self.metrics = Metrics(lambda: self.db)
+        if db is not None:
+            self._attach(db)
+
+    def _attach(self, db: Any) -> None:
+        self.decoder = InsertDecoder(db.schema, self.config.schema, self.insert_workers)
+        self.service = QueryService(db, self.config)
+        self.db = db
+
+    @property
+    def ready_db(self) -> Any:
+        assert self.db is not None, "routes other than GET / run only once the DB is open"
+        return self.db
 
     # -- insert ---------------------------------------------------------------------------
     async def insert(self, request: Request) -> Response:
-        body = await read_body(request, self.config.max_body_size)
-        batch_id = wire.check_batch_id(request.headers.get("x-batch-id"))
         binary = request.headers.get("content-type", "").startswith(wire.CONTENT_TYPE)
+        if binary:  # validated columns from a router: trusted only as far as an admin is
+            request.app.state.edge.auth.check(request, Role.ADMIN)
+        body = await read_body(request)
+        batch_id = wire.check_batch_id(request.headers.get("x-batch-id"))
         result = await run_in_threadpool(self._insert, body, batch_id, binary)
         return json_response(result.to_json())
 
     def _insert(self, body: bytes, batch_id: str | None, binary: bool = False) -> Any:
         """Apply one batch: JSON rows, or (from a router) a validated msgpack batch."""
-        m = self.metrics
+        m, db = self.metrics, self.ready_db
+        assert self.decoder is not None
         try:
             if binary:
-                result = self.db.insert_batch(wire.decode_batch(self.db.schema, body),
-                                              batch_id=batch_id)
+                result = db.insert_batch(wire.decode_batch(db.schema, body), batch_id=batch_id)
             else:
-                result = self.db.insert_batch(self.decoder.parse(body), batch_id=batch_id)
+                result = db.insert_batch(self.decoder.parse(body), batch_id=batch_id)
         except ClientError:
             m.insert_errors.labels("bad_request").inc()
             raise
@@ -266,40 +225,34 @@ class ShardServer:
     # -- query ----------------------------------------------------------------------------
     async def query(self, request: Request) -> Response:
         t0 = time.perf_counter()
-        body = await read_body(request, self.config.max_body_size)
+        body = await read_body(request)
+        fmt = result_format(request)
+        assert self.service is not None
         try:
             obj = jsonio.loads(body, "query")
             if not isinstance(obj, dict):
                 raise QueryError(f"query must be a JSON object, got {type(obj).__name__}")
-            rows = await run_in_threadpool(self.db.query, obj)
-        except ClientError:
-            self.metrics.queries.labels("error").inc()
+            rows = await self.service.rows(obj)
+        except Exception as e:
+            self.metrics.queries.labels(
+                "error" if isinstance(e, ClientError) else "failed").inc()
             raise
         elapsed = time.perf_counter() - t0
         self.metrics.queries.labels("ok").inc()
         self.metrics.query_duration.observe(elapsed)
-        duration_ms = int(elapsed * 1000)
-        if request.query_params.get("format") == "stream":
-            return StreamingResponse(
-                jsonio.ndjson_chunks(rows, duration_ms, STREAM_CHUNK_ROWS),
-                                     media_type="application/x-ndjson")
-        payload = {"duration_ms": duration_ms, "results": rows}
-        if len(rows) > _ENCODE_IN_THREAD_ROWS:
-            return Response(await run_in_threadpool(jsonio.dumps, payload),
-                            media_type="application/json")
-        return json_response(payload)
+        return await query_response(rows, int(elapsed * 1000), fmt)
 
     async def partial(self, request: Request) -> Response:
         """The router's fan-out endpoint: a query's mergeable partial result, as msgpack."""
-        body = await read_body(request, self.config.max_body_size)
-        obj = jsonio.loads(body, "query")
-        data = await run_in_threadpool(
-            lambda: wire.encode_partial(self.db.query_partial(obj)))
+        body = await read_body(request)
+        assert self.service is not None
+        partial = await self.service.partial(jsonio.loads(body, "query"))
+        data = await run_in_threadpool(wire.encode_partial, partial)
         return Response(data, media_type=wire.CONTENT_TYPE)
 
     # -- read-only views (a snapshot takes the DB's write lock briefly: never on the loop) ----
     def _dictionaries(self) -> dict[str, list[str] | None]:
-        snap = self.db.snapshot()
+        snap = self.ready_db.snapshot()
         return {name: (d.values[:snap.dict_sizes[name]] or None)
                 for name, d in snap.dictionaries.items()}
 
@@ -308,24 +261,29 @@ class ShardServer:
 
     async def dimension_table(self, request: Request) -> Response:
         name = request.path_params["name"]
+        self.ready_db.schema.dictionary_column(name)
         tables = await run_in_threadpool(self._dictionaries)
-        if name not in tables:
-            raise ClientError(f"No such dimension: {name}")
         return json_response(tables[name])
 
     async def statusz(self, request: Request) -> Response:
-        stats = await run_in_threadpool(lambda: storage_stats(self.db.snapshot()))
-        return json_response({"LastUpdated": self.db.last_updated,
+        db = self.ready_db
+        stats = await run_in_threadpool(lambda: storage_stats(db.snapshot()))
+        return json_response({"LastUpdated": db.last_updated,
                               "OldestInterval": stats.oldest_interval})
 
+    async def schema(self, request: Request) -> Response:
+        return json_response(describe(self.config))
+
     async def metricz(self, request: Request) -> Response:
-        data = await run_in_threadpool(lambda: metricz_json(self.config, self.db.snapshot()))
+        db = self.ready_db
+        data = await run_in_threadpool(lambda: metricz_json(self.config, db.snapshot()))
         if request.query_params.get("format") == "json":
             return json_response(data)
         return HTMLResponse(metricz_html(data))
 
     async def debug_rows(self, request: Request) -> Response:
-        return json_response(await run_in_threadpool(lambda: debug_rows(self.db.snapshot())))
+        db = self.ready_db
+        return json_response(await run_in_threadpool(lambda: debug_rows(db.snapshot())))
 
     async def prometheus(self, request: Request) -> Response:
         body = await run_in_threadpool(self.metrics.exposition)
@@ -335,10 +293,29 @@ class ShardServer:
         return PlainTextResponse(ROOT_TEXT)
 
     # -- lifecycle ------------------------------------------------------------------------
+    async def _open(self, app: Starlette) -> None:
+        """Open the database off the loop while every route but GET / answers 503; on
+        failure, stop the server (the command reports `startup_error`, exit status 2)."""
+        edge = app.state.edge
+        edge.not_ready("opening the database and replaying its write-ahead log")
+        assert self.open_db is not None
+        try:
+            db = await run_in_threadpool(self.open_db)
+        except Exception as e:  # a locked, damaged or mismatched database
+            self.startup_error = str(e)
+            log.error("cannot open the database: %s", e)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        self._attach(db)
+        edge.ready = True
+        log.info("ready: database %s open", self.config.database_dir)
+
     async def flush_loop(self) -> None:
         """Flush every flush_interval (after the previous flush ended, as the original)."""
         while True:
             await asyncio.sleep(self.config.flush_interval)
+            if self.db is None:
+                continue
             t0 = time.perf_counter()
             try:
                 await run_in_threadpool(self.db.flush)
@@ -349,98 +326,66 @@ class ShardServer:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette, periodic_flush: bool) -> AsyncIterator[None]:
-        task = asyncio.create_task(self.flush_loop()) if periodic_flush else None
-        log.info("serving database %s", self.config.database_dir)
+        opening = asyncio.create_task(self._open(app)) if self.db is None else None
+        flusher = asyncio.create_task(self.flush_loop()) if periodic_flush else None
         try:
             yield
         finally:
-            if task is not None:
-                task.cancel()
+            if flusher is not None:
+                flusher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                    await flusher
+            if opening is not None:
+                await opening  # a replay in progress finishes, then the DB closes cleanly
             log.info("shutting down: flushing and closing the database")
-            await run_in_threadpool(self.decoder.close)
-            await run_in_threadpool(self.db.close)
+            if self.decoder is not None:
+                await run_in_threadpool(self.decoder.close)
+            if self.service is not None:
+                self.service.close()
+            if self.db is not None:
+                await run_in_threadpool(self.db.close)
 
 
-# -- error handlers -------------------------------------------------------------------------------
-async def _client_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ClientError)
-    return error_response(str(exc), exc.status)
-
-
-async def _storage_failed(request: Request, exc: Exception) -> Response:
-    return error_response(f"storage failure, not accepting writes: {exc}", 503)
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    if exc.status_code == 404:
-        message = f"no such route: {request.method} {request.url.path}"
-    elif exc.status_code == 405:
-        message = f"method {request.method} not allowed on {request.url.path}"
-    else:
-        message = str(exc.detail)
-    return error_response(message, exc.status_code)
-
-
-async def _disconnect(request: Request, exc: Exception) -> Response:
-    return error_response("client disconnected", 400)
-
-
-async def _internal_error(request: Request, exc: Exception) -> Response:
-    log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(f"internal server error: {type(exc).__name__}: {exc}", 500)
-
-
-Handler = Callable[[Request, Exception], Awaitable[Response]]
+def server_endpoints(s: ShardServer) -> list[Endpoint]:
+    return [
+        Endpoint("/insert", s.insert, ("PUT",), Role.WRITE),
+        Endpoint("/query", s.query, ("POST",), Role.READ),
+        Endpoint("/partial", s.partial, ("POST",), Role.ADMIN),
+        Endpoint("/dimension_tables", s.dimension_tables, ("GET",), Role.READ),
+        Endpoint("/dimension_tables/", s.dimension_tables, ("GET",), Role.READ),
+        Endpoint("/dimension_tables/{name}", s.dimension_table, ("GET",), Role.READ),
+        Endpoint("/statusz", s.statusz, ("GET",), Role.READ),
+        Endpoint("/schema", s.schema, ("GET",), Role.READ),
+        Endpoint("/metricz", s.metricz, ("GET",), Role.ADMIN),
+        Endpoint("/metrics", s.prometheus, ("GET",), Role.ADMIN),
+        Endpoint("/debug/rows", s.debug_rows, ("GET",), Role.ADMIN),
+        Endpoint("/", s.root, ("GET",), Role.OPEN),
+    ]
 
 
 def create_app(db: Any, config: Config, *, periodic_flush: bool = True,
-               insert_workers: int | None = 0) -> Starlette:
-    """The shard server app over `db` (opened by the caller, closed by the app's shutdown).
+               insert_workers: int | None = 0, listen_host: str | None = None,
+               open_db: Callable[[], Any] | None = None) -> Starlette:
+    """The shard server app over `db` (closed by the app's shutdown), or over the database
+    `open_db()` returns, opened in the background once the app starts.
 
     periodic_flush: flush every `config.flush_interval` (turn off for a DB that runs its own
     flush thread). insert_workers: processes decoding large insert bodies (InsertDecoder);
-    None picks one per core (none on one core), 0 decodes in the server process."""
+    None picks one per core (none on one core), 0 decodes in the server process.
+    listen_host: the address served (the Host check's default; None accepts any Host)."""
+    if db is None and open_db is None:
+        raise ValueError("create_app needs a db or an open_db")
     if insert_workers is None:
         insert_workers = default_insert_workers()
-    s = ShardServer(db, config, insert_workers)
-    routes = [
-        Route("/insert", s.insert, methods=["PUT"]),
-        Route("/query", s.query, methods=["POST"]),
-        Route("/partial", s.partial, methods=["POST"]),
-        Route("/dimension_tables", s.dimension_tables, methods=["GET"]),
-        Route("/dimension_tables/", s.dimension_tables, methods=["GET"]),
-        Route("/dimension_tables/{name}", s.dimension_table, methods=["GET"]),
-        Route("/statusz", s.statusz, methods=["GET"]),
-        Route("/metricz", s.metricz, methods=["GET"]),
-        Route("/metrics", s.prometheus, methods=["GET"]),
-        Route("/debug/rows", s.debug_rows, methods=["GET"]),
-        Route("/", s.root, methods=["GET"]),
-    ]
-    handlers: dict[Any, Handler] = {
-        ClientError: _client_error,
-        StorageFailedError: _storage_failed,
-        HTTPException: _http_error,
-        ClientDisconnect: _disconnect,
-        Exception: _internal_error,
-    }
-    app = Starlette(routes=routes, exception_handlers=handlers,
-                    lifespan=lambda app: s.lifespan(app, periodic_flush))
-    app.add_middleware(AccessLog, metrics=s.metrics)
+    s = ShardServer(config, db, insert_workers, open_db)
+
+    def on_request(method: str, route: str, status: int, seconds: float) -> None:
+        s.metrics.requests.labels(method, route, str(status)).inc()
+        s.metrics.request_duration.labels(route).observe(seconds)
+
+    app = create_edge_app(server_endpoints(s), config,
+                          lifespan=lambda app: s.lifespan(app, periodic_flush),
+                          listen_host="0.0.0.0" if listen_host is None else listen_host,
+                          on_request=on_request)
     app.state.server = s
     return app
-
-
-def run(app: Starlette, sock: Any) -> bool:
-    """Serve `app` with uvicorn on an already-bound socket until SIGINT/SIGTERM (graceful:
-    in-flight requests finish, then the app's shutdown closes the DB). Returns whether the
-    server started."""
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(
-        app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=30,
-        server_header=False))
-    server.run(sockets=[sock])
-    return bool(server.started)

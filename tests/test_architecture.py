@@ -31,7 +31,9 @@ TIERS: list[set[str]] = [
     {"query", "jsonio"},  # query AST, JSON codec
     {"filters", "scan"},  # filters -> predicate programs and masks; partials, merge, finish
     {"engine", "wire"},  # runs a query over a snapshot; msgpack codec of partials
-    {"server", "router", "metrics", "cli", "client", "__main__"},
+    {"service"},  # a shard's query service: admission, time and memory bounds, scan threads
+    {"edge", "httpserve", "metrics"},  # the HTTP edge shared by every app; serving it
+    {"server", "router", "cli", "client", "__main__"},
 ]
 TIER = {name: level for level, names in enumerate(TIERS) for name in names}
 
@@ -47,9 +49,10 @@ FORBIDDEN = {
 }
 
 WEB_STACK = {"starlette", "uvicorn", "prometheus_client", "httpx", "httpx2", "aiohttp"}
-WEB_MODULES = {"server", "router", "metrics"}
+WEB_MODULES = {"server", "router", "metrics", "edge", "httpserve"}
 # gumtool works on storage; it never reaches the servers or the web stack.
-GUMTOOL_FORBIDDEN = {"gumshoe.server", "gumshoe.router", "gumshoe.cli", *WEB_STACK}
+GUMTOOL_FORBIDDEN = {"gumshoe.server", "gumshoe.router", "gumshoe.cli", "gumshoe.edge",
+                     "gumshoe.httpserve", *WEB_STACK}
 
 
 def modules(package: str) -> list[Path]:

@@ -71,7 +71,12 @@ def test_numpy_values_and_nan_never_reach_json_raw(db: DB, client: TestClient,
     rows = [{"n": np.int64(3), "u": np.uint64(2**64 - 1), "f": np.float32(0.5),
              "nan": float("nan"), "npnan": np.float64("nan"), "inf": np.inf,
              "big": 2**70, "arr": np.arange(2)}]
-    monkeypatch.setattr(db, "query", lambda obj, executor=None: rows)
+    service = client.app.state.server.service  # type: ignore[attr-defined]
+
+    async def fake_rows(obj: Any) -> list[dict[str, Any]]:
+        return rows
+
+    monkeypatch.setattr(service, "rows", fake_rows)
     for params in ({}, {"format": "stream"}):
         r = client.post("/query", json={}, params=params)
         assert r.status_code == 200
@@ -85,7 +90,12 @@ def test_numpy_values_and_nan_never_reach_json_raw(db: DB, client: TestClient,
 def test_stream_sends_every_row(db: DB, client: TestClient,
                                 monkeypatch: pytest.MonkeyPatch) -> None:
     rows = [{"i": i} for i in range(2500)]
-    monkeypatch.setattr(db, "query", lambda obj, executor=None: rows)
+    service = client.app.state.server.service  # type: ignore[attr-defined]
+
+    async def fake_rows(obj: Any) -> list[dict[str, Any]]:
+        return rows
+
+    monkeypatch.setattr(service, "rows", fake_rows)
     lines = client.post("/query?format=stream", json={}).content.splitlines()
     assert orjson.loads(lines[0])["num_rows"] == 2500
     assert [orjson.loads(line)["i"] for line in lines[1:]] == list(range(2500))
@@ -93,10 +103,10 @@ def test_stream_sends_every_row(db: DB, client: TestClient,
 
 def test_a_server_bug_is_a_500_with_the_error_shape(db: DB, client: TestClient,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(obj: Any, executor: Any = None) -> Any:
+    async def broken(obj: Any) -> Any:
         raise RuntimeError("kernel exploded")
 
-    monkeypatch.setattr(db, "query", broken)
+    monkeypatch.setattr(client.app.state.server.service, "rows", broken)  # type: ignore
     r = client.post("/query", json={})
     assert r.status_code == 500
     assert list(r.json()) == ["error"]

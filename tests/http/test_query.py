@@ -104,9 +104,11 @@ def test_stream_of_many_rows_is_chunked(server: ServerProcess) -> None:
     assert rows == [{"name": name, "rowCount": 1} for name in names]
 
 
-def test_any_other_format_is_the_default_json(loaded: ServerProcess) -> None:
-    r = loaded.client.post("/query", params={"format": "csv"}, json={"filters": WINDOW})
-    assert r.json()["results"] == [{"rowCount": 5}]
+def test_an_unknown_format_is_a_400_naming_it(loaded: ServerProcess) -> None:
+    # (the original silently answered JSON for any other format: a typo must not pass)
+    r = loaded.client.post("/query", params={"format": "xml"}, json={"filters": WINDOW})
+    assert r.status_code == 400
+    assert r.json() == {"error": "format: unknown result format 'xml' (one of json, stream)"}
 
 
 def test_query_errors_name_the_part_at_fault(loaded: ServerProcess) -> None:

@@ -1,0 +1,138 @@
+"""The query service of a shard: parse, admit, run and stop queries over a DB's snapshots.
+
+Imports config, errors, query and engine (the DB is duck-typed: `.schema`, `.snapshot()`).
+It owns the scan thread pool (`query_parallelism` threads) and the bounds on queries:
+
+- **time**: `query_timeout`, or a query's own `"timeout"` (ms, only lower). Past it the
+  caller gets QueryTimeoutError (504) at once; the scan threads stop at their next block and
+  the query's memory is freed.
+- **memory**: each query's need is estimated before anything is allocated (groups x row
+  width, the scan's working set, the result rows). Over `query_memory` it is a QueryError
+  (400) naming the key and the estimate; otherwise the estimate is reserved from a pool of
+  `query_memory_pool` bytes shared by running queries, waiting up to a few seconds for room
+  (then OverloadedError: 503 with Retry-After). A reservation is released when the scan
+  threads are done, not when the caller gives up, so the pool tracks real use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from .config import Config
+from .engine import Prepared, QueryCancelled
+from .errors import OverloadedError, QueryError, QueryTimeoutError
+from .query import Query, parse_query
+from .scan import Partial
+
+ADMISSION_WAIT = 5.0  # seconds a query waits for room in the memory pool
+COORDINATORS = 16  # queries planned, merged and finished at once (each also uses scan threads)
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+class MemoryPool:
+    """Estimated bytes of running queries (thread-safe; waiters poll briefly)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def try_reserve(self, n: int) -> bool:
+        with self._lock:
+            if self.used + n > self.limit and self.used > 0:
+                return False
+            self.used += n
+            return True
+
+    def release(self, n: int) -> None:
+        with self._lock:
+            self.used -= n
+
+
+class QueryService:
+    """Runs queries for the HTTP layer (async) and for tests and tools (`run_sync`)."""
+
+    def __init__(self, db: Any, config: Config) -> None:
+        self.db = db
+        self.config = config
+        self.threads = config.query_parallelism
+        self.scan_pool = ThreadPoolExecutor(self.threads, thread_name_prefix="gumshoe-scan")
+        self.coordinators = ThreadPoolExecutor(COORDINATORS, thread_name_prefix="gumshoe-query")
+        self.memory = MemoryPool(config.query_memory_pool)
+        self.stats = {"timeouts": 0, "refused_memory": 0, "overloaded": 0}
+
+    def parse(self, obj: Any) -> Query:
+        return parse_query(obj, self.db.schema)
+
+    def timeout_of(self, query: Query) -> float:
+        """Seconds the query may run: query_timeout, lowered by its own `timeout` (ms)."""
+        limit = self.config.query_timeout
+        if query.timeout_ms is not None:
+            limit = min(limit, query.timeout_ms / 1000)
+        return limit
+
+    def prepare(self, query: Query) -> Prepared:
+        """Plan over a fresh snapshot and check the memory estimate (blocking: a thread)."""
+        prepared = Prepared(query, self.db.snapshot(), self.threads, self.config.max_groups)
+        need, groups = prepared.memory_estimate()
+        if need > self.config.query_memory:
+            self.stats["refused_memory"] += 1
+            raise QueryError(
+                f"query needs an estimated {_size(need)} (up to {groups:,} groups) which is "
+                f"over the per-query budget of {_size(self.config.query_memory)} "
+                "(query_memory); add filters, coarser groupings or a limit")
+        return prepared
+
+    async def rows(self, obj: Any) -> list[dict[str, Any]]:
+        """Result rows of a JSON query (400/503/504 as the module docstring says)."""
+        query = self.parse(obj)
+        return await self._run(query, lambda p: p.rows(self.scan_pool))  # type: ignore[no-any-return]
+
+    async def partial(self, obj: Any) -> Partial:
+        """The decoded mergeable partial of a JSON query (a shard's answer to a router)."""
+        query = self.parse(obj)
+        return await self._run(query, lambda p: p.decoded_partial(self.scan_pool))  # type: ignore[no-any-return]
+
+    async def _run(self, query: Query, work: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        limit = self.timeout_of(query)
+        deadline = time.monotonic() + limit
+        prepared = await loop.run_in_executor(self.coordinators, self.prepare, query)
+        need = prepared.memory_estimate()[0]
+        give_up = min(deadline, time.monotonic() + ADMISSION_WAIT)
+        while not self.memory.try_reserve(need):
+            if time.monotonic() > give_up:
+                self.stats["overloaded"] += 1
+                raise OverloadedError(
+                    f"the running queries use the query memory pool ({_size(self.memory.used)}"
+                    f" of {_size(self.memory.limit)}; query_memory_pool); retry later")
+            await asyncio.sleep(0.05)
+        future: Future[Any] = self.coordinators.submit(work, prepared)
+        future.add_done_callback(lambda _: self.memory.release(need))
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future),
+                                          max(0.0, deadline - time.monotonic()))
+        except (TimeoutError, QueryCancelled):
+            prepared.cancel.set()
+            self.stats["timeouts"] += 1
+            raise QueryTimeoutError(f"query timed out after {round(limit * 1000)} ms "
+                                    "(query_timeout)") from None
+
+    def run_sync(self, obj: Any) -> list[dict[str, Any]]:
+        """Result rows, blocking, without the time limit (tests, tools, benchmarks)."""
+        return self.prepare(self.parse(obj)).rows(self.scan_pool)
+
+    def close(self) -> None:
+        self.coordinators.shutdown(wait=False, cancel_futures=True)
+        self.scan_pool.shutdown(wait=False, cancel_futures=True)
