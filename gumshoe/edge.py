@@ -66,6 +66,7 @@ class Endpoint:
     methods: tuple[str, ...] = ("GET",)
     role: Role = Role.READ
     cors: bool = False  # answer cross-origin requests (collect routes)
+    role_for: Callable[[Request], Role] | None = None  # a role that depends on the request
 
 
 class PayloadTooLarge(ClientError):
@@ -294,7 +295,8 @@ class Edge:
         self.config = config
         self.auth = Auth(config.auth)
         self.hosts = allowed_hosts(config, listen_host)
-        self.budget = BodyBudget(config.max_inflight_body, config.request_timeout)
+        # a body waits for room at most half its request_timeout: the 503 comes before a 408
+        self.budget = BodyBudget(config.max_inflight_body, config.request_timeout / 2)
         self.cors_origins = tuple(cors_origins)
         self.ready = True
         self.starting = ""  # what start-up is doing while not ready
@@ -319,7 +321,7 @@ def _guarded(edge: Edge, ep: Endpoint) -> Handler:
             return _preflight(edge, request)
         if not edge.ready:  # GET / too: a health check must not pass before the DB is open
             raise OverloadedError(f"starting: {edge.starting}", retry_after=2)
-        edge.auth.check(request, ep.role)
+        edge.auth.check(request, ep.role if ep.role_for is None else ep.role_for(request))
         response = await ep.handler(request)
         if ep.cors:
             response.headers.update(edge.cors_headers(request))

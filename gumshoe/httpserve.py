@@ -55,11 +55,17 @@ class GuardedProtocol(HttpToolsProtocol):
     idle_timeout = 15.0
     request_timeout = 30.0
     max_connections = 1000
+    last_refusal_log = 0.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._request_timer: asyncio.TimerHandle | None = None
         if len(self.connections) > self.max_connections:
+            now = self.loop.time()
+            if now - GuardedProtocol.last_refusal_log > 1.0:  # at most one line a second
+                GuardedProtocol.last_refusal_log = now
+                log.warning("refusing connections: %d open (max_connections, %d here)",
+                            len(self.connections) - 1, self.max_connections)
             transport.write(_raw_response(503, "Service Unavailable",
                                           f"too many connections (max_connections, "
                                           f"{self.max_connections} here); retry later"))

@@ -194,9 +194,7 @@ class ShardServer:
 
     # -- insert ---------------------------------------------------------------------------
     async def insert(self, request: Request) -> Response:
-        binary = request.headers.get("content-type", "").startswith(wire.CONTENT_TYPE)
-        if binary:  # validated columns from a router: trusted only as far as an admin is
-            request.app.state.edge.auth.check(request, Role.ADMIN)
+        binary = is_binary(request)
         body = await read_body(request)
         batch_id = wire.check_batch_id(request.headers.get("x-batch-id"))
         result = await run_in_threadpool(self._insert, body, batch_id, binary)
@@ -346,9 +344,19 @@ class ShardServer:
                 await run_in_threadpool(self.db.close)
 
 
+def is_binary(request: Request) -> bool:
+    return request.headers.get("content-type", "").startswith(wire.CONTENT_TYPE)
+
+
+def insert_role(request: Request) -> Role:
+    """JSON rows need a write key; a binary batch (a router's validated columns, trusted to
+    carry roll-up counts) an admin key."""
+    return Role.ADMIN if is_binary(request) else Role.WRITE
+
+
 def server_endpoints(s: ShardServer) -> list[Endpoint]:
     return [
-        Endpoint("/insert", s.insert, ("PUT",), Role.WRITE),
+        Endpoint("/insert", s.insert, ("PUT",), Role.WRITE, role_for=insert_role),
         Endpoint("/query", s.query, ("POST",), Role.READ),
         Endpoint("/partial", s.partial, ("POST",), Role.ADMIN),
         Endpoint("/dimension_tables", s.dimension_tables, ("GET",), Role.READ),

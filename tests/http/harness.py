@@ -80,13 +80,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def write_config(directory: Path, db: str | Path, **keys: Any) -> Path:
-    """A config file for tests: retention off, no periodic flush unless asked."""
+def write_config(directory: Path, db: str | Path, tables: str = "", **keys: Any) -> Path:
+    """A config file for tests: retention off, no periodic flush unless asked. `tables` is
+    TOML text appended after [schema] (e.g. an [auth] table)."""
     settings = {"database_dir": str(db), "retention_days": 0, "flush_interval": "1h",
                 "durability": "os", **keys}
     lines = [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
     path = directory / "config.toml"
-    path.write_text("\n".join(lines) + "\n" + SCHEMA)
+    path.write_text("\n".join(lines) + "\n" + SCHEMA + "\n" + tables)
     return path
 
 
@@ -94,14 +95,17 @@ class ServerProcess:
     """One `python -m gumshoe serve` subprocess."""
 
     def __init__(self, config: Path, log: Path, port: int | None = None,
-                 extra: tuple[str, ...] = ()) -> None:
+                 extra: tuple[str, ...] = (), key: str | None = None,
+                 preexec: Any = None) -> None:
         self.config = config
         self.log = log
         self.port = port or free_port()
         self.extra = extra
+        self.preexec = preexec  # run in the child before exec (e.g. a lower fd limit)
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = f"http://127.0.0.1:{self.port}"
-        self.client = httpx.Client(base_url=self.url, timeout=TIMEOUT)
+        headers = {"authorization": f"Bearer {key}"} if key else None
+        self.client = httpx.Client(base_url=self.url, timeout=TIMEOUT, headers=headers)
 
     @property
     def argv(self) -> list[str]:
@@ -111,7 +115,7 @@ class ServerProcess:
     def start(self, ready: bool = True) -> ServerProcess:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
+                                         stdin=subprocess.DEVNULL, preexec_fn=self.preexec)
         if ready:
             self.wait_ready()
         return self
