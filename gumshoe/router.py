@@ -32,7 +32,15 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
 from . import jsonio, wire
 from .config import Config
-from .edge import Endpoint, Role, json_response, query_response, read_body, result_format
+from .edge import (
+    Endpoint,
+    Role,
+    UnsupportedMediaType,
+    json_response,
+    query_response,
+    read_body,
+    result_format,
+)
 from .edge import create_app as create_edge_app
 from .errors import ConfigError, GumshoeError, QueryError
 from .metrics import CONTENT_TYPE_LATEST, RouterMetrics
@@ -139,6 +147,9 @@ class Router:
         a new one) comes back in the X-Batch-Id response header and, on failure, in the error
         JSON as `batch_id`: a retry with it is exactly-once even when some shards applied
         their part (a 502 can leave the batch applied on some shards and not others)."""
+        if request.headers.get("content-type", "").startswith(wire.CONTENT_TYPE):
+            raise UnsupportedMediaType("the router takes JSON rows; binary batches go from a "
+                                       "router to its shards only")
         body = await read_body(request)
         batch_id = (wire.check_batch_id(request.headers.get("x-batch-id"),
                                         wire.ROUTER_BATCH_ID) or uuid.uuid4().hex)
