@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .batch import pick
+from .block import string_ranks
 from .errors import CorruptDataError, InsertError
 from .schema import Column
 
@@ -108,9 +109,9 @@ class Dictionary:
         `size` codes (cached): string order comparisons and ordered output use it."""
         arr = self._cache.get("ranks")
         if arr is None or len(arr) != size:
-            order = sorted(range(size), key=self.values.__getitem__)
-            arr = np.empty(size, dtype=np.int64)
-            arr[order] = np.arange(size, dtype=np.int64)
+            strings = np.empty(size, object)
+            strings[:] = self.values[:size]
+            arr = string_ranks(strings)[0]  # sorted in C, the GIL released
             self._cache["ranks"] = arr
         return arr
 

@@ -279,11 +279,11 @@ async def query_response(rows: list[dict[str, Any]], duration_ms: int, fmt: str,
     if fmt == "stream":
         return StreamingResponse(jsonio.ndjson_chunks(rows, duration_ms, STREAM_CHUNK_ROWS),
                                  media_type="application/x-ndjson")
-    payload = {"duration_ms": duration_ms, "results": rows, **(extra or {})}
+    payload = {"duration_ms": duration_ms, **(extra or {})}
     if len(rows) > _ENCODE_IN_THREAD_ROWS:
-        return Response(await run_in_threadpool(jsonio.dumps, payload),
+        return Response(await run_in_threadpool(jsonio.dumps_result, payload, rows),
                         media_type="application/json")
-    return json_response(payload)
+    return json_response({**payload, "results": rows})
 
 
 # -- the app ------------------------------------------------------------------------------------

@@ -468,7 +468,8 @@ class Prepared:
 
     def rows(self, executor: Executor | None = None) -> list[dict[str, Any]]:
         """The finished result rows."""
-        partial = decode(self.run(executor), self.query, self.snapshot.strings)
+        partial = decode(self.run(executor), self.query, self.snapshot.strings,
+                         self.snapshot.ranks)
         if self.cancel.is_set():
             raise QueryCancelled
         return finalize(self.query, partial)

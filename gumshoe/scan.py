@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .block import dense_codes, group_key
+from .block import dense_codes, group_key, string_ranks
 from .errors import QueryError
 from .query import ROW_COUNT, Query
 from .schema import Column
@@ -34,6 +34,9 @@ class Partial:
     count: np.ndarray  # int64 rowCount per group
     sums: dict[str, np.ndarray]  # metric column -> per-group sum
     decoded: bool = False
+    # decoded string keys' ranks in string order (from the dictionary), when known: finishing
+    # orders by these integers instead of sorting the strings (not carried by merge or wire)
+    ranks: list[np.ndarray | None] | None = None
 
     @property
     def groups(self) -> int:
@@ -140,13 +143,21 @@ def _sortable(keys: np.ndarray, nil: np.ndarray | None) -> np.ndarray:
 
 # -- finishing ------------------------------------------------------------------------------
 
-def decode(partial: Partial, query: Query, strings: Callable[[str], np.ndarray]) -> Partial:
-    """Replace string-grouping codes by the strings (nil keys become None)."""
+def decode(partial: Partial, query: Query, strings: Callable[[str], np.ndarray],
+           ranks: Callable[[str], np.ndarray] | None = None) -> Partial:
+    """Replace string-grouping codes by the strings (nil keys become None); with `ranks`
+    (code -> rank in string order), keep each string key's rank for ordering the result."""
     if partial.decoded:
         return partial
     keys = []
+    key_ranks: list[np.ndarray | None] = []
     for g, k, nil in zip(query.groupings, partial.keys, partial.nils):
+        rank = None
         if g.column.is_string:
+            if ranks is not None:
+                table_ranks = ranks(g.column.name)
+                rank = table_ranks[np.where(nil, 0, k) if nil is not None else k] \
+                    if len(table_ranks) else np.zeros(len(k), np.int64)
             table = strings(g.column.name)
             k = table[np.where(nil, 0, k) if nil is not None else k] if len(table) else \
                 np.full(len(k), None, object)
@@ -154,7 +165,9 @@ def decode(partial: Partial, query: Query, strings: Callable[[str], np.ndarray])
                 k = k.copy()
                 k[nil] = None
         keys.append(k)
-    return Partial(keys, partial.nils, partial.count, partial.sums, True)
+        key_ranks.append(rank)
+    return Partial(keys, partial.nils, partial.count, partial.sums, True,
+                   key_ranks if ranks is not None else None)
 
 
 def _json_values(keys: np.ndarray, nil: np.ndarray | None) -> list[Any]:
@@ -172,8 +185,7 @@ def _sort_key(values: np.ndarray, nil: np.ndarray | None, descending: bool) -> l
     """Lexsort keys (least significant first) ordering nil first, then values."""
     if values.dtype == object:
         filled = _sortable(values, nil)
-        _, rank = np.unique(filled, return_inverse=True) if len(filled) else (None, filled)
-        values = np.asarray(rank, np.int64)
+        values = string_ranks(filled)[0]
     v = values
     if descending:  # ~x reverses integer order exactly (-x could overflow or round)
         v = -v if v.dtype.kind == "f" else ~v
@@ -200,9 +212,11 @@ def finalize(query: Query, partial: Partial) -> list[dict[str, Any]]:
     order: np.ndarray | None = None
     if n > 1 and (query.groupings or query.order_by):
         sort_keys: list[np.ndarray] = []
+        ordered = [k if r is None else r for k, r in
+                   zip(partial.keys, partial.ranks or [None] * len(partial.keys))]
         by_name = {g.name: (k, nil) for g, k, nil in
-                   zip(query.groupings, partial.keys, partial.nils)}
-        for g, k, nil in reversed(list(zip(query.groupings, partial.keys, partial.nils))):
+                   zip(query.groupings, ordered, partial.nils)}
+        for g, k, nil in reversed(list(zip(query.groupings, ordered, partial.nils))):
             sort_keys.extend(_sort_key(k, nil, False))
         for o in reversed(query.order_by):
             if o.name in by_name:

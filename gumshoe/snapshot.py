@@ -42,3 +42,7 @@ class Snapshot:
     def strings(self, name: str):  # type: ignore[no-untyped-def]
         """Code -> string object array of a string dimension, as of this snapshot."""
         return self.dictionaries[name].strings(self.dict_sizes[name])
+
+    def ranks(self, name: str):  # type: ignore[no-untyped-def]
+        """Code -> rank of its string in string order, as of this snapshot."""
+        return self.dictionaries[name].ranks(self.dict_sizes[name])

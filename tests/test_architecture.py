@@ -19,9 +19,9 @@ TIERS: list[set[str]] = [
     {"errors", "fileio", "native", "__init__"},  # no internal imports (native: C extensions)
     {"config"},
     {"schema"},
-    {"batch", "rowdecoder", "dictionary", "sharding"},  # rowdecoder: msgspec fast path of batch
+    {"batch", "rowdecoder", "sharding"},  # rowdecoder: msgspec fast path of batch
     {"block"},
-    {"segment"},
+    {"segment", "dictionary"},  # dictionary: string order through block.string_ranks
     {"interval"},
     {"memtable"},
     {"snapshot"},

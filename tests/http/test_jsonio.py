@@ -50,3 +50,16 @@ def test_dumps_converts_numpy_and_non_finite_floats() -> None:
     out = jsonio.dumps({"b": [np.float64("nan"), np.inf, -np.inf], "a": np.int8(-3),
                         "c": np.bool_(True), "d": 2**80})
     assert out == b'{"a":-3,"b":[null,null,null],"c":true,"d":1208925819614629174706176}\n'
+
+
+@given(st.lists(st.dictionaries(st.sampled_from(["a", "b", "rowCount"]),
+                                st.one_of(st.none(), st.integers(-2**63, 2**63 - 1),
+                                          st.text(max_size=5))), max_size=60),
+       st.integers(1, 7), st.booleans())
+def test_chunked_result_encoding_is_byte_identical(rows: list[dict[str, object]], chunk: int,
+                                                    extra: bool) -> None:
+    payload: dict[str, object] = {"duration_ms": 3}
+    if extra:
+        payload["missingShards"] = ["h:1"]
+    assert jsonio.dumps_result(payload, rows, chunk) == jsonio.dumps({**payload,
+                                                                      "results": rows})
