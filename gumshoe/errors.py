@@ -39,3 +39,9 @@ class CorruptDataError(GumshoeError):
 
 class StorageFailedError(GumshoeError):
     """A write or fsync failed; the database no longer accepts writes (fail-stop)."""
+
+
+class TransientStorageError(GumshoeError):
+    """A storage operation failed for want of a resource that frees up again (file descriptors:
+    EMFILE/ENFILE). Nothing was acknowledged or lost and the database stays writable: the next
+    insert or flush retries. The HTTP layer answers 503 with Retry-After."""
