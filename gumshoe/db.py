@@ -457,6 +457,8 @@ class DB:
         while not self._stop.wait(self.config.flush_interval):
             try:
                 self.flush()
+            except TransientStorageError:
+                pass  # logged by flush; the next one retries
             except Exception:
                 log.exception("periodic flush failed")
 

@@ -5,7 +5,6 @@ restarts."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import shutil
