@@ -346,6 +346,9 @@ class DB:
                     except StorageFailedError as e:
                         self._fail(str(e))
                         raise
+                    except TransientStorageError as e:
+                        log.warning("flush postponed: %s (the next flush retries)", e)
+                        raise
                 else:
                     wal_seq = 0
                 self._flushing.append(self.memtable)
