@@ -1,25 +1,23 @@
 """Bulk access to database directories for offline tools (gumtool): read a stored database
 without starting it, and write a whole new database at once, atomically.
 
-Imports db and the storage layers below it. `StoredDB` holds the directory lock (so a running
-server is refused and cannot start meanwhile), reads db.json, the dictionaries and, lazily, the
-segments of one interval at a time; rows still only in the write-ahead log are replayed by the
-DB's own recovery code on a scratch copy of the log, so the directory itself is never modified.
-`NewDB` builds a database in a temporary directory beside its destination and renames it into
-place only once db.json is durable: a crash or Ctrl-C leaves no output that looks complete.
+Imports db and the storage layers below it; file names, db.json and the lock are layout.py's.
+`StoredDB` holds the directory lock (so a running server is refused and cannot start
+meanwhile), reads db.json, the dictionaries (checksums checked) and, lazily, the segments of one
+interval at a time; rows still only in the write-ahead log are replayed by the DB's own recovery
+code on a scratch copy of the log, so the directory itself is never modified. `NewDB` builds a
+database in a hidden directory beside its destination (`layout.staging_prefix`) and renames it
+into place only once db.json is durable: a crash or Ctrl-C leaves no output that looks complete.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import fcntl
-import itertools
-import json
 import os
-import re
 import shutil
 import tempfile
 import threading
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Self
@@ -29,51 +27,35 @@ import numpy as np
 from . import fileio
 from .block import Block
 from .config import SchemaConfig, default_config_text, parse_config
-from .db import DB, FORMAT, META, dictionary_filename, write_atomic
-from .db import read_meta as db_read_meta
-from .dictionary import read_dictionary_file
-from .errors import CorruptDataError, DBLockedError, GumshoeError
+from .db import DB
+from .dictionary import encode_dictionary, read_dictionary_file
+from .errors import CorruptDataError, GumshoeError
 from .interval import build_interval
+from .layout import (
+    META,
+    DictMeta,
+    DirLock,
+    IntervalMeta,
+    Meta,
+    dictionary_filename,
+    read_meta,
+    staging_prefix,
+    wal_files,
+    write_atomic,
+    write_meta,
+)
 from .schema import Column, Schema
 from .segment import Segment
-
-WAL_RE = re.compile(r"wal\.(\d+)\.log")
 
 
 class BulkError(GumshoeError):
     """An offline operation cannot proceed (not a database, destination in use, ...)."""
 
 
-# -- the directory lock -----------------------------------------------------------------------
-class DirLock:
-    """`flock(LOCK_EX | LOCK_NB)` on a directory: the lock a running DB holds."""
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
-        except FileNotFoundError:
-            raise BulkError(f"{self.path}: no such database directory") from None
-        except NotADirectoryError:
-            raise BulkError(f"{self.path}: not a directory") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise DBLockedError(f"database {str(self.path)!r} is in use: its directory is locked, "
-                                "most likely by a running gumshoe server; stop the server first")
-        self._fd: int | None = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-
-def read_meta(directory: Path) -> dict[str, Any]:
-    """db.read_meta, with a missing db.json said plainly (gumtool names a directory)."""
+def stored_meta(directory: Path) -> Meta:
+    """layout.read_meta, with a missing db.json said plainly (gumtool names a directory)."""
     try:
-        return db_read_meta(directory)
+        return read_meta(directory)
     except FileNotFoundError:
         raise BulkError(f"{directory}: not a gumshoe database (no {META})") from None
 
@@ -88,26 +70,14 @@ def schema_config(schema: Schema, **changes: Any) -> SchemaConfig:
     return dataclasses.replace(sc, **changes)
 
 
-def wal_files(directory: Path) -> list[tuple[int, Path]]:
-    """The write-ahead log files of a database directory, (first seq, path) ascending."""
-    return sorted((int(m.group(1)), p) for p in directory.iterdir()
-                  if (m := WAL_RE.fullmatch(p.name)) and p.is_file())
-
-
-def unneeded_wal_files(directory: Path, wal_seq: int) -> list[Path]:
-    """Log files whose records are all covered by the flush recorded in db.json (the next
-    file starts at or below `wal_seq` + 1). The last file is always kept."""
-    files = wal_files(directory)
-    return [p for (_, p), (nxt, _) in itertools.pairwise(files) if nxt - 1 <= wal_seq]
-
-
 # -- reading ------------------------------------------------------------------------------
 class StoredDB:
     """A database directory opened read-only, locked for as long as it is open.
 
     `starts` lists the interval starts (flushed or only in the write-ahead log); `blocks(start)`
     returns that interval's stored blocks (its segments, rolled up, then any unflushed rows,
-    not rolled up); `strings(name)` is the code -> string table of a string dimension.
+    not rolled up); `strings(name)` is the code -> string table of a string dimension;
+    `last_updated` the largest row timestamp ever inserted (None: unknown).
     """
 
     def __init__(self, path: str | os.PathLike[str], *, lock: DirLock | None = None,
@@ -117,16 +87,13 @@ class StoredDB:
         self._own_lock = lock is None
         self.lock = lock or DirLock(self.dir)
         try:
-            self.meta = read_meta(self.dir)
-            try:
-                self.schema = Schema.from_json(self.meta["schema"])
-            except (KeyError, TypeError, ValueError) as e:
-                raise CorruptDataError(f"{self.dir / META}: bad schema: {e}") from None
+            self.meta = stored_meta(self.dir)
+            self.schema = self.meta.schema
+            self.last_updated = self.meta.last_updated
             self.dictionaries: dict[str, list[str]] = {}
             for d in self.schema.string_dimensions:
                 self.dictionaries[d.name] = self._load_dictionary(d.name)
-            self.intervals: dict[int, dict[str, Any]] = {
-                int(im["start"]): im for im in self.meta.get("intervals", [])}
+            self.intervals: dict[int, IntervalMeta] = {im.start: im for im in self.meta.intervals}
             self.pending: dict[int, list[Block]] = {}
             self.pending_rows = 0
             if any(p.stat().st_size for _, p in wal_files(self.dir)):
@@ -137,23 +104,21 @@ class StoredDB:
             raise
 
     def _load_dictionary(self, name: str) -> list[str]:
-        entry = self.meta.get("dictionaries", {}).get(name)
+        entry = self.meta.dictionaries.get(name)
         if entry is None:
             return []
-        return read_dictionary_file(self.dir / entry["file"], int(entry["size"]))
+        return read_dictionary_file(self.dir / entry.file, entry.size, entry.crc32)[0]
 
     def _replay_wal(self) -> None:
         """Replay the unflushed log records with the DB's own recovery, on a scratch copy of the
         log and dictionaries (so nothing here changes), and keep the rows in memory."""
         scratch = Path(tempfile.mkdtemp(prefix="gumtool-wal-"))
         try:
-            meta = {k: v for k, v in self.meta.items() if k != "intervals"}
-            meta["intervals"] = []
-            for entry in meta.get("dictionaries", {}).values():
-                shutil.copyfile(self.dir / entry["file"], scratch / entry["file"])
+            for entry in self.meta.dictionaries.values():
+                shutil.copyfile(self.dir / entry.file, scratch / entry.file)
             for _, p in wal_files(self.dir):
                 shutil.copyfile(p, scratch / p.name)
-            (scratch / META).write_text(json.dumps(meta))
+            write_meta(scratch, dataclasses.replace(self.meta, intervals=()), fsync=False)
             config = parse_config(default_config_text()).replace(
                 database_dir=str(scratch), retention_days=0, durability="none",
                 schema=schema_config(self.schema))
@@ -166,6 +131,7 @@ class StoredDB:
                         self.pending_rows += sum(b.logical_rows for b in view.mem)
                 for name, d in snap.dictionaries.items():
                     self.dictionaries[name] = d.values[:snap.dict_sizes[name]]
+                self.last_updated = db.last_updated
             finally:
                 db.close(flush=False)
         finally:
@@ -179,12 +145,12 @@ class StoredDB:
     def stored_rows(self, start: int) -> int:
         """Rows of an interval as stored (segments) plus its unflushed input rows."""
         im = self.intervals.get(start)
-        flushed = sum(int(s["rows"]) for s in im["segments"]) if im else 0
+        flushed = im.rows if im else 0
         return flushed + sum(b.n for b in self.pending.get(start, ()))
 
     def segment_files(self, start: int) -> list[str]:
         im = self.intervals.get(start)
-        return [s["file"] for s in im["segments"]] if im else []
+        return im.filenames() if im else []
 
     def segments(self, start: int) -> list[Segment]:
         """Open (memory-map, checksum when `verify`) the segments of one interval."""
@@ -278,33 +244,37 @@ class StringTable:
 
 
 class NewDB:
-    """A new database built offline: intervals are written (from any thread) into a temporary
-    directory beside `dest`; `commit` writes the dictionaries and db.json and renames the
-    directory to `dest`; `abort` (or leaving a `with` block by an exception) removes it."""
+    """A new database built offline: intervals are written (from any thread) into a hidden
+    directory beside `dest`; `finish` writes the dictionaries and db.json there (durably),
+    `publish` renames the directory to `dest` (`commit` does both); `abort` (or leaving a
+    `with` block by an exception) removes it unless it was published. `last_updated` (set by
+    the caller) goes into db.json."""
 
     def __init__(self, dest: str | os.PathLike[str], schema: Schema, fsync: bool = True) -> None:
         self.dest = Path(dest)
         self.schema = schema
         self.fsync = fsync
         check_destination(self.dest)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.dest.name}.gumtool-",
+        self.tmp = Path(tempfile.mkdtemp(prefix=staging_prefix(self.dest),
                                          dir=self.dest.parent))
         umask = os.umask(0o022)
         os.umask(umask)
         os.chmod(self.tmp, 0o777 & ~umask)  # as a directory the DB creates (mkdtemp: 0700)
         self.tables = {d.name: StringTable(d) for d in schema.string_dimensions}
-        self._intervals: dict[int, dict[str, Any]] = {}
+        self._intervals: dict[int, IntervalMeta] = {}
         self._lock = threading.Lock()
         self.rows = 0
         self.input_rows = 0
-        self.done = False
+        self.last_updated: int | None = None
+        self.finished = False
+        self.done = False  # published
 
     def add_interval(self, start: int, block: Block) -> None:
         """Write one rolled-up interval (string codes from `self.tables`)."""
         if block.n == 0:
             return
         iv = build_interval(self.schema, start, 0, block, self.tmp, self.fsync)
-        meta = iv.to_json()
+        meta = iv.meta()
         with self._lock:
             if start in self._intervals:
                 raise AssertionError(f"interval {start} written twice")
@@ -316,23 +286,33 @@ class NewDB:
     def intervals(self) -> int:
         return len(self._intervals)
 
-    def commit(self) -> None:
+    def finish(self) -> None:
+        """Write the dictionaries and db.json into the hidden directory (durably with
+        `fsync`): a complete database, not yet at its destination."""
         dictionaries = {}
         for name, table in self.tables.items():
             if len(table):
                 fname = dictionary_filename(name, 1)
-                write_atomic(self.tmp / fname, json.dumps(table.values).encode(),
-                             fsync=self.fsync)
-                dictionaries[name] = {"file": fname, "generation": 1, "size": len(table)}
-        meta = {"format": FORMAT, "schema": self.schema.to_json(), "wal_seq": 0,
-                "intervals": [self._intervals[s] for s in sorted(self._intervals)],
-                "dictionaries": dictionaries}
-        write_atomic(self.tmp / META, json.dumps(meta, indent=1).encode(), fsync=self.fsync)
+                data = encode_dictionary(table.values)
+                write_atomic(self.tmp / fname, data, fsync=self.fsync)
+                dictionaries[name] = DictMeta(fname, 1, len(table), zlib.crc32(data))
+        write_meta(self.tmp, Meta(self.schema, intervals=tuple(
+            self._intervals[s] for s in sorted(self._intervals)), dictionaries=dictionaries,
+            last_updated=self.last_updated), fsync=self.fsync)
+        self.finished = True
+
+    def publish(self) -> None:
+        """Rename the finished database to `dest` (atomic; refused if `dest` appeared)."""
+        assert self.finished
         check_destination(self.dest)
         fileio.replace(self.tmp, self.dest)  # an empty existing directory is replaced
         if self.fsync:
             fileio.fsync_dir(self.dest.parent)
         self.done = True
+
+    def commit(self) -> None:
+        self.finish()
+        self.publish()
 
     def abort(self) -> None:
         if not self.done:

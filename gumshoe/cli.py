@@ -86,24 +86,23 @@ def load_serve_config(args: argparse.Namespace) -> Config:
     return config
 
 
-def check_unlocked(config: Config) -> None:
-    """Fail now, in one line, when another process holds the database directory (the
-    database itself opens in the background once the server listens)."""
-    import fcntl
+def check_database(config: Config) -> None:
+    """Fail now, in one line, when the database directory is held by another process or its
+    metadata is damaged or of another schema. The rest of opening (segments, dictionaries,
+    the write-ahead log's replay) runs in the background once the server listens."""
+    from .layout import DirLock, LayoutError, read_meta
 
-    if config.in_memory:
-        return
+    if config.in_memory or not os.path.isdir(config.database_dir):
+        return  # in memory, or created at open
     try:
-        fd = os.open(config.database_dir, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return  # missing (created at open) or unreadable (reported at open)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise StartupError(f"cannot lock database directory {config.database_dir!r}: it is "
-                           "in use by another process") from None
-    finally:
-        os.close(fd)
+        with DirLock(config.database_dir) as lock:
+            meta = read_meta(lock.path)
+    except FileNotFoundError:
+        return  # no db.json yet: a new database
+    except LayoutError:
+        return  # reported by the open itself
+    meta.schema.check_same(Schema.from_config(config.schema),
+                           hint=" (use `gumtool migrate` to change the schema)")
 
 
 def banner(config: Config, what: str) -> None:
@@ -147,9 +146,9 @@ def serve(args: argparse.Namespace) -> int:
         Schema.from_config(config.schema)  # a bad schema is a start-up error like the rest
         host, port = parse_listen(config.listen_addr)
         raise_open_file_limit(config.open_file_limit)
-        check_unlocked(config)
+        check_database(config)
         sock = bind(host, port)
-    except (ConfigError, StartupError) as e:
+    except (GumshoeError, StartupError) as e:
         return fail(str(e))
     banner(config, "serve")
     warn_if_open(config, host)
@@ -161,7 +160,8 @@ def serve(args: argparse.Namespace) -> int:
         # The database opens in the background (write-ahead log replay can take a while);
         # meanwhile every route but GET / answers 503 "starting".
         app = create_app(None, config, insert_workers=args.insert_workers, listen_host=host,
-                         open_db=lambda: DB(config, auto_flush=False))
+                         open_db=lambda progress: DB(
+                             config, replay_progress=lambda p: progress(p.describe())))
         bound_host, bound_port = sock.getsockname()[:2]
         log.info("serving %s on http://%s:%d", config.database_dir, bound_host, bound_port)
         with _quiet_signals():

@@ -1,19 +1,26 @@
 """The database facade: open/lock/close, insert, flush, retention, snapshots.
 
-Imports every storage layer below it (config, schema, batch, dictionary, block, segment,
+Imports every storage layer below it (config, schema, layout, batch, dictionary, block, segment,
 interval, memtable, snapshot, wal). One writer at a time (inserts and the flush swap take the
-write lock); readers take a Snapshot and never block the writer.
+write lock); readers take a Snapshot and never block the writer. The directory's files, db.json
+and the lock belong to layout.py.
+
+Failures: a disk fault (EIO, ENOSPC, ...) while logging or flushing is fail-stop (`failed` is
+set, every later write is refused with StorageFailedError, reads go on; restart once the disk
+is fixed). Running out of file descriptors (EMFILE/ENFILE) is not a disk fault: the insert or
+flush fails with TransientStorageError, nothing acknowledged is lost, the database stays
+writable, and the next insert or flush tries again (a flush keeps the rows it could not write
+and writes them with the next one).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import fcntl
-import json
 import logging
-import os
 import threading
 import time
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,23 +30,32 @@ from . import fileio
 from .batch import Batch, parse_rows
 from .block import Block, rollup
 from .config import Config
-from .dictionary import Dictionary, read_dictionary_file
+from .dictionary import Dictionary, encode_dictionary, read_dictionary_file
 from .errors import (
     ConfigError,
     CorruptDataError,
-    DBLockedError,
     StorageFailedError,
+    TransientStorageError,
 )
 from .interval import Interval, build_interval, open_interval
+from .layout import (
+    DictMeta,
+    DirLock,
+    Meta,
+    dictionary_filename,
+    kind_of,
+    read_meta,
+    retention_cutoff,
+    tmp_name,
+    write_atomic,
+    write_meta,
+)
 from .memtable import Memtable
 from .schema import COUNT_DTYPE, Schema
 from .snapshot import IntervalView, Snapshot
-from .wal import Record, WriteAheadLog
+from .wal import Record, ReplayProgress, WriteAheadLog
 
 log = logging.getLogger(__name__)
-
-META = "db.json"
-FORMAT = "gumshoe/1"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -55,59 +71,33 @@ class InsertResult:
         return out
 
 
-def fsync_dir(path: Path) -> None:
-    fileio.fsync_dir(path)
-
-
-def write_atomic(path: Path, data: bytes, fsync: bool = True) -> None:
-    """Write `data` to `path` via a temporary file and rename (fsync'd when asked)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        fileio.write(f, data)
-        f.flush()
-        if fsync:
-            fileio.fsync(f.fileno())
-    fileio.replace(tmp, path)
-    if fsync:
-        fsync_dir(path.parent)
-
-
-def read_meta(directory: Path) -> dict[str, Any]:
-    """A database directory's metadata, its format checked. FileNotFoundError when it has none;
-    CorruptDataError naming the file when it is damaged or of another format."""
-    path = directory / META
-    try:
-        meta = json.loads(path.read_bytes())
-    except ValueError as e:
-        raise CorruptDataError(f"{path}: damaged metadata ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CorruptDataError(f"{path}: unknown format "
-                               f"{meta.get('format') if isinstance(meta, dict) else meta!r}")
-    return meta
-
-
-def dictionary_filename(name: str, generation: int) -> str:
-    return f"dictionary.{name}.generation{generation:04d}.json"
-
-
 class DB:
-    """A gumshoe database (a directory, or memory when `database_dir == "MEMORY"`)."""
+    """A gumshoe database (a directory, or memory when `database_dir == "MEMORY"`).
+
+    Opening a directory replays its write-ahead log; `replay_progress`, when given, is called
+    (in the opening thread) with a `wal.ReplayProgress` when the replay starts, about once a
+    second while it runs, and at its end (`done`): `p.describe()` is a status line such as
+    "replaying the write-ahead log, 43% (...)", `p.fraction` the share done (0..1).
+    """
 
     def __init__(self, config: Config, *, auto_flush: bool = False,
-                 clock: Any = time.time) -> None:
+                 clock: Any = time.time,
+                 replay_progress: Callable[[ReplayProgress], None] | None = None) -> None:
         self.config = config
         self.schema = Schema.from_config(config.schema)
         self.clock = clock
         self.dir: Path | None = None if config.in_memory else Path(config.database_dir)
         self._write_lock = threading.RLock()  # inserts, memtable swaps, metadata
         self._flush_lock = threading.Lock()  # one flush at a time
-        self._lock_fd: int | None = None
+        self._lock: DirLock | None = None
         self.intervals: dict[int, Interval] = {}
         self.dictionaries = {d.name: Dictionary() for d in self.schema.string_dimensions}
-        self._dict_files: dict[str, tuple[int, int]] = {}  # name -> (generation, size)
+        self._dict_files: dict[str, DictMeta] = {}
         self.memtable = Memtable(self.schema)
-        self._flushing: Memtable | None = None
-        self.last_updated: int | None = None
+        # Memtables being flushed, oldest first: one, or more after a flush that failed for
+        # want of file descriptors (kept, visible to reads, written by the next flush).
+        self._flushing: list[Memtable] = []
+        self.last_updated: int | None = None  # the largest row timestamp ever inserted
         self.closed = False
         self.failed: str | None = None
         self.wal: WriteAheadLog | None = None
@@ -116,7 +106,7 @@ class DB:
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
         if self.dir is not None:
-            self._open_dir()
+            self._open_dir(replay_progress)
         else:  # no log; batch ids are still remembered (in memory)
             self.wal = WriteAheadLog(None, "none", config.batch_id_window, clock)
         if auto_flush:
@@ -125,89 +115,79 @@ class DB:
             self._flusher.start()
 
     # -- opening ----------------------------------------------------------------------------
-    def _open_dir(self) -> None:
+    def _open_dir(self, replay_progress: Callable[[ReplayProgress], None] | None) -> None:
         assert self.dir is not None
         try:
             self.dir.mkdir(exist_ok=True)
         except OSError as e:
             raise ConfigError(f"cannot create database directory {str(self.dir)!r}: "
                               f"{e.strerror}") from None
-        fd = os.open(self.dir, os.O_RDONLY)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise DBLockedError(f"cannot lock database directory {str(self.dir)!r}: it is in "
-                                "use by another process") from None
-        self._lock_fd = fd
-        try:
-            meta_path = self.dir / META
-            if meta_path.exists():
-                meta = read_meta(self.dir)
-                try:
-                    self._load(meta)
-                except (ValueError, KeyError, TypeError, AttributeError) as e:
-                    raise CorruptDataError(f"{meta_path}: damaged metadata ({e!r})") from None
-            elif any(self.dir.glob("*.seg")):
-                raise CorruptDataError(f"{self.dir}: segment files but no {META}; run "
-                                       "`gumtool clean` or choose an empty directory")
-            else:  # a new database: metadata first, so a crash in the first flush is harmless
-                write_atomic(meta_path, json.dumps({
-                    "format": FORMAT, "schema": self.schema.to_json(), "wal_seq": 0,
-                    "intervals": [], "dictionaries": {}}, indent=1).encode(),
-                    fsync=self.config.durability == "fsync")
-            self._remove_unreferenced()
-            self._recover()
-        except BaseException:
-            self._unlock()
+            self._lock = DirLock(self.dir)
+            try:
+                meta = self._load_meta()
+                self._remove_unreferenced()
+                self._recover(meta, replay_progress)
+            except BaseException:
+                self._unlock()
+                raise
+        except OSError as e:
+            if fileio.is_transient(e):
+                raise TransientStorageError(f"cannot open database {str(self.dir)!r} now: "
+                                            f"{e}") from e
             raise
 
-    def _load(self, meta: dict[str, Any]) -> None:
+    def _load_meta(self) -> Meta:
+        """Read db.json and open what it lists (a new database: write an empty one first, so
+        a crash in the first flush is harmless)."""
         assert self.dir is not None
-        stored = Schema.from_json(meta["schema"])
-        stored.check_same(self.schema, hint=" (use `gumtool migrate` to change the schema)")
-        for name, entry in meta.get("dictionaries", {}).items():
-            values = read_dictionary_file(self.dir / entry["file"], int(entry["size"]))
+        try:
+            meta = read_meta(self.dir)
+        except FileNotFoundError:
+            if any(kind_of(p.name) == "segment" for p in self.dir.iterdir()):
+                raise CorruptDataError(f"{self.dir}: segment files but no db.json; run "
+                                       "`gumtool clean` or choose an empty directory") from None
+            meta = Meta(self.schema)
+            write_meta(self.dir, meta, fsync=self.config.durability == "fsync")
+            return meta
+        meta.schema.check_same(self.schema,
+                               hint=" (use `gumtool migrate` to change the schema)")
+        for name, entry in meta.dictionaries.items():
+            values, crc = read_dictionary_file(self.dir / entry.file, entry.size, entry.crc32)
             self.dictionaries[name] = Dictionary(values)
-            self._dict_files[name] = (int(entry["generation"]), int(entry["size"]))
-        verify = True
-        for im in meta.get("intervals", []):
-            iv = open_interval(self.schema, self.dir, im, verify=verify)
-            self.intervals[iv.start] = iv
-        self._loaded_meta = meta
+            # A dictionary from before checksums: its checksum is recorded from now on.
+            self._dict_files[name] = dataclasses.replace(entry, crc32=crc)
+        for im in meta.intervals:
+            self.intervals[im.start] = open_interval(self.schema, self.dir, im, verify=True)
+        self.last_updated = meta.last_updated
+        return meta
 
     def referenced_files(self) -> set[str]:
-        names = {META}
-        for iv in self.intervals.values():
-            names.update(iv.filenames())
-        for name, (gen, _size) in self._dict_files.items():
-            names.add(dictionary_filename(name, gen))
-        return names
+        """db.json and the files it references (segments and dictionaries)."""
+        return self._meta(0, self.intervals, self._dict_files, None).files()
 
     def _remove_unreferenced(self) -> None:
+        """Remove our segment, dictionary and temporary files that db.json does not reference
+        (left by a crash); log files are the log's business, other files are left alone."""
         assert self.dir is not None
         keep = self.referenced_files()
         for p in self.dir.iterdir():
-            if p.name not in keep and (p.suffix in (".seg", ".tmp") or
-                                       p.name.startswith("dictionary.")):
+            if p.name not in keep and kind_of(p.name) in ("segment", "dictionary", "tmp"):
                 log.info("removing unreferenced file %s", p)
                 p.unlink(missing_ok=True)
 
-    def _recover(self) -> None:
+    def _recover(self, meta: Meta,
+                 replay_progress: Callable[[ReplayProgress], None] | None) -> None:
         """Open the write-ahead log and replay the records after the last flush, exactly once."""
         assert self.dir is not None
-        meta = getattr(self, "_loaded_meta", {})
         self.wal = WriteAheadLog(self.dir, self.config.durability, self.config.batch_id_window,
                                  self.clock)
         try:
-            for rec in self.wal.recover(int(meta.get("wal_seq", 0)), meta.get("batch_ids")):
+            for rec in self.wal.recover(meta.wal_seq, meta.batch_ids, replay_progress):
                 self._replay(rec)
         except BaseException:
             self.wal.close()
             raise
-        if self.wal.stats["replayed"]:
-            log.info("replayed %d write-ahead log records (up to sequence number %d)",
-                     self.wal.stats["replayed"], self.wal.seq)
 
     def _replay(self, rec: Record) -> None:
         """Re-apply one logged batch. Every dictionary must have the size it had when the batch
@@ -239,14 +219,19 @@ class DB:
                 raise CorruptDataError(f"write-ahead log record {rec.seq}: adds strings that "
                                        f"dimension {name!r} already holds")
         self._apply(self.schema.interval_start(rec.timestamps), block, rec.new_strings)
+        self._note_timestamps(rec.timestamps)
         self.stats["replayed_rows"] = self.stats.get("replayed_rows", 0) + block.n
+
+    def _note_timestamps(self, timestamps: np.ndarray) -> None:
+        if len(timestamps):
+            ts_max = int(timestamps.max())
+            self.last_updated = max(self.last_updated or ts_max, ts_max)
 
     # -- insert -----------------------------------------------------------------------------
     def retention_cutoff(self) -> int | None:
         """Intervals starting before this are out of retention (None: keep everything)."""
-        if not self.config.retention_days:
-            return None
-        return int(self.clock()) - self.config.retention_days * 86400 - self.schema.interval_duration
+        return retention_cutoff(self.config.retention_days, self.schema.interval_duration,
+                                self.clock())
 
     def insert(self, rows: Any, batch_id: str | None = None) -> InsertResult:
         """Validate and apply a batch of JSON row objects atomically.
@@ -295,9 +280,7 @@ class DB:
                     self._fail(str(e))
                     raise
                 self._apply(starts, block, new_strings)
-                if batch.n:
-                    ts_max = int(batch.timestamps.max())
-                    self.last_updated = max(self.last_updated or ts_max, ts_max)
+                self._note_timestamps(batch.timestamps)
                 self.stats["inserted_rows"] += batch.n
                 self.stats["inserted_batches"] += 1
                 self.stats["rejected_rows"] += rejected
@@ -334,21 +317,24 @@ class DB:
     # -- reading ----------------------------------------------------------------------------
     def snapshot(self) -> Snapshot:
         with self._write_lock:
-            mem = self.memtable.view()
-            flushing = self._flushing.view() if self._flushing is not None else {}
+            mems = [m.view() for m in (*self._flushing, self.memtable)]
             intervals = dict(self.intervals)
             sizes = {name: len(d) for name, d in self.dictionaries.items()}
         views = []
-        for start in sorted(set(intervals) | set(mem) | set(flushing)):
+        for start in sorted(set(intervals).union(*mems)):
             iv = intervals.get(start)
             views.append(IntervalView(start, iv.segments if iv else (),
-                                      flushing.get(start, ()) + mem.get(start, ())))
+                                      tuple(b for m in mems for b in m.get(start, ()))))
         return Snapshot(self.schema, tuple(views), dict(self.dictionaries), sizes)
 
     # -- flush ------------------------------------------------------------------------------
     def flush(self) -> None:
         """Write unflushed rows into their intervals (a new generation for each touched
-        interval), persist dictionaries and metadata atomically, drop expired intervals."""
+        interval), persist dictionaries and metadata atomically, drop expired intervals.
+
+        Raises StorageFailedError after a disk fault (the database turns read-only) and
+        TransientStorageError when file descriptors ran out: then nothing changed on disk, the
+        rows stay in memory and in the log, and the next flush writes them."""
         with self._flush_lock:
             t0 = time.perf_counter()
             with self._write_lock:
@@ -360,15 +346,27 @@ class DB:
                     except StorageFailedError as e:
                         self._fail(str(e))
                         raise
+                    except TransientStorageError as e:
+                        log.warning("flush postponed: %s (the next flush retries)", e)
+                        raise
                 else:
                     wal_seq = 0
-                mem = self.memtable
+                self._flushing.append(self.memtable)
                 self.memtable = Memtable(self.schema)
-                self._flushing = mem
+                mems = list(self._flushing)
                 sizes = {name: len(d) for name, d in self.dictionaries.items()}
+                last_updated = self.last_updated
+                batch_ids = self.wal.batch_ids_json() if self.wal is not None else {}
+            written: list[Path] = []
             try:
-                new_intervals, dict_files, dead = self._write_flush(mem, sizes, wal_seq)
+                new_intervals, dict_files, dead = self._write_flush(
+                    mems, sizes, wal_seq, last_updated, batch_ids, written)
             except OSError as e:
+                if fileio.is_transient(e):
+                    self._forget(written)
+                    log.warning("flush postponed: %s (the rows stay in memory and in the "
+                                "write-ahead log; the next flush writes them)", e)
+                    raise TransientStorageError(f"flush postponed: {e}") from e
                 self._fail(f"flush failed: {e}")
                 raise StorageFailedError(f"flush failed: {e}") from e
             except BaseException as e:  # a bug, not the disk: still fail-stop (rows are logged)
@@ -377,7 +375,7 @@ class DB:
             with self._write_lock:
                 self.intervals = new_intervals
                 self._dict_files = dict_files
-                self._flushing = None
+                self._flushing = []
             if self.wal is not None:
                 self.wal.trim(wal_seq)
             for p in dead:
@@ -385,20 +383,46 @@ class DB:
             self.stats["flushes"] += 1
             self.stats["last_flush_seconds"] = time.perf_counter() - t0
 
-    def _write_flush(self, mem: Memtable, sizes: dict[str, int], wal_seq: int
-                     ) -> tuple[dict[int, Interval], dict[str, tuple[int, int]], list[Path]]:
+    @staticmethod
+    def _forget(written: list[Path]) -> None:
+        """Remove the files of a flush that failed before its commit (db.json does not
+        reference them: new generations only)."""
+        for p in written:
+            for q in (p, p.with_name(tmp_name(p.name))):
+                try:
+                    q.unlink(missing_ok=True)
+                except OSError as e:
+                    log.warning("cannot remove %s: %s (removed at the next start)", q, e)
+
+    def _meta(self, wal_seq: int, intervals: dict[int, Interval],
+              dict_files: dict[str, DictMeta], last_updated: int | None,
+              batch_ids: dict[str, float] | None = None) -> Meta:
+        return Meta(self.schema, wal_seq=wal_seq,
+                    intervals=tuple(intervals[s].meta() for s in sorted(intervals)),
+                    dictionaries=dict(dict_files), batch_ids=dict(batch_ids or {}),
+                    last_updated=last_updated)
+
+    def _write_flush(self, mems: list[Memtable], sizes: dict[str, int], wal_seq: int,
+                     last_updated: int | None, batch_ids: dict[str, float],
+                     written: list[Path]
+                     ) -> tuple[dict[int, Interval], dict[str, DictMeta], list[Path]]:
+        """Write the new files and commit them with db.json; the new intervals, dictionary
+        entries, and the files no longer referenced. Every file it creates before the commit
+        is listed in `written` first."""
         fsync = self.config.durability == "fsync"
         intervals = dict(self.intervals)
         dead: list[Path] = []
         cutoff = self.retention_cutoff()
-        for start, mi in sorted(mem.intervals.items()):
+        for start in sorted({s for m in mems for s in m.intervals}):
             if cutoff is not None and start < cutoff:
                 continue
             old = intervals.get(start)
-            blocks = (old.blocks if old else []) + [mi.compact()]
+            blocks = (old.blocks if old else []) + [m.intervals[start].compact() for m in mems
+                                                    if start in m.intervals]
             gen = old.generation + 1 if old else 0
             intervals[start] = build_interval(self.schema, start, gen,
-                                              rollup(self.schema, blocks), self.dir, fsync)
+                                              rollup(self.schema, blocks), self.dir, fsync,
+                                              written)
             if old and self.dir is not None:
                 dead.extend(self.dir / f for f in old.filenames())
         if cutoff is not None:
@@ -409,30 +433,23 @@ class DB:
         dict_files = dict(self._dict_files)
         if self.dir is not None:
             for name, size in sizes.items():
-                gen, old_size = dict_files.get(name, (0, 0))
+                entry = dict_files.get(name)
+                gen, old_size = (entry.generation, entry.size) if entry else (0, 0)
                 if size != old_size:
                     fname = dictionary_filename(name, gen + 1)
-                    write_atomic(self.dir / fname, json.dumps(
-                        self.dictionaries[name].values[:size]).encode(), fsync=False)
+                    data = encode_dictionary(self.dictionaries[name].values[:size])
+                    written.append(self.dir / fname)
+                    write_atomic(self.dir / fname, data, fsync=False)
                     if fsync:
-                        with open(self.dir / fname, "rb") as f:
+                        with fileio.open_file(self.dir / fname, "rb") as f:
                             fileio.fsync(f.fileno())
                     if gen:
                         dead.append(self.dir / dictionary_filename(name, gen))
-                    dict_files[name] = (gen + 1, size)
+                    dict_files[name] = DictMeta(fname, gen + 1, size, zlib.crc32(data))
             if fsync:
-                fsync_dir(self.dir)
-            meta = {
-                "format": FORMAT,
-                "schema": self.schema.to_json(),
-                "wal_seq": wal_seq,
-                "intervals": [intervals[s].to_json() for s in sorted(intervals)],
-                "dictionaries": {name: {"file": dictionary_filename(name, g), "generation": g,
-                                        "size": n} for name, (g, n) in dict_files.items()},
-            }
-            if self.wal is not None:
-                meta["batch_ids"] = self.wal.batch_ids_json()
-            write_atomic(self.dir / META, json.dumps(meta, indent=1).encode(), fsync=fsync)
+                fileio.fsync_dir(self.dir)
+            write_meta(self.dir, self._meta(wal_seq, intervals, dict_files, last_updated,
+                                            batch_ids), fsync=fsync)
         return intervals, dict_files, dead
 
     def _fail(self, reason: str) -> None:
@@ -443,6 +460,8 @@ class DB:
         while not self._stop.wait(self.config.flush_interval):
             try:
                 self.flush()
+            except TransientStorageError:
+                pass  # logged by flush; the next one retries
             except Exception:
                 log.exception("periodic flush failed")
 
@@ -497,9 +516,9 @@ class DB:
             self._unlock()
 
     def _unlock(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def __enter__(self) -> DB:
         return self

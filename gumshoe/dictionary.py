@@ -1,18 +1,22 @@
 """String dictionaries: an append-only str <-> code map per string dimension.
 
-Imports schema and errors only. Codes are dense (0..size-1) and never change once given, so a
-reader that remembers the size it saw has a consistent view while the writer appends.
+Imports fileio, batch (pick), schema and errors. Codes are dense (0..size-1) and never change
+once given, so a reader that remembers the size it saw has a consistent view while the writer
+appends. A persisted dictionary is a JSON array of its strings (`encode_dictionary`); the
+metadata records its size and the crc32 of its bytes, both checked on reading.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from . import fileio
 from .batch import pick
 from .block import string_ranks
 from .errors import CorruptDataError, InsertError
@@ -116,13 +120,26 @@ class Dictionary:
         return arr
 
 
-def read_dictionary_file(path: Path, size: int) -> list[str]:
+def encode_dictionary(values: list[str]) -> bytes:
+    """A dictionary file's bytes: its strings as a JSON array, in code order."""
+    return json.dumps(values).encode()
+
+
+def read_dictionary_file(path: Path, size: int, crc32: int | None = None
+                         ) -> tuple[list[str], int]:
     """The strings of a persisted dictionary (a JSON array in code order), checked against the
-    `size` the metadata records. Raises CorruptDataError naming the file."""
+    `size` and (when recorded) the `crc32` of its bytes that the metadata records, and the
+    crc32 of the bytes read. Raises CorruptDataError naming the file."""
     try:
-        values = json.loads(path.read_bytes())
+        data = fileio.read_bytes(path)
     except FileNotFoundError:
         raise CorruptDataError(f"{path}: dictionary file is missing") from None
+    crc = zlib.crc32(data)
+    if crc32 is not None and crc != crc32:
+        raise CorruptDataError(f"{path}: dictionary checksum mismatch (crc32 {crc:#010x}, "
+                               f"metadata says {crc32:#010x}): the file is damaged")
+    try:
+        values = json.loads(data)
     except ValueError as e:
         raise CorruptDataError(f"{path}: damaged dictionary file ({e})") from None
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
@@ -130,4 +147,6 @@ def read_dictionary_file(path: Path, size: int) -> list[str]:
     if len(values) != size:
         raise CorruptDataError(f"{path}: dictionary has {len(values)} strings, metadata says "
                                f"{size}")
-    return values
+    if len(set(values)) != len(values):
+        raise CorruptDataError(f"{path}: a string appears twice in the dictionary")
+    return values, crc

@@ -58,3 +58,15 @@ class QueryTimeoutError(GumshoeError):
     """A query ran past its time limit and was stopped; maps to 504."""
 
     status = 504
+
+
+class TransientStorageError(GumshoeError):
+    """A storage operation failed for want of a resource that frees up again (file descriptors:
+    EMFILE/ENFILE). Nothing was acknowledged or lost and the database stays writable: the next
+    insert or flush retries. The HTTP layer answers 503 with Retry-After."""
+
+    status = 503
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after)}

@@ -1,6 +1,6 @@
 """Intervals: one time bucket of rolled-up rows, stored as a list of segments.
 
-Imports schema, block and segment. Within an interval every dimension key appears once, in key
+Imports schema, layout, block and segment. Within an interval every dimension key appears once, in key
 order across its segments; a flush that adds rows writes a new generation of the interval.
 """
 
@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
 
 from .block import Block
+from .errors import CorruptDataError
+from .layout import IntervalMeta, SegmentMeta, segment_filename
 from .schema import Schema
 from .segment import Segment, narrow_dtype, write_segment
-
-
-def segment_filename(start: int, generation: int, index: int) -> str:
-    return f"interval.{start}.generation{generation:04d}.segment{index:04d}.seg"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -41,10 +38,10 @@ class Interval:
         return [segment_filename(self.start, self.generation, i)
                 for i in range(len(self.segments))]
 
-    def to_json(self) -> dict[str, Any]:
-        return {"start": self.start, "generation": self.generation,
-                "segments": [{"file": name, "rows": s.rows}
-                             for name, s in zip(self.filenames(), self.segments)]}
+    def meta(self) -> IntervalMeta:
+        """Its entry in the metadata."""
+        return IntervalMeta(self.start, self.generation, tuple(
+            SegmentMeta(name, s.rows) for name, s in zip(self.filenames(), self.segments)))
 
 
 def rows_per_segment(schema: Schema, block: Block, narrow: bool) -> int:
@@ -62,9 +59,12 @@ def rows_per_segment(schema: Schema, block: Block, narrow: bool) -> int:
 
 
 def build_interval(schema: Schema, start: int, generation: int, block: Block,
-                   directory: Path | None, fsync: bool = True) -> Interval:
+                   directory: Path | None, fsync: bool = True,
+                   written: list[Path] | None = None) -> Interval:
     """Cut a rolled-up block into segments whose columns take at most `segment_size` bytes
-    (rows_per_segment); write them to `directory` (None: keep them in memory, full width)."""
+    (rows_per_segment); write them to `directory` (None: keep them in memory, full width).
+    Each file is appended to `written` (when given) before it is written, so a caller can
+    remove the files of an attempt that failed."""
     per = rows_per_segment(schema, block, directory is not None)
     segments = []
     for i, lo in enumerate(range(0, block.n, per)):
@@ -73,13 +73,22 @@ def build_interval(schema: Schema, start: int, generation: int, block: Block,
             segments.append(Segment.in_memory(schema, part))
         else:
             path = directory / segment_filename(start, generation, i)
+            if written is not None:
+                written.append(path)
             write_segment(path, schema, part, fsync=fsync)
             segments.append(Segment.open(path, schema))
     return Interval(start, generation, tuple(segments))
 
 
-def open_interval(schema: Schema, directory: Path, meta: dict[str, Any],
+def open_interval(schema: Schema, directory: Path, meta: IntervalMeta,
                   verify: bool = False) -> Interval:
-    segments = tuple(Segment.open(directory / s["file"], schema, verify=verify)
-                     for s in meta["segments"])
-    return Interval(int(meta["start"]), int(meta["generation"]), segments)
+    """Open (memory-map) the segments the metadata lists, checking their row counts (and, with
+    `verify`, every column checksum)."""
+    segments = []
+    for s in meta.segments:
+        seg = Segment.open(directory / s.file, schema, verify=verify)
+        if seg.rows != s.rows:
+            raise CorruptDataError(f"{directory / s.file}: segment holds {seg.rows} rows, the "
+                                   f"metadata says {s.rows}")
+        segments.append(seg)
+    return Interval(meta.start, meta.generation, tuple(segments))

@@ -114,7 +114,8 @@ class _StorageCollector:
         yield dims
         if db.last_updated is not None:
             yield GaugeMetricFamily("gumshoe_last_updated_timestamp_seconds", "Largest row "
-                                    "timestamp inserted since start-up.", value=db.last_updated)
+                                    "timestamp ever inserted (kept across restarts).",
+                                    value=db.last_updated)
         yield CounterMetricFamily("gumshoe_flushes", "Flushes completed.",
                                   value=db.stats.get("flushes", 0))
 

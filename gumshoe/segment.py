@@ -23,7 +23,6 @@ read whole into memory; checksums are verified on request.
 from __future__ import annotations
 
 import json
-import mmap
 import os
 import struct
 import zlib
@@ -117,7 +116,7 @@ def encode_segment(schema: Schema, block: Block) -> tuple[bytes, list[tuple[int,
 def write_segment(path: Path, schema: Schema, block: Block, fsync: bool = True) -> int:
     """Write `block` as a segment file (not yet visible to any reader). Returns its size."""
     head, pieces = encode_segment(schema, block)
-    with open(path, "wb") as f:
+    with fileio.open_file(path, "wb") as f:
         fileio.write(f, head)
         for offset, arr in pieces:
             f.seek(offset)
@@ -171,11 +170,11 @@ class Segment:
     def open(cls, path: Path, schema: Schema, verify: bool = False) -> Segment:
         """Map a segment file read-only and check its header against `schema`."""
         try:
-            with open(path, "rb") as f:
+            with fileio.open_file(path, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
                 if size < len(MAGIC) + 4:
                     raise CorruptDataError(f"{path}: segment file truncated ({size} bytes)")
-                mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                mm = fileio.map_file(f.fileno())
         except FileNotFoundError:
             raise CorruptDataError(f"{path}: segment file is missing") from None
         if mm[:len(MAGIC)] != MAGIC:

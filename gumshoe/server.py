@@ -42,7 +42,7 @@ from .edge import (
     result_format,
 )
 from .edge import create_app as create_edge_app
-from .errors import ClientError, QueryError, StorageFailedError
+from .errors import ClientError, QueryError, StorageFailedError, TransientStorageError
 from .metrics import CONTENT_TYPE_LATEST, Metrics, metricz_html, metricz_json, storage_stats
 from .schema import describe
 from .service import QueryService
@@ -170,7 +170,7 @@ class ShardServer:
     while the edge answers 503 "starting"."""
 
     def __init__(self, config: Config, db: Any, insert_workers: int,
-                 open_db: Callable[[], Any] | None) -> None:
+                 open_db: Callable[[Callable[[str], None]], Any] | None) -> None:
         self.config = config
         self.insert_workers = insert_workers
         self.open_db = open_db
@@ -214,6 +214,9 @@ class ShardServer:
             raise
         except StorageFailedError:
             m.insert_errors.labels("storage_failed").inc()
+            raise
+        except TransientStorageError:  # out of file descriptors: 503, retry later
+            m.insert_errors.labels("transient").inc()
             raise
         m.insert_batches.inc()
         m.insert_rows.labels("inserted").inc(result.inserted)
@@ -298,7 +301,7 @@ class ShardServer:
         edge.not_ready("opening the database and replaying its write-ahead log")
         assert self.open_db is not None
         try:
-            db = await run_in_threadpool(self.open_db)
+            db = await run_in_threadpool(self.open_db, edge.not_ready)
         except Exception as e:  # a locked, damaged or mismatched database
             self.startup_error = str(e)
             log.error("cannot open the database: %s", e)
@@ -373,9 +376,10 @@ def server_endpoints(s: ShardServer) -> list[Endpoint]:
 
 def create_app(db: Any, config: Config, *, periodic_flush: bool = True,
                insert_workers: int | None = 0, listen_host: str | None = None,
-               open_db: Callable[[], Any] | None = None) -> Starlette:
+               open_db: Callable[[Callable[[str], None]], Any] | None = None) -> Starlette:
     """The shard server app over `db` (closed by the app's shutdown), or over the database
-    `open_db()` returns, opened in the background once the app starts.
+    `open_db(progress)` returns, opened in the background once the app starts (it may call
+    `progress(message)`: the 503 "starting: <message>" answers say it).
 
     periodic_flush: flush every `config.flush_interval` (turn off for a DB that runs its own
     flush thread). insert_workers: processes decoding large insert bodies (InsertDecoder);

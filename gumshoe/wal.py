@@ -1,10 +1,10 @@
 """The write-ahead log: every accepted batch is one CRC-framed record, durable before the ack.
 
-Imports block, errors and fileio. The DB (db.py) owns the order of operations; this module owns
-the files, the framing, group commit, recovery and the remembered batch ids.
+Imports block, errors, fileio and layout. The DB (db.py) owns the order of operations; this module
+owns the files, the framing, group commit, recovery and the remembered batch ids.
 
-Files. `wal.<first seq, 16 digits>.log` in the database directory, appended to in sequence-number
-order. The log rolls to a new file at about `segment_bytes` (64 MB) and at every flush, so that
+Files. `wal.<first seq, 16 digits>.log` in the database directory (`layout.wal_filename`),
+appended to in sequence-number order. The log rolls to a new file at about `segment_bytes` (64 MB) and at every flush, so that
 `trim` can delete whole files whose records are all covered by a durable flush.
 
 Record framing (little-endian), `HEADER = <IIQI`:
@@ -31,11 +31,16 @@ Durability modes (the `durability` setting):
   remembered in memory and persisted in db.json at flush.
 
 Failures are fail-stop: after a failed write or fsync the log refuses every further append and
-every commit not already covered by a successful fsync raises StorageFailedError.
+every commit not already covered by a successful fsync raises StorageFailedError. Running out
+of file descriptors (EMFILE/ENFILE) is not a disk fault: a roll opens its new file before it
+touches the old one, so when that open fails nothing has changed, TransientStorageError is
+raised (the append or rotate was not done) and the next append or rotate tries again.
 
 Recovery (`recover`) reads the files in order, yields the records after the flushed sequence
 number exactly once, truncates a torn last record with a warning, and raises CorruptDataError
-naming the file and offset for a bad checksum, bad framing or a gap anywhere else.
+naming the file and offset for a bad checksum, bad framing or a gap anywhere else. It logs its
+progress (records, rows, % of the log's bytes, rows/s) at most every `PROGRESS_EVERY` seconds
+and a final line, and hands the same figures (`ReplayProgress`) to an optional callback.
 """
 
 from __future__ import annotations
@@ -43,7 +48,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import re
 import struct
 import threading
 import time
@@ -55,7 +59,8 @@ import numpy as np
 
 from . import fileio
 from .block import Block
-from .errors import CorruptDataError, StorageFailedError
+from .errors import CorruptDataError, StorageFailedError, TransientStorageError
+from .layout import wal_filename, wal_files
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -66,12 +71,9 @@ log = logging.getLogger(__name__)
 HEADER = struct.Struct("<IIQI")
 SEGMENT_BYTES = 64 << 20
 MODES = ("fsync", "os", "none")
-_NAME_RE = re.compile(r"wal\.(\d+)\.log")
+PROGRESS_EVERY = 1.0  # seconds between progress reports while replaying
+monotonic = time.monotonic  # the replay's clock (tests replace it)
 _FORMAT = 1
-
-
-def log_filename(first_seq: int) -> str:
-    return f"wal.{first_seq:016d}.log"
 
 
 def frame(seq: int, payload: bytes) -> bytes:
@@ -88,6 +90,36 @@ class Record:
     block: Block  # dictionary-encoded rows (not rolled up)
     new_strings: dict[str, list[str]]  # per string dimension: strings this batch added
     dict_sizes: dict[str, int]  # per string dimension: its size before this batch
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReplayProgress:
+    """How far the replay of the write-ahead log at start-up has got."""
+
+    records: int  # records replayed so far (those after the last flush)
+    rows: int  # rows in them
+    bytes_read: int  # of the log files, flushed records included
+    bytes_total: int
+    seconds: float  # since the replay started
+    done: bool  # the last report
+
+    @property
+    def fraction(self) -> float:
+        """Share of the log's bytes read, 0..1."""
+        return 1.0 if not self.bytes_total else min(1.0, self.bytes_read / self.bytes_total)
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+    def describe(self) -> str:
+        """One line for a log or a "starting: ..." status."""
+        if self.done:
+            return (f"replayed the write-ahead log: {self.records} records, {self.rows} rows "
+                    f"({self.bytes_total} bytes) in {self.seconds:.1f}s "
+                    f"({self.rows_per_second:.0f} rows/s)")
+        return (f"replaying the write-ahead log, {int(self.fraction * 100)}% ({self.records} "
+                f"records, {self.rows} rows, {self.rows_per_second:.0f} rows/s)")
 
 
 _NARROW = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.uint32))
@@ -151,6 +183,42 @@ def decode_payload(seq: int, payload: bytes) -> Record:
                   {k: int(v) for k, v in obj["sizes"].items()})
 
 
+class _Meter:
+    """Progress of one replay: reports at the start, every PROGRESS_EVERY s, and at the end."""
+
+    def __init__(self, total: int, callback: Callable[[ReplayProgress], None] | None) -> None:
+        self.total = total
+        self.callback = callback
+        self.records = self.rows = self.read = 0
+        self.t0 = self.last = monotonic()
+        if total:
+            self._report(False, log_it=False)
+
+    def _report(self, done: bool, log_it: bool = True) -> None:
+        p = ReplayProgress(self.records, self.rows, self.read, self.total,
+                           monotonic() - self.t0, done)
+        if log_it:
+            log.info("%s", p.describe())
+        if self.callback is not None:
+            self.callback(p)
+
+    def at(self, offset: int) -> None:
+        self.read = offset
+        now = monotonic()
+        if now - self.last >= PROGRESS_EVERY:
+            self.last = now
+            self._report(False)
+
+    def record(self, rows: int) -> None:
+        self.records += 1
+        self.rows += rows
+
+    def finish(self) -> None:
+        if self.total:
+            self.read = self.total
+            self._report(True)
+
+
 class WriteAheadLog:
     """The log of one database directory (or none: `directory=None` keeps only batch ids).
 
@@ -200,7 +268,7 @@ class WriteAheadLog:
         with self._files_lock:
             paths = [p for _, p in self._closed_files]
         if self._fd is not None and self.dir is not None:
-            paths.append(self.dir / log_filename(self._first))
+            paths.append(self.dir / wal_filename(self._first))
         return paths
 
     def _fail(self, what: str, e: OSError) -> StorageFailedError:
@@ -220,11 +288,16 @@ class WriteAheadLog:
             raise StorageFailedError("database is closed")
 
     # -- recovery -----------------------------------------------------------------------
-    def recover(self, flushed_seq: int, batch_ids: dict[str, float] | None = None
-                ) -> Iterator[Record]:
+    def recover(self, flushed_seq: int, batch_ids: dict[str, float] | None = None,
+                progress: Callable[[ReplayProgress], None] | None = None) -> Iterator[Record]:
         """Yield every logged record after `flushed_seq` (the db.json `wal_seq`) in order, then
         open a new active file. Loads the batch ids persisted at the last flush. Raises
-        CorruptDataError for corruption anywhere but a torn last record."""
+        CorruptDataError for corruption anywhere but a torn last record.
+
+        When the log holds any bytes, `progress` (if given) is called with a ReplayProgress
+        when the replay starts, at most every PROGRESS_EVERY seconds while it runs (the time
+        the caller spends applying records included), and once at the end (`done`); the
+        same is logged (logger gumshoe.wal) from the first second on, plus a final line."""
         now = self.clock()
         for bid, t in (batch_ids or {}).items():
             if now - float(t) <= self.window:
@@ -232,14 +305,15 @@ class WriteAheadLog:
         last = flushed_seq
         kept: list[tuple[int, Path]] = []
         if self.dir is not None:
-            files = sorted((int(m.group(1)), p) for p in self.dir.iterdir()
-                           if (m := _NAME_RE.fullmatch(p.name)) and p.is_file())
+            files = wal_files(self.dir)
             sizes = [p.stat().st_size for _, p in files]
+            meter = _Meter(sum(sizes), progress)
             for i, (first, path) in enumerate(files):
                 at_tail = not any(sizes[i + 1:])
                 file_last = None
                 for rec_seq, payload, offset in self._read_file(path, first, at_tail):
                     file_last = rec_seq
+                    meter.at(sum(sizes[:i]) + offset + HEADER.size + len(payload))
                     if rec_seq <= flushed_seq:
                         continue
                     if rec_seq != last + 1:
@@ -256,6 +330,7 @@ class WriteAheadLog:
                         self._ids[rec.batch_id] = (rec.time, rec_seq, self._order)
                     last = rec_seq
                     self.stats["replayed"] += 1
+                    meter.record(rec.block.n)
                     yield rec
                 if file_last is not None and file_last > flushed_seq:
                     kept.append((first, path))
@@ -263,11 +338,12 @@ class WriteAheadLog:
                     log.info("removing flushed write-ahead log file %s", path)
                     path.unlink(missing_ok=True)
                     self.stats["files_removed"] += 1
+            meter.finish()
         self._written = self._synced = last
         if self.dir is not None and self.mode != "none":
             if self.mode == "fsync":
                 for _, path in kept:  # what was replayed is durable before anything new
-                    fd = os.open(path, os.O_RDONLY)
+                    fd = fileio.open_fd(path, os.O_RDONLY)
                     try:
                         fileio.fsync(fd)
                     finally:
@@ -280,7 +356,7 @@ class WriteAheadLog:
     def _read_file(self, path: Path, first: int, at_tail: bool
                    ) -> Iterator[tuple[int, bytes, int]]:
         """Yield (seq, payload, offset) of each record of one file; truncate a torn tail."""
-        data = path.read_bytes()
+        data = fileio.read_bytes(path)
         off, expect = 0, first
         size = len(data)
         while off < size:
@@ -313,7 +389,7 @@ class WriteAheadLog:
             if torn and at_tail:
                 log.warning("%s: torn last record at offset %d (%s); truncating the log to %d "
                             "bytes (that batch was never acknowledged)", path, off, problem, off)
-                with open(path, "r+b") as f:
+                with fileio.open_file(path, "r+b") as f:
                     f.truncate(off)
                     f.flush()
                     if self.mode == "fsync":
@@ -326,13 +402,26 @@ class WriteAheadLog:
                                    f"records after it; restore the file or truncate it to {off} "
                                    f"bytes to discard them")
 
-    def _open_active(self, first: int) -> None:
+    def _open_file(self, first: int) -> int:
+        """Create (or open) the log file starting at `first`, its directory entry durable in
+        fsync mode. On failure nothing is left behind (an empty new file is removed)."""
         assert self.dir is not None
-        path = self.dir / log_filename(first)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        path = self.dir / wal_filename(first)
+        fd = fileio.open_fd(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            if self.mode == "fsync":
+                fileio.fsync_dir(self.dir)  # the new file's directory entry is durable
+        except BaseException:
+            empty = os.fstat(fd).st_size == 0
+            os.close(fd)
+            if empty:
+                path.unlink(missing_ok=True)
+            raise
+        return fd
+
+    def _open_active(self, first: int) -> None:
+        fd = self._open_file(first)
         self._fd, self._first, self._size = fd, first, os.fstat(fd).st_size
-        if self.mode == "fsync":
-            fileio.fsync_dir(self.dir)  # the new file's directory entry is durable
 
     # -- batch ids ----------------------------------------------------------------------
     def seen(self, batch_id: str) -> int | None:
@@ -429,8 +518,10 @@ class WriteAheadLog:
             raise self._fail("fsync", err) from err
 
     def _roll(self) -> None:
-        """Close the active file (fsync'd in fsync mode) and start a new one. Under the DB
-        write lock, so no append runs concurrently; waits for a running group fsync."""
+        """Start a new file and close the active one (fsync'd in fsync mode). Under the DB
+        write lock, so no append runs concurrently; waits for a running group fsync. The new
+        file is opened first: out of file descriptors, TransientStorageError and nothing
+        changed."""
         assert self.dir is not None
         assert self._fd is not None
         with self._cond:
@@ -439,15 +530,26 @@ class WriteAheadLog:
             self._check()
             self._syncing = True
         ok = False
+        first = self._written + 1
         try:
-            if self.mode == "fsync" and self._written > self._synced:
-                fileio.fsync(self._fd)
-                self.stats["fsyncs"] += 1
-            os.close(self._fd)
-            self._fd = None
+            try:
+                fd = self._open_file(first)
+            except OSError as e:
+                if fileio.is_transient(e):
+                    raise TransientStorageError(f"write-ahead log: cannot start a new file "
+                                                f"now: {e}") from e
+                raise
+            try:
+                if self.mode == "fsync" and self._written > self._synced:
+                    fileio.fsync(self._fd)
+                    self.stats["fsyncs"] += 1
+                os.close(self._fd)
+            except BaseException:
+                os.close(fd)
+                raise
             with self._files_lock:
-                self._closed_files.append((self._first, self.dir / log_filename(self._first)))
-            self._open_active(self._written + 1)
+                self._closed_files.append((self._first, self.dir / wal_filename(self._first)))
+            self._fd, self._first, self._size = fd, first, 0
             ok = True
         except OSError as e:
             raise self._fail("roll", e) from e

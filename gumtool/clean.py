@@ -1,21 +1,21 @@
 """`gumtool clean`: after a crash, remove the files the metadata does not reference and verify
 what it does reference (segment headers and checksums, dictionaries, the write-ahead log).
 
-Imports gumshoe bulk, db and segment. It takes the database's lock, so it never races a
-running server. Write-ahead log files are removed only when every record in them is covered by
-the flush recorded in db.json (those still needed are replayed at the next start).
+Imports gumshoe bulk, layout and segment. It takes the database's lock, so it never races a
+running server. "Our" files are those `layout.kind_of` names (the same test the server applies
+at start-up); anything else is listed and left alone. Write-ahead log files are removed only
+when every record in them is covered by the flush recorded in db.json (those still needed are
+replayed at the next start).
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
-from gumshoe.bulk import DirLock, StoredDB, read_meta, unneeded_wal_files, wal_files
-from gumshoe.db import META
+from gumshoe.bulk import StoredDB, stored_meta
 from gumshoe.errors import CorruptDataError, GumshoeError
-from gumshoe.schema import Schema
+from gumshoe.layout import META, DirLock, Meta, is_ours, unneeded_wal_files, wal_files
 from gumshoe.segment import Segment
 
 from .common import say
@@ -24,8 +24,9 @@ HELP = "repair a GumshoeDB database that was stopped in an inconsistent state"
 DESCRIPTION = """\
 Check the database at --dir after a crash: remove the files its metadata (db.json) does not
 reference -- leftover segment files (*.seg), temporary files (*.tmp), old dictionary files and
-write-ahead log files whose records are all flushed -- then verify every referenced segment
-(header and column checksums), dictionary and the write-ahead log, and report what was done.
+write-ahead log files whose records are all flushed -- then verify db.json (checksum), every
+referenced segment (header and column checksums), dictionary (size and checksum) and the
+write-ahead log (record checksums), and report what was done.
 With --dry-run nothing is removed. Other files are listed and left alone. The exit status is 1
 when a referenced file is missing or corrupt (restore it from a backup or a replica). The
 database must not be in use by a running server."""
@@ -37,31 +38,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="report only; remove nothing")
 
 
-def _is_ours(name: str) -> bool:
-    return name.endswith((".seg", ".tmp")) or name.startswith(("dictionary.", "interval."))
-
-
 def check(directory: Path, dry_run: bool, lock: DirLock) -> tuple[list[str], bool]:
     """Clean and verify a locked database directory; the report lines and whether a
     problem remains."""
     lines: list[str] = []
     problems: list[str] = []
     has_meta = (directory / META).exists()
-    meta: dict[str, Any] = read_meta(directory) if has_meta else {}
-    referenced = {META}
-    schema = Schema.from_json(meta["schema"]) if has_meta else None
-    for im in meta.get("intervals", []):
-        referenced.update(s["file"] for s in im["segments"])
-    for entry in meta.get("dictionaries", {}).values():
-        referenced.add(entry["file"])
+    meta: Meta | None = stored_meta(directory) if has_meta else None
+    referenced = meta.files() if meta else {META}
     wal = {p.name for _, p in wal_files(directory)}
-    stale_wal = ({p.name for p in unneeded_wal_files(directory, int(meta.get("wal_seq", 0)))}
-                 if has_meta else set())
+    stale_wal = ({p.name for p in unneeded_wal_files(directory, meta.wal_seq)}
+                 if meta else set())
     extra, other = [], []
     for p in sorted(directory.iterdir()):
         if p.name in referenced or (p.name in wal and p.name not in stale_wal):
             continue
-        if p.is_file() and (_is_ours(p.name) or p.name in stale_wal):
+        if p.is_file() and is_ours(p.name):
             extra.append(p)
         else:
             other.append(p.name)
@@ -76,8 +68,8 @@ def check(directory: Path, dry_run: bool, lock: DirLock) -> tuple[list[str], boo
         lines.append("no unreferenced files found")
     if other:
         lines.append(f"left alone {len(other)} other file(s): {', '.join(other)}")
-    if not has_meta:
-        if any(_is_ours(p.name) for p in extra):
+    if meta is None:
+        if extra:
             lines.append(f"no {META}: the directory held files of a database that was never "
                          "completely created")
         if wal:
@@ -89,21 +81,23 @@ def check(directory: Path, dry_run: bool, lock: DirLock) -> tuple[list[str], boo
         lines += [f"PROBLEM: {p}" for p in problems]
         return lines, bool(problems)
 
-    assert schema is not None
+    lines.append(f"metadata ok ({META}: format {meta.format}"
+                 + (", checksummed)" if meta.format != "gumshoe/1" else
+                    ", written before checksums: its next flush adds them)"))
     segments = bad = 0
-    for im in meta.get("intervals", []):
-        for s in im["segments"]:
+    for im in meta.intervals:
+        for s in im.segments:
             segments += 1
             try:
-                seg = Segment.open(directory / s["file"], schema, verify=True)
-                if seg.rows != int(s["rows"]):
-                    raise CorruptDataError(f"{directory / s['file']}: segment holds {seg.rows} "
-                                           f"rows, the metadata says {s['rows']}")
+                seg = Segment.open(directory / s.file, meta.schema, verify=True)
+                if seg.rows != s.rows:
+                    raise CorruptDataError(f"{directory / s.file}: segment holds {seg.rows} "
+                                           f"rows, the metadata says {s.rows}")
             except CorruptDataError as e:
                 bad += 1
                 problems.append(str(e))
     lines.append(f"verified {segments - bad} of {segments} segment(s) in "
-                 f"{len(meta.get('intervals', []))} interval(s): headers and checksums "
+                 f"{len(meta.intervals)} interval(s): headers and checksums "
                  + ("ok" if not bad else f"{bad} BAD"))
     try:
         db = StoredDB(directory, lock=lock, verify=False)
@@ -111,7 +105,10 @@ def check(directory: Path, dry_run: bool, lock: DirLock) -> tuple[list[str], boo
         problems.append(f"dictionaries or write-ahead log: {e}")
     else:
         sizes = ", ".join(f"{k} {len(v)}" for k, v in db.dictionaries.items()) or "none"
-        lines.append(f"dictionaries ok (strings: {sizes})")
+        unchecked = sorted(k for k, e in meta.dictionaries.items() if e.crc32 is None)
+        lines.append(f"dictionaries ok (strings: {sizes}"
+                     + (f"; no checksum recorded yet for {', '.join(unchecked)})" if unchecked
+                        else ")"))
         kept = sorted(wal - stale_wal)
         lines.append(f"write-ahead log ok: {len(kept)} file(s) kept, {db.pending_rows} unflushed "
                      "input row(s) (replayed at the next start)")
@@ -120,11 +117,8 @@ def check(directory: Path, dry_run: bool, lock: DirLock) -> tuple[list[str], boo
 
 
 def run(args: argparse.Namespace) -> int:
-    lock = DirLock(args.dir)
-    try:
+    with DirLock(args.dir) as lock:
         lines, problem = check(Path(args.dir), args.dry_run, lock)
-    finally:
-        lock.release()
     say(*lines)
     if problem:
         say("the database has problems that clean cannot repair (see above)")

@@ -33,7 +33,7 @@ columns and interval duration (use `gumtool migrate` first otherwise); the segme
 differ. Rows with the same roll-up key in several sources are rolled up together. The new
 config's retention_days applies. The sources are only read and must not be in use by a running
 server; the new database appears only when complete."""
-EXAMPLE = "gumtool merge --new-db-config merged.toml --db-paths shard0/db,shard1/db"
+EXAMPLE = "gumtool merge --new-db-config all.toml --db-paths s0,s1"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from gumshoe import layout
 from gumshoe.block import Block, rollup
 from gumshoe.bulk import BulkError, NewDB, StoredDB, StringTable
 from gumshoe.config import Config
@@ -164,10 +165,14 @@ def convert(block: Block, src: StoredDB, key: Any, dst: Schema,
 # -- the run ----------------------------------------------------------------------------------
 def retention_cutoff(config: Config, now: float | None = None) -> int | None:
     """Interval starts below this are outside the config's retention (as DB.retention_cutoff)."""
-    if not config.retention_days:
-        return None
-    now = time.time() if now is None else now
-    return int(now) - config.retention_days * 86400 - config.schema.interval_duration
+    return layout.retention_cutoff(config.retention_days, config.schema.interval_duration,
+                                   time.time() if now is None else now)
+
+
+def last_updated(sources: list[StoredDB]) -> int | None:
+    """The newest `last_updated` of the sources: what the new database reports."""
+    known = [s.last_updated for s in sources if s.last_updated is not None]
+    return max(known) if known else None
 
 
 @dataclasses.dataclass
@@ -284,6 +289,7 @@ def rewrite_to_new(sources: list[StoredDB], dest: Any, schema: Schema, config: C
     """merge and migrate: every source into one new database at `dest` (committed, under the
     config's retention). Returns the summary and the lines to report about dropped data."""
     with NewDB(dest, schema) as out:
+        out.last_updated = last_updated(sources)
         s = rewrite(sources, [out], [retention_cutoff(config)], parallelism, progress)
         out.commit()
     if not s.dropped_intervals:

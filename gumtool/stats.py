@@ -116,8 +116,7 @@ def collect(db: StoredDB, parallelism: int, progress: Any = None) -> dict[str, A
         bar.finish()
     seg_files = [f for s in starts for f in db.segment_files(s)]
     seg_bytes = sum(os.path.getsize(db.dir / f) for f in seg_files)
-    dict_bytes = sum(os.path.getsize(db.dir / e["file"])
-                     for e in db.meta.get("dictionaries", {}).values())
+    dict_bytes = sum(os.path.getsize(db.dir / e.file) for e in db.meta.dictionaries.values())
     rows = sum(p["rows"] for p in parts)
     input_rows = sum(p["input_rows"] for p in parts)
 
@@ -165,6 +164,7 @@ def collect(db: StoredDB, parallelism: int, progress: Any = None) -> dict[str, A
         "bytes": seg_bytes,
         "dictionary_bytes": dict_bytes,
         "compression_ratio": round(input_rows / rows, 2) if rows else None,
+        "last_updated": db.last_updated,
         "dimensions": dims,
         "metrics": metrics,
     }
@@ -201,6 +201,7 @@ def render(s: dict[str, Any]) -> str:
         f"Unflushed rows:    {s['unflushed_input_rows']} (input rows in the write-ahead log)",
         f"Bytes:             {s['bytes']} (segments) + {s['dictionary_bytes']} (dictionaries)",
         f"Compression ratio: {ratio} (input rows per stored row)",
+        f"Last updated:      {_fmt(s['last_updated'])} (largest row timestamp inserted)",
         "",
         "Dimension columns:",
         *_table(["name", "type", "min", "max", "nil rows", "distinct"],

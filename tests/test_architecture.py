@@ -19,6 +19,7 @@ TIERS: list[set[str]] = [
     {"errors", "fileio", "native", "__init__"},  # no internal imports (native: C extensions)
     {"config"},
     {"schema"},
+    {"layout"},  # the directory layout: file names, db.json, lock, atomic write, retention
     {"batch", "rowdecoder", "sharding"},  # rowdecoder: msgspec fast path of batch
     {"block"},
     {"segment", "dictionary"},  # dictionary: string order through block.string_ranks

@@ -111,3 +111,31 @@ def test_segments_without_metadata(tmp_path: Path, capsys: pytest.CaptureFixture
     assert not list(d.iterdir())
     with open_db(cfg) as x:
         assert x.query({}) == [{"rowCount": 0}]
+
+
+def test_swapped_dictionary_strings_are_reported(db: tuple[Path, Path],
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Two strings swapped in a dictionary file (same count): clean, stats and readdims find it
+    by the checksum the metadata records; the server would not start either."""
+    cfg, d = db
+    path = next(d.glob("dictionary.name.*"))
+    values = json.loads(path.read_bytes())
+    values[0], values[1] = values[1], values[0]
+    path.write_text(json.dumps(values))
+    assert run("clean", "--dir", str(d)) == 1
+    out = capsys.readouterr().out
+    assert f"PROBLEM: dictionaries or write-ahead log: {path}: dictionary checksum mismatch" in out
+    for argv in (["stats", "--dir", str(d)], ["readdims", "--dir", str(d), "--column", "name"]):
+        assert run(*argv) == 1
+        assert f"{path.name}: dictionary checksum mismatch" in capsys.readouterr().err
+    with pytest.raises(Exception, match="dictionary checksum mismatch"):
+        open_db(cfg)
+
+
+def test_damaged_metadata_is_reported(db: tuple[Path, Path],
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    _, d = db
+    meta = d / "db.json"
+    meta.write_bytes(meta.read_bytes().replace(b'"rows": ', b'"rows": 1', 1))
+    assert run("clean", "--dir", str(d)) == 1
+    assert "db.json: metadata checksum mismatch" in capsys.readouterr().err

@@ -66,7 +66,7 @@ def test_dropped_dimension_rolls_up_identical_rows(old: Path, tmp_path: Path) ->
     expected = answers(old, [q])[0]
     new = write_config(tmp_path / "new.toml", tmp_path / "new", dims=DIMS[:2])
     assert run("migrate", "--old-db-path", str(tmp_path / "old"), "--new-db-config",
-               str(new), "-q") == 0
+               str(new), "-q", "--drop", "age") == 0
     assert dump(new) == expected  # one stored row per remaining key, counts and sums added
     with open_db(new) as db:
         snap = db.snapshot()
@@ -231,3 +231,51 @@ def test_sigterm_mid_run_cleans_up_like_ctrl_c(old: Path, tmp_path: Path,
     assert not (tmp_path / "new").exists()
     assert [p.name for p in tmp_path.iterdir() if "gumtool" in p.name] == []
     assert signal.getsignal(signal.SIGTERM) is handler  # restored
+
+
+def test_dropping_a_column_must_be_asked_for(old: Path, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """A new config that omits dimension_columns gets the defaults (name, country, age) and
+    metric_columns the defaults (visits, clicks): the old database's `score` would go. migrate
+    refuses and names it (also with -q) until it is dropped on purpose."""
+    new = tmp_path / "new.toml"
+    new.write_text(f'database_dir = "{tmp_path / "new"}"\nretention_days = 0\n')
+    argv = ["migrate", "--old-db-path", str(tmp_path / "old"), "--new-db-config", str(new), "-q"]
+    assert run(*argv) == 1
+    err = capsys.readouterr().err
+    assert ("lacks column(s) of the old database: metric score; migrate would drop them and "
+            "their data") in err and err.rstrip().endswith("with --drop score")
+    assert not (tmp_path / "new").exists()
+    assert [p.name for p in tmp_path.iterdir() if "gumtool" in p.name] == []
+    assert run(*argv, "--drop", "score") == 0
+    rows = dump(new)
+    assert rows and all("score" not in r for r in rows)
+
+
+@pytest.mark.parametrize("drop", [["--drop", "age,clicks"], ["--drop", "age", "--drop", "clicks"]])
+def test_drop_lists(old: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                    drop: list[str]) -> None:
+    new = write_config(tmp_path / "new.toml", tmp_path / "new", dims=DIMS[:2],
+                       metrics=[m for m in METRICS if m[0] != "clicks"])
+    argv = ["migrate", "--old-db-path", str(tmp_path / "old"), "--new-db-config", str(new)]
+    assert run(*argv, "--drop", "age") == 1
+    err = capsys.readouterr().err
+    assert "lacks column(s) of the old database: metric clicks;" in err
+    assert err.rstrip().endswith("with --drop clicks")
+    assert run(*argv, *drop, "-q") == 0
+    assert set(dump(new)[0]) == {"_t", "name", "country", "visits", "score", "rowCount"}
+
+
+@pytest.mark.parametrize(("drop", "message"), [
+    ("nope", ("--drop nope: the old database has no column 'nope' to drop (its columns: name, "
+              "country, age, visits, clicks, score)")),
+    ("at", "--drop at: the old database has no column 'at' to drop"),
+    ("name", "--drop name: the new config {new} keeps column 'name'"),
+])
+def test_bad_drops_are_refused(old: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                               drop: str, message: str) -> None:
+    new = write_config(tmp_path / "new.toml", tmp_path / "new")
+    assert run("migrate", "--old-db-path", str(tmp_path / "old"), "--new-db-config", str(new),
+               "--drop", drop) == 1
+    assert message.format(new=new) in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()

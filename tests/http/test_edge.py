@@ -234,7 +234,8 @@ def test_the_start_up_gate_answers_503_until_the_database_is_open() -> None:
     config = load_config().replace(database_dir="MEMORY", retention_days=0)
     release = threading.Event()
 
-    def open_db() -> DB:
+    def open_db(progress: Any) -> DB:
+        progress("replaying the write-ahead log, 43%")
         assert release.wait(10)
         return DB(config)
 
@@ -242,7 +243,7 @@ def test_the_start_up_gate_answers_503_until_the_database_is_open() -> None:
         for path in ("/", "/query", "/statusz"):
             r = c.request("POST" if path == "/query" else "GET", path, json={})
             assert r.status_code == 503, (path, r.text)
-            assert r.json()["error"].startswith("starting: ")
+            assert r.json()["error"] == "starting: replaying the write-ahead log, 43%"
             assert int(r.headers["retry-after"]) >= 1
         release.set()
         assert wait_until(lambda: c.get("/").status_code == 200, 10)

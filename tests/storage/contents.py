@@ -12,7 +12,8 @@ import numpy as np
 from gumshoe.batch import parse_rows
 from gumshoe.block import Block
 from gumshoe.config import Config, SchemaConfig, parse_config
-from gumshoe.db import DB, META
+from gumshoe.db import DB
+from gumshoe.layout import META
 from gumshoe.dictionary import Dictionary
 from gumshoe.schema import Schema
 from gumshoe.snapshot import Snapshot

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -13,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gumshoe.config import SchemaConfig
-from gumshoe.db import DB, META
+from gumshoe.db import DB
+from gumshoe.layout import META, read_meta, write_meta
 from gumshoe.errors import (
     CorruptDataError,
     DBLockedError,
@@ -474,7 +476,7 @@ def test_t5_retention_at_flush_drops_whole_intervals(tmp_path: Path) -> None:
 def test_t14_second_opener_gets_a_clear_error(tmp_path: Path) -> None:
     cfg = make_config(tmp_path / "db")
     db = DB(cfg)
-    with pytest.raises(DBLockedError, match="in use by another process"):
+    with pytest.raises(DBLockedError, match="is in use: its directory is locked"):
         DB(cfg)
     db.insert([{"at": 0, "name": "a"}])
     db.close()
@@ -525,15 +527,24 @@ def test_damaged_metadata_is_corrupt_data(tmp_path: Path, damage: str) -> None:
 @pytest.mark.parametrize(("content", "fragment"), [
     (b'["a", ', "damaged dictionary file"), (b'{"a": 1}', "list of strings"),
     (b"[1]", "list of strings"), (b'["a", "b"]', "has 2 strings, metadata says 1")])
-def test_damaged_dictionary_is_corrupt_data(tmp_path: Path, content: bytes,
-                                            fragment: str) -> None:
+@pytest.mark.parametrize("checksummed", [True, False])
+def test_damaged_dictionary_is_corrupt_data(tmp_path: Path, content: bytes, fragment: str,
+                                            checksummed: bool) -> None:
+    """A recorded checksum catches any change; without one (a dictionary written before
+    checksums) the file's shape and size are still checked."""
     d = tmp_path / "db"
     cfg = make_config(d)
     with DB(cfg) as db:
         db.insert([{"at": 0, "name": "a"}])
+    if not checksummed:
+        meta = read_meta(d)
+        entry = meta.dictionaries["name"]
+        write_meta(d, dataclasses.replace(meta, dictionaries={
+            "name": dataclasses.replace(entry, crc32=None)}))
     [path] = [d / f for f in dict_files(d)]
     path.write_bytes(content)
-    with pytest.raises(CorruptDataError, match=fragment):
+    with pytest.raises(CorruptDataError, match=f"{path.name}: .*"
+                       + ("dictionary checksum mismatch" if checksummed else fragment)):
         DB(cfg)
     path.unlink()
     with pytest.raises(CorruptDataError, match="dictionary file is missing"):

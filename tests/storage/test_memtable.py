@@ -11,7 +11,8 @@ import pytest
 from gumshoe.block import rollup
 from gumshoe.config import SchemaConfig
 from gumshoe.dictionary import Dictionary
-from gumshoe.interval import build_interval, open_interval, rows_per_segment, segment_filename
+from gumshoe.interval import build_interval, open_interval, rows_per_segment
+from gumshoe.layout import segment_filename
 from gumshoe.memtable import Memtable
 from gumshoe.schema import Schema
 from tests import reference
@@ -104,14 +105,14 @@ def test_build_interval_cuts_segments(tmp_path: Path, directory: str | None) -> 
     sizes = [min(per, 9 - lo) for lo in range(0, 9, per)]
     assert [s.rows for s in iv.segments] == sizes and iv.rows == 9
     assert iv.filenames() == [segment_filename(0, 3, i) for i in range(len(sizes))]
-    assert iv.to_json() == {"start": 0, "generation": 3, "segments": [
+    assert iv.meta().to_json() == {"start": 0, "generation": 3, "segments": [
         {"file": f, "rows": r} for f, r in zip(iv.filenames(), sizes)]}
     strings = strings_of(dictionaries)
     rows_back = [r for b in iv.blocks for r in block_rows(SCHEMA, b, strings)]
     assert rows_back == block_rows(SCHEMA, block, strings)
     if d is not None:
         assert sorted(p.name for p in d.iterdir()) == iv.filenames()
-        again = open_interval(SCHEMA, d, iv.to_json(), verify=True)
+        again = open_interval(SCHEMA, d, iv.meta(), verify=True)
         assert again.start == 0 and again.generation == 3
         assert [r for b in again.blocks for r in block_rows(SCHEMA, b, strings)] == rows_back
         assert again.nbytes == sum(p.stat().st_size for p in d.iterdir())

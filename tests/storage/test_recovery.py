@@ -5,20 +5,23 @@ I/O-error injection iterated over every write/fsync/rename of an insert + flush 
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import logging
+import re
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import gumshoe.wal
 from gumshoe import fileio
 from gumshoe.batch import parse_rows
 from gumshoe.db import DB
 from gumshoe.errors import CorruptDataError, StorageFailedError
-from gumshoe.wal import encode_payload, frame
-from tests.crash.helpers import batch_rows, expected, make_config, problems, totals
+from gumshoe.wal import ReplayProgress, encode_payload, frame
+from tests.crash.helpers import batch_rows, batch_size, expected, make_config, problems, totals
 
 
 def crash(db: DB) -> None:
@@ -510,3 +513,66 @@ def test_unexpected_flush_error_is_fail_stop(tmp_path: Path, monkeypatch: pytest
     db = DB(cfg)
     check(db, acked)
     db.close()
+
+
+# -- replay progress ------------------------------------------------------------------------------
+def test_replay_reports_progress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                 caplog: pytest.LogCaptureFixture) -> None:
+    cfg = make_config(tmp_path / "db", "os")
+    acked: set[int] = set()
+    db = DB(cfg)
+    insert(db, range(20), acked)
+    db.flush()
+    insert(db, range(20, 50), acked)
+    crash(db)
+    reports: list[ReplayProgress] = []
+    monkeypatch.setattr(gumshoe.wal, "PROGRESS_EVERY", 0.0)  # a report at every record
+    with caplog.at_level(logging.INFO, logger="gumshoe.wal"):
+        db = DB(cfg, replay_progress=reports.append)
+    check(db, acked)
+    first, last = reports[0], reports[-1]
+    assert (first.records, first.rows, first.bytes_read, first.done) == (0, 0, 0, False)
+    assert first.describe().startswith("replaying the write-ahead log, 0% (0 records")
+    rows = sum(batch_size(b) for b in range(20, 50))
+    assert last.done and (last.records, last.rows, last.fraction) == (30, rows, 1.0)
+    assert last.bytes_read == last.bytes_total == sum(p.stat().st_size for p in wal_files(
+        cfg_dir(cfg)) if p.stat().st_size) > 0
+    assert [r.done for r in reports].count(True) == 1
+    assert len(reports) >= 30
+    for a, b in itertools.pairwise(reports):
+        assert a.records <= b.records and a.rows <= b.rows and a.fraction <= b.fraction
+    assert 0 < reports[15].fraction < 1
+    lines = [r.getMessage() for r in caplog.records if r.name == "gumshoe.wal"]
+    assert any(re.fullmatch(r"replaying the write-ahead log, \d+% \(\d+ records, \d+ rows, "
+                            r"\d+ rows/s\)", m) for m in lines), lines
+    assert lines[-1].startswith(f"replayed the write-ahead log: 30 records, {rows} rows")
+    db.close()
+    reports.clear()
+    DB(cfg, replay_progress=reports.append).close()  # flushed at close: nothing to replay
+    assert reports == []
+
+
+def test_replay_progress_is_rate_limited(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    """At most about one report a second (a clock that advances 0.25 s per reading), each
+    logged, plus the first (not logged) and the last."""
+    cfg = make_config(tmp_path / "db", "os")
+    acked: set[int] = set()
+    db = DB(cfg)
+    insert(db, range(40), acked)
+    crash(db)
+    ticks = itertools.count()
+    monkeypatch.setattr(gumshoe.wal, "monotonic", lambda: next(ticks) * 0.25)
+    reports: list[ReplayProgress] = []
+    with caplog.at_level(logging.INFO, logger="gumshoe.wal"):
+        db = DB(cfg, replay_progress=reports.append)
+    check(db, acked)
+    db.close()
+    middle = reports[1:-1]
+    assert 5 <= len(middle) <= 20, [r.seconds for r in reports]  # 4 clock readings a second
+    for a, b in itertools.pairwise(middle):
+        assert b.seconds - a.seconds >= 1.0
+    assert reports[-1].done and reports[-1].records == 40
+    lines = [r.getMessage() for r in caplog.records if r.name == "gumshoe.wal"
+             and "write-ahead log" in r.getMessage()]
+    assert len(lines) == len(middle) + 1  # the start is not logged, the rest is

@@ -19,7 +19,8 @@ from hypothesis.extra import numpy as hnp
 from gumshoe import fileio
 from gumshoe.block import Block
 from gumshoe.errors import CorruptDataError, StorageFailedError
-from gumshoe.wal import HEADER, WriteAheadLog, decode_payload, encode_payload, frame, log_filename
+from gumshoe.layout import wal_filename
+from gumshoe.wal import HEADER, WriteAheadLog, decode_payload, encode_payload, frame
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -213,7 +214,7 @@ def test_torn_record_in_an_earlier_file_is_corruption(tmp_path: Path) -> None:
         wal.commit(put(wal, None, 4))
     wal.close()
     files = log_files(tmp_path)
-    assert [f.name for f in files] == [log_filename(i) for i in (1, 2, 3)]
+    assert [f.name for f in files] == [wal_filename(i) for i in (1, 2, 3)]
     files[1].write_bytes(files[1].read_bytes()[:-5])
     with pytest.raises(CorruptDataError, match="not a torn tail"):
         open_log(tmp_path)
@@ -245,7 +246,7 @@ def test_roll_and_trim(tmp_path: Path) -> None:
     before = log_files(tmp_path)
     wal.trim(seq)
     after = log_files(tmp_path)
-    assert after == [tmp_path / log_filename(7)]
+    assert after == [tmp_path / wal_filename(7)]
     assert len(before) > len(after)
     wal.close()
     _, recs = open_log(tmp_path, flushed=6)
@@ -259,7 +260,7 @@ def test_recover_removes_flushed_files(tmp_path: Path) -> None:
     wal.close()
     _, recs = open_log(tmp_path, flushed=3)
     assert recs == []
-    assert log_files(tmp_path) == [tmp_path / log_filename(4)]
+    assert log_files(tmp_path) == [tmp_path / wal_filename(4)]
 
 
 # -- durability modes and group commit ------------------------------------------------------
