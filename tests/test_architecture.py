@@ -20,6 +20,7 @@ TIERS: list[set[str]] = [
     {"config"},
     {"schema"},
     {"batch", "rowdecoder", "dictionary", "sharding"},  # rowdecoder: msgspec fast path of batch
+    {"timebuckets", "expression", "textmatch"},  # query-language helpers (zones, arithmetic)
     {"block"},
     {"segment"},
     {"interval"},
@@ -29,7 +30,9 @@ TIERS: list[set[str]] = [
     {"db"},
     {"bulk"},  # whole-directory reads/writes for gumtool (above db: reuses its recovery)
     {"query", "jsonio"},  # query AST, JSON codec
-    {"filters", "scan"},  # filters -> predicate programs and masks; partials, merge, finish
+    # filters -> predicate programs and masks; partials, merge, finish (with having, fill);
+    # result rows as CSV
+    {"filters", "scan", "having", "fill", "resultformat"},
     {"engine", "wire"},  # runs a query over a snapshot; msgpack codec of partials
     {"server", "router", "metrics", "cli", "client", "__main__"},
 ]
