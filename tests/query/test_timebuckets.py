@@ -42,7 +42,7 @@ def check(t: int, unit: str, zone: str) -> None:
     assert reference._wall(got - 1, z) < local
 
 
-@settings(max_examples=300)
+@settings(max_examples=200)
 @given(t=st.integers(0, UINT32_MAX), unit=st.sampled_from(tb.UNITS),
        zone=st.sampled_from(INTERESTING) | st.sampled_from(ALL_ZONES))
 def test_random_instants_and_zones(t: int, unit: str, zone: str) -> None:
@@ -63,7 +63,7 @@ def near_transitions(draw: st.DrawFn) -> tuple[int, str, str]:
     return min(max(base + delta, 0), UINT32_MAX), draw(st.sampled_from(tb.UNITS)), zone
 
 
-@settings(max_examples=300)
+@settings(max_examples=200)
 @given(near_transitions())
 def test_instants_next_to_dst_changes(case: tuple[int, str, str]) -> None:
     check(*case)
