@@ -58,14 +58,19 @@ def _empty(b: Bounds) -> bool:
     return b[0] is not None and b[1] is not None and b[0] > b[1]
 
 
+def _whole(v: int | float) -> bool:
+    """Can an interval start (a uint32) equal v?"""
+    return (isinstance(v, int) or v.is_integer()) and 0 <= v <= UINT32_MAX
+
+
 def _compare_bounds(op: str, x: Any) -> Bounds:
     if op in ("!=", "not in"):
         return None, None
     if op == "in":
-        whole = [int(v) for v in x if float(v).is_integer()]
+        whole = [int(v) for v in x if _whole(v)]
         return (min(whole), max(whole)) if whole else EMPTY
     if op == "=":
-        return (int(x), int(x)) if float(x).is_integer() else EMPTY
+        return (int(x), int(x)) if _whole(x) else EMPTY
     if op == ">=":
         return math.ceil(x), None
     if op == ">":

@@ -169,6 +169,16 @@ class CompiledFilter:
         self.dictionaries = dictionaries
         self.sizes = sizes
         self._tables: dict[int, Any] = {}
+        self._match_tables(f)  # before the scan threads start, so each is computed once
+
+    def _match_tables(self, f: Filter) -> None:
+        if isinstance(f, Match):
+            name = f.column.name
+            self._tables[id(f)] = match_table(self.dictionaries[name], self.sizes[name], f.op,
+                                              f.value, f.case_insensitive)
+        elif not isinstance(f, Compare):
+            for g in f.operands:
+                self._match_tables(g)
 
     def prune(self, start: int, f: Filter | None = None) -> bool | None:
         f = self.f if f is None else f
@@ -263,8 +273,7 @@ class CompiledFilter:
         """prefix/contains/regex: a table over the dictionary codes (each string tested once);
         nil rows never match."""
         name = f.column.name
-        table = match_table(self.dictionaries[name], self.sizes[name], f.op, f.value,
-                            f.case_insensitive)
+        table = self._tables[id(f)]
         leaf: Leaf = (LUT, block.dims[name], table, 0, 0, None, False)
         if not table.any() or table.all():  # every code of the snapshot is inside the table
             leaf = bool(table.any())

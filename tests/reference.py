@@ -372,7 +372,8 @@ def time_range(schema: Schema, f: dict[str, Any], negate: bool = False
     if ftype in ("!=", "not in"):
         return -inf, inf
     if ftype in ("=", "in"):
-        whole = [int(v) for v in (x if ftype == "in" else [x]) if float(v).is_integer()]
+        whole = [int(v) for v in (x if ftype == "in" else [x])
+                 if (isinstance(v, int) or v.is_integer()) and 0 <= v < 2**32]
         return (min(whole), max(whole)) if whole else (inf, -inf)
     if ftype in (">", ">="):
         return (math.floor(x) + 1 if ftype == ">" else math.ceil(x)), inf

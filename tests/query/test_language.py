@@ -340,3 +340,18 @@ def test_matching_within_and_or(web: DB) -> None:
                  {"type": "and", "filters": [{"type": "regex", "column": "page", "value": "a$"},
                                              {"column": "country", "value": "US"}]}]}])
     assert rows == [{"visits": 12, "rowCount": 3}]
+
+
+def test_fill_with_huge_filter_values(sparse: DB) -> None:
+    huge = 10**400  # beyond float64: compared exactly, no overflow
+    assert q(sparse, groupings=[{"column": "at", "fill": True}],
+             filters=[{"type": "in", "column": "at", "value": [huge, hour(2)]}]) == [
+        {"at": h, "rowCount": 0} for h in (hour(2),)]
+    rows = q(sparse, groupings=[{"column": "at", "timeTransform": "year", "fill": True}],
+             filters=[{"type": "<", "column": "at", "value": huge},
+                      {"type": ">", "column": "at", "value": -huge}])
+    # the range is cut to what a uint32 timestamp can hold: 1970 to 2106
+    assert len(rows) == 137 and rows[0] == {"at": 0, "rowCount": 3}
+    assert rows[-1] == {"at": 4291747200, "rowCount": 0}
+    assert q(sparse, groupings=[{"column": "at", "fill": True}],
+             filters=[{"column": "at", "value": huge}]) == []
