@@ -30,7 +30,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import jsonio
+from . import jsonio, resultformat
 from .config import AuthConfig, Config
 from .errors import (
     ClientError,
@@ -39,6 +39,7 @@ from .errors import (
     QueryError,
     StorageFailedError,
 )
+from .query import Query
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +261,7 @@ def _gunzip(data: bytes, limit: int) -> bytes:
 
 
 # -- query results ------------------------------------------------------------------------------
-RESULT_FORMATS = ("json", "stream")
+RESULT_FORMATS = ("json", "stream", "csv")
 
 
 def result_format(request: Request) -> str:
@@ -273,9 +274,15 @@ def result_format(request: Request) -> str:
 
 
 async def query_response(rows: list[dict[str, Any]], duration_ms: int, fmt: str,
-                         extra: dict[str, Any] | None = None) -> Response:
-    """Result rows as JSON (`{"duration_ms", "results", ...extra}`) or the original's NDJSON
-    stream (a header line, then a row per line). Large results are encoded off the loop."""
+                         extra: dict[str, Any] | None = None, *,
+                         query: Query | None = None) -> Response:
+    """Result rows as JSON (`{"duration_ms", "results", ...extra}`), the original's NDJSON
+    stream (a header line, then a row per line) or CSV (a header of the query's output names,
+    then a row per line). Large results are encoded off the loop, in chunks."""
+    if fmt == "csv":
+        assert query is not None, "CSV needs the query for its header"
+        return StreamingResponse(resultformat.csv_chunks(query, rows),
+                                 media_type=resultformat.MEDIA_TYPE)
     if fmt == "stream":
         return StreamingResponse(jsonio.ndjson_chunks(rows, duration_ms, STREAM_CHUNK_ROWS),
                                  media_type="application/x-ndjson")

@@ -9,7 +9,6 @@ many intervals): the filter becomes row positions, the groupings one mixed-radix
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import math
 import threading
@@ -48,21 +47,22 @@ HI, LO = "\0hi:", "\0lo:"  # the two halves of a split sum (names no column can 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Part:
     """How one grouping becomes integer codes. kind: "time" (a code per interval: the index of
-    its truncated start among `times`), "dense" (codes from a fixed range: string codes,
+    its bucket start among `times`), "dense" (codes from a fixed range: string codes,
     8/16-bit integers) or "values" (anything else: grouped by sorting the values)."""
 
     grouping: Grouping
     kind: str
     card: int = 1
     offset: int = 0  # dense integers: code = value - offset (nil = 0)
-    times: tuple[int, ...] = ()  # time parts: the distinct truncated interval starts
+    times: tuple[int, ...] = ()  # time parts: the distinct bucket starts of the intervals
+    value_of: dict[int, int] = dataclasses.field(default_factory=dict)  # start -> bucket
+    code_of: dict[int, int] = dataclasses.field(default_factory=dict)  # start -> its code
 
     def time_value(self, start: int) -> int:
-        t = self.grouping.transform
-        return start - start % t if t else start
+        return self.value_of[start]
 
     def time_code(self, start: int) -> int:
-        return bisect.bisect_left(self.times, self.time_value(start))
+        return self.code_of[start]
 
     def codes(self, block: Block, rows: np.ndarray | None = None) -> np.ndarray:
         """int64 codes (value - offset; nil 0) of the block's rows (all, or those at `rows`)."""
@@ -80,10 +80,8 @@ class _Part:
         if self.kind == "time":
             return np.full(block.n, self.time_value(start), np.int64), None
         name = self.grouping.column.name
-        v, t = block.dims[name], self.grouping.transform
-        if t:
-            v = v - v % v.dtype.type(t)
-        return v, block.nils[name]
+        # a time transform of a uint32 dimension: vectorised over the rows (bucket starts)
+        return self.grouping.buckets(block.dims[name]), block.nils[name]
 
     def decode(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         if self.kind == "time":
@@ -97,9 +95,14 @@ class _Part:
 def _plan_part(g: Grouping, snapshot: Snapshot) -> _Part:
     col = g.column
     if col.role == "timestamp":
-        probe = _Part(g, "time")
-        times = tuple(sorted({probe.time_value(v.start) for v in snapshot.intervals}))
-        return _Part(g, "time", max(len(times), 1), 0, times)
+        # the bucket of each interval start, vectorised (a calendar bucket costs per interval)
+        starts = np.array([v.start for v in snapshot.intervals], np.int64)
+        values = g.buckets(starts)
+        times = np.unique(values)
+        codes = np.searchsorted(times, values)
+        keys = starts.tolist()
+        return _Part(g, "time", max(len(times), 1), 0, tuple(times.tolist()),
+                     dict(zip(keys, values.tolist())), dict(zip(keys, codes.tolist())))
     if col.is_string:
         return _Part(g, "dense", snapshot.dict_sizes[col.name] + 1, -1)
     if g.transform is None and col.dtype.kind in "ui" and col.dtype.itemsize <= 2:
@@ -124,6 +127,7 @@ class Plan:
                            for c in query.metric_columns}
         self.kernels = native.kernels  # the fused C kernel, or None: the numpy kernels
         self.split: list[str] = []  # integer sums summed in two halves (split_sums)
+        self.extent: tuple[int, int] | None = None  # first and last interval scanned
         self.cancel: threading.Event | None = None  # set: stop scanning (QueryCancelled)
 
     def _each(self, items: list[Item]) -> Iterator[Item]:
@@ -160,10 +164,13 @@ class Plan:
         """The blocks to scan, cut into about `threads` tasks (none over TASK_ROWS rows, none
         under MIN_TASK_ROWS unless it is the last); a task may span intervals."""
         items: list[Item] = []
+        scanned: list[int] = []
         for view in snapshot.intervals:
             if self.filter is not None and self.filter.prune(view.start) is False:
                 continue
+            scanned.append(view.start)
             items.extend(self._items(view))
+        self.extent = (min(scanned), max(scanned)) if scanned else None
         total = sum(b.n for _, b, _ in items)
         threads = max(threads, 1)
         # a multiple of `threads` tasks of equal size, so no thread is left with an extra one
@@ -462,9 +469,10 @@ class Prepared:
             partials = list(executor.map(plan.scan, self.tasks))
         if self.cancel.is_set():
             raise QueryCancelled
-        if not partials:
-            return plan.exact_sums(empty_partial(self.query, plan.sum_dtypes))
-        return plan.exact_sums(merge(partials, plan.max_groups))
+        partial = (merge(partials, plan.max_groups) if partials
+                   else empty_partial(self.query, plan.sum_dtypes))
+        partial.extent, partial.max_groups = plan.extent, plan.max_groups
+        return plan.exact_sums(partial)
 
     def rows(self, executor: Executor | None = None) -> list[dict[str, Any]]:
         """The finished result rows."""

@@ -1,6 +1,6 @@
 """Compiled filters: a query's filter, per block, as a small predicate program over its columns.
 
-Imports schema, block, dictionary, query and native; never opens files.
+Imports schema, block, dictionary, query, textmatch and native; never opens files.
 
 Every filter rule (the nil table, exact integer bounds, float32 rounding of filter values,
 string order, unknown strings) is decided once, in `CompiledFilter.program`, which reduces
@@ -13,8 +13,9 @@ program of leaves and combinators:
     (MASK, mask, 0, 0, 0, None, 0)                    a mask computed in numpy (rare leaves)
     (AND, n) (OR, n) (NOT, 0)                         combine the top n results / negate
 
-An `in` of a few values becomes an `or` of ranges (one per run of consecutive values): compares
-that vectorise, where a table look-up is one load per row.
+String matching (prefix, contains, regex; textmatch.py) becomes a LUT over the dictionary
+codes, each string tested once. An `in` of a few values becomes an `or` of ranges (one per
+run of consecutive values): compares that vectorise, where a table look-up is one load per row.
 
 A leaf with a nil array gives `nil_result` on nil rows. The program has two evaluators: the
 C scan kernel (`gumshoe/_kernels.c`, in cache-sized chunks, fused with the group-by) and
@@ -34,7 +35,8 @@ import numpy as np
 from . import native
 from .block import Block
 from .dictionary import Dictionary
-from .query import Compare, Filter
+from .query import Compare, Filter, Match
+from .textmatch import match_table
 
 Mask = np.ndarray | bool  # a per-row mask, or a constant for every row
 Op = tuple[Any, ...]
@@ -167,9 +169,21 @@ class CompiledFilter:
         self.dictionaries = dictionaries
         self.sizes = sizes
         self._tables: dict[int, Any] = {}
+        self._match_tables(f)  # before the scan threads start, so each is computed once
+
+    def _match_tables(self, f: Filter) -> None:
+        if isinstance(f, Match):
+            name = f.column.name
+            self._tables[id(f)] = match_table(self.dictionaries[name], self.sizes[name], f.op,
+                                              f.value, f.case_insensitive)
+        elif not isinstance(f, Compare):
+            for g in f.operands:
+                self._match_tables(g)
 
     def prune(self, start: int, f: Filter | None = None) -> bool | None:
         f = self.f if f is None else f
+        if isinstance(f, Match):
+            return None
         if isinstance(f, Compare):
             if f.column.role != "timestamp":
                 return None
@@ -201,8 +215,8 @@ class CompiledFilter:
 
     def _emit(self, f: Filter, block: Block, start: int, out: Program) -> bool | None:
         """Append f's program to `out`, or return its constant value (appending nothing)."""
-        if isinstance(f, Compare):
-            leaf = self._leaf(f, block, start)
+        if isinstance(f, (Compare, Match)):
+            leaf = self._match(f, block) if isinstance(f, Match) else self._leaf(f, block, start)
             if isinstance(leaf, bool):
                 return leaf
             if isinstance(leaf, list):
@@ -254,6 +268,16 @@ class CompiledFilter:
         leaf = self._string_compare(f, arr) if col.is_string else _number_leaf(arr, f.op,
                                                                               f.value)
         return _with_nil(leaf, nil, f.op == "!=")
+
+    def _match(self, f: Match, block: Block) -> Leaf:
+        """prefix/contains/regex: a table over the dictionary codes (each string tested once);
+        nil rows never match."""
+        name = f.column.name
+        table = self._tables[id(f)]
+        leaf: Leaf = (LUT, block.dims[name], table, 0, 0, None, False)
+        if not table.any() or table.all():  # every code of the snapshot is inside the table
+            leaf = bool(table.any())
+        return _with_nil(leaf, block.nils[name], False)
 
     def _string_compare(self, f: Compare, codes: np.ndarray) -> Op | bool:
         d = self.dictionaries[f.column.name]

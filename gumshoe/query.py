@@ -1,8 +1,10 @@
 """Query parsing and validation: JSON -> a typed Query, or a QueryError naming the part.
 
-Imports schema and errors only; no numpy kernels here (those live in scan.py). The language is
-the original GumshoeDB's (aggregates, groupings, filters; keys matched case-insensitively) plus
-several groupings, and/or/not filters, orderBy and limit.
+Imports schema, errors, expression, timebuckets and textmatch; no numpy kernels here (those
+live in scan.py). The language is the original GumshoeDB's (aggregates, groupings, filters;
+keys matched case-insensitively) plus several groupings, and/or/not filters, string matching
+(prefix, contains, regex), calendar time transforms in a time zone with zero-fill,
+post-aggregations, having, orderBy, limit and offset.
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ import dataclasses
 import math
 from typing import Any
 
+from . import expression, textmatch, timebuckets
 from .errors import QueryError
 from .schema import Column, Schema
 
-TIME_TRANSFORMS = {"minute": 60, "hour": 3600, "day": 86400}
+TIME_TRANSFORMS = timebuckets.UNITS  # minute, hour, day: UTC truncations as in the original
 COMPARISONS = ("=", "!=", ">", ">=", "<", "<=")
-FILTER_TYPES = (*COMPARISONS, "in", "and", "or", "not")
+MATCH_TYPES = textmatch.MATCH_TYPES
+FILTER_TYPES = (*COMPARISONS, "in", *MATCH_TYPES, "and", "or", "not")
+HAVING_TYPES = (*COMPARISONS, "in", "and", "or", "not")
 ROW_COUNT = "rowCount"
 
 
@@ -31,7 +36,16 @@ class Aggregate:
 class Grouping:
     column: Column
     name: str
-    transform: int | None = None  # truncation in seconds (minute/hour/day)
+    transform: str | None = None  # a unit of timebuckets.UNITS
+    time_zone: str = timebuckets.UTC
+    fill: bool = False  # zero-fill every bucket of the query's time range (timestamp only)
+    interval: int = 0  # timestamp groupings: the schema's interval duration
+
+    def buckets(self, values: Any) -> Any:
+        """The grouping values of timestamps (int64 array), or `values` without transform."""
+        if self.transform is None:
+            return values
+        return timebuckets.bucket_starts(values, self.transform, self.time_zone)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -44,12 +58,39 @@ class Compare:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Match:
+    """A string dimension's value `op` (prefix, contains, regex) `value`; nil never matches."""
+
+    op: str
+    column: Column
+    value: str
+    case_insensitive: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OutputCompare:
+    """A having comparison: output `name` op value ("in": value is a tuple)."""
+
+    op: str
+    name: str
+    value: Any
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Logical:
     op: str  # "and" | "or" | "not" (not: exactly one operand)
-    operands: tuple[Filter, ...]
+    operands: tuple[Any, ...]  # Filters in a filter, Havings in a having
 
 
-Filter = Compare | Logical
+Filter = Compare | Match | Logical
+Having = OutputCompare | Logical
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PostAggregation:
+    name: str
+    source: str  # the expression as written
+    expr: expression.Expr = dataclasses.field(compare=False)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -66,7 +107,21 @@ class Query:
     order_by: tuple[OrderBy, ...] = ()
     limit: int | None = None
     allow_partial: bool = False
+    having: Having | None = None
+    post_aggregations: tuple[PostAggregation, ...] = ()
+    offset: int = 0
     timeout_ms: int | None = None  # lowers query_timeout for this query
+
+    @property
+    def fill(self) -> Grouping | None:
+        """The zero-filled grouping, if any."""
+        return next((g for g in self.groupings if g.fill), None)
+
+    def output_names(self) -> list[str]:
+        """Every output column, in the stable order of CSV headers: groupings, aggregates,
+        post-aggregations, rowCount."""
+        return [*(g.name for g in self.groupings), *(a.name for a in self.aggregates),
+                *(p.name for p in self.post_aggregations), ROW_COUNT]
 
     @property
     def metric_columns(self) -> tuple[str, ...]:
@@ -77,7 +132,7 @@ class Query:
         out: set[str] = set()
 
         def walk(f: Filter) -> None:
-            if isinstance(f, Compare):
+            if isinstance(f, (Compare, Match)):
                 out.add(f.column.name)
             else:
                 for g in f.operands:
@@ -101,11 +156,18 @@ class Query:
                 if isinstance(self.filter, Logical) and self.filter.op == "and"
                 else [filter_json(self.filter)]),
         }
+        if self.post_aggregations:
+            out["postAggregations"] = [{"name": p.name, "expression": p.source}
+                                       for p in self.post_aggregations]
+        if self.having is not None:
+            out["having"] = filter_json(self.having)
         if self.order_by:
             out["orderBy"] = [{"column": o.name, "descending": o.descending}
                               for o in self.order_by]
         if self.limit is not None:
             out["limit"] = self.limit
+        if self.offset:
+            out["offset"] = self.offset
         if self.allow_partial:
             out["allowPartial"] = True
         if self.timeout_ms is not None:
@@ -116,14 +178,25 @@ class Query:
 def _grouping_json(g: Grouping) -> dict[str, Any]:
     out: dict[str, Any] = {"column": g.column.name, "name": g.name}
     if g.transform is not None:
-        out["timeTransform"] = {v: k for k, v in TIME_TRANSFORMS.items()}[g.transform]
+        out["timeTransform"] = g.transform
+    if g.time_zone != timebuckets.UTC:
+        out["timeZone"] = g.time_zone
+    if g.fill:
+        out["fill"] = True
     return out
 
 
-def filter_json(f: Filter) -> dict[str, Any]:
-    if isinstance(f, Compare):
+def filter_json(f: Filter | Having) -> dict[str, Any]:
+    """The canonical JSON of a filter or a having filter."""
+    if isinstance(f, (Compare, OutputCompare)):
         value = list(f.value) if f.op == "in" else f.value
-        return {"type": f.op, "column": f.column.name, "value": value}
+        column = f.column.name if isinstance(f, Compare) else f.name
+        return {"type": f.op, "column": column, "value": value}
+    if isinstance(f, Match):
+        out: dict[str, Any] = {"type": f.op, "column": f.column.name, "value": f.value}
+        if f.case_insensitive:
+            out["caseInsensitive"] = True
+        return out
     if f.op == "not":
         return {"type": "not", "filter": filter_json(f.operands[0])}
     return {"type": f.op, "filters": [filter_json(g) for g in f.operands]}
@@ -211,24 +284,43 @@ def _grouping(schema: Schema, obj: Any, path: str) -> Grouping:
         obj = {"column": obj}
     if not isinstance(obj, dict):
         raise QueryError(f"{path}: invalid grouping {_describe(obj)} (a column name or "
-                         "{column, name, timeTransform})")
-    f = _fields(obj, path, ("column", "name", "timeTransform"))
+                         "{column, name, timeTransform, timeZone, fill})")
+    f = _fields(obj, path, ("column", "name", "timeTransform", "timeZone", "fill"))
     col = _column(schema, f.get("column"), path)
     if col.role == "metric":
         raise QueryError(f"{path}: {col.name!r} is a metric; group by the timestamp or a "
                          "dimension")
     transform = f.get("timeTransform")
-    seconds = None
     if transform is not None:
         if not isinstance(transform, str) or transform.lower() not in TIME_TRANSFORMS:
             raise QueryError(f"{path}.timeTransform: bad time transform {_describe(transform)} "
-                             "(minute, hour or day)")
+                             f"({', '.join(TIME_TRANSFORMS[:-1])} or {TIME_TRANSFORMS[-1]})")
         if col.type_name != "uint32":
             # as the original: only a uint32 column holds Unix seconds to truncate
             raise QueryError(f"{path}.timeTransform: cannot apply timestamp truncation to "
                              f"non-uint32 column {col.name!r} ({col.type_name})")
-        seconds = TIME_TRANSFORMS[transform.lower()]
-    return Grouping(col, _name(f.get("name"), col.name, path), seconds)
+        transform = transform.lower()
+    zone = f.get("timeZone")
+    if zone is None:
+        zone = timebuckets.UTC
+    elif not isinstance(zone, str):
+        raise QueryError(f"{path}.timeZone: expected an IANA time zone name such as "
+                         f"'Europe/Berlin', got {_describe(zone)}")
+    elif not timebuckets.is_zone(zone):
+        raise QueryError(f"{path}.timeZone: unknown time zone {zone!r} (an IANA name such as "
+                         "'Europe/Berlin' or 'UTC')")
+    elif transform is None and zone != timebuckets.UTC:
+        raise QueryError(f"{path}.timeZone: a time zone needs a timeTransform to bucket by")
+    fill = f.get("fill", False)
+    if fill is None:
+        fill = False
+    if not isinstance(fill, bool):
+        raise QueryError(f"{path}.fill: expected true or false, got {_describe(fill)}")
+    if fill and col.role != "timestamp":
+        raise QueryError(f"{path}.fill: zero-fill applies to the timestamp column "
+                         f"{schema.timestamp.name!r} only, not {col.name!r}")
+    interval = schema.interval_duration if col.role == "timestamp" else 0
+    return Grouping(col, _name(f.get("name"), col.name, path), transform, zone, fill, interval)
 
 
 def _check_value(col: Column, value: Any, path: str, op: str) -> Any:
@@ -248,18 +340,44 @@ def _check_value(col: Column, value: Any, path: str, op: str) -> Any:
     return value
 
 
+def _filter_type(obj: dict[str, Any], path: str, allowed: tuple[str, ...]) -> str:
+    kind = next((v for k, v in obj.items() if isinstance(k, str) and k.lower() == "type"), "=")
+    if kind is None:
+        kind = "="
+    if not isinstance(kind, str) or kind.lower() not in allowed:
+        raise QueryError(f"{path}.type: {_describe(kind)} is not a valid filter type (one of "
+                         f"{', '.join(allowed)})")
+    return kind.lower()
+
+
+def _match(schema: Schema, obj: dict[str, Any], path: str, kind: str) -> Match:
+    f = _fields(obj, path, ("type", "column", "value", "caseInsensitive"))
+    col = _column(schema, f.get("column"), path)
+    if not col.is_string:
+        what = "a numeric dimension" if col.role == "dimension" else f"the {col.role}"
+        raise QueryError(f"{path}.column: {col.name!r} is {what}; {kind!r} matches string "
+                         "dimensions only")
+    value = f.get("value")
+    if not isinstance(value, str):
+        raise QueryError(f"{path}.value: {kind!r} needs a string, got {_describe(value)}")
+    ci = f.get("caseInsensitive", False)
+    if ci is None:
+        ci = False
+    if not isinstance(ci, bool):
+        raise QueryError(f"{path}.caseInsensitive: expected true or false, got {_describe(ci)}")
+    if kind == "regex":
+        problem = textmatch.check_regex(value, ci)
+        if problem is not None:
+            raise QueryError(f"{path}.value: {problem}")
+    return Match(kind, col, value, ci)
+
+
 def _filter(schema: Schema, obj: Any, path: str, depth: int = 0) -> Filter:
     if depth > 32:
         raise QueryError(f"{path}: filters nested too deeply (32 levels at most)")
     if not isinstance(obj, dict):
         raise QueryError(f"{path}: expected a filter object, got {_describe(obj)}")
-    kind = next((v for k, v in obj.items() if isinstance(k, str) and k.lower() == "type"), "=")
-    if kind is None:
-        kind = "="
-    if not isinstance(kind, str) or kind.lower() not in FILTER_TYPES:
-        raise QueryError(f"{path}.type: {_describe(kind)} is not a valid filter type (one of "
-                         f"{', '.join(FILTER_TYPES)})")
-    kind = kind.lower()
+    kind = _filter_type(obj, path, FILTER_TYPES)
     if kind in ("and", "or"):
         f = _fields(obj, path, ("type", "filters"))
         subs = _list(f.get("filters"), path + ".filters")
@@ -270,6 +388,8 @@ def _filter(schema: Schema, obj: Any, path: str, depth: int = 0) -> Filter:
         if "filter" not in f:
             raise QueryError(f"{path}.filter: a 'not' filter needs one filter")
         return Logical("not", (_filter(schema, f["filter"], path + ".filter", depth + 1),))
+    if kind in MATCH_TYPES:
+        return _match(schema, obj, path, kind)
     f = _fields(obj, path, ("type", "column", "value"))
     col = _column(schema, f.get("column"), path)
     value = f.get("value")
@@ -282,6 +402,104 @@ def _filter(schema: Schema, obj: Any, path: str, depth: int = 0) -> Filter:
     return Compare(kind, col, _check_value(col, value, path, kind))
 
 
+# -- outputs: post-aggregations and having ----------------------------------------------------
+
+def _post_aggregations(value: Any, kinds: dict[str, str], names: dict[str, str]
+                       ) -> tuple[PostAggregation, ...]:
+    """Parse postAggregations; each may use aggregates, numeric groupings, rowCount and the
+    post-aggregations listed before it. Adds each name to `kinds` and `names`."""
+    out = []
+    for i, obj in enumerate(_list(value, "postAggregations")):
+        path = f"postAggregations[{i}]"
+        f = _fields(obj, path, ("name", "expression"))
+        name = f.get("name")
+        if not isinstance(name, str) or not name:
+            raise QueryError(f"{path}.name: a post-aggregation needs a name, got "
+                             f"{_describe(name)}")
+        _claim(names, name, path)
+        source = f.get("expression")
+        if not isinstance(source, str):
+            raise QueryError(f"{path}.expression: expected an expression string such as "
+                             f"'clicks / visits', got {_describe(source)}")
+        where = path + ".expression"
+        expr = expression.parse(source, where)
+        for ref in expression.refs(expr):
+            kind = kinds.get(ref.name)
+            if kind is None:
+                raise QueryError(f"{where}: unknown name {ref.name!r} at position "
+                                 f"{ref.position} in {source!r} (an aggregate, a grouping, "
+                                 f"{ROW_COUNT!r}, or a post-aggregation listed before)")
+            if kind == "string":
+                raise QueryError(f"{where}: {ref.name!r} at position {ref.position} in "
+                                 f"{source!r} is a string grouping; expressions take numbers")
+        kinds[name] = "number"
+        out.append(PostAggregation(name, source, expr))
+    return tuple(out)
+
+
+def _claim(names: dict[str, str], name: str, path: str) -> None:
+    if name == ROW_COUNT:
+        raise QueryError(f"{path}.name: {ROW_COUNT!r} is reserved for the row count")
+    if name in names:
+        raise QueryError(f"{path}.name: output name {name!r} is already used by {names[name]}")
+    names[name] = path
+
+
+def _having_value(kind: str, name: str, value: Any, path: str) -> Any:
+    if value is None:
+        return None
+    if kind == "string":
+        if not isinstance(value, str):
+            raise QueryError(f"{path}.value: {name!r} is a string grouping; expected a string "
+                             f"or null, got {_describe(value)}")
+        return value
+    if not _is_number(value):
+        raise QueryError(f"{path}.value: {name!r} is numeric; expected a number or null, got "
+                         f"{_describe(value)}")
+    return value
+
+
+def _having(obj: Any, path: str, kinds: dict[str, str], depth: int = 0) -> Having:
+    if depth > 32:
+        raise QueryError(f"{path}: filters nested too deeply (32 levels at most)")
+    if isinstance(obj, list):  # a list of filters is ANDed, as "filters" is
+        return Logical("and", tuple(_having(x, f"{path}[{i}]", kinds, depth + 1)
+                                    for i, x in enumerate(obj)))
+    if not isinstance(obj, dict):
+        raise QueryError(f"{path}: expected a filter object, got {_describe(obj)}")
+    kind = _filter_type(obj, path, HAVING_TYPES)
+    if kind in ("and", "or"):
+        f = _fields(obj, path, ("type", "filters"))
+        subs = _list(f.get("filters"), path + ".filters")
+        return Logical(kind, tuple(_having(x, f"{path}.filters[{i}]", kinds, depth + 1)
+                                   for i, x in enumerate(subs)))
+    if kind == "not":
+        f = _fields(obj, path, ("type", "filter"))
+        if "filter" not in f:
+            raise QueryError(f"{path}.filter: a 'not' filter needs one filter")
+        return Logical("not", (_having(f["filter"], path + ".filter", kinds, depth + 1),))
+    f = _fields(obj, path, ("type", "column", "value"))
+    name = f.get("column")
+    if not isinstance(name, str) or name not in kinds:
+        raise QueryError(f"{path}.column: {_describe(name)} is not an output of this query "
+                         f"(an aggregate, grouping or post-aggregation name, or {ROW_COUNT!r})")
+    value = f.get("value")
+    if kind == "in":
+        if not isinstance(value, list):
+            raise QueryError(f"{path}.value: 'in' needs an array, got {_describe(value)}")
+        return OutputCompare("in", name, tuple(
+            _having_value(kinds[name], name, v, f"{path}.value[{i}]")
+            for i, v in enumerate(value)))
+    return OutputCompare(kind, name, _having_value(kinds[name], name, value, path))
+
+
+def _count(value: Any, what: str) -> int | None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                              or value < 0):
+        raise QueryError(f"{what}: expected a non-negative integer, got {_describe(value)}")
+    return value
+
+
 def parse_query(obj: Any, schema: Schema) -> Query:
     """Parse and validate a JSON query against `schema`.
 
@@ -292,23 +510,27 @@ def parse_query(obj: Any, schema: Schema) -> Query:
     """
     if obj is None:
         obj = {}
-    f = _fields(obj, "query", ("aggregates", "groupings", "filters", "orderBy", "limit",
-                               "allowPartial", "timeout"))
+    f = _fields(obj, "query", ("aggregates", "groupings", "filters", "postAggregations",
+                               "having", "orderBy", "limit", "offset", "allowPartial",
+                               "timeout"))
     aggregates = tuple(_aggregate(schema, a, f"aggregates[{i}]")
                        for i, a in enumerate(_list(f.get("aggregates"), "aggregates")))
     groupings = tuple(_grouping(schema, g, f"groupings[{i}]")
                       for i, g in enumerate(_list(f.get("groupings"), "groupings")))
+    filled = [i for i, g in enumerate(groupings) if g.fill]
+    if len(filled) > 1:
+        raise QueryError(f"groupings[{filled[1]}].fill: only one grouping may be zero-filled")
     filters = tuple(_filter(schema, x, f"filters[{i}]")
                     for i, x in enumerate(_list(f.get("filters"), "filters")))
     names: dict[str, str] = {}
-    for what, items in (("aggregates", aggregates), ("groupings", groupings)):
-        for i, item in enumerate(items):
-            if item.name == ROW_COUNT:
-                raise QueryError(f"{what}[{i}].name: {ROW_COUNT!r} is reserved for the row count")
-            if item.name in names:
-                raise QueryError(f"{what}[{i}].name: output name {item.name!r} is already used "
-                                 f"by {names[item.name]}")
-            names[item.name] = f"{what}[{i}]"
+    kinds: dict[str, str] = {ROW_COUNT: "number"}
+    outputs = [(f"aggregates[{i}]", a.name, False) for i, a in enumerate(aggregates)] + [
+        (f"groupings[{i}]", g.name, g.column.is_string) for i, g in enumerate(groupings)]
+    for path, out_name, string in outputs:
+        _claim(names, out_name, path)
+        kinds[out_name] = "string" if string else "number"
+    post = _post_aggregations(f.get("postAggregations"), kinds, names)
+    having = None if f.get("having") is None else _having(f["having"], "having", kinds)
     order_by = []
     for i, o in enumerate(_list(f.get("orderBy"), "orderBy")):
         path = f"orderBy[{i}]"
@@ -316,17 +538,15 @@ def parse_query(obj: Any, schema: Schema) -> Query:
             o = {"column": o}
         of = _fields(o, path, ("column", "descending"))
         name = of.get("column")
-        if not isinstance(name, str) or (name != ROW_COUNT and name not in names):
-            raise QueryError(f"{path}.column: {_describe(name)} is not an aggregate or grouping "
-                             f"name of this query, nor {ROW_COUNT!r}")
+        if not isinstance(name, str) or name not in kinds:
+            raise QueryError(f"{path}.column: {_describe(name)} is not an aggregate, grouping "
+                             f"or post-aggregation name of this query, nor {ROW_COUNT!r}")
         desc = of.get("descending", False)
         if not isinstance(desc, bool):
             raise QueryError(f"{path}.descending: expected true or false, got {_describe(desc)}")
         order_by.append(OrderBy(name, desc))
-    limit = f.get("limit")
-    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)
-                              or limit < 0):
-        raise QueryError(f"limit: expected a non-negative integer, got {_describe(limit)}")
+    limit = _count(f.get("limit"), "limit")
+    offset = _count(f.get("offset"), "offset") or 0
     allow_partial = f.get("allowPartial", False)
     if not isinstance(allow_partial, bool):
         raise QueryError(f"allowPartial: expected true or false, got {_describe(allow_partial)}")
@@ -340,4 +560,5 @@ def parse_query(obj: Any, schema: Schema) -> Query:
         flt = filters[0]
     elif filters:
         flt = Logical("and", filters)
-    return Query(aggregates, groupings, flt, tuple(order_by), limit, allow_partial, timeout)
+    return Query(aggregates, groupings, flt, tuple(order_by), limit, allow_partial, having,
+                 post, offset, timeout)

@@ -1,22 +1,24 @@
 """Partial results: per-group sums, the associative merge of partials, and the finishing step
 that makes result rows. (Filters are compiled in filters.py.)
 
-Imports schema, block and query (the AST); never opens files. The same Partial and
-`merge` serve a block, an interval, a whole shard and the router (over decoded keys).
+Imports schema, block, query (the AST), expression, having and fill; never opens files. The
+same Partial and `merge` serve a block, an interval, a whole shard and the router (over
+decoded keys). `finalize` works on the merged groups only: zero-fill, aggregates,
+post-aggregations, having, orderBy, offset and limit, in that order.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 
+from . import expression, fill, having
 from .block import dense_codes, group_key, string_ranks
 from .errors import QueryError
-from .query import ROW_COUNT, Query
-from .schema import Column
+from .query import ROW_COUNT, Grouping, Query
 
 EXACT_FLOAT_SUM = 2**53  # float64 (bincount) sums of integers are exact below this
 
@@ -34,6 +36,11 @@ class Partial:
     count: np.ndarray  # int64 rowCount per group
     sums: dict[str, np.ndarray]  # metric column -> per-group sum
     decoded: bool = False
+    # The first and last interval start the scan read (None: none), for zero-fill's time
+    # range; merging takes the union, so through the router it covers every shard.
+    extent: tuple[int, int] | None = None
+    # The group limit the scan and merge enforced; zero-fill is held to the same.
+    max_groups: int | None = None
     # decoded string keys' ranks in string order (from the dictionary), when known: finishing
     # orders by these integers instead of sorting the strings (not carried by merge or wire)
     ranks: list[np.ndarray | None] | None = None
@@ -46,20 +53,40 @@ class Partial:
 def empty_partial(query: Query, sum_dtypes: dict[str, np.dtype], decoded: bool = False
                   ) -> Partial:
     n = 0 if query.groupings else 1
-    keys = [np.zeros(0, object if (decoded and g.column.is_string) else _key_dtype(g.column))
+    keys = [np.zeros(0, object if (decoded and g.column.is_string) else _key_dtype(g))
             for g in query.groupings]
     return Partial(keys, [None] * len(keys), np.zeros(n, np.int64),
                    {c: np.zeros(n, dt) for c, dt in sum_dtypes.items()}, decoded)
 
 
-def _key_dtype(col: Column) -> np.dtype:
-    if col.role == "timestamp" or col.is_string:
+def _key_dtype(g: Grouping) -> np.dtype:
+    """Grouping values' dtype: int64 for timestamps, time buckets (which may start before
+    1970 in a zone east of UTC) and dictionary codes; else the column's."""
+    if g.column.role == "timestamp" or g.column.is_string or g.transform is not None:
         return np.dtype(np.int64)
-    return col.dtype
+    return g.column.dtype
+
+
+def union_extent(extents: Iterable[tuple[int, int] | None]) -> tuple[int, int] | None:
+    """The smallest extent covering every given one (None: no interval at all). Associative
+    and commutative, with None as its identity."""
+    given = [e for e in extents if e is not None]
+    if not given:
+        return None
+    return min(lo for lo, _ in given), max(hi for _, hi in given)
 
 
 def merge(partials: list[Partial], max_groups: int | None = None) -> Partial:
-    """Combine partials: groups with equal keys (nil equal to nil) are summed."""
+    """Combine partials: groups with equal keys (nil equal to nil) are summed, extents
+    united."""
+    extent = union_extent(p.extent for p in partials)
+    if max_groups is None:
+        max_groups = next((p.max_groups for p in partials if p.max_groups is not None), None)
+    return dataclasses.replace(_merge_groups(partials, max_groups), extent=extent,
+                               max_groups=max_groups)
+
+
+def _merge_groups(partials: list[Partial], max_groups: int | None) -> Partial:
     partials = [p for p in partials if p.groups] or partials[:1]
     if len(partials) == 1:
         return partials[0]
@@ -166,8 +193,8 @@ def decode(partial: Partial, query: Query, strings: Callable[[str], np.ndarray],
                 k[nil] = None
         keys.append(k)
         key_ranks.append(rank)
-    return Partial(keys, partial.nils, partial.count, partial.sums, True,
-                   key_ranks if ranks is not None else None)
+    return Partial(keys, partial.nils, partial.count, partial.sums, True, partial.extent,
+                   partial.max_groups, key_ranks if ranks is not None else None)
 
 
 def _json_values(keys: np.ndarray, nil: np.ndarray | None) -> list[Any]:
@@ -193,30 +220,68 @@ def _sort_key(values: np.ndarray, nil: np.ndarray | None, descending: bool) -> l
     return [v, (~is_value) if descending else is_value]
 
 
-def finalize(query: Query, partial: Partial) -> list[dict[str, Any]]:
-    """Result rows (Python scalars only) from a decoded partial: aggregates computed
-    (average = sum / rowCount, null for no rows), ordered by `orderBy` then grouping values
-    (nil first), cut to `limit`."""
-    assert partial.decoded or not any(g.column.is_string for g in query.groupings)
-    n = partial.groups
-    count = partial.count
+def _outputs(query: Query, count: np.ndarray, sums: dict[str, np.ndarray]
+             ) -> dict[str, np.ndarray]:
+    """Aggregate values per group: sums, and averages (float64, NaN for no rows)."""
     outputs: dict[str, np.ndarray] = {}
     for a in query.aggregates:
-        s = partial.sums[a.column.name]
+        s = sums[a.column.name]
         if a.type == "sum":
             outputs[a.name] = s
         else:
             with np.errstate(divide="ignore", invalid="ignore"):
                 outputs[a.name] = np.where(count > 0, s.astype(np.float64) /
                                            np.maximum(count, 1), np.nan)
+    return outputs
+
+
+def _as_float(values: np.ndarray, nil: np.ndarray | None) -> np.ndarray:
+    out = values.astype(np.float64)
+    if nil is not None and nil.any():
+        out[nil] = np.nan
+    return out
+
+
+def finalize(query: Query, partial: Partial) -> list[dict[str, Any]]:
+    """Result rows (Python scalars only) from a decoded partial: zero-fill, aggregates
+    (average = sum / rowCount, null for no rows), post-aggregations, having, then ordered by
+    `orderBy` then grouping values (nil first), cut to `offset` and `limit`."""
+    assert partial.decoded or not any(g.column.is_string for g in query.groupings)
+    keys, nils, count, sums = partial.keys, partial.nils, partial.count, partial.sums
+    ranks = partial.ranks  # string keys' ranks, to order by integers (see Partial.ranks)
+    if query.fill is not None:
+        keys, nils, count, sums = fill.zero_fill(query, keys, nils, count, sums,
+                                                 partial.extent, partial.max_groups)
+        ranks = None
+    n = len(count)
+    outputs = _outputs(query, count, sums)
+    if query.post_aggregations or query.having is not None:
+        columns: dict[str, tuple[np.ndarray, np.ndarray | None]] = {ROW_COUNT: (count, None)}
+        for g, k, nil in zip(query.groupings, keys, nils):
+            columns[g.name] = (k, nil)
+        for name, v in outputs.items():
+            columns[name] = (v, np.isnan(v) if v.dtype.kind == "f" else None)
+        used = {r.name for p in query.post_aggregations for r in expression.refs(p.expr)}
+        numbers = {name: _as_float(*columns[name]) for name in used if name in columns}
+        for p in query.post_aggregations:
+            v = numbers[p.name] = outputs[p.name] = expression.evaluate(p.expr, numbers, n)
+            columns[p.name] = (v, np.isnan(v))
+        if query.having is not None:
+            keep = np.flatnonzero(having.evaluate(query.having, columns, n))
+            if len(keep) < n:
+                keys = [k[keep] for k in keys]
+                nils = [None if nil is None else nil[keep] for nil in nils]
+                if ranks is not None:
+                    ranks = [None if r is None else r[keep] for r in ranks]
+                count = count[keep]
+                outputs = {name: v[keep] for name, v in outputs.items()}
+                n = len(keep)
     order: np.ndarray | None = None
     if n > 1 and (query.groupings or query.order_by):
         sort_keys: list[np.ndarray] = []
-        ordered = [k if r is None else r for k, r in
-                   zip(partial.keys, partial.ranks or [None] * len(partial.keys))]
-        by_name = {g.name: (k, nil) for g, k, nil in
-                   zip(query.groupings, ordered, partial.nils)}
-        for g, k, nil in reversed(list(zip(query.groupings, ordered, partial.nils))):
+        ordered = [k if r is None else r for k, r in zip(keys, ranks or [None] * len(keys))]
+        by_name = {g.name: (k, nil) for g, k, nil in zip(query.groupings, ordered, nils)}
+        for k, nil in reversed(list(zip(ordered, nils))):
             sort_keys.extend(_sort_key(k, nil, False))
         for o in reversed(query.order_by):
             if o.name in by_name:
@@ -228,19 +293,20 @@ def finalize(query: Query, partial: Partial) -> list[dict[str, Any]]:
                     v = np.where(null, 0.0, v)
                 sort_keys.extend(_sort_key(v, null, o.descending))
         order = np.lexsort(sort_keys)
-    if query.limit is not None:
-        order = (np.arange(n) if order is None else order)[:query.limit]
+    if query.limit is not None or query.offset:
+        stop = None if query.limit is None else query.offset + query.limit
+        order = (np.arange(n) if order is None else order)[query.offset:stop]
     take = (lambda a: a) if order is None else (lambda a: a[order])
-    columns: list[tuple[str, list[Any]]] = []
-    for g, k, nil in zip(query.groupings, partial.keys, partial.nils):
-        columns.append((g.name, _json_values(take(k),
-                                             None if nil is None else take(nil))))
+    columns_out: list[tuple[str, list[Any]]] = []
+    for g, k, nil in zip(query.groupings, keys, nils):
+        columns_out.append((g.name, _json_values(take(k),
+                                                 None if nil is None else take(nil))))
     for name, v in outputs.items():
         values = take(v).tolist()
         if v.dtype.kind == "f":
             values = [None if x != x else x for x in values]
-        columns.append((name, values))
-    columns.append((ROW_COUNT, take(count).tolist()))
-    rows = len(columns[-1][1])
-    names = [c[0] for c in columns]
-    return [dict(zip(names, vals)) for vals in zip(*(c[1] for c in columns))] if rows else []
+        columns_out.append((name, values))
+    columns_out.append((ROW_COUNT, take(count).tolist()))
+    rows = len(columns_out[-1][1])
+    names = [c[0] for c in columns_out]
+    return [dict(zip(names, vals)) for vals in zip(*(c[1] for c in columns_out))] if rows else []

@@ -233,7 +233,7 @@ class ShardServer:
             obj = jsonio.loads(body, "query")
             if not isinstance(obj, dict):
                 raise QueryError(f"query must be a JSON object, got {type(obj).__name__}")
-            rows = await self.service.rows(obj)
+            query, rows = await self.service.result(obj)
         except Exception as e:
             self.metrics.queries.labels(
                 "error" if isinstance(e, ClientError) else "failed").inc()
@@ -241,7 +241,7 @@ class ShardServer:
         elapsed = time.perf_counter() - t0
         self.metrics.queries.labels("ok").inc()
         self.metrics.query_duration.observe(elapsed)
-        return await query_response(rows, int(elapsed * 1000), fmt)
+        return await query_response(rows, int(elapsed * 1000), fmt, query=query)
 
     async def partial(self, request: Request) -> Response:
         """The router's fan-out endpoint: a query's mergeable partial result, as msgpack."""

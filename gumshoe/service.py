@@ -94,10 +94,15 @@ class QueryService:
                 "(query_memory); add filters, coarser groupings or a limit")
         return prepared
 
-    async def rows(self, obj: Any) -> list[dict[str, Any]]:
-        """Result rows of a JSON query (400/503/504 as the module docstring says)."""
+    async def result(self, obj: Any) -> tuple[Query, list[dict[str, Any]]]:
+        """The parsed query and its result rows (400/503/504 as the module docstring says)."""
         query = self.parse(obj)
-        return await self._run(query, lambda p: p.rows(self.scan_pool))  # type: ignore[no-any-return]
+        rows = await self._run(query, lambda p: p.rows(self.scan_pool))
+        return query, rows
+
+    async def rows(self, obj: Any) -> list[dict[str, Any]]:
+        """Result rows of a JSON query."""
+        return (await self.result(obj))[1]
 
     async def partial(self, obj: Any) -> Partial:
         """The decoded mergeable partial of a JSON query (a shard's answer to a router)."""

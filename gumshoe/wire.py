@@ -1,7 +1,8 @@
 """The router <-> shard binary forms (msgpack): partial results, and validated insert batches.
 
 Imports schema, batch, errors and scan. Numeric columns travel as raw little-endian bytes with
-their dtype; strings as lists (None for nil). A decoded partial merges with `scan.merge`
+their dtype; strings as lists (None for nil); a partial's extent (the first and last interval
+its shard scanned, for zero-fill) as a pair or nil. A decoded partial merges with `scan.merge`
 exactly as a shard merges its own intervals. A batch validated by the router travels as
 columns, so a shard skips JSON decoding and row validation and only checks, vectorised, that
 the columns fit its schema.
@@ -66,6 +67,7 @@ def encode_partial(p: Partial) -> bytes:
         "nils": [None if nil is None else nil.tobytes() for nil in p.nils],
         "count": _enc(p.count),
         "sums": {c: _enc(v) for c, v in p.sums.items()},
+        "extent": None if p.extent is None else [int(p.extent[0]), int(p.extent[1])],
     }, use_bin_type=True)
 
 
@@ -80,7 +82,17 @@ def decode_partial(data: bytes) -> Partial:
         _dec(obj["count"]),
         {c: _dec(v) for c, v in obj["sums"].items()},
         decoded=True,
+        extent=_extent(obj.get("extent")),  # absent from a shard of an older version: None
     )
+
+
+def _extent(value: Any) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    lo, hi = value
+    if type(lo) is not int or type(hi) is not int or lo > hi:
+        raise ValueError(f"bad partial extent {value!r}")
+    return lo, hi
 
 
 def encode_batch(batch: Batch) -> bytes:

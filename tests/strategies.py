@@ -7,8 +7,9 @@
   columns, boundary values and timestamps spread over many intervals. Values come from small
   per-column pools (``value_pool``) so that rows collide and roll up.
 - ``invalid_batches(schema)``: a batch with exactly one bad row and what the error must name.
-- ``queries(schema)``: query dicts over the same pools (filters of every type, and/or/not,
-  several groupings, time transforms, orderBy/limit) for differential query tests.
+- ``queries(schema)``: query dicts over the same pools (filters of every type, string
+  matching, and/or/not, several groupings, calendar time transforms in time zones, zero-fill,
+  post-aggregations, having, orderBy/limit/offset) for differential query tests.
 
 Float metric values are dyadic and small (multiples of 1/4), so their sums are exact in any
 order and the reference can be compared with ``==``. 64-bit metric values stay within
@@ -38,6 +39,14 @@ NAME_POOL = ("name", "country", "age", "d0", "d1", "x", "with space", "dotted.na
 TIMESTAMP_NAMES = ("at", "ts", "time")
 
 STRINGS = ("", "a", "b", "US", "CA", "Starbuck", "Ünïcödé", "日本", "tab\there", "a" * 40)
+TIME_UNITS = ("minute", "hour", "day", "week", "month", "quarter", "year")
+UNIT_WIDTH = {"minute": 60, "hour": 3600, "day": 86400, "week": 7 * 86400,
+              "month": 28 * 86400, "quarter": 89 * 86400, "year": 365 * 86400}
+# UTC, DST zones both sides of the equator, 30/45-minute offsets and half-hour DST.
+TIME_ZONES = ("UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata", "Asia/Kathmandu",
+              "Australia/Lord_Howe", "America/St_Johns", "Pacific/Chatham", "America/Sao_Paulo")
+MATCH_VALUES = ("", "a", "A", "S", "US", "us", "日", "tab", "ü", "Ü", "^a+$", "b|U", ".",
+                "^$", "[a-c]", "A$", "t.*e")
 
 
 def value_pool(col: Column) -> list[Any]:
@@ -220,6 +229,14 @@ def filters(draw: st.DrawFn, schema: Schema, base: int | None = None,
             return {"type": "not", "filter": draw(filters(schema, base, depth - 1))}
         return {"type": kind, "filters": draw(st.lists(filters(schema, base, depth - 1),
                                                        min_size=1, max_size=3))}
+    strings = [c for c in schema.dimensions if c.is_string]
+    if strings and draw(st.integers(0, 4)) == 0:  # string matching: prefix, contains, regex
+        m: dict[str, Any] = {"type": draw(st.sampled_from(["prefix", "contains", "regex"])),
+                             "column": draw(st.sampled_from(strings)).name,
+                             "value": draw(st.sampled_from(MATCH_VALUES))}
+        if draw(st.booleans()):
+            m["caseInsensitive"] = draw(st.booleans())
+        return m
     col = draw(st.sampled_from(schema.columns))
     is_ts = col.role == "timestamp"
     values = _filter_values(col, schema, base, is_ts)
@@ -262,20 +279,42 @@ def queries(draw: st.DrawFn, schema: Schema, base: int | None = None,
 
     groupable = [schema.timestamp, *schema.dimensions]
     groupings: list[Any] = []
+    kinds: dict[str, list[Any]] = {"rowCount": NUMBERS}  # output name -> having values
+    for a in aggregates:
+        kinds[a.get("name", a["column"])] = NUMBERS
+    filled = False
     for i, col in enumerate(draw(st.lists(st.sampled_from(groupable), max_size=max_groupings,
                                           unique_by=lambda c: c.name))):
-        transform = None
-        if col.role == "timestamp":
-            transform = draw(st.sampled_from([None, "minute", "hour", "day"]))
+        transform = zone = None
+        fill = False
+        if col.role == "timestamp" or (col.type_name == "uint32" and draw(st.integers(0, 3))
+                                       == 0):
+            transform = draw(st.sampled_from([None, *TIME_UNITS]))
+            if transform is not None and draw(st.booleans()):
+                zone = draw(st.sampled_from(TIME_ZONES))
+        if (col.role == "timestamp" and not filled and draw(st.integers(0, 2)) == 0
+                and UNIT_WIDTH.get(transform or "", 10**9) >= schema.interval_duration):
+            fill = filled = True  # (buckets no finer than intervals: few rows to fill)
         name = col.name if col.name not in used else f"group{i}"
-        if transform is None and name == col.name and draw(st.booleans()):
+        if transform is None and not fill and name == col.name and draw(st.booleans()):
             groupings.append(col.name)
         else:
             g: dict[str, Any] = {"column": col.name, "name": name}
             if transform is not None:
                 g["timeTransform"] = transform
+            if zone is not None:
+                g["timeZone"] = zone
+            if fill:
+                g["fill"] = True
             groupings.append(g)
         used.add(name)
+        if col.is_string:
+            kinds[name] = [*STRINGS[:6], "zz-not-there", None]
+        elif col.role == "timestamp":
+            d = schema.interval_duration
+            kinds[name] = [base + k * d for k in (0, 1, 3)] + [base - 20000, 0.5]
+        else:
+            kinds[name] = [*value_pool(col), None, 0.5]
     if groupings:
         query["groupings"] = groupings
 
@@ -283,14 +322,77 @@ def queries(draw: st.DrawFn, schema: Schema, base: int | None = None,
     if fs:
         query["filters"] = fs
 
+    numeric = [n for n, pool in kinds.items() if pool is NUMBERS or not any(
+        isinstance(v, str) for v in pool)]
+    posts = []
+    for i in range(draw(st.integers(0, 2))):
+        name = f"post{i}"
+        posts.append({"name": name, "expression": draw(expressions(numeric))})
+        numeric.append(name)
+        kinds[name] = NUMBERS
+    if posts:
+        query["postAggregations"] = posts
+    if draw(st.integers(0, 2)) == 0:
+        query["having"] = draw(havings(kinds))
+
     if groupings and draw(st.booleans()):
-        names = ["rowCount"] + [a.get("name", a["column"]) for a in aggregates] + [
-            g if isinstance(g, str) else g["name"] for g in groupings]
+        names = list(kinds)
         query["orderBy"] = [{"column": n, "descending": draw(st.booleans())}
                             for n in draw(st.lists(st.sampled_from(names), min_size=1,
                                                    max_size=2, unique=True))]
         if draw(st.booleans()):
             query["limit"] = draw(st.integers(1, 5))
+    if groupings and draw(st.integers(0, 3)) == 0:
+        query["offset"] = draw(st.integers(0, 4))
     if draw(st.integers(0, 7)) == 0:  # keys match case-insensitively, as in the original
         query = {draw(st.sampled_from([k.upper(), k.title(), k])): v for k, v in query.items()}
     return query
+
+
+NUMBERS: list[Any] = [0, 1, 2, 3.0, 0.5, -1, 100, 250, 2**53 + 1, -(2**63), None]
+
+
+def _expression_name(name: str) -> str:
+    """A name as an expression writes it: bare when it is a (dotted) identifier, else
+    double-quoted."""
+    if all(part.isidentifier() for part in name.split(".")):
+        return name
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@st.composite
+def expressions(draw: st.DrawFn, names: list[str], depth: int = 3) -> str:
+    """An arithmetic expression over output names and numbers (+ - * /, unary minus,
+    parentheses), sometimes dividing by zero or overflowing."""
+    if depth == 0 or draw(st.integers(0, 2)) == 0:
+        if names and draw(st.booleans()):
+            return _expression_name(draw(st.sampled_from(names)))
+        return draw(st.sampled_from(["0", "1", "2", "0.5", "3", "100", "1e300", "2.5e-3"]))
+    if draw(st.integers(0, 4)) == 0:
+        return "-" + draw(expressions(names, depth - 1))
+    op = draw(st.sampled_from(["+", "-", "*", "/"]))
+    left, right = draw(expressions(names, depth - 1)), draw(expressions(names, depth - 1))
+    if draw(st.booleans()):
+        left = f"({left})"
+    if draw(st.booleans()):
+        right = f"({right})"
+    space = draw(st.sampled_from(["", " "]))
+    return f"{left}{space}{op}{space}{right}"
+
+
+@st.composite
+def havings(draw: st.DrawFn, kinds: dict[str, list[Any]], depth: int = 1) -> dict[str, Any]:
+    """A having filter over the output names (values: numbers, or strings for string
+    groupings, and null)."""
+    if depth > 0 and draw(st.integers(0, 3)) == 0:
+        kind = draw(st.sampled_from(["and", "or", "not"]))
+        if kind == "not":
+            return {"type": "not", "filter": draw(havings(kinds, depth - 1))}
+        return {"type": kind, "filters": draw(st.lists(havings(kinds, depth - 1), min_size=1,
+                                                       max_size=3))}
+    name = draw(st.sampled_from(sorted(kinds)))
+    op = draw(st.sampled_from(["=", "!=", ">", ">=", "<", "<=", "in"]))
+    pool = kinds[name]
+    value = (draw(st.lists(st.sampled_from(pool), max_size=3)) if op == "in"
+             else draw(st.sampled_from(pool)))
+    return {"type": op, "column": name, "value": value}

@@ -21,8 +21,10 @@ TIERS: list[set[str]] = [
     {"schema"},
     {"layout"},  # the directory layout: file names, db.json, lock, atomic write, retention
     {"batch", "rowdecoder", "sharding"},  # rowdecoder: msgspec fast path of batch
+    {"timebuckets", "expression"},  # query-language helpers (zones, arithmetic)
     {"block"},
     {"segment", "dictionary"},  # dictionary: string order through block.string_ranks
+    {"textmatch"},  # prefix/contains/regex over a dictionary
     {"interval"},
     {"memtable"},
     {"snapshot"},
@@ -30,7 +32,9 @@ TIERS: list[set[str]] = [
     {"db"},
     {"bulk"},  # whole-directory reads/writes for gumtool (above db: reuses its recovery)
     {"query", "jsonio"},  # query AST, JSON codec
-    {"filters", "scan"},  # filters -> predicate programs and masks; partials, merge, finish
+    # filters -> predicate programs and masks; partials, merge, finish (with having, fill);
+    # result rows as CSV
+    {"filters", "scan", "having", "fill", "resultformat"},
     {"engine", "wire"},  # runs a query over a snapshot; msgpack codec of partials
     {"service"},  # a shard's query service: admission, time and memory bounds, scan threads
     {"edge", "httpserve", "metrics"},  # the HTTP edge shared by every app; serving it

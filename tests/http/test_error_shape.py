@@ -91,7 +91,7 @@ CASES = {
     "query-unknown-filter-column": Case(
         "POST", "/query", js({"filters": [{"column": "nope", "value": 1}]}), 400, "filters[0]"),
     "query-bad-time-transform": Case(
-        "POST", "/query", js({"groupings": [{"column": "at", "timeTransform": "week"}]}), 400,
+        "POST", "/query", js({"groupings": [{"column": "at", "timeTransform": "fortnight"}]}), 400,
         "groupings[0]"),
     "query-aggregates-not-a-list": Case("POST", "/query", js({"aggregates": 5}), 400,
                                         "aggregates"),

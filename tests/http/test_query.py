@@ -108,7 +108,8 @@ def test_an_unknown_format_is_a_400_naming_it(loaded: ServerProcess) -> None:
     # (the original silently answered JSON for any other format: a typo must not pass)
     r = loaded.client.post("/query", params={"format": "xml"}, json={"filters": WINDOW})
     assert r.status_code == 400
-    assert r.json() == {"error": "format: unknown result format 'xml' (one of json, stream)"}
+    assert r.json() == {"error": "format: unknown result format 'xml' (one of json, stream, "
+                        "csv)"}
 
 
 def test_query_errors_name_the_part_at_fault(loaded: ServerProcess) -> None:
@@ -119,3 +120,22 @@ def test_query_errors_name_the_part_at_fault(loaded: ServerProcess) -> None:
     r = loaded.client.post("/query", params={"format": "stream"}, json={"groupings": ["x"]})
     assert r.status_code == 400  # validated before the stream starts: never a 200 + error
     assert list(r.json()) == ["error"]
+
+
+def test_csv_format_has_the_output_names_as_header(loaded: ServerProcess) -> None:
+    import csv
+    import io
+
+    q = {"groupings": ["name"], "aggregates": [{"column": "visits"},
+                                               {"type": "average", "column": "clicks",
+                                                "name": "avg"}],
+         "filters": WINDOW}
+    as_json = loaded.query(q).json()["results"]
+    r = loaded.client.post("/query", params={"format": "csv"}, json=q)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    table = list(csv.reader(io.StringIO(r.text)))
+    assert table[0] == ["name", "visits", "avg", "rowCount"]
+    assert len(table) == len(as_json) + 1
+    for row, expected in zip(table[1:], as_json):
+        assert row[0] == ("" if expected["name"] is None else expected["name"])
+        assert int(row[1]) == expected["visits"] and int(row[3]) == expected["rowCount"]

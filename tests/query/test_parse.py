@@ -78,8 +78,9 @@ def test_canonical_json_round_trips(schema: Schema) -> None:
     ({"aggregates": [{"column": "metric1", "name": "rowCount"}]}, "'rowCount' is reserved"),
     ({"groupings": [5]}, "groupings[0]: invalid grouping 5"),
     ({"groupings": ["metric1"]}, "groupings[0]: 'metric1' is a metric"),
-    ({"groupings": [{"column": "at", "timeTransform": "week"}]},
-     "groupings[0].timeTransform: bad time transform 'week'"),
+    ({"groupings": [{"column": "at", "timeTransform": "fortnight"}]},
+     "groupings[0].timeTransform: bad time transform 'fortnight' (minute, hour, day, week, "
+     "month, quarter or year)"),
     ({"groupings": [{"column": "dim1", "timeTransform": "day"}]},
      "groupings[0].timeTransform: cannot apply timestamp truncation to non-uint32 column "
      "'dim1' (string:uint32)"),

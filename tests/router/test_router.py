@@ -1,5 +1,6 @@
 """The router equals one server holding all the rows: inserts sharded by roll-up key,
-queries merged from msgpack partials (averages, nils, metric filters, several groupings)."""
+queries merged from msgpack partials (averages, nils, metric filters, several groupings, and
+the #14 additions: having, post-aggregations, offset, calendar zones, zero-fill, matching)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from gumshoe.batch import parse_rows
 from gumshoe.config import parse_config
 from gumshoe.schema import Schema
+from gumshoe.sharding import shard_of
 
 from ..http.harness import SAMPLE_QUERIES, T0, write_config
 from ..http.harness import SCHEMA as HARNESS_SCHEMA
@@ -164,3 +167,86 @@ def test_batch_ids_too_long_for_the_shards_are_refused(loaded: Cluster) -> None:
     assert r.status_code == 400
     assert r.json() == {"error": "X-Batch-Id: expected at most 240 printable ASCII characters, "
                                  "got 241 characters"}
+
+
+# -- the #14 query-language additions through the router ----------------------------------------
+
+LANGUAGE_QUERIES = [
+    {"aggregates": [{"column": "clicks"}, {"column": "visits"}],
+     "groupings": ["country", "age"],
+     "postAggregations": [{"name": "ctr", "expression": "clicks / visits"},
+                          {"name": "x", "expression": "-(ctr * 100) + rowCount / 2"}],
+     "having": {"type": "and", "filters": [{"type": ">", "column": "ctr", "value": 10},
+                                           {"type": "!=", "column": "country", "value": "MX"}]},
+     "orderBy": [{"column": "x", "descending": True}], "limit": 5, "offset": 2},
+    {"aggregates": [{"type": "average", "column": "score", "name": "s"}],
+     "groupings": ["name"], "having": {"type": "or", "filters": [
+         {"column": "s", "value": None}, {"column": "name", "type": "<", "value": "B"}]}},
+    {"groupings": [{"column": "at", "name": "d", "timeTransform": "day",
+                    "timeZone": "Europe/Berlin"}, "country"],
+     "aggregates": [{"column": "clicks"}]},
+    {"groupings": [{"column": "at", "name": "h", "timeTransform": "hour",
+                    "timeZone": "Asia/Kathmandu", "fill": True}, "country"],
+     "aggregates": [{"column": "visits"}, {"type": "average", "column": "clicks"}],
+     "filters": [{"type": ">=", "column": "at", "value": T0 - 5 * 3600},
+                 {"type": "<", "column": "at", "value": T0 + 8 * 3600}]},
+    {"groupings": [{"column": "at", "fill": True}], "aggregates": [{"column": "clicks"}],
+     "filters": [{"type": "prefix", "column": "name", "value": "A"}]},
+    {"groupings": [{"column": "at", "name": "w", "timeTransform": "week",
+                    "timeZone": "America/St_Johns", "fill": True}],
+     "filters": [{"type": "regex", "column": "name", "value": "^(star|helo)",
+                  "caseInsensitive": True}]},
+    {"groupings": ["name"], "aggregates": [{"column": "clicks"}],
+     "filters": [{"type": "not", "filter": {"type": "contains", "column": "name",
+                                            "value": "o"}}],
+     "orderBy": [{"column": "clicks"}], "offset": 1},
+]
+
+
+@pytest.mark.parametrize("q", LANGUAGE_QUERIES)
+def test_language_additions_router_equals_one_server(loaded: Cluster, q: dict[str, Any]
+                                                     ) -> None:
+    a, b = both(loaded, q)
+    assert a.json()["results"] == b.json()["results"]
+    assert a.json()["results"], "the query should select something"
+
+
+def test_a_fill_beyond_max_groups_is_refused_by_the_router(loaded: Cluster) -> None:
+    q = {"groupings": [{"column": "at", "timeTransform": "minute", "fill": True}],
+         "filters": [{"type": ">=", "column": "at", "value": 0}]}
+    a, b = loaded.router.query(q), loaded.lone.query(q)
+    assert a.status_code == b.status_code == 400
+    assert a.json() == b.json()
+    assert "max_groups" in a.json()["error"]
+
+
+def _shard_of_row(row: dict[str, Any], n: int) -> int:
+    batch = parse_rows(SCHEMA, [row])
+    return int(shard_of(SCHEMA, SCHEMA.interval_start(batch.timestamps), batch.dims,
+                        batch.nils, n)[0])
+
+
+def test_fill_extent_is_the_union_of_the_shards_extents(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The earliest interval lives on one shard and the latest on another: a fill over the
+    data's extent must span both, as one server holding every row does."""
+    c = Cluster(tmp_path_factory.mktemp("extent"), n_shards=2).start()
+    try:
+        early = next(r for r in ({"at": T0 - 48 * 3600, "name": f"e{i}", "clicks": 1}
+                                 for i in range(100)) if _shard_of_row(r, 2) == 0)
+        late = next(r for r in ({"at": T0 + 48 * 3600, "name": f"l{i}", "clicks": 2}
+                                for i in range(100)) if _shard_of_row(r, 2) == 1)
+        rows = [early, late, *make_rows(60, seed=3)]
+        assert c.router.insert(rows).status_code == 200
+        assert c.lone.insert(rows).status_code == 200
+        q = {"groupings": [{"column": "at", "name": "h", "timeTransform": "hour",
+                            "fill": True}], "aggregates": [{"column": "clicks"}],
+             "filters": [{"type": "!=", "column": "name", "value": "nobody"}]}
+        a, b = both(c, q)
+        assert a.json()["results"] == b.json()["results"]
+        hours = [r["h"] for r in a.json()["results"]]
+        assert hours == list(range(T0 - 48 * 3600, T0 + 48 * 3600 + 1, 3600))
+        alone = c.shards[0].query(q).json()["results"]  # shard 0 lacks the latest interval
+        assert alone[0]["h"] == T0 - 48 * 3600 and alone[-1]["h"] < T0 + 48 * 3600
+    finally:
+        assert c.stop() == [0] * 4

@@ -160,3 +160,11 @@ def test_unreachable_shard_message_has_no_client_internals(tmp_path: Path) -> No
         assert r.status_code == 502 and "ssl:default" not in r.json()["error"]
     finally:
         assert router.stop() == 0
+
+
+def test_csv_through_the_router(pair: tuple[RouterProcess, ServerProcess]) -> None:
+    router, shard = pair
+    assert router.insert(sample_rows(50, seed=3)).status_code in (200, 502)
+    q = {"groupings": ["country"], "aggregates": [{"column": "clicks"}], "allowPartial": True}
+    r = router.client.post("/query", params={"format": "csv"}, json=q)
+    assert r.status_code == 200 and r.text.splitlines()[0] == "country,clicks,rowCount"
