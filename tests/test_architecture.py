@@ -28,7 +28,7 @@ TIERS: list[set[str]] = [
     {"wal"},
     {"db"},
     {"bulk"},  # whole-directory reads/writes for gumtool (above db: reuses its recovery)
-    {"query", "jsonio"},  # query AST, JSON codec
+    {"query", "jsonio", "sql", "sqlexpr", "sqlfilters"},  # query AST, JSON codec, SQL -> JSON
     {"filters", "scan"},  # filters -> predicate programs and masks; partials, merge, finish
     {"engine", "wire"},  # runs a query over a snapshot; msgpack codec of partials
     {"service"},  # a shard's query service: admission, time and memory bounds, scan threads
