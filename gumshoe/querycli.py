@@ -87,11 +87,16 @@ def run(args: argparse.Namespace, stdin: TextIO | None = None, stdout: TextIO | 
     try:
         if isinstance(query, str) and query.split(None, 1)[0].upper() == "EXPLAIN":
             stdout.write(json.dumps(client.explain(query), indent=2, ensure_ascii=False) + "\n")
-        elif args.format == "table":
-            rows = client.query(query)
-            stdout.write(format_table(rows, _columns(rows, query)))
         else:
-            write_rows(client.stream(query), query, args.format, stdout)
+            # SQL's columns in select order (groupings first), not the server's sorted keys:
+            # the JSON query it maps to names them (one small extra request, table/csv only)
+            shape = client.explain(query) if isinstance(query, str) and args.format in (
+                "table", "csv") else query
+            if args.format == "table":
+                rows = client.query(query)
+                stdout.write(format_table(rows, _columns(rows, shape)))
+            else:
+                write_rows(client.stream(query), shape, args.format, stdout)
     except GumshoeHTTPError as e:
         print(f"gumshoe query: error {e.status}: {e.message}", file=stderr)
         return EXIT_ERROR
@@ -113,7 +118,7 @@ def _silence(stdout: TextIO) -> None:
 
 def _columns(rows: Iterable[dict[str, Any]], query: dict[str, Any] | str) -> list[str]:
     """Output columns: groupings, then aggregates and post-aggregations (in the JSON query's
-    order when known, else the server's), then rowCount."""
+    order when known, else the server's), then rowCount (always there for a JSON query)."""
     seen: dict[str, None] = {}
     if isinstance(query, dict):
         q = {k.lower(): v for k, v in query.items()}

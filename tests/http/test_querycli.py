@@ -143,6 +143,10 @@ def test_sql_is_detected_and_sent_to_the_sql_route(loaded: ServerProcess) -> Non
                     "gumshoe.sql.translate)")
     assert (status, err) == (0, "")
     assert json.loads(out) == results(loaded, QUERY)
+    status, out, _ = cli("--url", loaded.url, SQL)  # columns in select order
+    assert (status, out.splitlines()[0]) == (0, "country | clicks | score | rowCount")
+    status, out, _ = cli("--url", loaded.url, "--format", "csv", SQL)
+    assert (status, out.splitlines()[0]) == (0, "country,clicks,score,rowCount")
     status, out, _ = cli("--url", loaded.url, f"explain {SQL}")
     assert status == 0
     assert json.loads(out)["groupings"] == ["country"]
