@@ -24,6 +24,7 @@ import http.client
 import itertools
 import json
 import random
+import re
 import time
 import urllib.error
 import urllib.parse
@@ -202,10 +203,18 @@ class Client:
     def explain(self, sql: str) -> dict[str, Any]:
         """The JSON query a SQL statement maps to (``EXPLAIN`` is added when missing)."""
         words = sql.split(None, 1)
-        if not words or words[0].upper() != "EXPLAIN":
-            sql = "EXPLAIN " + sql
-        answer = self._json("POST", "/sql", sql.encode(), {"Content-Type": "text/plain; "
-                                                                          "charset=utf-8"})
+        prefix = "" if words and words[0].upper() == "EXPLAIN" else "EXPLAIN "
+        try:
+            answer = self._json("POST", "/sql", (prefix + sql).encode(),
+                                {"Content-Type": "text/plain; charset=utf-8"})
+        except GumshoeHTTPError as e:
+            # error positions count our prefix: give them in the caller's text
+            where = re.match(r"line 1, column (\d+): ", e.message)
+            if prefix and where and int(where.group(1)) > len(prefix):
+                e.message = (f"line 1, column {int(where.group(1)) - len(prefix)}: "
+                             + e.message[where.end():])
+                e.args = (f"{e.status} from {e.url}: {e.message}",)
+            raise
         if not isinstance(answer, dict):
             raise GumshoeClientError(f"EXPLAIN answered {answer!r}, not a JSON query")
         return answer

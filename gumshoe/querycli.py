@@ -87,16 +87,15 @@ def run(args: argparse.Namespace, stdin: TextIO | None = None, stdout: TextIO | 
     try:
         if isinstance(query, str) and query.split(None, 1)[0].upper() == "EXPLAIN":
             stdout.write(json.dumps(client.explain(query), indent=2, ensure_ascii=False) + "\n")
+        elif args.format == "table":
+            rows = client.query(query)
+            stdout.write(format_table(rows, _columns(rows, _shape(client, query))))
         else:
-            # SQL's columns in select order (groupings first), not the server's sorted keys:
-            # the JSON query it maps to names them (one small extra request, table/csv only)
-            shape = client.explain(query) if isinstance(query, str) and args.format in (
-                "table", "csv") else query
-            if args.format == "table":
-                rows = client.query(query)
-                stdout.write(format_table(rows, _columns(rows, shape)))
-            else:
-                write_rows(client.stream(query), shape, args.format, stdout)
+            stream = client.stream(query)
+            first = next(stream, None)  # the query's own errors before the EXPLAIN's
+            rows_iter = itertools.chain([first] if first is not None else [], stream)
+            shape = _shape(client, query) if args.format == "csv" else query
+            write_rows(rows_iter, shape, args.format, stdout)
     except GumshoeHTTPError as e:
         print(f"gumshoe query: error {e.status}: {e.message}", file=stderr)
         return EXIT_ERROR
@@ -106,6 +105,12 @@ def run(args: argparse.Namespace, stdin: TextIO | None = None, stdout: TextIO | 
     except BrokenPipeError:  # `gumshoe query ... | head`
         _silence(stdout)
     return 0
+
+
+def _shape(client: Client, query: dict[str, Any] | str) -> dict[str, Any]:
+    """The JSON query that names the output columns in order: for SQL, the one EXPLAIN gives
+    (one small request; the server's rows have sorted keys, not the select order)."""
+    return client.explain(query) if isinstance(query, str) else query
 
 
 def _silence(stdout: TextIO) -> None:

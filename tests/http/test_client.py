@@ -327,6 +327,9 @@ def test_sql_queries_answer_like_json(client: Client) -> None:
     assert got == want
     assert list(client.stream(sql)) == want
     assert client.explain(sql)["groupings"] == ["country"]
+    assert client.explain("explain " + sql) == client.explain(sql)
+    with pytest.raises(GumshoeHTTPError, match=r"line 1, column 8: unknown column 'cuntry'"):
+        client.explain("SELECT cuntry FROM events GROUP BY 1")  # the caller's positions
     with pytest.raises(GumshoeHTTPError) as info:
         client.query("SELECT cuntry FROM events GROUP BY 1")
     assert info.value.status == 400

@@ -152,7 +152,12 @@ def test_sql_is_detected_and_sent_to_the_sql_route(loaded: ServerProcess) -> Non
     assert json.loads(out)["groupings"] == ["country"]
     status, out, err = cli("--url", loaded.url, "SELECT * FROM events")
     assert (status, out) == (1, "")
-    assert "SELECT * is not supported" in err
+    assert "line 1, column 8: SELECT * is not supported" in err
+    for fmt in ("table", "csv"):
+        status, out, err = cli("--url", loaded.url, "--format", fmt,
+                               "SELECT country, cuntry FROM events GROUP BY 1, 2")
+        assert (status, out) == (1, "")
+        assert "error 400: line 1, column 17: unknown column 'cuntry'" in err
 
 
 def test_python_dash_m(loaded: ServerProcess) -> None:
