@@ -8,7 +8,9 @@ import dataclasses
 import datetime
 import json
 import math
+import re
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -493,3 +495,23 @@ def test_sql_answers_equal_json_answers(
         for _, kernels in PATHS:
             with use_kernels(kernels):
                 assert_rows_equal(db.query(translated), db.query(q))
+
+
+def test_the_readme_examples_translate() -> None:
+    """The SQL in README's "Look at your data" is valid for the default schema, and the error
+    it shows is the one translate gives."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text("utf-8")
+    section = readme.split("## Look at your data", 1)[1].split("\n## ", 1)[0]
+    schema = Schema.from_config(load_config().schema)
+    statements = [" ".join(s.split()) for s in re.findall(
+        r'(?:-d|gumshoe query) "((?:EXPLAIN )?SELECT[^"]*)"', section)]
+    statements += re.findall(r'c\.(?:query|query_df|explain)\("((?:EXPLAIN )?SELECT[^"]*)"\)',
+                             section)
+    assert len(statements) >= 6
+    for text in statements:
+        if "cuntry" in text:
+            with pytest.raises(SqlError) as info:
+                translate(text, schema)
+            assert str(info.value) in section
+        else:
+            translate(text, schema)
