@@ -240,6 +240,8 @@ class Client:
             for line in response:
                 if line.strip():
                     yield json.loads(line)
+        except (OSError, http.client.HTTPException) as e:  # the connection broke mid-stream
+            raise GumshoeConnectionError(f"POST {self.url}{path}: {e}") from e
         finally:
             response.close()
 
