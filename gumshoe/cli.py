@@ -273,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--log-level", default="info",
                    choices=["debug", "info", "warning", "error"], help="default: info")
     r.set_defaults(func=route)
+    from . import querycli  # the client, standard library only: cheap to import
+
+    querycli.add_parser(commands)
     return parser
 
 
@@ -282,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    logging.basicConfig(level=getattr(args, "log_level", "warning").upper(), format=LOG_FORMAT,
+                        stream=sys.stderr)
     return int(args.func(args))
 
 

@@ -293,6 +293,14 @@ async def query_response(rows: list[dict[str, Any]], duration_ms: int, fmt: str,
     return json_response({**payload, "results": rows})
 
 
+def sql_text(body: bytes) -> str:
+    """The text of a POST /sql body (UTF-8)."""
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise QueryError(f"SQL: the body is not UTF-8 text (byte {e.start})") from None
+
+
 # -- the app ------------------------------------------------------------------------------------
 class Edge:
     """Per-app edge state: config, keys, the body budget, the start-up gate (while not

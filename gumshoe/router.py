@@ -30,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
-from . import jsonio, wire
+from . import jsonio, sql, wire
 from .config import Config
 from .edge import (
     Endpoint,
@@ -40,6 +40,7 @@ from .edge import (
     query_response,
     read_body,
     result_format,
+    sql_text,
 )
 from .edge import create_app as create_edge_app
 from .errors import ConfigError, GumshoeError, QueryError
@@ -209,7 +210,19 @@ class Router:
         obj = jsonio.loads(body, "query")
         if not isinstance(obj, dict):
             raise QueryError(f"query must be a JSON object, got {type(obj).__name__}")
-        query = parse_query(obj, self.schema)
+        return await self._answer(parse_query(obj, self.schema), fmt, t0)
+
+    async def sql(self, request: Request) -> Response:
+        """POST /sql: the SQL subset, answered exactly like /query (EXPLAIN: the JSON query)."""
+        t0 = time.perf_counter()
+        text = sql_text(await read_body(request))
+        fmt = result_format(request)
+        translation = sql.translate(text, self.schema)
+        if translation.explain:
+            return json_response(translation.query)
+        return await self._answer(parse_query(translation.query, self.schema), fmt, t0)
+
+    async def _answer(self, query: Query, fmt: str, t0: float) -> Response:
         canonical = jsonio.dumps(query.to_json(), newline=False)
         responses = await self.fan_out("POST", "/partial", content=canonical,
                                        headers={"content-type": "application/json"})
@@ -317,6 +330,7 @@ def create_router_app(config: Config, shards: list[str], timeout: float = 30.0,
     endpoints = [
         Endpoint("/insert", r.insert, ("PUT",), Role.WRITE),
         Endpoint("/query", r.query, ("POST",), Role.READ),
+        Endpoint("/sql", r.sql, ("POST",), Role.READ),
         Endpoint("/dimension_tables", r.dimension_tables, ("GET",), Role.READ),
         Endpoint("/dimension_tables/", r.dimension_tables, ("GET",), Role.READ),
         Endpoint("/dimension_tables/{name}", r.dimension_table, ("GET",), Role.READ),

@@ -30,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
 
-from . import jsonio, wire
+from . import jsonio, sql, wire
 from .block import Block, concat, rollup
 from .config import Config, format_duration
 from .edge import (
@@ -40,6 +40,7 @@ from .edge import (
     query_response,
     read_body,
     result_format,
+    sql_text,
 )
 from .edge import create_app as create_edge_app
 from .errors import ClientError, QueryError, StorageFailedError, TransientStorageError
@@ -243,6 +244,26 @@ class ShardServer:
         self.metrics.query_duration.observe(elapsed)
         return await query_response(rows, int(elapsed * 1000), fmt, query=query)
 
+    async def sql(self, request: Request) -> Response:
+        """POST /sql: the SQL subset, answered exactly like /query (EXPLAIN: the JSON query)."""
+        t0 = time.perf_counter()
+        text = sql_text(await read_body(request))
+        fmt = result_format(request)
+        assert self.service is not None
+        translation = sql.translate(text, self.ready_db.schema)
+        if translation.explain:
+            return json_response(translation.query)
+        try:
+            query, rows = await self.service.result(translation.query)
+        except Exception as e:
+            self.metrics.queries.labels(
+                "error" if isinstance(e, ClientError) else "failed").inc()
+            raise
+        elapsed = time.perf_counter() - t0
+        self.metrics.queries.labels("ok").inc()
+        self.metrics.query_duration.observe(elapsed)
+        return await query_response(rows, int(elapsed * 1000), fmt, query=query)
+
     async def partial(self, request: Request) -> Response:
         """The router's fan-out endpoint: a query's mergeable partial result, as msgpack."""
         body = await read_body(request)
@@ -361,6 +382,7 @@ def server_endpoints(s: ShardServer) -> list[Endpoint]:
     return [
         Endpoint("/insert", s.insert, ("PUT",), Role.WRITE, role_for=insert_role),
         Endpoint("/query", s.query, ("POST",), Role.READ),
+        Endpoint("/sql", s.sql, ("POST",), Role.READ),
         Endpoint("/partial", s.partial, ("POST",), Role.ADMIN),
         Endpoint("/dimension_tables", s.dimension_tables, ("GET",), Role.READ),
         Endpoint("/dimension_tables/", s.dimension_tables, ("GET",), Role.READ),

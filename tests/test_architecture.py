@@ -8,6 +8,7 @@ be given a tier below: the failure message says so.
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,14 +32,16 @@ TIERS: list[set[str]] = [
     {"wal"},
     {"db"},
     {"bulk"},  # whole-directory reads/writes for gumtool (above db: reuses its recovery)
-    {"query", "jsonio"},  # query AST, JSON codec
+    {"query", "jsonio", "sql", "sqlexpr", "sqlfilters"},  # query AST, JSON codec, SQL -> JSON
     # filters -> predicate programs and masks; partials, merge, finish (with having, fill);
     # result rows as CSV
     {"filters", "scan", "having", "fill", "resultformat"},
     {"engine", "wire"},  # runs a query over a snapshot; msgpack codec of partials
     {"service"},  # a shard's query service: admission, time and memory bounds, scan threads
     {"edge", "httpserve", "metrics"},  # the HTTP edge shared by every app; serving it
-    {"server", "router", "cli", "client", "__main__"},
+    {"client"},  # the Python client: standard library only (test_client_imports_only_stdlib)
+    {"querycli"},  # `gumshoe query`: the client on the command line
+    {"server", "router", "cli", "__main__"},
 ]
 TIER = {name: level for level, names in enumerate(TIERS) for name in names}
 
@@ -142,6 +145,19 @@ def test_gumtool_stays_off_the_servers(path: Path) -> None:
                   if name in GUMTOOL_FORBIDDEN or name.split(".")[0] in WEB_STACK
                   or any(name.startswith(f + ".") for f in GUMTOOL_FORBIDDEN)})
     assert not bad, f"gumtool/{path.name} imports {bad}"
+
+
+def test_client_imports_only_the_stdlib() -> None:
+    """gumshoe/client.py can be copied into any project: it imports nothing but the standard
+    library when it runs (pandas only lazily in query_df, and for type checkers)."""
+    path = ROOT / "gumshoe" / "client.py"
+    tree = ast.parse(path.read_text("utf-8"))
+    typing_only = {alias.name for node in tree.body if isinstance(node, ast.If)
+                   and ast.unparse(node.test) == "TYPE_CHECKING" for child in ast.walk(node)
+                   if isinstance(child, ast.Import) for alias in child.names}
+    used = {name.split(".")[0] for name, at_top in imports(path, "gumshoe")
+            if at_top and name not in typing_only}
+    assert used <= set(sys.stdlib_module_names), sorted(used - set(sys.stdlib_module_names))
 
 
 def test_the_checker_sees_relative_and_lazy_imports(tmp_path: Path) -> None:
