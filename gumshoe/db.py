@@ -465,39 +465,6 @@ class DB:
             except Exception:
                 log.exception("periodic flush failed")
 
-    # -- querying ---------------------------------------------------------------------------
-    def query(self, obj: Any, executor: Any = None) -> list[dict[str, Any]]:
-        """Parse, validate and run a JSON query over a fresh snapshot; the result rows.
-
-        Raises QueryError (naming the query part) for an invalid query."""
-        from .engine import execute
-        from .query import parse_query
-
-        query = parse_query(obj, self.schema)
-        return execute(query, self.snapshot(), executor or self.query_pool(),
-                       self.config.max_groups)
-
-    def query_partial(self, obj: Any, executor: Any = None) -> Any:
-        """The mergeable partial result of a query (string keys decoded), for the router."""
-        from .engine import run
-        from .query import parse_query
-        from .scan import decode
-
-        query = parse_query(obj, self.schema)
-        snapshot = self.snapshot()
-        partial = run(query, snapshot, executor or self.query_pool(), self.config.max_groups)
-        return decode(partial, query, snapshot.strings)
-
-    def query_pool(self) -> Any:
-        """The shared scan thread pool (`query_parallelism` threads; numpy releases the GIL)."""
-        pool = getattr(self, "_query_pool", None)
-        if pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            pool = self._query_pool = ThreadPoolExecutor(
-                self.config.query_parallelism, thread_name_prefix="gumshoe-scan")
-        return pool
-
     # -- closing ----------------------------------------------------------------------------
     def close(self, flush: bool = True) -> None:
         if self.closed:

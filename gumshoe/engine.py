@@ -1,6 +1,6 @@
 """Query execution over a Snapshot: plan, scan tasks in parallel, merge, finish.
 
-Imports schema, block, snapshot, query and scan. A task scans a run of blocks (from one or
+Imports schema, block, snapshot, query and partials. A task scans a run of blocks (from one or
 many intervals): the filter becomes row positions, the groupings one mixed-radix integer key
 (a timestamp grouping is a code that is constant over an interval), and the sums either dense
 `np.bincount` accumulators (small key spaces; exact: float64 partial sums are checked against
@@ -23,7 +23,7 @@ from . import native
 from .block import Block, rollup
 from .filters import CompiledFilter
 from .query import Grouping, Query
-from .scan import (
+from .partials import (
     EXACT_FLOAT_SUM,
     Partial,
     check_sums,
@@ -111,7 +111,11 @@ def _plan_part(g: Grouping, snapshot: Snapshot) -> _Part:
     return _Part(g, "values")
 
 
-class Plan:
+class Scanner:
+    """A query's scan over one snapshot: how each grouping becomes integer codes, the filter
+    compiled against the snapshot's dictionaries, the scan tasks, and the kernels that turn a
+    task's blocks into a Partial (`scan`)."""
+
     def __init__(self, query: Query, snapshot: Snapshot, max_groups: int | None) -> None:
         self.query = query
         self.schema: Schema = snapshot.schema
@@ -451,28 +455,28 @@ class Prepared:
         self.query = query
         self.snapshot = snapshot
         self.threads = max(1, threads)
-        self.plan = Plan(query, snapshot, max_groups)
-        self.tasks = self.plan.tasks(snapshot, self.threads)
-        self.plan.split_sums(self.tasks)
-        self.cancel = self.plan.cancel = threading.Event()
+        self.scanner = Scanner(query, snapshot, max_groups)
+        self.tasks = self.scanner.tasks(snapshot, self.threads)
+        self.scanner.split_sums(self.tasks)
+        self.cancel = self.scanner.cancel = threading.Event()
 
     def memory_estimate(self) -> tuple[int, int]:
         """(bytes, groups) the query is estimated to need at most."""
-        return self.plan.memory_estimate(self.tasks, self.threads)
+        return self.scanner.memory_estimate(self.tasks, self.threads)
 
     def run(self, executor: Executor | None = None) -> Partial:
         """Scan into one (undecoded) partial; raises QueryCancelled once `cancel` is set."""
-        plan = self.plan
+        scanner = self.scanner
         if executor is None or len(self.tasks) <= 1:
-            partials = [plan.scan(items) for items in self.tasks]
+            partials = [scanner.scan(items) for items in self.tasks]
         else:
-            partials = list(executor.map(plan.scan, self.tasks))
+            partials = list(executor.map(scanner.scan, self.tasks))
         if self.cancel.is_set():
             raise QueryCancelled
-        partial = (merge(partials, plan.max_groups) if partials
-                   else empty_partial(self.query, plan.sum_dtypes))
-        partial.extent, partial.max_groups = plan.extent, plan.max_groups
-        return plan.exact_sums(partial)
+        partial = (merge(partials, scanner.max_groups) if partials
+                   else empty_partial(self.query, scanner.sum_dtypes))
+        partial.extent, partial.max_groups = scanner.extent, scanner.max_groups
+        return scanner.exact_sums(partial)
 
     def rows(self, executor: Executor | None = None) -> list[dict[str, Any]]:
         """The finished result rows."""
@@ -485,17 +489,3 @@ class Prepared:
     def decoded_partial(self, executor: Executor | None = None) -> Partial:
         """The mergeable partial with string keys decoded (what a shard sends a router)."""
         return decode(self.run(executor), self.query, self.snapshot.strings)
-
-
-def run(query: Query, snapshot: Snapshot, executor: Executor | None = None,
-        max_groups: int | None = None) -> Partial:
-    """Scan a snapshot into one (undecoded) partial."""
-    threads = getattr(executor, "_max_workers", 1) if executor is not None else 1
-    return Prepared(query, snapshot, threads, max_groups).run(executor)
-
-
-def execute(query: Query, snapshot: Snapshot, executor: Executor | None = None,
-            max_groups: int | None = None) -> list[dict[str, Any]]:
-    """Run a query and return its result rows."""
-    partial = run(query, snapshot, executor, max_groups)
-    return finalize(query, decode(partial, query, snapshot.strings))

@@ -1,7 +1,7 @@
 """Query parsing and validation: JSON -> a typed Query, or a QueryError naming the part.
 
 Imports schema, errors, expression, timebuckets and textmatch; no numpy kernels here (those
-live in scan.py). The language is the original GumshoeDB's (aggregates, groupings, filters;
+live in partials.py and engine.py). The language is the original GumshoeDB's (aggregates, groupings, filters;
 keys matched case-insensitively) plus several groupings, and/or/not filters, string matching
 (prefix, contains, regex), calendar time transforms in a time zone with zero-fill,
 post-aggregations, having, orderBy, limit and offset.

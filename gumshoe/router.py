@@ -46,7 +46,7 @@ from .edge import create_app as create_edge_app
 from .errors import ConfigError, GumshoeError, QueryError
 from .metrics import CONTENT_TYPE_LATEST, RouterMetrics
 from .query import Query, parse_query
-from .scan import Partial, empty_partial, finalize, merge
+from .partials import Partial, empty_partial, finalize, merge
 from .schema import Schema, describe
 from .sharding import shard_of
 
@@ -168,10 +168,11 @@ class Router:
                               f"X-Batch-Id: {batch_id} (exactly-once)",)
             raise worst
         out = {"inserted": 0, "rejected": 0}
-        for r in results:
+        replies = [r for r in results if not isinstance(r, ShardError)]
+        for r in replies:
             out["inserted"] += r["inserted"]
             out["rejected"] += r["rejected"]
-        if results and all(r.get("duplicate") for r in results):
+        if replies and all(r.get("duplicate") for r in replies):
             out["duplicate"] = True
         self.metrics.inserts.inc()
         self.stats["inserts"] += 1
@@ -287,15 +288,15 @@ class Router:
         return out
 
     async def metricz(self, request: Request) -> Response:
-        data = {"shards": await self.health(), "stats": self.stats}
+        shards = await self.health()
         if request.query_params.get("format") == "json":
-            return json_response(data)
+            return json_response({"shards": shards, "stats": self.stats})
         esc = html.escape  # shard error texts come from elsewhere: never raw into the page
         rows = "".join(f"<tr><td>{esc(h['shard'])}</td><td>{'up' if h['ok'] else 'DOWN'}</td>"
-                       f"<td>{esc(h['error'] or '')}</td></tr>" for h in data["shards"])
+                       f"<td>{esc(h['error'] or '')}</td></tr>" for h in shards)
         return HTMLResponse(f"<!doctype html><title>metricz</title><h1>gumshoe router</h1>"
                             f"<table><tr><th>Shard</th><th>State</th><th>Error</th></tr>{rows}"
-                            f"</table><pre>{esc(jsonio.dumps(data['stats']).decode())}</pre>")
+                            f"</table><pre>{esc(jsonio.dumps(self.stats).decode())}</pre>")
 
     async def prometheus(self, request: Request) -> Response:
         await self.health()  # shard_up as of this scrape

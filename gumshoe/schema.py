@@ -166,9 +166,9 @@ class Schema:
         sc = SchemaConfig(
             segment_size=int(obj["segment_size"]),
             interval_duration=int(obj["interval_duration"]),
-            timestamp_column=tuple(obj["timestamp_column"]),  # type: ignore[arg-type]
-            dimension_columns=tuple(tuple(c) for c in obj["dimension_columns"]),  # type: ignore[misc]
-            metric_columns=tuple(tuple(c) for c in obj["metric_columns"]),  # type: ignore[misc]
+            timestamp_column=(str(obj["timestamp_column"][0]), str(obj["timestamp_column"][1])),
+            dimension_columns=tuple((str(n), str(t)) for n, t in obj["dimension_columns"]),
+            metric_columns=tuple((str(n), str(t)) for n, t in obj["metric_columns"]),
         )
         return cls.from_config(sc)
 

@@ -54,7 +54,7 @@ def narrow_dtype(arr: np.ndarray) -> np.dtype:
         dt = np.dtype(t)
         if dt.itemsize >= arr.dtype.itemsize:
             break
-        info = np.iinfo(dt)
+        info = np.iinfo(t)
         if info.min <= lo and hi <= info.max:
             return dt
     return arr.dtype

@@ -19,14 +19,14 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any
 
 from .config import Config
 from .engine import Prepared, QueryCancelled
 from .errors import OverloadedError, QueryError, QueryTimeoutError
 from .query import Query, parse_query
-from .scan import Partial
+from .partials import Partial
 
 ADMISSION_WAIT = 5.0  # seconds a query waits for room in the memory pool
 COORDINATORS = 16  # queries planned, merged and finished at once (each also uses scan threads)
@@ -58,6 +58,37 @@ class MemoryPool:
     def release(self, n: int) -> None:
         with self._lock:
             self.used -= n
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _shared_pool(threads: int) -> ThreadPoolExecutor:
+    with _POOLS_LOCK:
+        pool = _POOLS.get(threads)
+        if pool is None:
+            pool = _POOLS[threads] = ThreadPoolExecutor(threads,
+                                                        thread_name_prefix="gumshoe-scan")
+        return pool
+
+
+def query_rows(db: Any, obj: Any, executor: Executor | None = None) -> list[dict[str, Any]]:
+    """The result rows of a JSON query over a fresh snapshot of `db`, blocking and without
+    the server's time and memory bounds: for tests, tools and benchmarks (servers use
+    QueryService). Scans on `query_parallelism` shared threads unless `executor` is given."""
+    threads = db.config.query_parallelism
+    prepared = Prepared(parse_query(obj, db.schema), db.snapshot(), threads,
+                        db.config.max_groups)
+    return prepared.rows(executor or _shared_pool(threads))
+
+
+def query_partial(db: Any, obj: Any, executor: Executor | None = None) -> Partial:
+    """The decoded mergeable partial of a JSON query (what a shard sends a router)."""
+    threads = db.config.query_parallelism
+    prepared = Prepared(parse_query(obj, db.schema), db.snapshot(), threads,
+                        db.config.max_groups)
+    return prepared.decoded_partial(executor or _shared_pool(threads))
 
 
 class QueryService:
@@ -107,7 +138,8 @@ class QueryService:
     async def partial(self, obj: Any) -> Partial:
         """The decoded mergeable partial of a JSON query (a shard's answer to a router)."""
         query = self.parse(obj)
-        return await self._run(query, lambda p: p.decoded_partial(self.scan_pool))  # type: ignore[no-any-return]
+        partial: Partial = await self._run(query, lambda p: p.decoded_partial(self.scan_pool))
+        return partial
 
     async def _run(self, query: Query, work: Any) -> Any:
         loop = asyncio.get_running_loop()

@@ -1,8 +1,8 @@
 """The router <-> shard binary forms (msgpack): partial results, and validated insert batches.
 
-Imports schema, batch, errors and scan. Numeric columns travel as raw little-endian bytes with
+Imports schema, batch, errors and partials. Numeric columns travel as raw little-endian bytes with
 their dtype; strings as lists (None for nil); a partial's extent (the first and last interval
-its shard scanned, for zero-fill) as a pair or nil. A decoded partial merges with `scan.merge`
+its shard scanned, for zero-fill) as a pair or nil. A decoded partial merges with `partials.merge`
 exactly as a shard merges its own intervals. A batch validated by the router travels as
 columns, so a shard skips JSON decoding and row validation and only checks, vectorised, that
 the columns fit its schema.
@@ -19,7 +19,7 @@ import numpy as np
 
 from .batch import Batch
 from .errors import ClientError, InsertError
-from .scan import Partial
+from .partials import Partial
 from .schema import Schema
 
 VERSION = 1

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from gumshoe.db import DB
+from gumshoe.service import query_rows
 
 from . import data, ideal
 
@@ -125,7 +126,7 @@ def run(spec: data.Spec, db_dir: Path, ref_dir: Path, *, flush_every: int = 5_00
         last = i == spec.n_batches - 1
         if last:
             t = time.perf_counter()
-            total = db.query({"aggregates": [{"type": "sum", "column": "visits"}]})
+            total = query_rows(db, {"aggregates": [{"type": "sum", "column": "visits"}]})
             visible_s = time.perf_counter() - t
             visible_rows = total[0]["rowCount"]
         if since_flush >= flush_every and not last:

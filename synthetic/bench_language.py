@@ -24,6 +24,7 @@ import numpy as np
 from gumshoe import timebuckets
 from gumshoe.config import load_config
 from gumshoe.db import DB
+from gumshoe.service import query_rows
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
 
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     db = build(args.rows, args.hours, args.pages)
-    stored = db.query({})[0]["rowCount"]
+    stored = query_rows(db, {})[0]["rowCount"]
     print(f"{args.rows} rows over {args.hours} hourly intervals, {args.pages} pages "
           f"(built in {time.perf_counter() - t0:.1f} s; rowCount {stored})\n")
     clicks = [{"column": "clicks"}]
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     print(f"{'query':42} {'first ms':>9} {'median ms':>10} {'rows':>8}")
     for name, q in cases:
-        first, median, rows = timed(lambda q=q: db.query(q), args.repeats)
+        first, median, rows = timed(lambda q=q: query_rows(db, q), args.repeats)
         print(f"{name:42} {first:9.1f} {median:10.1f} {len(rows):8}")
 
     starts = np.arange(T0, T0 + 100_000 * 3600, 3600, dtype=np.int64)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from gumshoe.service import query_rows
 
 from . import data, ideal, queries
 from .duck import Duck
@@ -135,7 +136,7 @@ def engines(db: Any, tbl: ideal.Table, duck: Duck, pool: ThreadPoolExecutor
             ) -> dict[str, Engine]:
     """gumshoe in-engine (`DB.query`), DuckDB and the ideal kernel."""
     return {
-        "gumshoe": lambda q: queries.normalize(q, db.query(queries.to_json(q))),
+        "gumshoe": lambda q: queries.normalize(q, query_rows(db, queries.to_json(q))),
         "duckdb": duck.run,
         "ideal": lambda q: ideal.run(q, tbl, pool),
     }

@@ -5,7 +5,7 @@
 Builds (or reuses, with --db) an on-disk database of the synthetic data set, then prints the
 top functions by own time for 30 library inserts of 10k-row batches (into a MEMORY DB and into
 the on-disk DB with its configured durability) and for each query run single-threaded
-(`engine.execute` without an executor, so the profile sees every scan call).
+(`engine.Prepared(...).rows()` without an executor, so the profile sees every scan call).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--no-insert", action="store_true")
     args = ap.parse_args(argv)
-    from gumshoe.engine import execute
+    from gumshoe.engine import Prepared
     from gumshoe.query import parse_query
 
     spec = data.Spec(args.rows)
@@ -94,11 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         ts = []
         for _ in range(3):
             t = time.perf_counter()
-            execute(pq, snap, None, db.config.max_groups)
+            Prepared(pq, snap, 1, db.config.max_groups).rows()
             ts.append(time.perf_counter() - t)
         pr = cProfile.Profile()
         pr.enable()
-        execute(pq, snap, None, db.config.max_groups)
+        Prepared(pq, snap, 1, db.config.max_groups).rows()
         pr.disable()
         print(f"\n== query {q.name}: {1e3 * float(np.median(ts)):.1f} ms single-threaded")
         print(top(pr, args.top))

@@ -11,9 +11,10 @@ from gumshoe.batch import parse_rows
 from gumshoe.config import load_config
 from gumshoe.db import DB
 from gumshoe.query import parse_query
-from gumshoe.scan import finalize, merge
+from gumshoe.partials import finalize, merge
 from gumshoe.schema import Schema
 from gumshoe.sharding import shard_of
+from gumshoe.service import query_rows, query_partial
 from gumtool.cli import main
 
 from ..http.harness import SAMPLE_QUERIES, sample_rows
@@ -76,12 +77,12 @@ def dump_query(schema: Schema) -> dict[str, Any]:
 
 def dump(config: Path) -> list[dict[str, Any]]:
     with open_db(config) as db:
-        return db.query(dump_query(db.schema))
+        return query_rows(db, dump_query(db.schema))
 
 
 def answers(config: Path, queries: list[dict[str, Any]]) -> list[Any]:
     with open_db(config) as db:
-        return [db.query(q) for q in queries]
+        return [query_rows(db, q) for q in queries]
 
 
 def router_answer(configs: list[Path], q: dict[str, Any]) -> list[dict[str, Any]]:
@@ -90,7 +91,7 @@ def router_answer(configs: list[Path], q: dict[str, Any]) -> list[dict[str, Any]
     dbs = [open_db(c) for c in configs]
     try:
         query = parse_query(q, dbs[0].schema)
-        partials = [db.query_partial(q) for db in dbs]
+        partials = [query_partial(db, q) for db in dbs]
         return finalize(query, merge(partials, dbs[0].config.max_groups))
     finally:
         for db in dbs:

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from gumshoe.service import query_rows
 
 from .helpers import build_db, dump, make_rows, open_db, run, write_config
 
@@ -110,7 +111,7 @@ def test_segments_without_metadata(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "no db.json: the directory held files of a database that was never" in out
     assert not list(d.iterdir())
     with open_db(cfg) as x:
-        assert x.query({}) == [{"rowCount": 0}]
+        assert query_rows(x, {}) == [{"rowCount": 0}]
 
 
 def test_swapped_dictionary_strings_are_reported(db: tuple[Path, Path],

@@ -17,6 +17,7 @@ from gumshoe.config import SchemaConfig, config_toml, load_config, parse_config
 from gumshoe.db import DB
 from gumshoe.schema import Schema
 from gumshoe.sharding import shard_of
+from gumshoe.service import query_rows
 
 from ..strategies import rows, schema_configs
 from .helpers import dump_query, run, shard_rows
@@ -49,7 +50,7 @@ def make(tmp: Path, name: str, sc: SchemaConfig, batches: list[list[dict[str, An
 
 def contents(cfg: Path) -> list[dict[str, Any]]:
     with DB(parse_config(cfg.read_text())) as db:
-        return db.query(dump_query(db.schema))
+        return query_rows(db, dump_query(db.schema))
 
 
 def check_placement(schema: Schema, directory: Path, k: int, m: int) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from gumshoe.config import default_config_text, parse_config
 from gumshoe.db import DB
 from gumshoe.schema import Schema
+from gumshoe.service import query_rows
 
 from .helpers import router_answer, shard_rows
 
@@ -43,7 +44,7 @@ def default_config(d: Path) -> Path:
 def answers(config: Path) -> list[Any]:
     from gumshoe.config import load_config
     with DB(load_config(config)) as db:
-        return [db.query(q) for q in QUERIES]
+        return [query_rows(db, q) for q in QUERIES]
 
 
 def test_readme_gumtool_commands_run_as_written(tmp_path: Path) -> None:
@@ -74,9 +75,9 @@ def test_readme_gumtool_commands_run_as_written(tmp_path: Path) -> None:
     wide.write_text((tmp_path / "wide.toml").read_text().replace(
         'database_dir = "all-wide"', f'database_dir = "{tmp_path / "all-wide"}"'))
     with DB(parse_config(wide.read_text())) as db:
-        assert db.query({"groupings": ["device"]}) == [{"device": None, "rowCount": len(rows)}]
+        assert query_rows(db, {"groupings": ["device"]}) == [{"device": None, "rowCount": len(rows)}]
     by_country = tmp_path / "by-country.check.toml"
     by_country.write_text(f'database_dir = "{tmp_path / "by-country"}"\n[schema]\n'
                           'dimension_columns = [["country", "string:uint8"]]\n')
     with DB(parse_config(by_country.read_text())) as db:
-        assert db.query(QUERIES[1]) == expected[1]
+        assert query_rows(db, QUERIES[1]) == expected[1]

@@ -16,8 +16,9 @@ from gumshoe import wire
 from gumshoe.config import load_config
 from gumshoe.db import DB
 from gumshoe.query import parse_query
-from gumshoe.scan import Partial, finalize, merge, union_extent
+from gumshoe.partials import Partial, finalize, merge, union_extent
 from gumshoe.schema import Schema
+from gumshoe.service import query_rows, query_partial
 
 from .. import reference
 from ..strategies import TIMESTAMP_BASES, queries, rows, schema_configs
@@ -83,8 +84,8 @@ def test_shards_merged_in_any_order_equal_one_database(case: Any, seed: int) -> 
         db.insert(part)
     for q in qs:
         query = parse_query(q, schema)
-        want = one.query(q)
-        raw = [db.query_partial(q) for db in shards]
+        want = query_rows(one, q)
+        raw = [query_partial(db, q) for db in shards]
         partials = [wire.decode_partial(wire.encode_partial(p)) for p in raw]
         assert [p.extent for p in partials] == [p.extent for p in raw]  # over the wire
         merged = _orders(partials, seed)

@@ -9,12 +9,13 @@ import pytest
 
 from gumshoe.db import DB
 from gumshoe.errors import QueryError
+from gumshoe.service import query_rows
 
 from .helpers import hour, make_db
 
 
 def q(db: DB, **query: Any) -> list[dict[str, Any]]:
-    return db.query(query)
+    return query_rows(db, query)
 
 
 def sum_metric1(db: DB, *filters: dict[str, Any]) -> int:
@@ -179,15 +180,15 @@ def test_a_sum_beyond_64_bits_is_an_error_not_a_wrapped_number(state: str, dtype
     db = load(make_db(metrics=(("metric1", dtype),)), rows, state)
     with pytest.raises(QueryError, match=r"aggregates\[0\]: the sum of 'metric1' \(\d+\) does "
                                          f"not fit {dtype}, the type its sums are kept in"):
-        db.query({"aggregates": [{"column": "metric1", "type": "average", "name": "a"},
+        query_rows(db, {"aggregates": [{"column": "metric1", "type": "average", "name": "a"},
                                  {"column": "metric1"}]})
     # groups whose own sums fit are exact, beside a group that does not fit
     with pytest.raises(QueryError, match="does not fit"):
-        db.query({"aggregates": [{"column": "metric1"}], "groupings": [{"column": "at"}]})
-    rows = db.query({"aggregates": [{"column": "metric1"}], "groupings": ["dim1"]})
+        query_rows(db, {"aggregates": [{"column": "metric1"}], "groupings": [{"column": "at"}]})
+    rows = query_rows(db, {"aggregates": [{"column": "metric1"}], "groupings": ["dim1"]})
     assert {r["dim1"]: r["metric1"] for r in rows} == {
         **{f"s{i}": top - i for i in range(4)}, "small": 1, "tiny": 2}
-    assert db.query({"aggregates": [{"column": "metric1"}],
+    assert query_rows(db, {"aggregates": [{"column": "metric1"}],
                      "filters": [{"type": "in", "column": "dim1", "value": ["s3", "tiny"]}]}
                     ) == [{"metric1": top - 1, "rowCount": 2}]
 
@@ -198,8 +199,8 @@ def test_int64_sums_that_cancel_are_exact(state: str) -> None:
     db = load(make_db(metrics=(("metric1", "int64"),)),
               [{"at": hour(i % 2), "dim1": f"s{i}", "metric1": v} for i, v in enumerate(values)],
               state)
-    assert db.query({"aggregates": [{"column": "metric1"}]}) == [{"metric1": 7, "rowCount": 7}]
-    assert db.query({"aggregates": [{"column": "metric1", "type": "average"}]}) == [
+    assert query_rows(db, {"aggregates": [{"column": "metric1"}]}) == [{"metric1": 7, "rowCount": 7}]
+    assert query_rows(db, {"aggregates": [{"column": "metric1", "type": "average"}]}) == [
         {"metric1": 1.0, "rowCount": 7}]
 
 
@@ -317,13 +318,13 @@ def test_group_limit_is_a_clear_error() -> None:
     db = make_db(dims=(("d", "uint32"),), max_groups=10)
     db.insert([{"at": 0, "d": i, "metric1": 1} for i in range(50)])
     with pytest.raises(QueryError, match="more than 10 groups"):
-        db.query({"groupings": ["d"]})
+        query_rows(db, {"groupings": ["d"]})
 
 
 def test_grouped_query_with_no_rows_is_empty_and_total_is_one_row() -> None:
     db = make_db()
-    assert db.query({"groupings": ["dim1"]}) == []
-    assert db.query({"aggregates": [{"column": "metric1"}]}) == [{"metric1": 0, "rowCount": 0}]
+    assert query_rows(db, {"groupings": ["dim1"]}) == []
+    assert query_rows(db, {"aggregates": [{"column": "metric1"}]}) == [{"metric1": 0, "rowCount": 0}]
 
 
 def test_rows_are_visible_at_once_and_many_intervals_scan_in_parallel() -> None:
@@ -331,7 +332,7 @@ def test_rows_are_visible_at_once_and_many_intervals_scan_in_parallel() -> None:
     rows = [{"at": hour(h), "dim1": f"s{h % 3}", "metric1": h} for h in range(48)]
     db.insert(rows)
     t0 = time.perf_counter()
-    result = db.query({"aggregates": [{"column": "metric1"}],
+    result = query_rows(db, {"aggregates": [{"column": "metric1"}],
                        "groupings": [{"column": "at", "timeTransform": "day", "name": "d"}]})
     assert time.perf_counter() - t0 < 30
     assert result == [{"d": 0, "metric1": sum(range(24)), "rowCount": 24},

@@ -10,6 +10,7 @@ import pytest
 
 from gumshoe.db import DB
 from gumshoe.errors import QueryError
+from gumshoe.service import query_rows
 
 from .helpers import hour, make_db
 
@@ -36,7 +37,7 @@ def load(db: DB, rows: list[dict[str, Any]], state: str) -> DB:
 
 
 def q(db: DB, **query: Any) -> list[dict[str, Any]]:
-    return db.query(query)
+    return query_rows(db, query)
 
 
 TWO = (("page", "string:uint16"), ("country", "string:uint8"))
@@ -287,11 +288,11 @@ def test_a_fill_larger_than_max_groups_is_refused() -> None:
     db.insert([{"at": 0, "dim1": "a"}, {"at": hour(200), "dim1": "b"}])
     with pytest.raises(QueryError, match=r"groupings\[0\].fill: zero-fill would produce 201 "
                                          r"rows, more than max_groups \(100\)"):
-        db.query({"groupings": [{"column": "at", "fill": True}]})
+        query_rows(db, {"groupings": [{"column": "at", "fill": True}]})
     with pytest.raises(QueryError, match=r"groupings\[1\].fill: .* more than max_groups"):
-        db.query({"groupings": ["dim1", {"column": "at", "timeTransform": "minute",
+        query_rows(db, {"groupings": ["dim1", {"column": "at", "timeTransform": "minute",
                                          "fill": True}]})
-    assert len(db.query({"groupings": [{"column": "at", "timeTransform": "day",
+    assert len(query_rows(db, {"groupings": [{"column": "at", "timeTransform": "day",
                                         "fill": True}]})) == 9
 
 

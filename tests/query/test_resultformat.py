@@ -13,6 +13,7 @@ import pytest
 
 from gumshoe.query import parse_query
 from gumshoe.resultformat import MEDIA_TYPE, csv_chunks, to_csv
+from gumshoe.service import query_rows
 
 from .helpers import make_db
 
@@ -35,7 +36,7 @@ def test_a_query_as_csv() -> None:
            "groupings": ["page", "n"],
            "postAggregations": [{"name": "per", "expression": "visits / rowCount"}]}
     query = parse_query(obj, db.schema)
-    rows = db.query(obj)
+    rows = query_rows(db, obj)
     text = to_csv(query, rows).decode()
     assert text.splitlines()[0] == "page,n,visits,avg score,per,rowCount"
     assert text == (
@@ -57,7 +58,7 @@ def test_numbers_render_as_in_json() -> None:
                enumerate(values)])
     obj: dict[str, Any] = {"aggregates": [{"column": "m"}, {"column": "i"}],
                            "groupings": ["dim1"]}
-    rows = db.query(obj)
+    rows = query_rows(db, obj)
     lines = to_csv(parse_query(obj, db.schema), rows).decode().split("\r\n")
     for row, line in zip(rows, lines[1:]):
         assert line == ",".join([row["dim1"], orjson.dumps(row["m"]).decode(), str(2**64 - 1),
@@ -67,10 +68,10 @@ def test_numbers_render_as_in_json() -> None:
 def test_empty_results_give_the_header_only_and_chunks_join_up() -> None:
     db = make_db()
     obj = {"groupings": ["dim1"], "filters": [{"column": "dim1", "value": "none"}]}
-    assert to_csv(parse_query(obj, db.schema), db.query(obj)) == b"dim1,rowCount\r\n"
+    assert to_csv(parse_query(obj, db.schema), query_rows(db, obj)) == b"dim1,rowCount\r\n"
     db.insert([{"at": 0, "dim1": f"s{i:03}", "metric1": i} for i in range(25)])
     obj = {"groupings": ["dim1"], "aggregates": [{"column": "metric1"}]}
-    query, rows = parse_query(obj, db.schema), db.query(obj)
+    query, rows = parse_query(obj, db.schema), query_rows(db, obj)
     chunks = list(csv_chunks(query, rows, chunk_rows=10))
     assert len(chunks) == 4  # header + 10 + 10 + 5
     assert b"".join(chunks) == to_csv(query, rows)
@@ -81,5 +82,5 @@ def test_header_names_are_quoted_when_needed() -> None:
     db = make_db(metrics=(("metric1", "uint32"),))
     obj = {"aggregates": [{"column": "metric1", "name": 'a,"b"'}]}
     db.insert([{"at": 0, "metric1": 2}])
-    assert to_csv(parse_query(obj, db.schema), db.query(obj)) == (
+    assert to_csv(parse_query(obj, db.schema), query_rows(db, obj)) == (
         b'"a,""b""",rowCount\r\n2,1\r\n')

@@ -10,7 +10,7 @@ from gumshoe import wire
 from gumshoe.batch import parse_rows
 from gumshoe.config import parse_config
 from gumshoe.errors import InsertError
-from gumshoe.scan import Partial
+from gumshoe.partials import Partial
 from gumshoe.schema import Schema
 from gumshoe.sharding import shard_of
 
@@ -110,7 +110,7 @@ def test_merging_shard_sums_never_wraps(grouped: bool) -> None:
     """The router adds shards' 64-bit sums: beyond the type it is an error, and large sums
     that cancel are exact."""
     from gumshoe.errors import QueryError
-    from gumshoe.scan import merge
+    from gumshoe.partials import merge
 
     def part(values: list[int], dtype: type) -> Partial:
         keys = [np.array(["a"] * len(values), object)] if grouped else []

@@ -198,6 +198,7 @@ def decode(partial: Partial, query: Query, strings: Callable[[str], np.ndarray],
 
 
 def _json_values(keys: np.ndarray, nil: np.ndarray | None) -> list[Any]:
+    values: list[Any]
     if keys.dtype == np.float32:  # shortest float32 repr: 0.1, not 0.10000000149011612
         values = [float(str(v)) for v in keys]
     else:
@@ -296,7 +297,9 @@ def finalize(query: Query, partial: Partial) -> list[dict[str, Any]]:
     if query.limit is not None or query.offset:
         stop = None if query.limit is None else query.offset + query.limit
         order = (np.arange(n) if order is None else order)[query.offset:stop]
-    take = (lambda a: a) if order is None else (lambda a: a[order])
+    def take(a: np.ndarray) -> np.ndarray:
+        return a if order is None else a[order]
+
     columns_out: list[tuple[str, list[Any]]] = []
     for g, k, nil in zip(query.groupings, keys, nils):
         columns_out.append((g.name, _json_values(take(k),
