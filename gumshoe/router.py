@@ -30,7 +30,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
-from . import jsonio, wire
+from . import collect, jsonio, wire
+from .batch import Batch
 from .config import Config
 from .edge import Endpoint, Role, json_response, query_response, read_body, result_format
 from .edge import create_app as create_edge_app
@@ -142,7 +143,20 @@ class Router:
         body = await read_body(request)
         batch_id = (wire.check_batch_id(request.headers.get("x-batch-id"),
                                         wire.ROUTER_BATCH_ID) or uuid.uuid4().hex)
-        parts = await run_in_threadpool(self._split, body)
+        batch = await run_in_threadpool(self._parse, body, request.headers.get("content-type"))
+        out = await self.insert_batch(batch, batch_id)
+        return json_response(out, headers={"X-Batch-Id": batch_id})
+
+    def _parse(self, body: bytes, content_type: str | None) -> Batch:
+        """400 with the shard's own message for a bad body (JSON, or CSV/NDJSON rows)."""
+        if collect.is_row_format(content_type):
+            return collect.parse_body(body, content_type, self.schema, int(time.time()))
+        return jsonio.parse_insert_body(body, self.schema)
+
+    async def insert_batch(self, batch: Batch, batch_id: str | None = None) -> dict[str, Any]:
+        """Split a validated batch by shard and send it (also the collect routes' sink)."""
+        batch_id = batch_id or uuid.uuid4().hex
+        parts = await run_in_threadpool(self._split, batch)
         results = await asyncio.gather(*(self._send(i, rows, batch_id)
                                          for i, rows in parts.items()))
         errors = [r for r in results if isinstance(r, ShardError)]
@@ -163,10 +177,9 @@ class Router:
             out["duplicate"] = True
         self.metrics.inserts.inc()
         self.stats["inserts"] += 1
-        return json_response(out, headers={"X-Batch-Id": batch_id})
+        return out
 
-    def _split(self, body: bytes) -> dict[int, bytes]:
-        batch = jsonio.parse_insert_body(body, self.schema)  # 400: the shard's own message
+    def _split(self, batch: Batch) -> dict[int, bytes]:
         if batch.n == 0:
             return {}
         shard = shard_of(self.schema, self.schema.interval_start(batch.timestamps),
@@ -314,9 +327,11 @@ def create_router_app(config: Config, shards: list[str], timeout: float = 30.0,
         Endpoint("/metricz", r.metricz, ("GET",), Role.ADMIN),
         Endpoint("/metrics", r.prometheus, ("GET",), Role.ADMIN),
         Endpoint("/", r.root, ("GET",), Role.OPEN),
+        *collect.endpoints(config, r.schema, collect.FunctionSink(r.insert_batch),
+                           r.metrics.registry),
     ]
     app = create_edge_app(endpoints, config, lifespan=r.lifespan,
                           listen_host="0.0.0.0" if listen_host is None else listen_host,
-                          on_request=on_request)
+                          on_request=on_request, cors_origins=config.collect.allowed_origins)
     app.state.router = r
     return app
