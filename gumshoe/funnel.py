@@ -327,7 +327,8 @@ def create_funnel_app(config: Config, upstreams: list[str],
         Endpoint("/metrics", f.prometheus, ("GET",), Role.ADMIN),
         Endpoint("/", f.root, ("GET",), Role.OPEN),
     ]
-    app = create_edge_app(endpoints, config, lifespan=f.lifespan,
+    app = create_edge_app(endpoints, config,
+                          lifespan=collect.with_sources(config, f.schema, f, f.lifespan),
                           listen_host="0.0.0.0" if listen_host is None else listen_host,
                           cors_origins=config.collect.allowed_origins)
     app.state.funnel = f

@@ -397,10 +397,12 @@ def create_app(db: Any, config: Config, *, periodic_flush: bool = True,
         s.metrics.request_duration.labels(route).observe(seconds)
 
     schema = Schema.from_config(config.schema)
-    endpoints = server_endpoints(s) + collect.endpoints(
-        config, schema, collect.FunctionSink(s.insert_batch), s.metrics.registry)
+    sink = collect.FunctionSink(s.insert_batch)
+    endpoints = server_endpoints(s) + collect.endpoints(config, schema, sink,
+                                                        s.metrics.registry)
     app = create_edge_app(endpoints, config,
-                          lifespan=lambda app: s.lifespan(app, periodic_flush),
+                          lifespan=collect.with_sources(
+                              config, schema, sink, lambda app: s.lifespan(app, periodic_flush)),
                           listen_host="0.0.0.0" if listen_host is None else listen_host,
                           on_request=on_request, cors_origins=config.collect.allowed_origins)
     app.state.server = s

@@ -14,5 +14,6 @@ from __future__ import annotations
 from .coalesce import FunctionSink, Sink
 from .formats import is_row_format, parse_body
 from .routes import endpoints
+from .sources import with_sources
 
-__all__ = ["FunctionSink", "Sink", "endpoints", "is_row_format", "parse_body"]
+__all__ = ["FunctionSink", "Sink", "endpoints", "is_row_format", "parse_body", "with_sources"]

@@ -152,29 +152,37 @@ def parse_ndjson(body: bytes, schema: Schema, now: int) -> Batch:
     raw = body.split(b"\n")
     lines = list(filter(None, map(bytes.strip, raw)))
 
-    def line(i: int) -> int:  # non-blank line i -> its line number (error path)
-        return list(itertools.compress(itertools.count(1), map(bytes.strip, raw)))[i]
+    def line(i: int) -> str:  # non-blank line i -> its line number (error path)
+        return f"line {list(itertools.compress(itertools.count(1), map(bytes.strip, raw)))[i]}"
 
-    openers = body.count(b"[") + body.count(b"{")
-    if openers > 2 * len(lines) + 64:
-        depth = jsonio.nesting_depth(body)
+    return json_objects(lines, schema, now, line)
+
+
+def json_objects(items: list[bytes], schema: Schema, now: int, name: Callable[[int], str]
+                 ) -> Batch:
+    """JSON objects, one per item (NDJSON lines, queue items) -> Batch; `name(i)` says
+    where item i is in errors ("line 3", "item 3")."""
+    openers = sum(map(bytes.count, items, itertools.repeat(b"["))) + sum(
+        map(bytes.count, items, itertools.repeat(b"{")))
+    if openers > 2 * len(items) + 64:
+        depth = max(map(jsonio.nesting_depth, items), default=0)
         if depth > jsonio.MAX_DEPTH:
             raise InsertError(f"JSON nested too deeply ({depth} levels, at most "
                               f"{jsonio.MAX_DEPTH})")
     try:
-        rows = list(map(orjson.loads, lines))
+        rows = list(map(orjson.loads, items))
     except orjson.JSONDecodeError:
-        i = _first_bad_json(lines)
-        raise InsertError(f"line {line(i)}: invalid JSON") from None
+        i = _first_bad_json(items)
+        raise InsertError(f"{name(i)}: invalid JSON") from None
     if rows and set(map(type, rows)) != {dict}:
         i = next(i for i, r in enumerate(rows) if type(r) is not dict)
-        raise InsertError(f"line {line(i)}: expected a JSON object")
+        raise InsertError(f"{name(i)}: expected a JSON object")
     ts = {schema.timestamp.name: now}
     rows = list(map(operator.or_, itertools.repeat(ts), rows))  # the row's own wins
     try:
         return parse_rows(schema, rows)
     except InsertError as e:
-        raise renamed(e, lambda i: f"line {line(i)}") from None
+        raise renamed(e, name) from None
 
 
 def _first_bad_json(lines: list[bytes]) -> int:
