@@ -81,7 +81,12 @@ class ItemTemplate:
             if c and f"{{{c}:date}}" in template and c != schema.timestamp.name:
                 raise ConfigError(f"{where}: {{{c}:date}}: only the timestamp column "
                                   f"({schema.timestamp.name}) reads dates")
-        pattern = "".join(re.escape(literal) + ("([^\n]*?)" if c else "") for literal, c in parts)
+        # a value runs up to the next literal's first character (so it cannot hold it)
+        pattern = "".join(
+            re.escape(literal) + (f"([^\n{re.escape(parts[k + 1][0][:1])}]*)"
+                                  if c and k + 1 < len(parts) and parts[k + 1][0] else
+                                  "([^\n]*)" if c else "")
+            for k, (literal, c) in enumerate(parts))
         self.one = re.compile(pattern + r"\Z", re.S)
         self.many = re.compile("^" + pattern + "$", re.M)
         self.schema = schema
