@@ -76,8 +76,13 @@ def _text(body: bytes) -> str:
 # -- CSV --------------------------------------------------------------------------------------
 def _csv_lines(text: str) -> list[int]:
     """The (last) physical line of every non-empty CSV record: the error path only."""
-    reader = csv.reader(io.StringIO(text), strict=True)
-    return [reader.line_num for record in reader if record]
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    out = []
+    try:
+        out.extend(reader.line_num for record in reader if record)
+    except csv.Error:
+        pass
+    return out
 
 
 def _split_plain(text: str) -> tuple[list[str], list[list[str]] | None, int] | None:
@@ -101,7 +106,7 @@ def _split_plain(text: str) -> tuple[list[str], list[list[str]] | None, int] | N
 
 
 def _records(text: str) -> list[list[str]]:
-    reader = csv.reader(io.StringIO(text), strict=True)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         return list(filter(None, reader))
     except csv.Error as e:
@@ -127,7 +132,7 @@ def parse_csv(body: bytes, schema: Schema, now: int) -> Batch:
     def line(i: int) -> int:  # data row i -> its line number, counted once, when needed
         if not lines:
             lines.extend(_csv_lines(text))
-        return lines[i + 1]
+        return lines[i + 1] if i + 1 < len(lines) else i + 2
 
     check_columns(schema, header, lambda name: f"line {line(-1)}, column {name}")
     width = len(header)
