@@ -321,8 +321,8 @@ def create_funnel_app(config: Config, upstreams: list[str],
     f = Funnel(config, [Upstream.parse(u) for u in upstreams])
     f.spool.open(config.funnel.id)
     endpoints = [
-        Endpoint("/insert", f.put_insert, ("PUT",), Role.WRITE),
         *collect.endpoints(config, f.schema, f, f.metrics.registry),
+        Endpoint("/insert", f.put_insert, ("PUT",), Role.WRITE),
         Endpoint("/statusz", f.statusz, ("GET",), Role.READ),
         Endpoint("/metrics", f.prometheus, ("GET",), Role.ADMIN),
         Endpoint("/", f.root, ("GET",), Role.OPEN),

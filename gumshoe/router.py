@@ -317,6 +317,8 @@ def create_router_app(config: Config, shards: list[str], timeout: float = 30.0,
         r.metrics.request_duration.labels(route).observe(seconds)
 
     endpoints = [
+        *collect.endpoints(config, r.schema, collect.FunctionSink(r.insert_batch),
+                           r.metrics.registry),  # first: beacons are the most frequent
         Endpoint("/insert", r.insert, ("PUT",), Role.WRITE),
         Endpoint("/query", r.query, ("POST",), Role.READ),
         Endpoint("/dimension_tables", r.dimension_tables, ("GET",), Role.READ),
@@ -327,8 +329,6 @@ def create_router_app(config: Config, shards: list[str], timeout: float = 30.0,
         Endpoint("/metricz", r.metricz, ("GET",), Role.ADMIN),
         Endpoint("/metrics", r.prometheus, ("GET",), Role.ADMIN),
         Endpoint("/", r.root, ("GET",), Role.OPEN),
-        *collect.endpoints(config, r.schema, collect.FunctionSink(r.insert_batch),
-                           r.metrics.registry),
     ]
     app = create_edge_app(endpoints, config, lifespan=r.lifespan,
                           listen_host="0.0.0.0" if listen_host is None else listen_host,

@@ -398,8 +398,9 @@ def create_app(db: Any, config: Config, *, periodic_flush: bool = True,
 
     schema = Schema.from_config(config.schema)
     sink = collect.FunctionSink(s.insert_batch)
-    endpoints = server_endpoints(s) + collect.endpoints(config, schema, sink,
-                                                        s.metrics.registry)
+    # collect routes first: beacons are the most frequent request (templates cannot shadow
+    # the routes after them: collect.templates.RESERVED_SEGMENTS)
+    endpoints = collect.endpoints(config, schema, sink, s.metrics.registry) + server_endpoints(s)
     app = create_edge_app(endpoints, config,
                           lifespan=collect.with_sources(
                               config, schema, sink, lambda app: s.lifespan(app, periodic_flush)),

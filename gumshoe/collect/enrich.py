@@ -92,6 +92,7 @@ class Enricher:
                 raise ConfigError(f"{key}: {column!r} is not a string dimension of the schema")
         self.cfg = cfg
         self.uses_agent = bool(cfg.browser or cfg.os or cfg.device)
+        self.active = bool(self.uses_agent or cfg.page or cfg.host_of or cfg.path_of)
 
     def apply(self, event: dict[str, str], headers: Mapping[str, str]) -> None:
         """Fill the enrichment columns of one event (its own values win) and reduce URL

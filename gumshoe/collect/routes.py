@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 from starlette.concurrency import run_in_threadpool
@@ -39,6 +40,7 @@ PIXEL = bytes.fromhex("47494638396101000100800000000000ffffff21f90401000000002c0
                       "01000002024401003b")
 RESERVED = frozenset({"key"})  # query parameters that are not columns (and any "_name")
 MAX_BEACON_BODY = 64 * 1024
+MAX_FIELDS = 1000
 _BEACON_TYPES = ("", "text/plain", "application/x-www-form-urlencoded")
 
 
@@ -70,6 +72,8 @@ class Collector:
         self.templates = [RouteTemplate(r, schema, i) for i, r in enumerate(c.routes)]
         self.script = tracker(c.script, schema) if c.script.enabled else b""
         self.coalescer = Coalescer(schema, sink)
+        self.columns = frozenset(c.name for c in schema.columns)
+        self._counters: dict[str, tuple[Any, Any]] = {}
         self.events = Counter("gumshoe_collect_events", "Events accepted by the collect "
                               "routes, by route and result (inserted; rejected: outside "
                               "retention).", ["route", "result"], registry=registry)
@@ -80,20 +84,33 @@ class Collector:
     async def _one(self, route: str, event: dict[str, str], request: Request,
                    what: str) -> bool:
         try:
-            check_event(self.schema, event, what)
-            self.enricher.apply(event, request.headers)
+            if not event.keys() <= self.columns:
+                check_event(self.schema, event, what)  # names the unknown one
+            if self.enricher.active:
+                self.enricher.apply(event, request.headers)
             if not event.get(self.ts):
                 event[self.ts] = str(int(time.time()))
             inserted = await self.coalescer.add(event, lambda i, c: f"{what} {c}")
         except Exception as e:
             self.refused.labels(route, reason(e)).inc()
             raise
-        self.events.labels(route, "inserted" if inserted else "rejected").inc()
+        counters = self._counters.get(route)
+        if counters is None:
+            counters = self._counters[route] = (self.events.labels(route, "inserted"),
+                                                self.events.labels(route, "rejected"))
+        counters[0 if inserted else 1].inc()
         return inserted
 
     async def pixel(self, request: Request) -> Response:
-        event = {k: v for k, v in request.query_params.multi_items()
-                 if k not in RESERVED and not k.startswith("_")}
+        query = request.scope["query_string"].decode("latin-1")
+        try:
+            event = dict(urllib.parse.parse_qsl(query, keep_blank_values=True,
+                                                max_num_fields=MAX_FIELDS))
+        except ValueError:
+            self.refused.labels("/pixel.gif", "bad_request").inc()
+            raise ClientError(f"more than {MAX_FIELDS} query parameters") from None
+        for k in [k for k in event if k in RESERVED or k.startswith("_")]:
+            del event[k]
         if request.method == "POST":  # navigator.sendBeacon: the parameters in the body
             try:
                 body = await read_body(request, MAX_BEACON_BODY)
@@ -102,7 +119,7 @@ class Collector:
                                             " or application/x-www-form-urlencoded")
                 try:
                     pairs = urllib.parse.parse_qsl(body.decode("utf-8"), keep_blank_values=True,
-                                                   max_num_fields=1000)
+                                                   max_num_fields=MAX_FIELDS)
                 except (UnicodeDecodeError, ValueError) as e:
                     raise ClientError(f"POST /pixel.gif body: not a query string ({e})"
                                       ) from None

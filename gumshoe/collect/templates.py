@@ -21,6 +21,12 @@ from ..schema import Schema
 from .values import Where, text_batch
 
 
+# First path segments of the apps' own routes: a template may not shadow them.
+RESERVED_SEGMENTS = frozenset({"insert", "query", "partial", "dimension_tables", "statusz",
+                               "schema", "metricz", "metrics", "debug", "pixel.gif", "track",
+                               "script.js", "console", "static", "openapi.json", "sql"})
+
+
 def placeholders(template: str, where: str) -> list[tuple[str, str]]:
     """[(literal text before, column)] of a template, plus a last (literal, "") pair."""
     out = []
@@ -60,6 +66,11 @@ class RouteTemplate:
             raise ConfigError(f"{where}.path: route placeholders take no format")
         self.columns = [c for _, c in parts if c]
         _check(schema, self.columns, f"{where}.path", route.path)
+        first = route.path.split("/")[1]
+        if not first or "{" in first or first in RESERVED_SEGMENTS:
+            raise ConfigError(f"{where}.path: must start with a fixed segment other than "
+                              f"the built-in routes ({', '.join(sorted(RESERVED_SEGMENTS))}), "
+                              f"got {route.path!r}")
         self.path = route.path
         self.fixed: dict[str, str] = {}
         for name, value in route.set:

@@ -168,6 +168,9 @@ def test_route_template() -> None:
         RouteTemplate(CollectRoute("/e/{appid}"), S, 0)
     with pytest.raises(ConfigError, match="also a placeholder"):
         RouteTemplate(CollectRoute("/e/{name}", (("name", "x"),)), S, 0)
+    for shadowing in ("/{name}/x", "/query/{name}", "//{name}"):
+        with pytest.raises(ConfigError, match="fixed segment other than the built-in"):
+            RouteTemplate(CollectRoute(shadowing), S, 0)
 
 
 CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "

@@ -63,8 +63,8 @@ def test_forwards_and_keeps_accepting_while_upstream_is_down(tmp_path: Path) -> 
             assert funnel.client.get(f"/pixel.gif?name=d{i}").status_code == 200
         status = funnel.status()
         assert status["spooled_batches"] > 0 and status["spooled_bytes"] > 0
-        metrics = funnel.client.get("/metrics").text
-        assert 'gumshoe_funnel_upstream_errors_total{kind="unreachable"' in metrics
+        metrics = wait_until(lambda: (m if 'upstream_errors_total{kind="unreachable"' in (
+            m := funnel.client.get("/metrics").text) else None), 10, "upstream errors counted")
         assert "gumshoe_funnel_oldest_spooled_age_seconds" in metrics
         server.start()
         wait_until(lambda: drained(funnel), 20, "drained after upstream returned")
