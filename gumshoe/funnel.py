@@ -181,7 +181,8 @@ class Funnel:
         planned = self.spool.planned
         if planned is not None:
             return [e for e in pending if e.seq <= planned.last]
-        group, rows = [], 0
+        group: list[Entry] = []
+        rows = 0
         for e in pending:
             if group and rows + e.rows > self.fc.batch_rows:
                 break

@@ -88,7 +88,7 @@ def wrk(url: str, lua: str, seconds: int, connections: int, workdir: Path) -> di
     unit = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
     def latency(p: str) -> float:
-        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
         return float(m.group(1)) * unit[m.group(2)] if m else float("nan")
 
     m = re.search(r"(\d+) requests in ([\d.]+)(s|m)", out)
@@ -144,9 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
-    lines = [f"# Collect benchmark ({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, "
+    lines = [(f"# Collect benchmark ({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, "
              f"durability {args.durability}, {args.connections} keep-alive connections, "
-             f"{args.seconds} s per run)", "",
+             f"{args.seconds} s per run)"), "",
              "| run | events/s | p50 ms | p99 ms | CPU us/event | stored | errors |",
              "|---|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory(prefix="gumshoe-bench-collect-") as tmp:
@@ -191,8 +191,8 @@ def main(argv: list[str] | None = None) -> int:
                              f"answered | {r['non2xx']} non-2xx {r['socket_errors']} |")
             finally:
                 stop(funnel)
-            lines += ["", f"Row bodies of {args.rows:,} rows, 2 keep-alive connections "
-                      "(server decodes in-process: --insert-workers 0):", "",
+            lines += ["", (f"Row bodies of {args.rows:,} rows, 2 keep-alive connections "
+                      "(server decodes in-process: --insert-workers 0):"), "",
                       "| route | format | body bytes | rows/s | p50 ms | p99 ms |",
                       "|---|---|---|---|---|---|"]
             bodies = rows_bodies(args.rows, work)

@@ -70,14 +70,14 @@ def _text(body: bytes) -> str:
     except UnicodeDecodeError as e:
         line = body.count(b"\n", 0, e.start) + 1
         raise InsertError(f"line {line}: not valid UTF-8 (byte {e.start})") from None
-    return text[1:] if text.startswith("\ufeff") else text
+    return text.removeprefix("\ufeff")
 
 
 # -- CSV --------------------------------------------------------------------------------------
 def _csv_lines(text: str) -> list[int]:
     """The (last) physical line of every non-empty CSV record: the error path only."""
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    out = []
+    out: list[int] = []
     try:
         out.extend(reader.line_num for record in reader if record)
     except csv.Error:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import fcntl
 import logging
@@ -268,14 +269,13 @@ class Spool:
         read back from the page cache or disk)."""
         out = []
         handles: dict[Path, Any] = {}
-        try:
+        with contextlib.ExitStack() as stack:
             for e in entries:
-                f = handles.get(e.path) or handles.setdefault(e.path, open(e.path, "rb"))
+                f = handles.get(e.path)
+                if f is None:
+                    f = handles[e.path] = stack.enter_context(open(e.path, "rb"))
                 f.seek(e.offset)
                 out.append(msgpack.unpackb(f.read(e.length), raw=False)["b"])
-        finally:
-            for f in handles.values():
-                f.close()
         return out
 
     async def cut(self, last: int) -> Cut:

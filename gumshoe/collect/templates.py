@@ -20,7 +20,6 @@ from ..errors import ConfigError, InsertError
 from ..schema import Schema
 from .values import Where, text_batch
 
-
 # First path segments of the apps' own routes: a template may not shadow them.
 RESERVED_SEGMENTS = frozenset({"insert", "query", "partial", "dimension_tables", "statusz",
                                "schema", "metricz", "metrics", "debug", "pixel.gif", "track",
@@ -98,8 +97,8 @@ class ItemTemplate:
                                   if c and k + 1 < len(parts) and parts[k + 1][0] else
                                   "([^\n]*)" if c else "")
             for k, (literal, c) in enumerate(parts))
-        self.one = re.compile(pattern + r"\Z", re.S)
-        self.many = re.compile("^" + pattern + "$", re.M)
+        self.one = re.compile(pattern + r"\Z", re.DOTALL)
+        self.many = re.compile("^" + pattern + "$", re.MULTILINE)
         self.schema = schema
 
     def batch(self, items: Sequence[str], now: int, where: Where) -> Batch:
@@ -114,6 +113,7 @@ class ItemTemplate:
             found = [self.one.match(item).groups() for item in items]  # type: ignore[union-attr]
         if len(self.columns) == 1:
             found = [(v,) for v in found] if found and isinstance(found[0], str) else found
-        columns = dict(zip(self.columns, zip(*found), strict=True)) if found else {
-            c: () for c in self.columns}
+        columns: dict[str, Sequence[str]] = (
+            dict(zip(self.columns, zip(*found), strict=True)) if found
+            else {c: () for c in self.columns})
         return text_batch(self.schema, columns, len(items), now, where)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import itertools
+import math
 import operator
 import warnings
 from collections.abc import Callable, Sequence
@@ -48,7 +49,7 @@ def _c_parse(values: Sequence[str], dtype: type) -> np.ndarray | None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # numpy warns, and stops, at text it cannot read
         try:
-            arr = np.fromstring(",".join(values), dtype=dtype, sep=",")
+            arr: np.ndarray = np.fromstring(",".join(values), dtype=dtype, sep=",")
         except (ValueError, DeprecationWarning):
             return None
     if len(arr) != len(values):
@@ -179,7 +180,7 @@ def _one_time(text: str) -> int:
         f = float(text)
     except ValueError:
         return parse_time(text)
-    if f != f or f in (float("inf"), float("-inf")):
+    if not math.isfinite(f):
         raise ValueError("not finite")
     return max(-1, min(int(f // 1), 2**32))
 

@@ -97,18 +97,18 @@ def test_empty_fields_are_nil_or_zero() -> None:
 
 
 @pytest.mark.parametrize(("body", "message"), [
-    (b"at,visits\n1,2\n3,300\n", "line 3, column visits: value '300' is out of range for "
-                                 "uint8 [0, 255]"),
+    (b"at,visits\n1,2\n3,300\n", ("line 3, column visits: value '300' is out of range for "
+                                 "uint8 [0, 255]")),
     (b"at,cuntry\n1,US\n", "line 1, column cuntry: unknown column"),
     (b"visits,visits\n1,2\n", "line 1, column visits: column given twice"),
     (b"at,visits\n1,2\n3\n", "line 3: expected 2 fields (as the header), got 1"),
-    (b"at,visits\n1,2\n\n\nyesterday,1\n", "line 5, column at: timestamp 'yesterday' is "
-                                           "neither Unix seconds nor an ISO 8601 date"),
+    (b"at,visits\n1,2\n\n\nyesterday,1\n", ("line 5, column at: timestamp 'yesterday' is "
+                                           "neither Unix seconds nor an ISO 8601 date")),
     (b'name,visits\n"a\nb",1\nc,1.5\n', "line 4, column visits: value '1.5' is not an integer"),
     (b"clicks\n-1\n", "line 2, column clicks: value '-1' is out of range for uint32"),
     (b"score\nnan\n", "line 2, column score: value 'nan' is not a finite number"),
-    (b"age\n9223372036854775808\n", "line 2, column age: value '9223372036854775808' is out "
-                                    "of range"),
+    (b"age\n9223372036854775808\n", ("line 2, column age: value '9223372036854775808' is out "
+                                    "of range")),
     (b"at\n99999999999\n", "line 2, column at: timestamp '99999999999' is out of range"),
     (b'visits\n"1\n', "bad CSV"),
     (b"name\n\xff\n", "line 2: not valid UTF-8"),
@@ -120,8 +120,8 @@ def test_csv_errors_name_line_and_column(body: bytes, message: str) -> None:
 
 
 @pytest.mark.parametrize(("body", "message"), [
-    (b'{"visits": 1}\n\n{"visits": 300}\n', "line 3, column visits: value 300 is out of "
-                                            "range for uint8"),
+    (b'{"visits": 1}\n\n{"visits": 300}\n', ("line 3, column visits: value 300 is out of "
+                                            "range for uint8")),
     (b'{"visits": 1}\n[1]\n', "line 2: expected a JSON object"),
     (b'{"visits": 1}\n{"visits":\n', "line 2: invalid JSON"),
     (b'{"cuntry": "US"}\n', "line 1: unknown column 'cuntry'"),

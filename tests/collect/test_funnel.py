@@ -10,7 +10,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Self
 
 import httpx
 import pytest
@@ -82,7 +82,7 @@ def test_forwards_and_keeps_accepting_while_upstream_is_down(tmp_path: Path) -> 
 
 
 def test_bad_input_is_refused_with_the_servers_messages(tmp_path: Path) -> None:
-    server, funnel = setup(tmp_path)
+    _, funnel = setup(tmp_path)
     funnel.start()
     try:
         r = funnel.client.get("/pixel.gif?visits=300")
@@ -166,12 +166,12 @@ class Load:
                 else:
                     time.sleep(0.05)
 
-    def __enter__(self) -> Load:
+    def __enter__(self) -> Self:
         for t in self.threads:
             t.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop.set()
         for t in self.threads:
             t.join(30)

@@ -91,14 +91,14 @@ def test_torn_tail_is_cut_off_and_damage_elsewhere_stops(tmp_path: Path) -> None
     s = spool(tmp_path)
     add(s, b"ok")
     s.close()
-    active = sorted(tmp_path.glob("spool.*.log"))[-1]
+    active = max(tmp_path.glob("spool.*.log"))
     with open(active, "ab") as f:
         f.write(b"\x07\x00\x00\x00garbage")  # a record cut short by a crash
     s = spool(tmp_path)
     assert [e.rows for e in s.pending] == [1]
     add(s, b"after")
     s.close()
-    first = sorted(tmp_path.glob("spool.*.log"))[0]
+    first = min(tmp_path.glob("spool.*.log"))
     data = bytearray(first.read_bytes())
     data[-1] ^= 0xFF  # a flipped byte in a file that is not the last one
     first.write_bytes(bytes(data))
