@@ -140,15 +140,21 @@ class Router:
         a new one) comes back in the X-Batch-Id response header and, on failure, in the error
         JSON as `batch_id`: a retry with it is exactly-once even when some shards applied
         their part (a 502 can leave the batch applied on some shards and not others)."""
+        ctype = request.headers.get("content-type")
+        if (ctype or "").startswith(wire.CONTENT_TYPE):  # validated batches (from a funnel)
+            request.app.state.edge.auth.check(request, Role.ADMIN)
         body = await read_body(request)
         batch_id = (wire.check_batch_id(request.headers.get("x-batch-id"),
                                         wire.ROUTER_BATCH_ID) or uuid.uuid4().hex)
-        batch = await run_in_threadpool(self._parse, body, request.headers.get("content-type"))
+        batch = await run_in_threadpool(self._parse, body, ctype)
         out = await self.insert_batch(batch, batch_id)
         return json_response(out, headers={"X-Batch-Id": batch_id})
 
     def _parse(self, body: bytes, content_type: str | None) -> Batch:
-        """400 with the shard's own message for a bad body (JSON, or CSV/NDJSON rows)."""
+        """400 with the shard's own message for a bad body (JSON, CSV/NDJSON rows, or a
+        msgpack batch checked as strictly as a shard checks it)."""
+        if (content_type or "").startswith(wire.CONTENT_TYPE):
+            return wire.decode_batch(self.schema, body)
         if collect.is_row_format(content_type):
             return collect.parse_body(body, content_type, self.schema, int(time.time()))
         return jsonio.parse_insert_body(body, self.schema)

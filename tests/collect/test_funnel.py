@@ -218,3 +218,43 @@ def test_never_lose(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_never_lose_long_outage(tmp_path: Path) -> None:
     never_lose(tmp_path, down=30)
+
+
+def test_through_a_router_to_shards(tmp_path: Path) -> None:
+    """funnel -> router -> 2 shards: the router takes the funnel's msgpack batches and the
+    shards drop a resent batch (the funnel is killed before it records the acknowledgement
+    often enough that some batches are sent twice)."""
+    from ..router.conftest import RouterProcess
+
+    shards = []
+    for i in range(2):
+        d = tmp_path / f"shard{i}"
+        d.mkdir()
+        shards.append(ServerProcess(write_config(d, d / "db"), d / "log").start())
+    (tmp_path / "r").mkdir()
+    router = RouterProcess(write_config(tmp_path / "r", "MEMORY"), tmp_path / "router.log",
+                           [f"127.0.0.1:{s.port}" for s in shards]).start()
+    (tmp_path / "f").mkdir()
+    fcfg = write_config(tmp_path / "f", tmp_path / "f" / "fdb", **FUNNEL_KEYS)
+    fcfg.write_text(fcfg.read_text() + FUNNEL_TABLE)
+    funnel = FunnelProcess(fcfg, tmp_path / "funnel.log", [router.url])
+    try:
+        sent = 0
+        for _ in range(3):
+            funnel.start()
+            for _ in range(100):
+                r = funnel.client.get(f"/pixel.gif?name=r{sent}&visits=1")
+                assert r.status_code == 200, r.text
+                sent += 1
+            funnel.stop(signal.SIGKILL)
+        funnel.start()
+        wait_until(lambda: drained(funnel), 30, "drained")
+        per_shard = [sum(names(s).values()) for s in shards]
+        assert sum(per_shard) == sent and min(per_shard) > 0
+        assert set(names(router)) == {f"r{i}" for i in range(sent)}
+        assert max(names(router).values()) == 1
+    finally:
+        funnel.stop()
+        router.stop()
+        for s in shards:
+            s.stop()
