@@ -26,6 +26,9 @@ from ..schema import Schema
 from .values import Where, check_columns, text_batch
 
 MAX_GROUP = 10_000  # events in one insert
+# Groups inserted at once: the next group is appended (and waits in the write-ahead log's group
+# commit) while the previous one's fsync runs, so an fsync never waits for a group to form.
+IN_FLIGHT = 2
 
 
 class Sink(Protocol):
@@ -58,12 +61,14 @@ def check_event(schema: Schema, event: dict[str, str], what: str = "parameter") 
 class Coalescer:
     """Gathers one-event requests into groups and inserts each group through the sink."""
 
-    def __init__(self, schema: Schema, sink: Sink, max_group: int = MAX_GROUP) -> None:
+    def __init__(self, schema: Schema, sink: Sink, max_group: int = MAX_GROUP,
+                 in_flight: int = IN_FLIGHT) -> None:
         self.schema = schema
         self.sink = sink
         self.max_group = max_group
+        self.in_flight = in_flight
         self._pending: list[tuple[dict[str, str], asyncio.Future[bool]]] = []
-        self._task: asyncio.Task[None] | None = None
+        self._running = 0  # groups being inserted
 
     async def add(self, event: dict[str, str], where: Where) -> bool:
         """Insert one event (its columns checked by the caller) with those arriving
@@ -72,8 +77,9 @@ class Coalescer:
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         future.where = where  # type: ignore[attr-defined]
         self._pending.append((event, future))
-        if self._task is None:
-            self._task = asyncio.create_task(self._drain())
+        if self._running < self.in_flight:
+            self._running += 1
+            asyncio.create_task(self._drain())
         return await future
 
     async def _drain(self) -> None:
@@ -83,7 +89,7 @@ class Coalescer:
                 del self._pending[:self.max_group]
                 await self._insert(group)
         finally:
-            self._task = None
+            self._running -= 1
 
     async def _insert(self, group: list[tuple[dict[str, str], asyncio.Future[bool]]]) -> None:
         now = int(time.time())
