@@ -47,7 +47,7 @@ def same(a: Batch, b: Batch) -> None:
 
 def to_csv(rows: list[dict[str, Any]], columns: list[str]) -> bytes:
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+    w = csv.writer(buf)  # \r\n line ends: the writer then quotes a lone \r in a value
     w.writerow(columns)
     for r in rows:
         w.writerow(["" if r.get(c) is None else r[c] for c in columns])
