@@ -143,9 +143,11 @@ def serve(args: argparse.Namespace) -> int:
     from .httpserve import run
     from .server import create_app
 
+    from .collect import validate
+
     try:
         config = load_serve_config(args)
-        Schema.from_config(config.schema)  # a bad schema is a start-up error like the rest
+        validate(config, Schema.from_config(config.schema))  # bad schema or [collect]
         host, port = parse_listen(config.listen_addr)
         raise_open_file_limit(config.open_file_limit)
         check_unlocked(config)

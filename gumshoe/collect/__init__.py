@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from .coalesce import FunctionSink, Sink
 from .formats import is_row_format, parse_body
-from .routes import endpoints
+from .routes import endpoints, validate
 from .sources import with_sources
 
-__all__ = ["FunctionSink", "Sink", "endpoints", "is_row_format", "parse_body", "with_sources"]
+__all__ = ["FunctionSink", "Sink", "endpoints", "is_row_format", "parse_body", "validate", "with_sources"]

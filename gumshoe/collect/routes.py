@@ -25,14 +25,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import wire
+from ..batch import Batch
 from ..config import Config
 from ..edge import Endpoint, PayloadTooLarge, Role, json_response, read_body
 from ..errors import ClientError, GumshoeError, InsertError, OverloadedError
 from ..schema import Schema
-from .coalesce import Coalescer, Sink, check_event
+from .coalesce import Coalescer, FunctionSink, Sink, check_event
 from .enrich import Enricher
 from .formats import UnsupportedFormat, media_type, parse_body
 from .script import tracker
+from .sources import sources
 from .templates import RouteTemplate
 
 # A 1x1 transparent GIF (43 bytes).
@@ -155,6 +157,21 @@ class Collector:
     async def script_js(self, request: Request) -> Response:
         return Response(self.script, media_type="text/javascript; charset=utf-8",
                         headers={"Cache-Control": "public, max-age=3600"})
+
+
+def validate(config: Config, schema: Schema) -> None:
+    """Check [collect] against the schema (ConfigError naming the key), as building an app's
+    collect routes and sources would, without building them."""
+    Enricher(config.collect.enrich, schema)
+    for i, r in enumerate(config.collect.routes):
+        RouteTemplate(r, schema, i)
+    if config.collect.script.enabled:
+        tracker(config.collect.script, schema)
+    sources(config, schema, FunctionSink(_no_insert))
+
+
+async def _no_insert(batch: Batch, batch_id: str | None) -> dict[str, Any]:
+    raise AssertionError("validate() never inserts")
 
 
 def endpoints(config: Config, schema: Schema, sink: Sink,
