@@ -140,10 +140,9 @@ def warn_if_open(config: Config, host: str) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     from .db import DB  # imported here: `gumshoe --help` stays fast
+    from .collect import validate
     from .httpserve import run
     from .server import create_app
-
-    from .collect import validate
 
     try:
         config = load_serve_config(args)
