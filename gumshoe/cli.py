@@ -1,5 +1,6 @@
 """The `gumshoe` command: `gumshoe serve [--config PATH] [--listen HOST:PORT] [--db DIR]` and
-`gumshoe router --config PATH --shards HOST:PORT,... [--listen HOST:PORT]`.
+`gumshoe router --config PATH --shards HOST:PORT,... [--listen HOST:PORT]` and
+`gumshoe funnel --config PATH --upstream URL,... [--listen HOST:PORT]`.
 
 Imports config, db, errors and server (which owns uvicorn). The listening socket is bound and the
 database opened (and locked) before uvicorn starts, so a port in use, a locked directory or a
@@ -138,12 +139,13 @@ def warn_if_open(config: Config, host: str) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     from .db import DB  # imported here: `gumshoe --help` stays fast
+    from .collect import validate
     from .httpserve import run
     from .server import create_app
 
     try:
         config = load_serve_config(args)
-        Schema.from_config(config.schema)  # a bad schema is a start-up error like the rest
+        validate(config, Schema.from_config(config.schema))  # bad schema or [collect]
         host, port = parse_listen(config.listen_addr)
         raise_open_file_limit(config.open_file_limit)
         check_database(config)
@@ -204,6 +206,31 @@ def route(args: argparse.Namespace) -> int:
     finally:
         sock.close()
     return 0 if started else fail("the router failed to start (see the log above)", status=1)
+
+
+def funnel(args: argparse.Namespace) -> int:
+    from .funnel import create_funnel_app
+    from .httpserve import run
+
+    try:
+        config = load_config(args.config)
+        Schema.from_config(config.schema)
+        host, port = parse_listen(args.listen)
+        app = create_funnel_app(config, args.upstream.split(","), listen_host=host)
+        sock = bind(host, port)
+    except (ConfigError, StartupError, GumshoeError) as e:
+        return fail(str(e))
+    banner(config, "funnel")
+    warn_if_open(config, host)
+    try:
+        f = app.state.funnel
+        log.info("funnel %s on http://%s:%d, spool in %s, forwarding to %s", f.spool.funnel,
+                 *sock.getsockname()[:2], f.spool.dir, ", ".join(u.url for u in f.upstreams))
+        with _quiet_signals():
+            started = run(app, sock, config)
+    finally:
+        sock.close()
+    return 0 if started else fail("the funnel failed to start (see the log above)", status=1)
 
 
 class _quiet_signals:
@@ -273,6 +300,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--log-level", default="info",
                    choices=["debug", "info", "warning", "error"], help="default: info")
     r.set_defaults(func=route)
+    f = commands.add_parser("funnel", help="run a funnel: collect events, spool, forward",
+                            description="Run a funnel in the foreground: it serves the collect "
+                            "routes and PUT /insert, spools accepted events under the "
+                            "config's database_dir and forwards them in batches upstream.")
+    f.add_argument("--config", metavar="PATH", required=True,
+                   help="config file (schema, [collect], [funnel], database_dir for the spool)")
+    f.add_argument("--upstream", metavar="URL,...", required=True,
+                   help="router or server URL(s); several are tried in turn (all must be "
+                   "routers of the same shards, or the same server)")
+    f.add_argument("--listen", metavar="HOST:PORT", default="127.0.0.1:9100",
+                   help="listen address (default 127.0.0.1:9100)")
+    f.add_argument("--log-level", default="info",
+                   choices=["debug", "info", "warning", "error"], help="default: info")
+    f.set_defaults(func=funnel)
+
     from . import querycli  # the client, standard library only: cheap to import
 
     querycli.add_parser(commands)

@@ -97,6 +97,81 @@ class AuthConfig:
         return bool(self.read_keys or self.write_keys or self.admin_keys)
 
 
+# -- [collect] and [funnel]: the collect routes, the tracker script, queue sources, the funnel ----
+COLLECT_FORMATS = ("json",)  # a [[collect.sources]] format: "json" or a template with {column}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ScriptConfig:
+    """[collect.script]: GET /script.js and the columns its fields fill ("" = not sent)."""
+
+    enabled: bool = True
+    endpoint: str = ""  # where events go; "" = /pixel.gif of the server that served the script
+    event: str = ""  # column of the event name ("pageview" for page views)
+    path: str = ""  # column of the page path
+    referrer: str = ""  # column of the referrer's host
+    device: str = ""  # column of the device class (desktop, mobile, tablet)
+    track_localhost: bool = False
+    track_automated: bool = False  # browsers driven by automation (navigator.webdriver)
+    opt_out: str = "gumshoe_opt_out"  # localStorage key / window flag that stops tracking
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EnrichConfig:
+    """[collect.enrich]: columns the server fills on one-event routes ("" / [] = off)."""
+
+    browser: str = ""  # User-Agent -> browser family
+    os: str = ""  # User-Agent -> operating system family
+    device: str = ""  # User-Agent -> desktop / mobile / tablet / bot
+    page: str = ""  # the Referer header (the page that sent the beacon) -> its path
+    host_of: tuple[str, ...] = ()  # columns given URLs, stored as their host
+    path_of: tuple[str, ...] = ()  # columns given URLs, stored as their path
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CollectRoute:
+    """One [[collect.routes]] entry: a GET path template whose {placeholders} are columns."""
+
+    path: str
+    set: tuple[tuple[str, Any], ...] = ()  # columns fixed by the route
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CollectSource:
+    """One [[collect.sources]] entry: a queue consumed into the database."""
+
+    type: str  # "redis"
+    url: str
+    key: str
+    stream: bool = False  # a stream with a consumer group instead of a list
+    format: str = "json"  # "json", or a template such as "{appid}/{name}/{at:date}/{value}"
+    batch_size: int = 1000
+    group: str = "gumshoe"  # the stream's consumer group
+    poll_interval: float = 1.0  # seconds to wait when the queue is empty
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CollectConfig:
+    allowed_origins: tuple[str, ...] = ("*",)  # CORS origins of the collect routes
+    script: ScriptConfig = ScriptConfig()
+    enrich: EnrichConfig = EnrichConfig()
+    routes: tuple[CollectRoute, ...] = ()
+    sources: tuple[CollectSource, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FunnelConfig:
+    """[funnel]: batching, spool and upstream settings of `gumshoe funnel`."""
+
+    id: str = ""  # batch id prefix; "" = generated once and kept in the spool
+    batch_rows: int = 10000
+    batch_wait: float = 0.2  # seconds
+    spool_size: int = 10**9  # bytes of unforwarded events; beyond it 503
+    upstream_timeout: float = 10.0  # seconds
+    retry_max: float = 5.0  # seconds: the longest wait between upstream retries
+    shutdown_timeout: float = 10.0  # seconds SIGTERM spends forwarding before exit
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Config:
     listen_addr: str
@@ -121,6 +196,8 @@ class Config:
     query_memory_pool: int = 2 * 10**9  # estimated bytes all running queries may use
     allowed_hosts: tuple[str, ...] = ()  # empty: loopback names on loopback, else any
     auth: AuthConfig = AuthConfig()
+    collect: CollectConfig = CollectConfig()
+    funnel: FunnelConfig = FunnelConfig()
 
     @property
     def in_memory(self) -> bool:
@@ -189,6 +266,124 @@ def _str(value: Any, key: str) -> str:
     if not isinstance(value, str):
         raise ConfigError(f"{key}: expected a string, got {value!r}")
     return value
+
+
+# -- [collect] and [funnel] ---------------------------------------------------------------------
+_SOURCE_KEYS = {"type", "url", "key", "stream", "format", "batch_size", "group", "poll_interval"}
+_FUNNEL_ID_RE = re.compile(r"[A-Za-z0-9_.-]{0,64}")
+
+
+def _bool(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    return value
+
+
+def _tables(value: Any, key: str, allowed: set[str]) -> list[dict[str, Any]]:
+    """An array of tables ([[key]]) whose entries may only use `allowed` keys."""
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError(f"{key}: expected an array of tables ([[{key}]])")
+    for i, entry in enumerate(value):
+        for k in entry:
+            if k not in allowed:
+                raise ConfigError(f"unknown config key '{key}[{i}].{k}'")
+    return value
+
+
+def _collect(raw: dict[str, Any]) -> CollectConfig:
+    s, e = raw["script"], raw["enrich"]
+    script = ScriptConfig(
+        enabled=_bool(s["enabled"], "collect.script.enabled"),
+        **{k: _str(s[k], f"collect.script.{k}")
+           for k in ("endpoint", "event", "path", "referrer", "device", "opt_out")},
+        track_localhost=_bool(s["track_localhost"], "collect.script.track_localhost"),
+        track_automated=_bool(s["track_automated"], "collect.script.track_automated"))
+    enrich = EnrichConfig(
+        **{k: _str(e[k], f"collect.enrich.{k}") for k in ("browser", "os", "device", "page")},
+        host_of=_strings(e["host_of"], "collect.enrich.host_of"),
+        path_of=_strings(e["path_of"], "collect.enrich.path_of"))
+    routes = []
+    for i, r in enumerate(_tables(raw["routes"], "collect.routes", {"path", "set"})):
+        where = f"collect.routes[{i}]"
+        path = _str(r.get("path"), f"{where}.path")
+        if not path.startswith("/"):
+            raise ConfigError(f"{where}.path: must start with '/', got {path!r}")
+        fixed = r.get("set", {})
+        if not isinstance(fixed, dict) or not all(
+                isinstance(v, (str, int, float)) for v in fixed.values()):
+            raise ConfigError(f"{where}.set: expected a table of column = value")
+        routes.append(CollectRoute(path, tuple(fixed.items())))
+    sources = []
+    for i, src in enumerate(_tables(raw["sources"], "collect.sources", _SOURCE_KEYS)):
+        where = f"collect.sources[{i}]"
+        for required in ("type", "url", "key"):
+            if required not in src:
+                raise ConfigError(f"{where}: missing key {required!r}")
+        if src["type"] != "redis":
+            raise ConfigError(f"{where}.type: only \"redis\" is supported, got {src['type']!r}")
+        url = _str(src["url"], f"{where}.url")
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"{where}.url: expected redis://HOST:PORT/DB, got {url!r}")
+        key = _str(src["key"], f"{where}.key")
+        if not key:
+            raise ConfigError(f"{where}.key: must not be empty")
+        batch_size = _int(src.get("batch_size", 1000), f"{where}.batch_size", 1)
+        if batch_size > 100_000:
+            raise ConfigError(f"{where}.batch_size: at most 100000, got {batch_size}")
+        sources.append(CollectSource(
+            "redis", url, key, stream=_bool(src.get("stream", False), f"{where}.stream"),
+            format=_str(src.get("format", "json"), f"{where}.format"), batch_size=batch_size,
+            group=_str(src.get("group", "gumshoe"), f"{where}.group"),
+            poll_interval=_positive_duration({f"{where}.poll_interval": src.get(
+                "poll_interval", "1s")}, f"{where}.poll_interval")))
+    return CollectConfig(_strings(raw["allowed_origins"], "collect.allowed_origins"), script,
+                         enrich, tuple(routes), tuple(sources))
+
+
+def _funnel(raw: dict[str, Any]) -> FunnelConfig:
+    fid = _str(raw["id"], "funnel.id")
+    if not _FUNNEL_ID_RE.fullmatch(fid):
+        raise ConfigError(f"funnel.id: at most 64 letters, digits, '_', '.' or '-', got {fid!r}")
+    wait = parse_duration(raw["batch_wait"], "funnel.batch_wait")
+    return FunnelConfig(
+        id=fid, batch_rows=_int(raw["batch_rows"], "funnel.batch_rows", 1), batch_wait=wait,
+        spool_size=parse_size(raw["spool_size"], "funnel.spool_size"),
+        upstream_timeout=parse_duration(raw["upstream_timeout"], "funnel.upstream_timeout"),
+        retry_max=parse_duration(raw["retry_max"], "funnel.retry_max"),
+        shutdown_timeout=parse_duration(raw["shutdown_timeout"], "funnel.shutdown_timeout"))
+
+
+def _toml_value(v: Any) -> str:
+    """A TOML value for a str, int, float, bool or list of them (JSON spells them alike)."""
+    return json.dumps(v)
+
+
+def collect_toml(c: CollectConfig, f: FunnelConfig) -> str:
+    """The [collect] and [funnel] tables of config_toml."""
+    s, e = c.script, c.enrich
+    out = [f"[collect]\nallowed_origins = {_toml_value(list(c.allowed_origins))}\n",
+           "[collect.script]\n" + "".join(
+               f"{k} = {_toml_value(getattr(s, k))}\n" for k in (
+                   "enabled", "endpoint", "event", "path", "referrer", "device",
+                   "track_localhost", "track_automated", "opt_out")),
+           "[collect.enrich]\n" + "".join(
+               f"{k} = {_toml_value(list(v) if isinstance(v, tuple) else v)}\n"
+               for k in ("browser", "os", "device", "page", "host_of", "path_of")
+               for v in (getattr(e, k),))]
+    for r in c.routes:
+        fixed = ", ".join(f"{_toml_value(k)} = {_toml_value(v)}" for k, v in r.set)
+        out.append(f"[[collect.routes]]\npath = {_toml_value(r.path)}\nset = {{{fixed}}}\n")
+    for src in c.sources:
+        out.append("[[collect.sources]]\n" + "".join(
+            f"{k} = {_toml_value(getattr(src, k))}\n"
+            for k in ("type", "url", "key", "stream", "format", "batch_size", "group"))
+            + f'poll_interval = "{src.poll_interval!r}s"\n')
+    out.append(f"[funnel]\nid = {_toml_value(f.id)}\nbatch_rows = {f.batch_rows}\n"
+               f'batch_wait = "{f.batch_wait!r}s"\nspool_size = "{f.spool_size}B"\n'
+               f'upstream_timeout = "{f.upstream_timeout!r}s"\n'
+               f'retry_max = "{f.retry_max!r}s"\n'
+               f'shutdown_timeout = "{f.shutdown_timeout!r}s"\n')
+    return "\n".join(out)
 
 
 def _merge(defaults: dict[str, Any], given: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -263,6 +458,8 @@ def parse_config(text: str, source: str = "config") -> Config:
         query_memory_pool=_positive_size(raw, "query_memory_pool"),
         allowed_hosts=tuple(h.lower() for h in _strings(raw["allowed_hosts"], "allowed_hosts")),
         auth=_auth(raw["auth"]),
+        collect=_collect(raw["collect"]),
+        funnel=_funnel(raw["funnel"]),
     )
 
 
@@ -298,7 +495,8 @@ def config_toml(cfg: Config) -> str:
             f"metric_columns = {cols(sc.metric_columns)}\n\n[auth]\n"
             + "".join(f"{role} = {json.dumps(list(getattr(cfg.auth, role)))}\n"
                       for role in ("read_keys", "write_keys", "admin_keys", "collect_keys"))
-            + f"shard_key = {text(cfg.auth.shard_key)}\n")
+            + f"shard_key = {text(cfg.auth.shard_key)}\n\n"
+            + collect_toml(cfg.collect, cfg.funnel))
 
 
 def load_config(path: str | Path | None = None) -> Config:

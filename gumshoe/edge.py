@@ -90,6 +90,17 @@ class UnsupportedMediaType(ClientError):
     status = 415
 
 
+def is_binary(request: Request) -> bool:
+    """A msgpack batch (wire.CONTENT_TYPE): validated columns from a router or a funnel."""
+    return request.headers.get("content-type", "").startswith("application/msgpack")
+
+
+def insert_role(request: Request) -> Role:
+    """PUT /insert: JSON, CSV or NDJSON rows need a write key; a binary batch (columns that
+    may carry roll-up counts) an admin key."""
+    return Role.ADMIN if is_binary(request) else Role.WRITE
+
+
 # -- responses ----------------------------------------------------------------------------------
 def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None
                   ) -> Response:

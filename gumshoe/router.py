@@ -30,12 +30,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
-from . import jsonio, sql, wire
+from . import collect, jsonio, sql, wire
+from .batch import Batch
 from .config import Config
 from .edge import (
     Endpoint,
     Role,
-    UnsupportedMediaType,
+    insert_role,
     json_response,
     query_response,
     read_body,
@@ -148,13 +149,27 @@ class Router:
         a new one) comes back in the X-Batch-Id response header and, on failure, in the error
         JSON as `batch_id`: a retry with it is exactly-once even when some shards applied
         their part (a 502 can leave the batch applied on some shards and not others)."""
-        if request.headers.get("content-type", "").startswith(wire.CONTENT_TYPE):
-            raise UnsupportedMediaType("the router takes JSON rows; binary batches go from a "
-                                       "router to its shards only")
+        ctype = request.headers.get("content-type")
         body = await read_body(request)
         batch_id = (wire.check_batch_id(request.headers.get("x-batch-id"),
                                         wire.ROUTER_BATCH_ID) or uuid.uuid4().hex)
-        parts = await run_in_threadpool(self._split, body)
+        batch = await run_in_threadpool(self._parse, body, ctype)
+        out = await self.insert_batch(batch, batch_id)
+        return json_response(out, headers={"X-Batch-Id": batch_id})
+
+    def _parse(self, body: bytes, content_type: str | None) -> Batch:
+        """400 with the shard's own message for a bad body (JSON, CSV/NDJSON rows, or a
+        msgpack batch checked as strictly as a shard checks it)."""
+        if (content_type or "").startswith(wire.CONTENT_TYPE):
+            return wire.decode_batch(self.schema, body)
+        if collect.is_row_format(content_type):
+            return collect.parse_body(body, content_type, self.schema, int(time.time()))
+        return jsonio.parse_insert_body(body, self.schema)
+
+    async def insert_batch(self, batch: Batch, batch_id: str | None = None) -> dict[str, Any]:
+        """Split a validated batch by shard and send it (also the collect routes' sink)."""
+        batch_id = batch_id or uuid.uuid4().hex
+        parts = await run_in_threadpool(self._split, batch)
         results = await asyncio.gather(*(self._send(i, rows, batch_id)
                                          for i, rows in parts.items()))
         errors = [r for r in results if isinstance(r, ShardError)]
@@ -176,10 +191,9 @@ class Router:
             out["duplicate"] = True
         self.metrics.inserts.inc()
         self.stats["inserts"] += 1
-        return json_response(out, headers={"X-Batch-Id": batch_id})
+        return out
 
-    def _split(self, body: bytes) -> dict[int, bytes]:
-        batch = jsonio.parse_insert_body(body, self.schema)  # 400: the shard's own message
+    def _split(self, batch: Batch) -> dict[int, bytes]:
         if batch.n == 0:
             return {}
         shard = shard_of(self.schema, self.schema.interval_start(batch.timestamps),
@@ -329,7 +343,9 @@ def create_router_app(config: Config, shards: list[str], timeout: float = 30.0,
         r.metrics.request_duration.labels(route).observe(seconds)
 
     endpoints = [
-        Endpoint("/insert", r.insert, ("PUT",), Role.WRITE),
+        *collect.endpoints(config, r.schema, collect.FunctionSink(r.insert_batch),
+                           r.metrics.registry),  # first: beacons are the most frequent
+        Endpoint("/insert", r.insert, ("PUT",), Role.WRITE, role_for=insert_role),
         Endpoint("/query", r.query, ("POST",), Role.READ),
         Endpoint("/sql", r.sql, ("POST",), Role.READ),
         Endpoint("/dimension_tables", r.dimension_tables, ("GET",), Role.READ),
@@ -343,6 +359,6 @@ def create_router_app(config: Config, shards: list[str], timeout: float = 30.0,
     ]
     app = create_edge_app(endpoints, config, lifespan=r.lifespan,
                           listen_host="0.0.0.0" if listen_host is None else listen_host,
-                          on_request=on_request)
+                          on_request=on_request, cors_origins=config.collect.allowed_origins)
     app.state.router = r
     return app

@@ -30,22 +30,30 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
 
-from . import jsonio, sql, wire
+from . import collect, jsonio, sql, wire
 from .block import Block, concat, rollup
 from .config import Config, format_duration
 from .edge import (
     Endpoint,
     Role,
     json_response,
+    insert_role,
+    is_binary,
     query_response,
     read_body,
     result_format,
     sql_text,
 )
 from .edge import create_app as create_edge_app
-from .errors import ClientError, QueryError, StorageFailedError, TransientStorageError
+from .errors import (
+    ClientError,
+    OverloadedError,
+    QueryError,
+    StorageFailedError,
+    TransientStorageError,
+)
 from .metrics import CONTENT_TYPE_LATEST, Metrics, metricz_html, metricz_json, storage_stats
-from .schema import describe
+from .schema import Schema, describe
 from .service import QueryService
 
 log = logging.getLogger(__name__)
@@ -198,18 +206,31 @@ class ShardServer:
         binary = is_binary(request)
         body = await read_body(request)
         batch_id = wire.check_batch_id(request.headers.get("x-batch-id"))
-        result = await run_in_threadpool(self._insert, body, batch_id, binary)
+        result = await run_in_threadpool(self._insert, body, batch_id, binary,
+                                         request.headers.get("content-type"))
         return json_response(result.to_json())
 
-    def _insert(self, body: bytes, batch_id: str | None, binary: bool = False) -> Any:
-        """Apply one batch: JSON rows, or (from a router) a validated msgpack batch."""
+    async def insert_batch(self, batch: Any, batch_id: str | None) -> dict[str, Any]:
+        """The collect routes' sink: apply a validated batch (503 while the DB opens)."""
+        if self.db is None:
+            raise OverloadedError("starting: the database is opening", retry_after=2)
+        result = await run_in_threadpool(self._insert, b"", batch_id, False, None, batch)
+        return dict(result.to_json())
+
+    def _insert(self, body: bytes, batch_id: str | None, binary: bool = False,
+                content_type: str | None = None, batch: Any = None) -> Any:
+        """Apply one batch: JSON rows, CSV or NDJSON rows (collect.parse_body), (from a
+        router) a validated msgpack batch, or an already validated `batch`."""
         m, db = self.metrics, self.ready_db
         assert self.decoder is not None
         try:
-            if binary:
-                result = db.insert_batch(wire.decode_batch(db.schema, body), batch_id=batch_id)
-            else:
-                result = db.insert_batch(self.decoder.parse(body), batch_id=batch_id)
+            if batch is None and binary:
+                batch = wire.decode_batch(db.schema, body)
+            elif batch is None and collect.is_row_format(content_type):
+                batch = collect.parse_body(body, content_type, db.schema, int(time.time()))
+            elif batch is None:
+                batch = self.decoder.parse(body)
+            result = db.insert_batch(batch, batch_id=batch_id)
         except ClientError:
             m.insert_errors.labels("bad_request").inc()
             raise
@@ -368,16 +389,6 @@ class ShardServer:
                 await run_in_threadpool(self.db.close)
 
 
-def is_binary(request: Request) -> bool:
-    return request.headers.get("content-type", "").startswith(wire.CONTENT_TYPE)
-
-
-def insert_role(request: Request) -> Role:
-    """JSON rows need a write key; a binary batch (a router's validated columns, trusted to
-    carry roll-up counts) an admin key."""
-    return Role.ADMIN if is_binary(request) else Role.WRITE
-
-
 def server_endpoints(s: ShardServer) -> list[Endpoint]:
     return [
         Endpoint("/insert", s.insert, ("PUT",), Role.WRITE, role_for=insert_role),
@@ -417,9 +428,15 @@ def create_app(db: Any, config: Config, *, periodic_flush: bool = True,
         s.metrics.requests.labels(method, route, str(status)).inc()
         s.metrics.request_duration.labels(route).observe(seconds)
 
-    app = create_edge_app(server_endpoints(s), config,
-                          lifespan=lambda app: s.lifespan(app, periodic_flush),
+    schema = Schema.from_config(config.schema)
+    sink = collect.FunctionSink(s.insert_batch)
+    # collect routes first: beacons are the most frequent request (templates cannot shadow
+    # the routes after them: collect.templates.RESERVED_SEGMENTS)
+    endpoints = collect.endpoints(config, schema, sink, s.metrics.registry) + server_endpoints(s)
+    app = create_edge_app(endpoints, config,
+                          lifespan=collect.with_sources(
+                              config, schema, sink, lambda app: s.lifespan(app, periodic_flush)),
                           listen_host="0.0.0.0" if listen_host is None else listen_host,
-                          on_request=on_request)
+                          on_request=on_request, cors_origins=config.collect.allowed_origins)
     app.state.server = s
     return app

@@ -81,6 +81,58 @@ def frame(seq: int, payload: bytes) -> bytes:
     return head + struct.pack("<I", zlib.crc32(head)) + payload
 
 
+def read_frames(path: Path, first: int, at_tail: bool, sync: bool,
+                what: str = "write-ahead log") -> Iterator[tuple[int, bytes, int]]:
+    """Yield (seq, payload, offset) of each framed record of one file (`first`: the first
+    record's seq); truncate a torn tail when `at_tail`, fsync'd when `sync`. Raises
+    CorruptDataError for damage anywhere else. The funnel's spool reads its files with it."""
+    data = fileio.read_bytes(path)
+    off, expect = 0, first
+    size = len(data)
+    while off < size:
+        problem = None
+        torn = False
+        if size - off < HEADER.size:
+            problem, torn = f"incomplete record header ({size - off} bytes)", True
+        else:
+            length, crc, seq, hcrc = HEADER.unpack_from(data, off)
+            if zlib.crc32(data[off:off + 16]) != hcrc:
+                problem = "bad record header checksum"
+                torn = not data[off:].strip(b"\0")  # a zero-filled tail
+            elif off + HEADER.size + length > size:
+                problem = (f"record {seq} is cut short ({size - off - HEADER.size} of "
+                           f"{length} payload bytes)")
+                torn = True
+            else:
+                payload = data[off + HEADER.size:off + HEADER.size + length]
+                if zlib.crc32(payload) != crc:
+                    problem = f"bad checksum in record {seq}"
+                    torn = off + HEADER.size + length == size  # the very last record
+                elif seq != expect:
+                    raise CorruptDataError(f"{path}: record at offset {off} has sequence "
+                                           f"number {seq}, expected {expect} (bad framing)")
+        if problem is None:
+            yield seq, payload, off
+            off += HEADER.size + length
+            expect += 1
+            continue
+        if torn and at_tail:
+            log.warning("%s: torn last record at offset %d (%s); truncating the log to %d "
+                        "bytes (that batch was never acknowledged)", path, off, problem, off)
+            with fileio.open_file(path, "r+b") as f:
+                f.truncate(off)
+                f.flush()
+                if sync:
+                    fileio.fsync(f.fileno())
+            return
+        hint = ("" if at_tail else "; later log files hold more records, so this is not a "
+                "torn tail")
+        raise CorruptDataError(f"{path}: corrupt {what} at offset {off}: "
+                               f"{problem}{hint}. Refusing to start rather than lose the "
+                               f"records after it; restore the file or truncate it to {off} "
+                               f"bytes to discard them")
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Record:
     seq: int
@@ -355,52 +407,7 @@ class WriteAheadLog:
 
     def _read_file(self, path: Path, first: int, at_tail: bool
                    ) -> Iterator[tuple[int, bytes, int]]:
-        """Yield (seq, payload, offset) of each record of one file; truncate a torn tail."""
-        data = fileio.read_bytes(path)
-        off, expect = 0, first
-        size = len(data)
-        while off < size:
-            problem = None
-            torn = False
-            if size - off < HEADER.size:
-                problem, torn = f"incomplete record header ({size - off} bytes)", True
-            else:
-                length, crc, seq, hcrc = HEADER.unpack_from(data, off)
-                if zlib.crc32(data[off:off + 16]) != hcrc:
-                    problem = "bad record header checksum"
-                    torn = not data[off:].strip(b"\0")  # a zero-filled tail
-                elif off + HEADER.size + length > size:
-                    problem = (f"record {seq} is cut short ({size - off - HEADER.size} of "
-                               f"{length} payload bytes)")
-                    torn = True
-                else:
-                    payload = data[off + HEADER.size:off + HEADER.size + length]
-                    if zlib.crc32(payload) != crc:
-                        problem = f"bad checksum in record {seq}"
-                        torn = off + HEADER.size + length == size  # the very last record
-                    elif seq != expect:
-                        raise CorruptDataError(f"{path}: record at offset {off} has sequence "
-                                               f"number {seq}, expected {expect} (bad framing)")
-            if problem is None:
-                yield seq, payload, off
-                off += HEADER.size + length
-                expect += 1
-                continue
-            if torn and at_tail:
-                log.warning("%s: torn last record at offset %d (%s); truncating the log to %d "
-                            "bytes (that batch was never acknowledged)", path, off, problem, off)
-                with fileio.open_file(path, "r+b") as f:
-                    f.truncate(off)
-                    f.flush()
-                    if self.mode == "fsync":
-                        fileio.fsync(f.fileno())
-                return
-            hint = ("" if at_tail else "; later log files hold more records, so this is not a "
-                    "torn tail")
-            raise CorruptDataError(f"{path}: corrupt write-ahead log at offset {off}: "
-                                   f"{problem}{hint}. Refusing to start rather than lose the "
-                                   f"records after it; restore the file or truncate it to {off} "
-                                   f"bytes to discard them")
+        return read_frames(path, first, at_tail, self.mode == "fsync")
 
     def _open_file(self, first: int) -> int:
         """Create (or open) the log file starting at `first`, its directory entry durable in

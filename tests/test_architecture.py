@@ -2,7 +2,8 @@
 
 A module may import modules of its own tier or lower tiers, never higher ones (DESIGN.md §3,
 STYLE.md "Allowed import edges"). Only the HTTP modules import the web stack. A new module must
-be given a tier below: the failure message says so.
+be given a tier below: the failure message says so. The modules of a package (gumshoe/collect/)
+are named `collect.<module>` and have tiers of their own; its `__init__` is `collect`.
 """
 
 from __future__ import annotations
@@ -39,9 +40,16 @@ TIERS: list[set[str]] = [
     {"engine", "wire"},  # runs a query over a snapshot; msgpack codec of partials
     {"service"},  # a shard's query service: admission, time and memory bounds, scan threads
     {"edge", "httpserve", "metrics"},  # the HTTP edge shared by every app; serving it
+    # collection (gumshoe/collect/): text columns -> batches, enrichment, the tracker script,
+    {"collect.values", "collect.enrich", "collect.script"},
+    {"collect.formats", "collect.templates"},  # CSV/NDJSON bodies; URL and item templates
+    {"collect.coalesce", "collect.spool"},  # the sink seam; the funnel's spool (wal framing)
+    {"collect.sources"},  # queue consumers (Redis)
+    {"collect.routes"},  # the collect routes on the edge
+    {"collect"},
     {"client"},  # the Python client: standard library only (test_client_imports_only_stdlib)
     {"querycli"},  # `gumshoe query`: the client on the command line
-    {"server", "router", "cli", "__main__"},
+    {"server", "router", "funnel", "cli", "__main__"},
 ]
 TIER = {name: level for level, names in enumerate(TIERS) for name in names}
 
@@ -54,10 +62,12 @@ FORBIDDEN = {
     # The router merges shards' partials with the shard's own merge code; it never touches
     # storage (STYLE.md: "It never imports db, segment or interval").
     "router": {"db", "segment", "interval", "memtable", "snapshot", "wal", "engine"},
+    # The funnel spools and forwards validated batches; it never holds a database.
+    "funnel": {"db", "segment", "interval", "memtable", "snapshot", "wal", "engine"},
 }
 
 WEB_STACK = {"starlette", "uvicorn", "prometheus_client", "httpx", "httpx2", "aiohttp"}
-WEB_MODULES = {"server", "router", "metrics", "edge", "httpserve"}
+WEB_MODULES = {"server", "router", "funnel", "metrics", "edge", "httpserve", "collect.routes"}
 # gumtool works on storage; it never reaches the servers or the web stack.
 GUMTOOL_FORBIDDEN = {"gumshoe.server", "gumshoe.router", "gumshoe.cli", "gumshoe.edge",
                      "gumshoe.httpserve", *WEB_STACK}
@@ -65,6 +75,21 @@ GUMTOOL_FORBIDDEN = {"gumshoe.server", "gumshoe.router", "gumshoe.cli", "gumshoe
 
 def modules(package: str) -> list[Path]:
     return sorted((ROOT / package).glob("*.py"))
+
+
+def module_path(module: str) -> Path:
+    """'db' -> gumshoe/db.py, 'collect.values' -> gumshoe/collect/values.py, 'collect' ->
+    gumshoe/collect/__init__.py."""
+    if module == "collect":
+        return ROOT / "gumshoe" / "collect" / "__init__.py"
+    return ROOT / "gumshoe" / (module.replace(".", "/") + ".py")
+
+
+def package_of(module: str) -> str:
+    """The package relative imports of `module` start from."""
+    if module == "collect":
+        return "gumshoe.collect"
+    return "gumshoe." + module.rpartition(".")[0] if "." in module else "gumshoe"
 
 
 def imports(path: Path, package: str) -> list[tuple[str, bool]]:
@@ -79,8 +104,8 @@ def imports(path: Path, package: str) -> list[tuple[str, bool]]:
         if isinstance(node, ast.Import):
             found += [(alias.name, id(node) in top_level) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
-            if node.level:  # relative: from . import x / from .x import y
-                base = package if node.level == 1 else ""
+            if node.level:  # relative: from . import x / from .x import y / from .. import z
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
                 target = f"{base}.{node.module}" if node.module else base
                 names = [f"{target}.{a.name}" for a in node.names] if not node.module else [target]
                 found += [(name, id(node) in top_level) for name in names]
@@ -90,18 +115,24 @@ def imports(path: Path, package: str) -> list[tuple[str, bool]]:
 
 
 def internal(name: str) -> str | None:
-    """'gumshoe.db' or 'gumshoe.db.X' -> 'db'; None for anything outside gumshoe."""
+    """'gumshoe.db' or 'gumshoe.db.X' -> 'db'; 'gumshoe.collect.values' -> 'collect.values';
+    None for anything outside gumshoe."""
     parts = name.split(".")
-    return parts[1] if parts[0] == "gumshoe" and len(parts) > 1 else None
+    if parts[0] != "gumshoe" or len(parts) < 2:
+        return None
+    if len(parts) > 2 and f"{parts[1]}.{parts[2]}" in TIER:
+        return f"{parts[1]}.{parts[2]}"
+    return parts[1]
 
 
-GUMSHOE = [p.stem for p in modules("gumshoe")]
+GUMSHOE = [p.stem for p in modules("gumshoe")] + [
+    "collect" if p.stem == "__init__" else f"collect.{p.stem}" for p in modules("gumshoe/collect")]
 
 
 @pytest.mark.parametrize("module", GUMSHOE)
 def test_module_has_a_tier(module: str) -> None:
-    assert module in TIER, (f"gumshoe/{module}.py has no tier: add it to TIERS in "
-                            f"{Path(__file__).name} at the level of what it imports")
+    assert module in TIER, (f"{module_path(module).relative_to(ROOT)} has no tier: add it to "
+                            f"TIERS in {Path(__file__).name} at the level of what it imports")
 
 
 @pytest.mark.parametrize("module", GUMSHOE)
@@ -109,7 +140,7 @@ def test_gumshoe_imports_only_downward(module: str) -> None:
     if module not in TIER:
         pytest.skip("no tier (reported by test_module_has_a_tier)")
     problems = []
-    for name, at_top in imports(ROOT / "gumshoe" / f"{module}.py", "gumshoe"):
+    for name, at_top in imports(module_path(module), package_of(module)):
         target = internal(name)
         if target is None or target not in TIER or TIER[target] <= TIER[module]:
             continue
@@ -122,10 +153,10 @@ def test_gumshoe_imports_only_downward(module: str) -> None:
 
 @pytest.mark.parametrize("module", sorted(FORBIDDEN))
 def test_forbidden_edges(module: str) -> None:
-    path = ROOT / "gumshoe" / f"{module}.py"
+    path = module_path(module)
     if not path.exists():
         pytest.skip(f"gumshoe/{module}.py does not exist yet")
-    used = {internal(name) for name, _ in imports(path, "gumshoe")}
+    used = {internal(name) for name, _ in imports(path, package_of(module))}
     assert not used & FORBIDDEN[module], (f"gumshoe.{module} imports "
                                           f"{sorted(used & FORBIDDEN[module])}")
 
@@ -134,8 +165,8 @@ def test_forbidden_edges(module: str) -> None:
 def test_only_http_modules_import_the_web_stack(module: str) -> None:
     if module in WEB_MODULES:
         return
-    used = {name.split(".")[0] for name, _ in imports(ROOT / "gumshoe" / f"{module}.py",
-                                                        "gumshoe")}
+    used = {name.split(".")[0] for name, _ in imports(module_path(module),
+                                                        package_of(module))}
     assert not used & WEB_STACK, f"gumshoe.{module} imports {sorted(used & WEB_STACK)}"
 
 
@@ -166,3 +197,8 @@ def test_the_checker_sees_relative_and_lazy_imports(tmp_path: Path) -> None:
                    "def f():\n    from .engine import execute\n")
     assert imports(src, "gumshoe") == [("gumshoe.db", True), ("gumshoe.schema", True),
                                        ("starlette.routing", True), ("gumshoe.engine", False)]
+    src.write_text("from .. import wire\nfrom ..batch import Batch\nfrom .values import x\n")
+    assert imports(src, "gumshoe.collect") == [("gumshoe.wire", True), ("gumshoe.batch", True),
+                                               ("gumshoe.collect.values", True)]
+    assert internal("gumshoe.collect.values") == "collect.values"
+    assert internal("gumshoe.collect") == "collect"
