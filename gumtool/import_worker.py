@@ -1,0 +1,227 @@
+"""`gumtool import` workers: the processes that turn chunks into batches, and the ordered
+pipeline that feeds them.
+
+Imports gumtool's import decode/rows/rules/mapping/sources modules. Workers are forked before
+the database is opened (so none holds its directory lock) with the plan and the rules as
+initializer arguments; each asks the kernel to kill it when the main process dies
+(PR_SET_PDEATHSIG), so a kill -9 of an import leaves no worker behind. Results come back in
+task order, with at most `window` tasks in flight (back-pressure on the reading side).
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import dataclasses
+import multiprocessing
+import os
+import re
+import signal
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+
+from .import_decode import CsvDecoder, JsonDecoder, _STRINGLIKE
+from .import_mapping import Plan
+from .import_rows import REASONS, Rolled, json_body, prepare, roll_up
+from .import_rules import Rules
+from .import_sources import read_plain
+
+
+@dataclasses.dataclass
+class Task:
+    """One chunk of one source."""
+
+    seq: int
+    source: int  # index into the sources
+    format: str
+    header: list[str] | None
+    start: int  # content offset
+    end: int
+    path: str | None = None  # a plain file the worker reads [start, end) of
+    data: bytes | None = None  # or the chunk itself
+    line: int = 0  # lines before `start` (line numbers are line + index + 1)
+    raw_done: int = 0  # raw bytes of the source consumed once this chunk is read
+    edge: str = ""  # crc32:len of the content just before `end`
+    last: bool = False  # the source's final chunk
+    batch_id: str = ""
+
+
+@dataclasses.dataclass
+class Result:
+    n_lines: int
+    records: int  # non-blank lines
+    imported: int
+    counts: dict[str, int]
+    bad: list[tuple[int, str]]  # (line index in the chunk, message), the first few
+    payload: Rolled | bytes | None = None
+
+
+_STATE: dict[str, Any] = {}
+
+
+def _die_with_parent(parent: int) -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before prctl
+        os._exit(1)
+
+
+def init(plan: Plan, rules: Rules | None, output: str, parent: int | None = None) -> None:
+    """Set up a worker (or the main process, for --parallelism 1)."""
+    if parent is not None:
+        _die_with_parent(parent)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _STATE.clear()
+    _STATE.update(plan=plan, rules=rules, output=output, decoders={})
+
+
+def _decoder(task: Task) -> JsonDecoder | CsvDecoder:
+    key = (task.format, tuple(task.header or ()))
+    dec = _STATE["decoders"].get(key)
+    if dec is None:
+        plan = _STATE["plan"]
+        dec = JsonDecoder(plan) if task.format == "jsonl" else CsvDecoder(plan, task.header or [])
+        _STATE["decoders"][key] = dec
+    return dec
+
+
+def _chunk(task: Task) -> bytes:
+    if task.data is not None:
+        return task.data
+    assert task.path is not None
+    from pathlib import Path
+
+    return read_plain(Path(task.path), task.start, task.end)
+
+
+def parse(task: Task) -> Result:
+    """A chunk -> its rows (rolled up, or a JSON body), skipped rows by reason, bad lines."""
+    plan: Plan = _STATE["plan"]
+    rules: Rules = _STATE["rules"]
+    decoded = _decoder(task).decode(_chunk(task))
+    rows, counts, bad_rows, _ = prepare(decoded, plan, rules)
+    bad = sorted(decoded.bad + bad_rows)
+    payload: Rolled | bytes | None = None
+    if rows.n:
+        payload = (roll_up(rows, plan.schema) if _STATE["output"] == "db"
+                   else json_body(rows, plan.schema))
+    return Result(decoded.n_lines, decoded.n + decoded.bad_count, rows.n, counts, bad,
+                  payload)
+
+
+# -- pass 1: alias records -------------------------------------------------------------------
+def _text(v: Any) -> str | None:
+    if v is None or isinstance(v, str):
+        return v
+    return msgspec.json.encode(v).decode()
+
+
+def aliases(task: Task) -> tuple[list[str], list[str]]:
+    """The (identity, alias) pairs of a chunk's alias records."""
+    plan: Plan = _STATE["plan"]
+    assert plan.identity is not None and plan.alias is not None
+    chunk = _chunk(task)
+    if task.format == "csv":
+        dec = CsvDecoder(dataclasses.replace(plan, timestamp_field=plan.alias,
+                                             timestamp_format="iso8601"), task.header or [])
+        dec.fields = [f for f in (plan.identity, plan.alias) if f in dec.header]
+        dec.kinds = {f: "string" for f in dec.fields}
+        if plan.alias not in dec.fields or plan.identity not in dec.fields:
+            return [], []
+        decoded = dec.decode(chunk)
+        ident = decoded.values[plan.identity].cast(pa.string())
+        alias = decoded.values[plan.alias].cast(pa.string())
+        both = pa.compute.and_(ident.is_valid(), alias.is_valid())
+        return ident.filter(both).to_pylist(), alias.filter(both).to_pylist()
+    key = re.escape(f'"{plan.alias}"'.encode())
+    lines = re.findall(rb"[^\n]*" + key + rb"[^\n]*", chunk)
+    if not lines:
+        return [], []
+    struct = msgspec.defstruct("AliasRecord", [("a", _STRINGLIKE, None), ("b", _STRINGLIKE, None)],
+                               rename={"a": plan.identity, "b": plan.alias})
+    dec = msgspec.json.Decoder(struct)
+    try:
+        recs = dec.decode_lines(b"\n".join(lines))
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+        recs = []
+        for line in lines:  # a bad line among them: it is reported by the import pass
+            try:
+                recs.append(dec.decode(line))
+            except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+                pass
+    left = [_text(r.a) for r in recs if r.a is not None and r.b is not None]
+    right = [_text(r.b) for r in recs if r.a is not None and r.b is not None]
+    return left, right  # type: ignore[return-value]
+
+
+def noop() -> int:
+    return os.getpid()
+
+
+# -- the pool --------------------------------------------------------------------------------
+class Pipeline:
+    """Run a task function over tasks in worker processes (or inline for parallelism 1),
+    yielding (task, result) in task order."""
+
+    def __init__(self, parallelism: int, plan: Plan, rules: Rules | None, output: str) -> None:
+        self.parallelism = parallelism
+        self.pool: ProcessPoolExecutor | None = None
+        if parallelism > 1:
+            self.pool = ProcessPoolExecutor(
+                parallelism, mp_context=multiprocessing.get_context("fork"),
+                initializer=init, initargs=(plan, rules, output, os.getpid()))
+            for f in [self.pool.submit(noop) for _ in range(parallelism)]:
+                f.result()  # every worker forked now, before the database is opened
+        else:
+            init(plan, rules, output)
+
+    def run(self, fn: Callable[[Task], Any], tasks: Iterable[Task],
+            trivial: Callable[[Task], Any] = lambda t: None) -> Iterator[tuple[Task, Any]]:
+        """`trivial(task)` may answer a task without a worker (not None)."""
+        if self.pool is None:
+            for t in tasks:
+                r = trivial(t)
+                yield t, (fn(t) if r is None else r)
+            return
+        window = 2 * self.parallelism + 1
+        pending: collections.deque[tuple[Task, Any]] = collections.deque()
+        it = iter(tasks)
+        done = False
+        while True:
+            while not done and len(pending) < window:
+                t = next(it, None)
+                if t is None:
+                    done = True
+                    break
+                r = trivial(t)
+                pending.append((t, r if r is not None else self.pool.submit(fn, t)))
+            if not pending:
+                return
+            t, fut = pending.popleft()
+            yield t, (fut.result() if isinstance(fut, Future) else fut)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+
+
+def empty_result() -> Result:
+    return Result(0, 0, 0, dict.fromkeys(REASONS, 0), [])
+
+
+def crc_text(data: bytes) -> str:
+    return f"{zlib.crc32(data):08x}:{len(data)}"
+
+
+__all__ = ["Pipeline", "Result", "Task", "aliases", "empty_result", "np", "parse"]
