@@ -111,11 +111,11 @@ def build_plan(args: argparse.Namespace, schema: Any) -> Plan:
     elif args.identity_column:
         raise ImportFailed("--identity-column is for --preset kissmetrics (a mapping names "
                            "the identity field in `identity` and maps it in [columns])")
-    plan = resolve(mapping, schema, args.mapping or "mapping")
     if args.preset == "kissmetrics":
-        check_string_target(plan, args.event_column, "--event-column")
+        check_string_target(schema, args.event_column, "--event-column")
         if args.identity_column:
-            check_string_target(plan, args.identity_column, "--identity-column")
+            check_string_target(schema, args.identity_column, "--identity-column")
+    plan = resolve(mapping, schema, args.mapping or "mapping")
     if args.ignore_users and plan.identity is None:
         raise ImportFailed("--ignore-users needs an identity field: `identity = \"FIELD\"` in "
                            "the mapping, or --preset kissmetrics")

@@ -236,9 +236,9 @@ def resolve(mapping: Mapping, schema: Schema, source: str = "mapping") -> Plan:
                 mapping.alias, mapping.require_event)
 
 
-def check_string_target(plan: Plan, column: str, flag: str) -> None:
+def check_string_target(schema: Schema, column: str, flag: str) -> None:
     """A preset's column (`--event-column`, `--identity-column`) must be a string dimension."""
-    col = plan.schema.column(column)
+    col = schema.column(column)
     if col is None or not col.is_string:
         what = "not a column of the schema" if col is None else f"a {col.type_name} column"
         raise ImportFailed(f"{flag} {column!r}: {what}; it must be a string dimension "

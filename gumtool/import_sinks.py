@@ -77,11 +77,11 @@ class DBSink:
         except InsertError as e:
             raise ImportFailed(f"{where}: {_without_row(str(e))}; nothing of these lines was "
                                "imported") from None
-        rows = int(np.asarray(batch.counts).sum())
+        applied = int(np.asarray(batch.counts).sum())
         if result.duplicate:
-            out["already imported"] = rows
+            out["already imported"] = applied
         else:
-            out["imported"] = rows
+            out["imported"] = applied
             if result.rejected:  # retention moved on meanwhile: count it, do not guess rows
                 out["outside retention"] += result.rejected
         return out
@@ -157,11 +157,10 @@ class HTTPSink:
             else:
                 if resp.status == 200:
                     reply = json.loads(body)
-                    rows = int(reply.get("inserted", 0))
                     if reply.get("duplicate"):
                         out["already imported"] = rows
                     else:
-                        out["imported"] = rows
+                        out["imported"] = int(reply.get("inserted", 0))
                         out["outside retention"] = int(reply.get("rejected", 0))
                     return out
                 message = _error_of(body) or f"HTTP {resp.status}"
