@@ -42,7 +42,7 @@ from .import_mapping import (
 from .import_rows import REASONS
 from .import_rules import Rules, make_rules, resolve_aliases
 from .import_sinks import DBSink, HTTPSink
-from .import_sources import FORMATS, expand
+from .import_sources import FORMATS, Source, expand
 from .import_tasks import Planner
 from .import_worker import Pipeline, Task, aliases, empty_result, parse
 
@@ -125,6 +125,21 @@ def build_plan(args: argparse.Namespace, schema: Any) -> Plan:
     return plan
 
 
+def check_header(plan: Plan, src: Source) -> None:
+    """A CSV header must name the timestamp field, and (unknown = "error") nothing else
+    than mapped, dropped or same-named fields."""
+    header = src.header or []
+    if plan.timestamp_field not in header:
+        raise ImportFailed(f"{src.name}:1: no timestamp field {plan.timestamp_field!r} in the "
+                           "CSV header")
+    if plan.unknown == "error":
+        known = set(plan.fields) | plan.drop
+        for f in header:
+            if f not in known:
+                raise ImportFailed(f"{src.name}:1: unknown field {f!r} (not mapped, not "
+                                   "dropped, and no column of that name; unknown = \"error\")")
+
+
 def options_digest(plan: Plan, rules: Rules) -> str:
     h = hashlib.blake2b(plan.describe().encode(), digest_size=12)
     h.update(json.dumps([sorted(rules.aliases.items()), sorted(rules.ignored),
@@ -154,9 +169,9 @@ class Summary:
 
     def lines(self, planner: Planner, retention: int | None) -> list[str]:
         j = self.to_json(planner)
-        out = [f"imported {j['imported']:,} rows from {self.files} files "
-               f"({j['records']:,} records, {self.chunks} chunks) in {j['seconds']:.1f}s "
-               f"({j['rows_per_second']:,} records/s)"]
+        out = [(f"imported {j['imported']:,} rows from {self.files} files "
+                f"({j['records']:,} records, {self.chunks} chunks) in {j['seconds']:.1f}s "
+                f"({j['rows_per_second']:,} records/s)")]
         skipped = [f"{n:,} {k}" for k, n in j["skipped"].items() if n]
         out.append("skipped: " + (", ".join(skipped) if skipped else "none"))
         if j["skipped"]["outside retention"] and retention:
@@ -190,7 +205,8 @@ def run(args: argparse.Namespace) -> int:
             DirLock(sink.directory).release()
         ckpt_path = Path(args.checkpoint) if args.checkpoint else sink.directory / NAME
     checkpoint = Checkpoint(ckpt_path)
-    planner = Planner(sources, checkpoint, chunk_size, "")
+    planner = Planner(sources, checkpoint, chunk_size, "",
+                      check_header=lambda src: check_header(plan, src))
     summary = Summary()
     bar = tqdm(total=sum(s.size or 0 for s in sources) or None, unit="B", unit_scale=True,
                unit_divisor=1024, file=sys.stderr, disable=True if args.quiet else None,
@@ -315,7 +331,7 @@ def _finish(sink: DBSink | HTTPSink, checkpoint: Checkpoint) -> None:
     try:
         sink.durable()
         checkpoint.save(fsync=True)
-    except Exception as e:  # the original error matters more; the checkpoint stays behind
+    except Exception as e:  # noqa: BLE001 (the original error matters more; the checkpoint stays behind)
         print(f"gumtool import: could not record progress ({e}); a re-run repeats the "
               "unrecorded chunks, and their batch ids keep them from counting twice",
               file=sys.stderr)

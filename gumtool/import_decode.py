@@ -267,11 +267,15 @@ _ARROW = {"string": pa.dictionary(pa.int32(), pa.string()), "int": pa.int64(),
 class CsvDecoder:
     """Decodes chunks of CSV lines (no header: the source's header gives the field names)."""
 
-    def __init__(self, plan: Plan, header: list[str]) -> None:
+    def __init__(self, plan: Plan, header: list[str], kinds: dict[str, str] | None = None
+                 ) -> None:
+        """`kinds` (field -> "string"/"int"/"uint"/"float") reads only those fields."""
         self.plan = plan
         self.header = header
-        self.fields = [f for f in plan.fields if f in header]
-        self.kinds = {f: csv_kind(plan, f) for f in self.fields}
+        self.all_fields = list(kinds) if kinds is not None else plan.fields
+        self.fields = [f for f in self.all_fields if f in header]
+        self.kinds = {f: (kinds[f] if kinds is not None else csv_kind(plan, f))
+                      for f in self.fields}
 
     def _read(self, chunk: bytes, types: dict[str, Any], bad: dict[int, str]) -> pa.Table:
         def invalid(row: Any) -> str:
@@ -296,12 +300,12 @@ class CsvDecoder:
         types = {f: _ARROW[k] for f, k in self.kinds.items()}
         try:
             table = self._read(chunk, types, bad)
-            converted = None
+            as_text = False
         except pa.ArrowInvalid:  # a value that does not convert: read as text, check each
             bad.clear()
             table = self._read(chunk, {f: (_ARROW["string"] if k == "string" else pa.string())
                                        for f, k in self.kinds.items()}, bad)
-            converted = {}
+            as_text = True
         rows_lines = np.setdiff1d(np.arange(n_lines, dtype=np.int64),
                                   np.fromiter(bad, np.int64, len(bad)), assume_unique=True)
         if len(rows_lines) != table.num_rows:  # never expected: each line is a row or bad
@@ -326,7 +330,7 @@ class CsvDecoder:
             if keep is not None:
                 raw = raw.filter(pa.array(keep))
             col = raw
-            if converted is not None and self.kinds[f] in ("int", "uint", "float"):
+            if as_text and self.kinds[f] in ("int", "uint", "float"):
                 col, invalid = _check_numbers(raw, self.kinds[f])
                 what = "a number" if self.kinds[f] == "float" else "an integer"
                 for i in np.flatnonzero(invalid & ~row_bad).tolist():
@@ -339,7 +343,7 @@ class CsvDecoder:
             good = pa.array(~row_bad)
             values = {f: v.filter(good) for f, v in values.items()}
             rows_lines = rows_lines[~row_bad]
-        for f in self.plan.fields:
+        for f in self.all_fields:
             if f not in values:
                 values[f] = None  # not in this file: every row lacks it
         bad_list = sorted(bad.items())[:MAX_BAD_PER_CHUNK]

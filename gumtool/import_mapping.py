@@ -113,12 +113,13 @@ def parse_mapping(raw: dict[str, Any], source: str = "mapping") -> Mapping:
     if unknown is not None and unknown not in UNKNOWN:
         raise ImportFailed(f"{source}: unknown: expected \"ignore\" or \"error\"; got "
                            f"{unknown!r}")
+    identity, event, alias = (_str(raw[k], f"{source}: {k}") if k in raw else None
+                              for k in ("identity", "event", "alias"))
     return Mapping(
         _str(ts["field"], f"{source}: timestamp.field") if "field" in ts else None, fmt,
         dict(columns), dict(constants),
         frozenset(_str(d, f"{source}: drop[{i}]") for i, d in enumerate(drop)), unknown,
-        *(_str(raw[k], f"{source}: {k}") if k in raw else None
-          for k in ("identity", "event", "alias")))
+        identity, event, alias)
 
 
 def kissmetrics(event_column: str, identity_column: str | None) -> Mapping:
@@ -210,7 +211,7 @@ def resolve(mapping: Mapping, schema: Schema, source: str = "mapping") -> Plan:
             raise ImportFailed(f"{source}: column {column!r} is filled from two fields, "
                                f"{by_column[column]!r} and {field!r}")
         by_column[column] = field
-    for column, value in mapping.constants.items():
+    for column in mapping.constants:
         col = schema.column(column)
         if col is None or col.role == "timestamp":
             raise ImportFailed(f"{source}: constants.{column}: not a dimension or metric column")

@@ -143,7 +143,7 @@ def numbers_of(values: Any, col: Column, n: int, problems: Problems, field: str
             arr[nil] = 0
     elif None in values:  # 64-bit integers with nils: exact through objects
         obj = np.array(values, dtype=object)
-        nil = np.equal(obj, None)
+        nil = np.equal(obj, None)  # type: ignore[call-overload]
         obj[nil] = 0
         arr = obj.astype(dtype)
     else:

