@@ -18,7 +18,9 @@ import argparse
 import hashlib
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -256,10 +258,12 @@ def _import(args: argparse.Namespace, plan: Plan, rules: Rules, planner: Planner
     rows_per_s = 0.0
     interrupted = False
     c = summary.counts
+    stop = Deferred()
     try:
         sink.open()  # after the workers are forked: none of them holds the directory lock
         for task, result in pipe.run(parse, planner.tasks(),
                                      lambda t: empty_result() if t.data == b"" else None):
+            stop.check()  # Ctrl-C/SIGTERM take effect here, never half-way through a batch
             src = sources[task.source]
             if task.line < 0:
                 task.line = lines_at[task.source]
@@ -299,20 +303,27 @@ def _import(args: argparse.Namespace, plan: Plan, rules: Rules, planner: Planner
         interrupted = True
     except BaseException:
         pipe.close()
-        _finish(sink, checkpoint)
+        try:
+            _finish(sink, checkpoint)
+        finally:
+            stop.restore()
         raise
     pipe.close()
-    if interrupted:
-        _finish(sink, checkpoint)
-        bar.close()
-        print(f"gumtool import: interrupted; {c['imported']:,} rows are imported and recorded "
-              "in the checkpoint: re-run with the same arguments to go on", file=sys.stderr)
-        return 130
     try:
-        sink.durable()
-        checkpoint.save(fsync=True)
+        if interrupted or stop.signalled:
+            _finish(sink, checkpoint)
+            bar.close()
+            print(f"gumtool import: interrupted; {c['imported']:,} rows are imported and "
+                  "recorded in the checkpoint: re-run with the same arguments to go on",
+                  file=sys.stderr)
+            return 130
+        try:
+            sink.durable()
+            checkpoint.save(fsync=True)
+        finally:
+            sink.close()
     finally:
-        sink.close()
+        stop.restore()
     bar.close()
     if shown > SHOW_BAD:
         print(f"... and {shown - SHOW_BAD} more bad lines", file=sys.stderr)
@@ -324,6 +335,31 @@ def _import(args: argparse.Namespace, plan: Plan, rules: Rules, planner: Planner
         for line in summary.lines(planner, retention):
             print(line)
     return 0
+
+
+class Deferred:
+    """SIGINT and SIGTERM set a flag that the import loop checks between batches (a batch is
+    applied whole or not at all; an interrupt inside `DB.insert_batch` could leave it half
+    applied with its batch id remembered). Restores the previous handlers."""
+
+    def __init__(self) -> None:
+        self.signalled = False
+        self.old: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.signalled = True
+
+    def check(self) -> None:
+        if self.signalled:
+            raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        for sig, handler in self.old.items():
+            signal.signal(sig, handler)
+        self.old = {}
 
 
 def _finish(sink: DBSink | HTTPSink, checkpoint: Checkpoint) -> None:

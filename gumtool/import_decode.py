@@ -306,8 +306,9 @@ class CsvDecoder:
             table = self._read(chunk, {f: (_ARROW["string"] if k == "string" else pa.string())
                                        for f, k in self.kinds.items()}, bad)
             as_text = True
-        rows_lines = np.setdiff1d(np.arange(n_lines, dtype=np.int64),
-                                  np.fromiter(bad, np.int64, len(bad)), assume_unique=True)
+        is_row = np.ones(n_lines, bool)
+        is_row[np.fromiter(bad, np.int64, len(bad))] = False
+        rows_lines = np.flatnonzero(is_row)
         if len(rows_lines) != table.num_rows:  # never expected: each line is a row or bad
             raise AssertionError(f"CSV rows {table.num_rows} != lines {len(rows_lines)}")
         keep = None

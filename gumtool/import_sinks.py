@@ -90,6 +90,8 @@ class DBSink:
         if self.db is None:  # never opened: nothing was applied
             return
         self.db.flush()
+        if self.db.failed:  # the flush did not happen: the checkpoint must not move
+            raise ImportFailed(f"the database cannot be written: {self.db.failed}")
         if self.fsync:
             fsync_tree(self.directory)
 

@@ -15,7 +15,6 @@ import ctypes
 import dataclasses
 import multiprocessing
 import os
-import re
 import signal
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -140,8 +139,15 @@ def aliases(task: Task) -> tuple[list[str], list[str]]:
         alias = decoded.values[plan.alias].cast(pa.string())
         both = pa.compute.and_(ident.is_valid(), alias.is_valid())
         return ident.filter(both).to_pylist(), alias.filter(both).to_pylist()
-    key = re.escape(f'"{plan.alias}"'.encode())
-    lines = re.findall(rb"[^\n]*" + key + rb"[^\n]*", chunk)
+    key = f'"{plan.alias}"'.encode()
+    lines = []
+    pos = chunk.find(key)
+    while pos >= 0:  # one step per line that mentions the field (alias records), not per line
+        start = chunk.rfind(b"\n", 0, pos) + 1
+        end = chunk.find(b"\n", pos)
+        end = len(chunk) if end < 0 else end
+        lines.append(chunk[start:end])
+        pos = chunk.find(key, end)
     if not lines:
         return [], []
     struct = msgspec.defstruct("AliasRecord", [("a", _STRINGLIKE, None),

@@ -54,7 +54,8 @@ def _write_inputs(tmp_path: Path, rows: list[dict[str, Any]]) -> list[Path]:
     return paths
 
 
-def _kill_and_rerun(tmp_path: Path, n_rows: int, kills: int, seed: int) -> None:
+def _kill_and_rerun(tmp_path: Path, n_rows: int, kills: int, seed: int,
+                    interrupt_first: bool = False) -> None:
     rows = make_rows(n_rows, seed)
     paths = _write_inputs(tmp_path, rows)
     cfg = write_config(tmp_path / "c.toml", tmp_path / "db")
@@ -63,10 +64,11 @@ def _kill_and_rerun(tmp_path: Path, n_rows: int, kills: int, seed: int) -> None:
             "--flush-rows", "7000", "-q"]
     rnd = random.Random(seed)
     killed = 0
-    for _ in range(kills):
+    for round_ in range(kills):
+        sig = signal.SIGINT if interrupt_first and round_ == 0 else signal.SIGKILL
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + rnd.uniform(0.3, 1.5)
+        deadline = time.monotonic() + rnd.uniform(0.3 if sig == signal.SIGKILL else 0.9, 1.5)
         workers: set[int] = set()
         while time.monotonic() < deadline and proc.poll() is None:
             workers |= _children(proc.pid)
@@ -74,10 +76,13 @@ def _kill_and_rerun(tmp_path: Path, n_rows: int, kills: int, seed: int) -> None:
         if proc.poll() is not None:  # finished before the kill: nothing left to test
             assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
             break
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
+        proc.send_signal(sig)
+        status = proc.wait(60)
+        err = proc.stderr.read().decode() if proc.stderr else ""
         if proc.stderr:
             proc.stderr.close()
+        if sig == signal.SIGINT and status == 130:  # Ctrl-C: a clean stop between batches
+            assert "re-run with the same arguments to go on" in err, err
         killed += 1
         end = time.monotonic() + 10
         while any(_alive(w) for w in workers) and time.monotonic() < end:
@@ -102,7 +107,7 @@ def _kill_and_rerun(tmp_path: Path, n_rows: int, kills: int, seed: int) -> None:
 
 
 def test_kill_9_then_rerun_imports_each_line_once(tmp_path: Path) -> None:
-    _kill_and_rerun(tmp_path, 60_000, kills=2, seed=31)
+    _kill_and_rerun(tmp_path, 60_000, kills=3, seed=31, interrupt_first=True)
 
 
 @pytest.mark.slow
