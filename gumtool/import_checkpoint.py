@@ -20,7 +20,6 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 from gumshoe import fileio
 
@@ -96,7 +95,3 @@ def fsync_tree(directory: Path) -> None:
             finally:
                 os.close(fd)
     fileio.fsync_dir(directory)
-
-
-def describe(entry: Entry | None) -> dict[str, Any]:
-    return {} if entry is None else dataclasses.asdict(entry)

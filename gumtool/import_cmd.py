@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from gumshoe.bulk import DirLock
 from gumshoe.config import load_config, parse_size
+from gumshoe.schema import Schema
 
 from .import_checkpoint import NAME, Checkpoint
 from .import_mapping import (
@@ -46,7 +47,7 @@ from .import_rules import Rules, make_rules, resolve_aliases
 from .import_sinks import DBSink, HTTPSink
 from .import_sources import FORMATS, Source, expand
 from .import_tasks import Planner
-from .import_worker import Pipeline, Task, aliases, empty_result, parse
+from .import_worker import Pipeline, aliases, empty_result, parse
 
 HELP = "import JSON lines or CSV files (e.g. KISSmetrics exports) into a database"
 DESCRIPTION = """\
@@ -106,7 +107,7 @@ def _positive(text: str) -> int:
     return n
 
 
-def build_plan(args: argparse.Namespace, schema: Any) -> Plan:
+def build_plan(args: argparse.Namespace, schema: Schema) -> Plan:
     mapping = load_mapping(args.mapping) if args.mapping else Mapping()
     if args.preset == "kissmetrics":
         mapping = mapping.over(kissmetrics(args.event_column, args.identity_column))
@@ -186,8 +187,6 @@ class Summary:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    from gumshoe.schema import Schema
-
     schema = Schema.from_config(config.schema)
     plan = build_plan(args, schema)
     sources = expand(args.files, args.format)
@@ -210,6 +209,7 @@ def run(args: argparse.Namespace) -> int:
     planner = Planner(sources, checkpoint, chunk_size, "",
                       check_header=lambda src: check_header(plan, src))
     summary = Summary()
+    tqdm.monitor_interval = 0  # no monitor thread: the workers are forked after this
     bar = tqdm(total=sum(s.size or 0 for s in sources) or None, unit="B", unit_scale=True,
                unit_divisor=1024, file=sys.stderr, disable=True if args.quiet else None,
                dynamic_ncols=True, mininterval=0.25, desc="import")
@@ -374,5 +374,3 @@ def _finish(sink: DBSink | HTTPSink, checkpoint: Checkpoint) -> None:
     finally:
         sink.close()
 
-
-__all__ = ["Task", "run"]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import itertools
-import operator
 from typing import Any
 
 import numpy as np
@@ -391,5 +390,3 @@ def json_body(rows: Rows, schema: Schema) -> bytes:
     records = list(map(dict, map(zip, itertools.repeat(names), zip(*cols))))
     return orjson.dumps(records)
 
-
-__all__ = ["REASONS", "Rolled", "Rows", "json_body", "operator", "prepare", "roll_up"]

@@ -167,8 +167,9 @@ class HTTPSink:
                     return out
                 message = _error_of(body) or f"HTTP {resp.status}"
                 if resp.status not in (502, 503, 504):
+                    hint = "; use a smaller --chunk-size" if resp.status == 413 else ""
                     raise ImportFailed(f"{where}: {self.url} refused the batch ({resp.status}): "
-                                       f"{message}; nothing of these lines was imported")
+                                       f"{message}; nothing of these lines was imported{hint}")
                 last = f"HTTP {resp.status}: {message}"
             if attempt + 1 < RETRIES:
                 time.sleep(delay)

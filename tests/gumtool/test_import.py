@@ -14,12 +14,14 @@ from typing import Any
 
 import pytest
 import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gumshoe.config import load_config
 from gumshoe.db import DB
 from gumtool import import_decode
 from gumtool.import_checkpoint import NAME
-from gumtool.import_sources import EDGE, file_boundaries
+from gumtool.import_sources import EDGE, Cursor, Source, Stream, file_boundaries
 
 from .helpers import dump, make_rows, run, write_config
 
@@ -394,3 +396,34 @@ def test_progress_on_a_terminal_only(tmp_path: Path, monkeypatch: pytest.MonkeyP
     (tmp_path / "more.jsonl").write_bytes(jsonl(make_rows(500, 16)))
     assert run("import", "--config", str(cfg), str(tmp_path / "more.jsonl")) == 0
     assert "rows/s" in term.getvalue() and "import" in term.getvalue()
+
+
+@given(st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"x")), max_size=60),
+       st.integers(1, 300), st.booleans(), st.data())
+@settings(max_examples=60, deadline=None)
+def test_chunk_boundaries_are_the_same_for_files_and_streams_from_any_boundary(
+        tmp_path_factory: pytest.TempPathFactory, lines: list[bytes], size: int,
+        trailing: bool, data: st.DataObject) -> None:
+    """The chunking rule behind the batch ids: a plain file cut by the main process and the
+    same bytes streamed (gzip) give the same chunks, also when started at any chunk boundary
+    (a resumed import), and every chunk but the last ends with a newline."""
+    content = b"\n".join(lines) + (b"\n" if trailing and lines else b"")
+    path = tmp_path_factory.mktemp("chunks") / "in.jsonl.gz"
+    path.with_suffix("").write_bytes(content)
+    path.write_bytes(gzip.compress(content))
+    plain = list(file_boundaries(path.with_suffix(""), 0, len(content), size))
+    assert b"".join(content[s:e] for s, e in plain) == content
+    assert all(content[e - 1:e] == b"\n" for _, e in plain[:-1])
+    src = Source("in", path, "jsonl", "gzip", path.stat().st_size)
+    cursor = Cursor(Stream(src))
+    assert [(s, s + len(d)) for s, d in cursor.chunks(size)] == plain
+    cursor.stream.close()
+    if plain:
+        start = data.draw(st.sampled_from([s for s, _ in plain]))
+        again = Cursor(Stream(src))
+        again.skip_to(start)
+        assert [(s, s + len(d)) for s, d in again.chunks(size)] == [
+            b for b in plain if b[0] >= start]
+        again.stream.close()
+        assert list(file_boundaries(path.with_suffix(""), start, len(content), size)) == [
+            b for b in plain if b[0] >= start]
