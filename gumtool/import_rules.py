@@ -13,6 +13,7 @@ by text), otherwise the lexicographically lowest (by code point).
 from __future__ import annotations
 
 import dataclasses
+import operator
 from pathlib import Path
 
 import numpy as np
@@ -79,10 +80,14 @@ def resolve_aliases(left: list[str], right: list[str]) -> dict[str, str]:
 
 
 def _text_rank(strings: list[str]) -> np.ndarray:
-    order = np.fromiter(sorted(range(len(strings)), key=strings.__getitem__), np.int64,
-                        len(strings))
-    rank = np.empty(len(strings), np.int64)
-    rank[order] = np.arange(len(strings), dtype=np.int64)
+    """Dense ranks in code point order: equal strings get equal ranks."""
+    n = len(strings)
+    order = sorted(range(n), key=strings.__getitem__)
+    in_order = [strings[i] for i in order] if n < 2 else list(
+        operator.itemgetter(*order)(strings))
+    step = np.fromiter(map(operator.ne, in_order[1:], in_order[:-1]), bool, max(n - 1, 0))
+    rank = np.empty(n, np.int64)
+    rank[np.asarray(order, np.int64)] = np.concatenate(([0], np.cumsum(step)))[:n]
     return rank
 
 

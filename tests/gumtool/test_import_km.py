@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from gumshoe.config import load_config
@@ -155,6 +155,8 @@ identities = st.one_of(st.integers(0, 30).map(str), st.sampled_from(["a", "b", "
 
 
 @given(st.lists(st.tuples(identities, identities), max_size=40))
+@example([("7", "007")])  # equal numbers: the lower text wins
+@example([("b", "a"), ("c", "b"), ("9", "a"), ("10", "z"), ("z", "c")])
 def test_alias_resolution_matches_a_naive_union_find(pairs: list[tuple[str, str]]) -> None:
     got = resolve_aliases([a for a, _ in pairs], [b for _, b in pairs])
     want = naive_canonical(pairs)
