@@ -17,7 +17,9 @@ statement runs per line on the success path:
   (or a binary search over line ranges), confirmed by decoding it alone, and decoding resumes
   after it. Numbers in string fields are taken as their JSON text.
 * CSV: pyarrow's reader (single-threaded: the parallelism is across processes), strings as
-  dictionary arrays (codes, never a Python string per row), numbers typed; rows with a wrong
+  dictionary arrays (codes, never a Python string per row), numbers typed: 0.06 s CPU for a
+  16 MB chunk of 436k rows here, 0.15 s with everything a worker does to it (a numpy reader
+  would need a Python-level split of quoted fields); rows with a wrong
   number of fields come back through `invalid_row_handler` with their line number, a value
   that does not convert makes the chunk re-read as text and checked by regular expressions.
 """

@@ -11,8 +11,9 @@ CSV (`rows.csv`, an empty field for null).
 Timed, each in the same run:
 
 * gumshoe: `python -m gumtool import --config C FILE` into a new database directory (a
-  subprocess: its wall clock, and the CPU seconds of it and its workers), parse, roll-up,
-  flush, fsync-free (durability "none" during the import, as always);
+  subprocess: its wall clock, and the CPU seconds of it and its workers): parse, roll up,
+  flush, and fsync what the flush wrote (the config's default durability "fsync"; the import
+  itself writes no write-ahead log);
 * DuckDB (threads = cores): `CREATE TABLE t AS SELECT at - at % 3600 AS at, name, country,
   device, count(*), sum(visits), sum(clicks), sum(bytes) FROM read_json(...) / read_csv(...)
   GROUP BY ALL` -- the same roll-up into a table, in memory (no file written).
