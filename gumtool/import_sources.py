@@ -280,7 +280,7 @@ def parse_header(line: bytes, source: Source) -> None:
     if not line.strip():
         raise ImportFailed(f"{source.name}:1: a CSV file needs a header line naming its fields")
     try:
-        fields = next(csv.reader([line.decode("utf-8").rstrip("\r\n")]))
+        fields = next(csv.reader([line.decode("utf-8-sig").rstrip("\r\n")]))  # BOM: Excel
     except (UnicodeDecodeError, csv.Error, StopIteration) as e:
         raise ImportFailed(f"{source.name}:1: unreadable CSV header ({e})") from None
     source.header = [f.strip() for f in fields]
