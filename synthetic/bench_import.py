@@ -19,6 +19,8 @@ Timed, each in the same run:
   GROUP BY ALL` -- the same roll-up into a table, in memory (no file written).
 
 Checked: both hold the same number of rolled-up rows and the same totals (a mismatch exits 1).
+Reported: wall-clock seconds and rows/s, and CPU seconds (gumshoe: the import process and its
+workers; DuckDB: every thread of this process during the statement).
 The machine's load average is printed: on a shared machine the wall clock includes waiting
 for the CPU.
 """
@@ -96,6 +98,11 @@ def write_config(path: Path, db: Path) -> Path:
     return path
 
 
+def _self_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)  # every thread of this process (DuckDB's)
+    return r.ru_utime + r.ru_stime
+
+
 def _children_cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
@@ -131,15 +138,18 @@ def run_duckdb(path: Path, kind: str, threads: int) -> dict[str, Any]:
     cols = "{" + ", ".join(f"'{k}': '{v}'" for k, v in COLUMNS.items()) + "}"
     source = (f"read_json('{path}', format='newline_delimited', columns={cols})"
               if kind == "json" else f"read_csv('{path}', header=true, columns={cols})")
+    cpu0 = _self_cpu()
     t = time.perf_counter()
     con.execute(f"""CREATE TABLE t AS SELECT "at" - "at" % 3600 AS "at", name, country, device,
                     count(*) AS count, sum(visits) AS visits, sum(clicks) AS clicks,
                     sum(bytes) AS bytes FROM {source} GROUP BY ALL""")
     seconds = time.perf_counter() - t
+    cpu = _self_cpu() - cpu0
     n, total, *sums = con.execute("SELECT count(*), sum(count), sum(visits), sum(clicks), "
                                   "sum(bytes) FROM t").fetchone()
     con.close()
-    return {"seconds": seconds, "stored_rows": int(n), "input_rows": int(total),
+    return {"seconds": seconds, "cpu_seconds": cpu, "stored_rows": int(n),
+            "input_rows": int(total),
             "sums": dict(zip(data.METRIC_NAMES, map(int, sums)))}
 
 
@@ -177,12 +187,12 @@ def main() -> None:
           f"--parallelism {a.parallelism}; load average {results['loadavg_start']:.1f} -> "
           f"{results['loadavg_end']:.1f} (a shared machine: the wall clock includes waiting)")
     print(f"{'input':<22} {'gumshoe s':>10} {'rows/s':>12} {'CPU s':>7} {'DuckDB s':>9} "
-          f"{'rows/s':>12} {'stored rows':>12}")
+          f"{'rows/s':>12} {'CPU s':>7} {'stored rows':>12}")
     for kind, label in (("json", "JSON lines, gzip"), ("csv", "CSV")):
         g, d = results[kind]["gumshoe"], results[kind]["duckdb"]
         print(f"{label:<22} {g['seconds']:>10.2f} {a.rows / g['seconds']:>12,.0f} "
               f"{g['cpu_seconds']:>7.1f} {d['seconds']:>9.2f} {a.rows / d['seconds']:>12,.0f} "
-              f"{g['stored_rows']:>12,}")
+              f"{d['cpu_seconds']:>7.1f} {g['stored_rows']:>12,}")
     if a.json:
         a.json.write_text(json.dumps(results, indent=1))
     if failures:
