@@ -15,6 +15,7 @@ import ctypes
 import dataclasses
 import multiprocessing
 import os
+import pickle
 import signal
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -63,10 +64,11 @@ class Result:
 
 
 _STATE: dict[str, Any] = {}
-# Shared memory slots (memfd) for streamed chunks, created before the workers are forked so
-# they inherit them: a chunk is written once by the main process and read once by a worker
-# (512 MB through pipes with pickling cost 1.2 CPU seconds here, through memfd slots 0.3).
-# They vanish with the processes, also after a kill -9.
+# Shared memory slots (memfd), created before the workers are forked so they inherit them: a
+# streamed chunk is written once by the main process and read once by a worker, and the
+# worker's result comes back the same way (512 MB through the pool's pipes with pickling cost
+# 1.2 CPU seconds here, through memfd slots 0.3). They vanish with the processes, also after
+# a kill -9.
 _SLOTS: list[int] = []
 
 
@@ -103,16 +105,8 @@ def _decoder(task: Task) -> JsonDecoder | CsvDecoder:
 def _chunk(task: Task) -> bytes:
     if task.data is not None:
         return task.data
-    if task.slot is not None:
-        parts = []
-        got = 0
-        while got < task.length:
-            part = os.pread(_SLOTS[task.slot], task.length - got, got)
-            if not part:
-                raise AssertionError("shared memory slot shorter than its chunk")
-            parts.append(part)
-            got += len(part)
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+    if task.slot is not None and task.length:
+        return _read_slot(task.slot, task.length)
     assert task.path is not None
     from pathlib import Path
 
@@ -232,18 +226,23 @@ class Pipeline:
                 slot = None
                 if r is None:
                     sent = nxt
-                    if nxt.data and free:
+                    if free:  # the chunk (when streamed) and the result travel in a slot
                         slot = free.pop()
-                        _write_slot(slot, nxt.data)
-                        sent = dataclasses.replace(nxt, data=None, slot=slot,
-                                                   length=len(nxt.data))
-                        nxt.data = None  # the main process keeps no second copy
-                    r = self.pool.submit(fn, sent)
+                        length = 0
+                        if nxt.data:
+                            _write_slot(slot, nxt.data)
+                            length = len(nxt.data)
+                            nxt.data = None  # the main process keeps no second copy
+                        sent = dataclasses.replace(nxt, data=None if length else nxt.data,
+                                                   slot=slot, length=length)
+                    r = self.pool.submit(_run_in_slot, fn, sent)
                 pending.append((nxt, r, slot))
             if not pending:
                 return
             t, fut, slot = pending.popleft()
             result = fut.result() if isinstance(fut, Future) else fut
+            if isinstance(result, _InSlot):
+                result = pickle.loads(_read_slot(result.slot, result.length))
             if slot is not None:
                 free.append(slot)
             yield t, result
@@ -254,6 +253,35 @@ class Pipeline:
             self.pool = None
         while _SLOTS:
             os.close(_SLOTS.pop())
+
+
+@dataclasses.dataclass(frozen=True)
+class _InSlot:
+    """A worker's result, pickled into the task's slot."""
+
+    slot: int
+    length: int
+
+
+def _run_in_slot(fn: Callable[[Task], Any], task: Task) -> Any:
+    result = fn(task)
+    if task.slot is None:
+        return result
+    data = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+    _write_slot(task.slot, data)
+    return _InSlot(task.slot, len(data))
+
+
+def _read_slot(slot: int, length: int) -> bytes:
+    parts = []
+    got = 0
+    while got < length:
+        part = os.pread(_SLOTS[slot], length - got, got)
+        if not part:
+            raise AssertionError("shared memory slot shorter than its contents")
+        parts.append(part)
+        got += len(part)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def _write_slot(slot: int, data: bytes) -> None:
