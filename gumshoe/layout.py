@@ -45,6 +45,7 @@ META = "db.json"
 FORMAT = "gumshoe/2"
 READABLE_FORMATS = ("gumshoe/1", FORMAT)
 TMP_SUFFIX = ".tmp"
+IMPORT_CHECKPOINT = "import.checkpoint.json"  # gumtool import's resume point
 
 _SEGMENT_RE = re.compile(r"interval\.(-?\d+)\.generation(\d+)\.segment(\d+)\.seg")
 _DICTIONARY_RE = re.compile(r"dictionary\.(.+)\.generation(\d+)\.json")
@@ -75,9 +76,12 @@ def tmp_name(name: str) -> str:
 
 def kind_of(name: str) -> str | None:
     """What a file name in a database directory is: "meta", "segment", "dictionary", "wal",
-    "tmp" (a temporary file of one of those), or None: not one of ours."""
+    "checkpoint" (gumtool import's progress), "tmp" (a temporary file of one of those), or
+    None: not one of ours."""
     if name == META:
         return "meta"
+    if name == IMPORT_CHECKPOINT:
+        return "checkpoint"
     if _SEGMENT_RE.fullmatch(name):
         return "segment"
     if _DICTIONARY_RE.fullmatch(name):

@@ -17,11 +17,12 @@ from types import ModuleType
 
 from gumshoe.errors import GumshoeError
 
-from . import balance, clean, merge, migrate, readdims, stats
+from . import balance, clean, import_cmd, merge, migrate, readdims, stats
 
 COMMANDS: dict[str, ModuleType] = {
     "balance": balance,
     "clean": clean,
+    "import": import_cmd,
     "merge": merge,
     "migrate": migrate,
     "readdims": readdims,

@@ -11,7 +11,7 @@ import pytest
 from gumtool.cli import COMMANDS, main
 from gumtool.progress import Progress
 
-NAMES = ["balance", "clean", "merge", "migrate", "readdims", "stats"]
+NAMES = ["balance", "clean", "import", "merge", "migrate", "readdims", "stats"]
 
 
 def test_gumtool_alone_lists_the_commands_and_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
@@ -39,6 +39,7 @@ FLAGS = {
     "merge": ["--new-db-config", "--db-paths", "--parallelism"],
     "balance": ["--source-db-dirs", "--dest-db-configs", "--workdir", "--dry-run"],
     "clean": ["--dir", "--dry-run"],
+    "import": ["--config", "--mapping", "--preset", "--url", "--parallelism", "--strict"],
     "stats": ["--dir", "--json", "--parallelism"],
     "readdims": ["--dir", "--column"],
 }
