@@ -71,6 +71,64 @@ def parse_size(text: str | int, key: str = "size") -> int:
     return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
 
 
+_SPAN_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+_SPAN_RE = re.compile(r"(\d+)(s|m|h|d|w|y)")
+
+
+def parse_span(text: Any, key: str) -> int:
+    """Whole seconds of a span like "5m", "30d", "3y" or "1d12h" (units s, m, h, d, w and
+    y = 365 days), for [schema] tiers."""
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError(f"{key}: expected a span like \"5m\", \"30d\" or \"3y\", got "
+                          f"{text!r}")
+    s, pos, total = text.strip(), 0, 0
+    for m in _SPAN_RE.finditer(s):
+        if m.start() != pos:
+            break
+        total += int(m.group(1)) * _SPAN_UNITS[m.group(2)]
+        pos = m.end()
+    if pos != len(s) or total <= 0:
+        raise ConfigError(f"{key}: bad span {text!r} (a positive whole number of s, m, h, d, "
+                          "w or y, e.g. \"5m\", \"30d\", \"3y\")")
+    return total
+
+
+def _tiers(value: Any) -> tuple[tuple[int, int], ...]:
+    """[schema] tiers: [[duration, keep], ...] -> ((seconds, seconds), ...), checked: every
+    duration at least 1m and dividing the next, every keep at least its duration and longer
+    than the one before."""
+    key = "schema.tiers"
+    if not isinstance(value, list):
+        raise ConfigError(f"{key}: expected a list of [duration, keep] pairs such as "
+                          f"[[\"5m\", \"1d\"], [\"1h\", \"30d\"]], got {value!r}")
+    out: list[tuple[int, int]] = []
+    for i, pair in enumerate(value):
+        where = f"{key}[{i}]"
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise ConfigError(f"{where}: expected [duration, keep] such as [\"5m\", \"1d\"], "
+                              f"got {pair!r}")
+        duration = parse_span(pair[0], f"{where}[0]")
+        keep = parse_span(pair[1], f"{where}[1]")
+        if duration < 60:
+            raise ConfigError(f"{where}[0]: an interval duration must be at least 1m, got "
+                              f"{pair[0]!r}")
+        if keep < duration:
+            raise ConfigError(f"{where}[1]: keep {pair[1]!r} is shorter than the tier's "
+                              f"duration {pair[0]!r}")
+        if out:
+            prev_duration, prev_keep = out[-1]
+            if duration <= prev_duration or duration % prev_duration:
+                raise ConfigError(f"{where}[0]: {pair[0]!r} must be a multiple of the previous "
+                                  f"tier's duration ({format_duration(prev_duration)}) and "
+                                  "longer than it")
+            if keep <= prev_keep:
+                raise ConfigError(f"{where}[1]: keep {pair[1]!r} must be longer than the "
+                                  f"previous tier's ({format_duration(prev_keep)}): each keep "
+                                  "is an age, counted from now")
+        out.append((duration, keep))
+    return tuple(out)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class SchemaConfig:
     segment_size: int
@@ -79,6 +137,8 @@ class SchemaConfig:
     dimension_columns: tuple[tuple[str, str], ...]
     metric_columns: tuple[tuple[str, str], ...]
     segment_size_text: str = ""
+    # [schema] tiers: (interval duration, keep) in seconds, finest first; () = one duration
+    tiers: tuple[tuple[int, int], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -400,6 +460,25 @@ def _merge(defaults: dict[str, Any], given: dict[str, Any], prefix: str = "") ->
     return out
 
 
+def _tiered(tiers: tuple[tuple[int, int], ...], given: dict[str, Any], interval: int,
+            retention_days: int) -> tuple[int, int]:
+    """interval_duration and retention_days under `tiers`: the first duration and the last
+    keep (in days; 0 when it is not whole days: the tiers decide). Either key, when written in
+    the config, must say the same."""
+    first, last_keep = tiers[0][0], tiers[-1][1]
+    schema = given.get("schema", {})
+    if "interval_duration" in schema and interval != first:
+        raise ConfigError(f"schema.interval_duration: {schema['interval_duration']!r} differs "
+                          f"from the first of schema.tiers ({format_duration(first)}); omit it "
+                          "or make them equal")
+    days = last_keep // 86400 if last_keep % 86400 == 0 else 0
+    if "retention_days" in given and given["retention_days"] != days:
+        raise ConfigError(f"retention_days: {given['retention_days']!r} differs from the last "
+                          f"keep of schema.tiers ({format_duration(last_keep)}); omit it "
+                          "(the last tier's keep is the retention) or make them equal")
+    return first, days
+
+
 def parse_config(text: str, source: str = "config") -> Config:
     """Parse config TOML text, filling omitted keys from the embedded default."""
     try:
@@ -417,6 +496,10 @@ def parse_config(text: str, source: str = "config") -> Config:
     if segment_size < 100:
         raise ConfigError(f"schema.segment_size: seems too small: {s['segment_size']!r}")
     ts = _columns([s["timestamp_column"]], "schema.timestamp_column")[0]
+    tiers = _tiers(s["tiers"])
+    retention_days = _int(raw["retention_days"], "retention_days", 0)
+    if tiers:
+        interval, retention_days = _tiered(tiers, given, int(interval), retention_days)
     schema = SchemaConfig(
         segment_size=segment_size,
         interval_duration=int(interval),
@@ -424,6 +507,7 @@ def parse_config(text: str, source: str = "config") -> Config:
         dimension_columns=_columns(s["dimension_columns"], "schema.dimension_columns"),
         metric_columns=_columns(s["metric_columns"], "schema.metric_columns"),
         segment_size_text=str(s["segment_size"]),
+        tiers=tiers,
     )
     flush = parse_duration(raw["flush_interval"], "flush_interval")
     if flush < 0.001:
@@ -443,7 +527,7 @@ def parse_config(text: str, source: str = "config") -> Config:
         database_dir=database_dir,
         flush_interval=flush,
         query_parallelism=_int(raw["query_parallelism"], "query_parallelism", 1),
-        retention_days=_int(raw["retention_days"], "retention_days", 0),
+        retention_days=retention_days,
         durability=durability,
         max_body_size=max_body_size,
         max_groups=_int(raw["max_groups"], "max_groups", 1),
@@ -477,7 +561,8 @@ def config_toml(cfg: Config) -> str:
             f"open_file_limit = {cfg.open_file_limit}\ndatabase_dir = {text(cfg.database_dir)}\n"
             f'flush_interval = "{cfg.flush_interval!r}s"\n'
             f"query_parallelism = {cfg.query_parallelism}\n"
-            f"retention_days = {cfg.retention_days}\ndurability = {text(cfg.durability)}\n"
+            + ("" if sc.tiers else f"retention_days = {cfg.retention_days}\n")
+            + f"durability = {text(cfg.durability)}\n"
             f'max_body_size = "{cfg.max_body_size}B"\nmax_groups = {cfg.max_groups}\n'
             f'batch_id_window = "{cfg.batch_id_window!r}s"\n'
             f'idle_timeout = "{cfg.idle_timeout!r}s"\n'
@@ -490,6 +575,7 @@ def config_toml(cfg: Config) -> str:
             f"allowed_hosts = {json.dumps(list(cfg.allowed_hosts))}\n\n[schema]\n"
             f"segment_size = {text(sc.segment_size_text or f'{sc.segment_size}B')}\n"
             f'interval_duration = "{sc.interval_duration}s"\n'
+            f"tiers = {json.dumps([[f'{d}s', f'{k}s'] for d, k in sc.tiers])}\n"
             f"timestamp_column = {cols((sc.timestamp_column,))[1:-1]}\n"
             f"dimension_columns = {cols(sc.dimension_columns)}\n"
             f"metric_columns = {cols(sc.metric_columns)}\n\n[auth]\n"

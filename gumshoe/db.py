@@ -1,9 +1,15 @@
-"""The database facade: open/lock/close, insert, flush, retention, snapshots.
+"""The database facade: open/lock/close, insert, flush, compaction, retention, snapshots.
 
 Imports every storage layer below it (config, schema, layout, batch, dictionary, block, segment,
 interval, memtable, snapshot, wal). One writer at a time (inserts and the flush swap take the
 write lock); readers take a Snapshot and never block the writer. The directory's files, db.json
 and the lock belong to layout.py.
+
+With tiers (tiers.py), a row goes to the interval of the finest tier whose range still covers
+its time, by the watermarks in db.json (on insert and on write-ahead log replay alike), and
+`compact` re-rolls aged intervals into the next tier's (compaction.py), committing each step
+with db.json as a flush does; the memtable's rows of a re-rolled range move to its coarser
+interval in the same swap.
 
 Failures: a disk fault (EIO, ENOSPC, ...) while logging or flushing is fail-stop (`failed` is
 set, every later write is refused with StorageFailedError, reads go on; restart once the disk
@@ -26,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from . import fileio
+from . import compaction, fileio
 from .batch import Batch, parse_rows
 from .block import Block, rollup
 from .config import Config
@@ -45,7 +51,7 @@ from .layout import (
     dictionary_filename,
     kind_of,
     read_meta,
-    retention_cutoff,
+    schema_retention_cutoff,
     tmp_name,
     write_atomic,
     write_meta,
@@ -56,6 +62,8 @@ from .snapshot import IntervalView, Snapshot
 from .wal import Record, ReplayProgress, WriteAheadLog
 
 log = logging.getLogger(__name__)
+
+COMPACT_EVERY = 60.0  # seconds between compactor runs (the server's loop, the auto flusher)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -97,12 +105,17 @@ class DB:
         # Memtables being flushed, oldest first: one, or more after a flush that failed for
         # want of file descriptors (kept, visible to reads, written by the next flush).
         self._flushing: list[Memtable] = []
+        self.tiers = self.schema.tiering  # None: one interval duration
+        # per tier boundary: times before it are stored at the coarser tier (tiers.py)
+        self.watermarks: tuple[int, ...] = self.tiers.initial_watermarks() if self.tiers else ()
+        self._committed: Meta | None = None  # db.json as last written (compaction's base)
         self.last_updated: int | None = None  # the largest row timestamp ever inserted
         self.closed = False
         self.failed: str | None = None
         self.wal: WriteAheadLog | None = None
         self.stats = {"inserted_rows": 0, "inserted_batches": 0, "rejected_rows": 0,
-                      "flushes": 0, "last_flush_seconds": 0.0}
+                      "flushes": 0, "last_flush_seconds": 0.0, "compactions": 0,
+                      "compacted_rows": 0, "compaction_seconds": 0.0, "dropped_intervals": 0}
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
         if self.dir is not None:
@@ -147,8 +160,9 @@ class DB:
             if any(kind_of(p.name) == "segment" for p in self.dir.iterdir()):
                 raise CorruptDataError(f"{self.dir}: segment files but no db.json; run "
                                        "`gumtool clean` or choose an empty directory") from None
-            meta = Meta(self.schema)
+            meta = Meta(self.schema, watermarks=self.watermarks)
             write_meta(self.dir, meta, fsync=self.config.durability == "fsync")
+            self._committed = meta
             return meta
         meta.schema.check_same(self.schema,
                                hint=" (use `gumtool migrate` to change the schema)")
@@ -160,6 +174,9 @@ class DB:
         for im in meta.intervals:
             self.intervals[im.start] = open_interval(self.schema, self.dir, im, verify=True)
         self.last_updated = meta.last_updated
+        if self.tiers is not None and meta.watermarks:
+            self.watermarks = meta.watermarks  # else: tiers new to this database, all at 0
+        self._committed = meta
         return meta
 
     def referenced_files(self) -> set[str]:
@@ -218,7 +235,7 @@ class DB:
             if len(set(new)) != len(new) or any(d.lookup(x) is not None for x in new):
                 raise CorruptDataError(f"write-ahead log record {rec.seq}: adds strings that "
                                        f"dimension {name!r} already holds")
-        self._apply(self.schema.interval_start(rec.timestamps), block, rec.new_strings)
+        self._apply(self.interval_starts(rec.timestamps), block, rec.new_strings)
         self._note_timestamps(rec.timestamps)
         self.stats["replayed_rows"] = self.stats.get("replayed_rows", 0) + block.n
 
@@ -229,9 +246,22 @@ class DB:
 
     # -- insert -----------------------------------------------------------------------------
     def retention_cutoff(self) -> int | None:
-        """Intervals starting before this are out of retention (None: keep everything)."""
-        return retention_cutoff(self.config.retention_days, self.schema.interval_duration,
-                                self.clock())
+        """Intervals starting before this are out of retention (None: keep everything); with
+        tiers, past the last tier's keep."""
+        return schema_retention_cutoff(self.schema, self.config.retention_days, self.clock())
+
+    def interval_starts(self, ts: np.ndarray) -> np.ndarray:
+        """The start of the interval each timestamp goes to now: of the finest tier whose
+        range still covers it (without tiers: of the one interval duration)."""
+        if self.tiers is None:
+            return self.schema.interval_start(ts)
+        return self.tiers.interval_starts(ts, self.watermarks)
+
+    def duration_at(self, start: int) -> int:
+        """The duration of the interval starting at `start` (a start `interval_starts` gave)."""
+        if self.tiers is None:
+            return self.schema.interval_duration
+        return self.tiers.duration_at(start, self.watermarks)
 
     def insert(self, rows: Any, batch_id: str | None = None) -> InsertResult:
         """Validate and apply a batch of JSON row objects atomically.
@@ -262,7 +292,7 @@ class DB:
                 if (batch.n or batch_id is not None) and self.failed:
                     raise StorageFailedError(f"database is read-only after a storage failure: "
                                              f"{self.failed}")
-                starts = self.schema.interval_start(batch.timestamps)
+                starts = self.interval_starts(batch.timestamps)
                 rejected = 0
                 cutoff = self.retention_cutoff()
                 if cutoff is not None and batch.n:
@@ -320,11 +350,15 @@ class DB:
             mems = [m.view() for m in (*self._flushing, self.memtable)]
             intervals = dict(self.intervals)
             sizes = {name: len(d) for name, d in self.dictionaries.items()}
+            durations = {s: self.duration_at(s) for m in mems for s in m if s not in intervals}
         views = []
         for start in sorted(set(intervals).union(*mems)):
             iv = intervals.get(start)
-            views.append(IntervalView(start, iv.segments if iv else (),
-                                      tuple(b for m in mems for b in m.get(start, ()))))
+            mem = tuple(b for m in mems for b in m.get(start, ()))
+            if iv is None:
+                views.append(IntervalView(start, (), mem, durations[start]))
+            else:
+                views.append(IntervalView(start, iv.segments, mem, iv.duration, iv.sorted))
         return Snapshot(self.schema, tuple(views), dict(self.dictionaries), sizes)
 
     # -- flush ------------------------------------------------------------------------------
@@ -400,7 +434,7 @@ class DB:
         return Meta(self.schema, wal_seq=wal_seq,
                     intervals=tuple(intervals[s].meta() for s in sorted(intervals)),
                     dictionaries=dict(dict_files), batch_ids=dict(batch_ids or {}),
-                    last_updated=last_updated)
+                    last_updated=last_updated, watermarks=self.watermarks)
 
     def _write_flush(self, mems: list[Memtable], sizes: dict[str, int], wal_seq: int,
                      last_updated: int | None, batch_ids: dict[str, float],
@@ -422,7 +456,7 @@ class DB:
             gen = old.generation + 1 if old else 0
             intervals[start] = build_interval(self.schema, start, gen,
                                               rollup(self.schema, blocks), self.dir, fsync,
-                                              written)
+                                              written, duration=self.duration_at(start))
             if old and self.dir is not None:
                 dead.extend(self.dir / f for f in old.filenames())
         if cutoff is not None:
@@ -448,18 +482,106 @@ class DB:
                     dict_files[name] = DictMeta(fname, gen + 1, size, zlib.crc32(data))
             if fsync:
                 fileio.fsync_dir(self.dir)
-            write_meta(self.dir, self._meta(wal_seq, intervals, dict_files, last_updated,
-                                            batch_ids), fsync=fsync)
+            meta = self._meta(wal_seq, intervals, dict_files, last_updated, batch_ids)
+            write_meta(self.dir, meta, fsync=fsync)
+            self._committed = meta
         return intervals, dict_files, dead
+
+    # -- compaction (tiers) -------------------------------------------------------------------
+    def compact(self, max_rows: int = compaction.MAX_STEP_ROWS) -> int:
+        """Re-roll every interval that aged past its tier into the next tier's intervals and
+        drop intervals past the last keep, one committed step at a time (compaction.py), until
+        nothing is due or the database closes. Returns the steps committed (0 without tiers).
+
+        Raises StorageFailedError after a disk fault (as a flush) and TransientStorageError
+        when file descriptors ran out (nothing changed; the next run retries)."""
+        steps = 0
+        while self.tiers is not None and not self._stop.is_set() and not self.failed:
+            if not self._compact_step(max_rows):
+                break
+            steps += 1
+        return steps
+
+    def compaction_lag(self) -> int:
+        """Seconds of aged data the compactor has yet to re-roll (0: up to date, or no tiers)."""
+        if self.tiers is None:
+            return 0
+        with self._write_lock:
+            watermarks = self.watermarks
+        return self.tiers.lag(self.clock(), watermarks)
+
+    def _compact_step(self, max_rows: int) -> bool:
+        assert self.tiers is not None
+        with self._flush_lock:  # no flush meanwhile: the intervals and db.json stay as read
+            t0 = time.perf_counter()
+            with self._write_lock:
+                if self.failed or self.closed:
+                    return False
+                intervals = dict(self.intervals)
+                watermarks = self.watermarks
+            step = compaction.plan(self.tiers, {s: (iv.duration, iv.rows)
+                                                for s, iv in intervals.items()},
+                                   watermarks, self.clock(), self.retention_cutoff(), max_rows)
+            if step is None:
+                return False
+            written: list[Path] = []
+            try:
+                fsync = self.config.durability == "fsync"
+                new, dead = compaction.build(self.schema, step, intervals, self.dir, fsync,
+                                             written, self.stats)
+                after = {s: iv for s, iv in intervals.items() if s not in step.sources}
+                after.update(new)
+                marks = list(watermarks)
+                if step.boundary is not None:
+                    marks[step.boundary] = step.watermark
+                if self.dir is not None:
+                    assert self._committed is not None
+                    if fsync and written:
+                        fileio.fsync_dir(self.dir)
+                    meta = dataclasses.replace(
+                        self._committed, schema=self.schema, watermarks=tuple(marks),
+                        intervals=tuple(after[s].meta() for s in sorted(after)))
+                    write_meta(self.dir, meta, fsync=fsync)  # the commit point
+                    self._committed = meta
+            except OSError as e:
+                if fileio.is_transient(e):
+                    self._forget(written)
+                    log.warning("compaction postponed: %s (the next run retries)", e)
+                    raise TransientStorageError(f"compaction postponed: {e}") from e
+                self._fail(f"compaction failed: {e}")
+                raise StorageFailedError(f"compaction failed: {e}") from e
+            except BaseException as e:  # a bug, not the disk: fail-stop as a flush does
+                self._fail(f"compaction failed: {e!r}")
+                raise
+            with self._write_lock:
+                self.intervals = after
+                self.watermarks = tuple(marks)
+                for m in (*self._flushing, self.memtable):
+                    m.rekey(self.current_start)
+            for p in dead:
+                p.unlink(missing_ok=True)
+            self.stats["compactions"] += 1
+            self.stats["dropped_intervals"] += len(step.drops)
+            self.stats["last_compaction_seconds"] = time.perf_counter() - t0
+            return True
+
+    def current_start(self, start: int) -> int:
+        """The start of the interval that now holds the time `start` (after a watermark moved,
+        a finer interval's start maps to its coarser bucket)."""
+        return int(self.interval_starts(np.array([start], np.int64))[0])
 
     def _fail(self, reason: str) -> None:
         log.error("storage failure, refusing further writes: %s", reason)
         self.failed = reason
 
     def _flush_loop(self) -> None:
+        next_compaction = 0.0  # with tiers: at once, then every COMPACT_EVERY seconds
         while not self._stop.wait(self.config.flush_interval):
             try:
                 self.flush()
+                if self.tiers is not None and time.monotonic() >= next_compaction:
+                    next_compaction = time.monotonic() + COMPACT_EVERY
+                    self.compact()
             except TransientStorageError:
                 pass  # logged by flush; the next one retries
             except Exception:

@@ -1,13 +1,20 @@
 """Intervals: one time bucket of rolled-up rows, stored as a list of segments.
 
 Imports schema, layout, block and segment. Within an interval every dimension key appears once, in key
-order across its segments; a flush that adds rows writes a new generation of the interval.
+order across its segments; a flush that adds rows writes a new generation of the interval. An
+interval knows its duration (with tiers, a re-rolled interval is coarser than new ones) and,
+per segment, whether the segment's rows are ordered by the leading (first) dimension: nil rows
+first, then ascending values. Roll-up writes them so; the flag is checked, not assumed (a
+segment written by another tool may not be), and lets a query turn an equality filter on the
+leading dimension into a row range (`leading_sorted`, engine.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+
+import numpy as np
 
 from .block import Block
 from .errors import CorruptDataError
@@ -21,6 +28,8 @@ class Interval:
     start: int
     generation: int
     segments: tuple[Segment, ...]
+    duration: int = 0  # seconds (set by build_interval and open_interval)
+    sorted: tuple[bool, ...] = ()  # per segment: ordered by the leading dimension
 
     @property
     def rows(self) -> int:
@@ -41,7 +50,23 @@ class Interval:
     def meta(self) -> IntervalMeta:
         """Its entry in the metadata."""
         return IntervalMeta(self.start, self.generation, tuple(
-            SegmentMeta(name, s.rows) for name, s in zip(self.filenames(), self.segments)))
+            SegmentMeta(name, s.rows) for name, s in zip(self.filenames(), self.segments)),
+            self.duration)
+
+
+def leading_sorted(schema: Schema, block: Block) -> bool:
+    """Are the block's rows ordered by the schema's first dimension (nil rows first, then
+    ascending values)? One vectorised pass over that column."""
+    if not schema.dimensions or block.n < 2:
+        return True
+    name = schema.dimensions[0].name
+    values, nil = block.dims[name], block.nils[name]
+    if nil is not None:
+        k = int(np.count_nonzero(nil))
+        if k and not nil[:k].all():
+            return False
+        values = values[k:]
+    return bool(np.all(values[1:] >= values[:-1]))
 
 
 def rows_per_segment(schema: Schema, block: Block, narrow: bool) -> int:
@@ -60,12 +85,14 @@ def rows_per_segment(schema: Schema, block: Block, narrow: bool) -> int:
 
 def build_interval(schema: Schema, start: int, generation: int, block: Block,
                    directory: Path | None, fsync: bool = True,
-                   written: list[Path] | None = None) -> Interval:
+                   written: list[Path] | None = None, duration: int | None = None) -> Interval:
     """Cut a rolled-up block into segments whose columns take at most `segment_size` bytes
     (rows_per_segment); write them to `directory` (None: keep them in memory, full width).
     Each file is appended to `written` (when given) before it is written, so a caller can
-    remove the files of an attempt that failed."""
+    remove the files of an attempt that failed. `duration`: the interval's (default: the
+    schema's interval_duration)."""
     per = rows_per_segment(schema, block, directory is not None)
+    ordered = leading_sorted(schema, block)  # then every slice of it is too
     segments = []
     for i, lo in enumerate(range(0, block.n, per)):
         part = block.slice(lo, lo + per)
@@ -77,7 +104,8 @@ def build_interval(schema: Schema, start: int, generation: int, block: Block,
                 written.append(path)
             write_segment(path, schema, part, fsync=fsync)
             segments.append(Segment.open(path, schema))
-    return Interval(start, generation, tuple(segments))
+    return Interval(start, generation, tuple(segments), duration or schema.interval_duration,
+                    (ordered,) * len(segments))
 
 
 def open_interval(schema: Schema, directory: Path, meta: IntervalMeta,
@@ -91,4 +119,6 @@ def open_interval(schema: Schema, directory: Path, meta: IntervalMeta,
             raise CorruptDataError(f"{directory / s.file}: segment holds {seg.rows} rows, the "
                                    f"metadata says {s.rows}")
         segments.append(seg)
-    return Interval(meta.start, meta.generation, tuple(segments))
+    return Interval(meta.start, meta.generation, tuple(segments),
+                    meta.duration or schema.interval_duration,
+                    tuple(leading_sorted(schema, s.block) for s in segments))

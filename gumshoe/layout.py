@@ -16,7 +16,9 @@ alone). Beside a destination, gumtool builds a new database in a hidden director
 
 db.json (format "gumshoe/2") is a JSON object: `format`, `schema`, `wal_seq` (the last log
 record the segments cover), `last_updated` (the largest row timestamp ever inserted, or null),
-`intervals` (each: `start`, `generation`, `segments`: [{`file`, `rows`}]), `dictionaries`
+`intervals` (each: `start`, `generation`, `segments`: [{`file`, `rows`}], and `duration` in
+seconds when it is not the schema's `interval_duration`: a re-rolled interval of a coarser
+tier), with tiers `watermarks` (one per tier boundary, tiers.py), `dictionaries`
 (column -> {`file`, `generation`, `size`, `crc32` of the file's bytes}), `batch_ids` (id -> the
 time it was applied) and `crc32`: the crc32 of the canonical JSON of everything else, so a damaged
 db.json never passes for a good one. Format "gumshoe/1" (written before checksums and
@@ -160,6 +162,7 @@ class IntervalMeta:
     start: int
     generation: int
     segments: tuple[SegmentMeta, ...]
+    duration: int = 0  # seconds; 0: the schema's interval_duration (as read: always set)
 
     @property
     def rows(self) -> int:
@@ -168,14 +171,21 @@ class IntervalMeta:
     def filenames(self) -> list[str]:
         return [s.file for s in self.segments]
 
-    def to_json(self) -> dict[str, Any]:
-        return {"start": self.start, "generation": self.generation,
-                "segments": [s.to_json() for s in self.segments]}
+    def to_json(self, base: int = 0) -> dict[str, Any]:
+        """Its db.json entry; `duration` only when it is not `base` (the schema's
+        interval_duration), so a database without tiers writes what it always wrote."""
+        out: dict[str, Any] = {"start": self.start, "generation": self.generation,
+                               "segments": [s.to_json() for s in self.segments]}
+        if self.duration and self.duration != base:
+            out["duration"] = self.duration
+        return out
 
     @classmethod
-    def from_json(cls, obj: Any, path: Path | str, where: str = "interval") -> IntervalMeta:
+    def from_json(cls, obj: Any, path: Path | str, where: str = "interval",
+                  base: int = 0) -> IntervalMeta:
         start = _int(obj, "start", path, where, minimum=None)
         gen = _int(obj, "generation", path, where)
+        duration = _int(obj, "duration", path, where, minimum=1) if "duration" in obj else base
         segs = obj.get("segments")
         if not isinstance(segs, list):
             raise _damaged(path, f"{where}: no 'segments' list")
@@ -187,7 +197,7 @@ class IntervalMeta:
                 raise _damaged(path, f"{w}.file: {file!r}, expected "
                                      f"{segment_filename(start, gen, i)!r}")
             out.append(SegmentMeta(file, _int(s, "rows", path, w)))
-        return cls(start, gen, tuple(out))
+        return cls(start, gen, tuple(out), duration)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -231,6 +241,18 @@ class Meta:
     batch_ids: dict[str, float] = dataclasses.field(default_factory=dict)
     last_updated: int | None = None
     format: str = FORMAT  # as read; always written as FORMAT
+    # with tiers: per tier boundary, the time before which rows are stored at the coarser
+    # tier (tiers.py); () without tiers
+    watermarks: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        # an interval without a duration has the schema's: spelled out, so equal metadata
+        # compares equal however it was made
+        if any(not im.duration for im in self.intervals):
+            base = self.schema.interval_duration
+            object.__setattr__(self, "intervals", tuple(
+                im if im.duration else dataclasses.replace(im, duration=base)
+                for im in self.intervals))
 
     def files(self) -> set[str]:
         """db.json and every file it references (segments and dictionaries)."""
@@ -241,12 +263,16 @@ class Meta:
         return names
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": FORMAT, "schema": self.schema.to_json(), "wal_seq": self.wal_seq,
-                "last_updated": self.last_updated,
-                "intervals": [im.to_json() for im in sorted(self.intervals,
-                                                            key=lambda im: im.start)],
-                "dictionaries": {k: v.to_json() for k, v in sorted(self.dictionaries.items())},
-                "batch_ids": dict(self.batch_ids)}
+        base = self.schema.interval_duration
+        out = {"format": FORMAT, "schema": self.schema.to_json(), "wal_seq": self.wal_seq,
+               "last_updated": self.last_updated,
+               "intervals": [im.to_json(base) for im in sorted(self.intervals,
+                                                               key=lambda im: im.start)],
+               "dictionaries": {k: v.to_json() for k, v in sorted(self.dictionaries.items())},
+               "batch_ids": dict(self.batch_ids)}
+        if self.watermarks:
+            out["watermarks"] = list(self.watermarks)
+        return out
 
     @classmethod
     def from_json(cls, obj: Any, path: Path | str) -> Meta:
@@ -267,13 +293,11 @@ class Meta:
         intervals = obj.get("intervals", [])
         if not isinstance(intervals, list):
             raise _damaged(path, "'intervals' is not a list")
-        ims = tuple(IntervalMeta.from_json(im, path, f"intervals[{i}]")
+        ims = tuple(IntervalMeta.from_json(im, path, f"intervals[{i}]",
+                                           schema.interval_duration)
                     for i, im in enumerate(intervals))
-        starts = [im.start for im in ims]
-        if len(set(starts)) != len(starts):
-            raise _damaged(path, "an interval is listed twice")
-        if any(s % schema.interval_duration for s in starts):
-            raise _damaged(path, "an interval start is not a multiple of the interval duration")
+        watermarks = _watermarks(obj, schema, path)
+        _check_intervals(ims, schema, watermarks, path)
         dicts = obj.get("dictionaries", {})
         strings = {d.name for d in schema.string_dimensions}
         if not isinstance(dicts, dict) or not set(dicts) <= strings:
@@ -290,7 +314,55 @@ class Meta:
                    intervals=ims,
                    dictionaries={k: DictMeta.from_json(k, v, path) for k, v in dicts.items()},
                    batch_ids={str(k): float(t) for k, t in ids.items()},
-                   last_updated=last, format=fmt)
+                   last_updated=last, format=fmt, watermarks=watermarks)
+
+
+def _watermarks(obj: dict[str, Any], schema: Schema, path: Path | str) -> tuple[int, ...]:
+    """The tier watermarks of db.json: one per tier boundary, each a multiple of its tier's
+    duration, non-increasing; absent (all 0: nothing re-rolled yet) in a database created
+    before its tiers were configured."""
+    n = max(len(schema.tiers) - 1, 0)
+    raw = obj.get("watermarks")
+    if raw is None:
+        return (0,) * n
+    if not isinstance(raw, list) or len(raw) != n or not all(
+            isinstance(w, int) and not isinstance(w, bool) for w in raw):
+        raise _damaged(path, f"'watermarks' is not a list of {n} integers (one per tier "
+                             "boundary)")
+    for i, w in enumerate(raw):
+        if w % schema.tiers[i + 1][0]:
+            raise _damaged(path, f"watermarks[{i}]: {w} is not a multiple of its tier's "
+                                 f"duration ({schema.tiers[i + 1][0]}s)")
+        if i and w > raw[i - 1]:
+            raise _damaged(path, f"watermarks[{i}]: {w} is after watermarks[{i - 1}]")
+    return tuple(raw)
+
+
+def _check_intervals(ims: tuple[IntervalMeta, ...], schema: Schema,
+                     watermarks: tuple[int, ...], path: Path | str) -> None:
+    """Interval starts are unique multiples of their durations, durations are the schema's,
+    intervals never overlap, and each lies in its tier's range of the watermarks."""
+    durations = schema.durations
+    ordered = sorted(ims, key=lambda im: im.start)
+    for a, b in itertools.pairwise(ordered):
+        if a.start == b.start:
+            raise _damaged(path, "an interval is listed twice")
+        if a.start + a.duration > b.start:
+            raise _damaged(path, f"interval {a.start} ({a.duration}s) overlaps interval "
+                                 f"{b.start}")
+    for im in ordered:
+        if im.duration not in durations:
+            raise _damaged(path, f"interval {im.start}: duration {im.duration}s is not one of "
+                                 f"the schema's ({', '.join(f'{d}s' for d in durations)})")
+        if im.start % im.duration:
+            raise _damaged(path, "an interval start is not a multiple of the interval duration")
+        tier = durations.index(im.duration)
+        hi = watermarks[tier - 1] if tier else None  # tier i lies in [w_{i+1}, w_i)
+        lo = watermarks[tier] if tier < len(watermarks) else None
+        if (hi is not None and im.start + im.duration > hi) or (lo is not None
+                                                                 and im.start < lo):
+            raise _damaged(path, f"interval {im.start} ({im.duration}s) lies outside its "
+                                 f"tier's range of the watermarks {list(watermarks)}")
 
 
 def _canonical_crc(obj: dict[str, Any]) -> int:
@@ -408,3 +480,13 @@ def retention_cutoff(retention_days: int, interval_duration: int, now: float) ->
     if not retention_days:
         return None
     return int(now) - retention_days * 86400 - interval_duration
+
+
+def schema_retention_cutoff(schema: Schema, retention_days: int, now: float) -> int | None:
+    """`retention_cutoff` of a database: with tiers, the last tier's keep decides (the cutoff
+    is then a multiple of the coarsest duration, so it compares alike with an interval start
+    of any tier and with a timestamp)."""
+    tiers = schema.tiering
+    if tiers is None:
+        return retention_cutoff(retention_days, schema.interval_duration, now)
+    return tiers.retention_cutoff(now)

@@ -7,6 +7,8 @@ insert only appends. Readers take `view()`: immutable arrays, safe against later
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from .block import Block, rollup
@@ -94,6 +96,24 @@ class Memtable:
 
     def view(self) -> dict[int, tuple[Block, ...]]:
         return {start: mi.view() for start, mi in self.intervals.items()}
+
+    def rekey(self, start_of: Callable[[int], int]) -> None:
+        """Move each interval's rows to the interval `start_of(start)` (with tiers: after a
+        re-roll moved a watermark, unflushed rows of the re-rolled range belong to its coarser
+        interval). Blocks move, nothing is copied; call under the DB's write lock."""
+        groups: dict[int, list[tuple[int, MemInterval]]] = {}
+        for start, mi in self.intervals.items():
+            groups.setdefault(start_of(start), []).append((start, mi))
+        moved: dict[int, MemInterval] = {}
+        for target, members in groups.items():
+            if len(members) == 1 and members[0][0] == target:
+                moved[target] = members[0][1]
+                continue
+            into = moved[target] = MemInterval(self.schema)  # new: readers keep the old ones
+            for _, mi in members:
+                for b in mi.view():
+                    into.add(b)
+        self.intervals = moved
 
     def __len__(self) -> int:
         return len(self.intervals)

@@ -13,6 +13,7 @@ import numpy as np
 
 from .config import Config, SchemaConfig, format_duration
 from .errors import ClientError, ConfigError, SchemaMismatchError
+from .tiers import Tiers
 
 NUMERIC_TYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
                  "float32", "float64")
@@ -94,6 +95,8 @@ class Schema:
     metrics: tuple[Column, ...]
     segment_size: int
     interval_duration: int  # seconds
+    # [schema] tiers: (duration, keep) pairs in seconds, finest first (tiers.py); () = none
+    tiers: tuple[tuple[int, int], ...] = ()
     _by_name: dict[str, Column] = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -111,7 +114,7 @@ class Schema:
             if col.name in seen:
                 raise ConfigError(f"duplicate column name {col.name!r}")
             seen.add(col.name)
-        schema = cls(ts, dims, mets, sc.segment_size, sc.interval_duration)
+        schema = cls(ts, dims, mets, sc.segment_size, sc.interval_duration, sc.tiers)
         if schema.row_bytes > sc.segment_size:
             raise ConfigError(f"schema.segment_size: {sc.segment_size} bytes cannot hold one row "
                               f"({schema.row_bytes} bytes)")
@@ -159,6 +162,7 @@ class Schema:
             "metric_columns": [[m.name, m.type_name] for m in self.metrics],
             "segment_size": self.segment_size,
             "interval_duration": self.interval_duration,
+            **({"tiers": [list(t) for t in self.tiers]} if self.tiers else {}),
         }
 
     @classmethod
@@ -169,6 +173,7 @@ class Schema:
             timestamp_column=(str(obj["timestamp_column"][0]), str(obj["timestamp_column"][1])),
             dimension_columns=tuple((str(n), str(t)) for n, t in obj["dimension_columns"]),
             metric_columns=tuple((str(n), str(t)) for n, t in obj["metric_columns"]),
+            tiers=tuple((int(d), int(k)) for d, k in obj.get("tiers", ())),
         )
         return cls.from_config(sc)
 
@@ -194,12 +199,37 @@ class Schema:
         if self.interval_duration != other.interval_duration:
             problems.append(f"interval duration is {self.interval_duration}s, config has "
                             f"{other.interval_duration}s")
+        elif self.tiers and [d for d, _ in self.tiers] != [d for d, _ in other.tiers]:
+            # keeps may change (the watermarks never move back); durations may not, and tiers
+            # may be added to a database of the first tier's duration, never taken away
+            def fmt_tiers(tiers: tuple[tuple[int, int], ...]) -> str:
+                return ", ".join(format_duration(d) for d, _ in tiers) or "none"
+            problems.append(f"tier durations are [{fmt_tiers(self.tiers)}], config has "
+                            f"[{fmt_tiers(other.tiers)}]")
         if problems:
             raise SchemaMismatchError("schemas do not match: " + "; ".join(problems) + hint)
 
     def interval_start(self, ts: np.ndarray) -> np.ndarray:
-        """Start of the interval holding each timestamp (aligned to the Unix epoch)."""
+        """Start of the interval holding each timestamp (aligned to the Unix epoch); with
+        tiers, of the finest tier (the database's watermarks say which tier holds a row)."""
         return ts - ts % self.interval_duration
+
+    @property
+    def tiering(self) -> Tiers | None:
+        """The tiers (None without `tiers`: one interval duration)."""
+        return Tiers.of(self.tiers) if self.tiers else None
+
+    @property
+    def durations(self) -> tuple[int, ...]:
+        """Every interval duration the database may hold, finest first."""
+        return tuple(d for d, _ in self.tiers) or (self.interval_duration,)
+
+    def shard_start(self, ts: np.ndarray) -> np.ndarray:
+        """The time the router's shard function hashes for each timestamp: the interval start
+        without tiers, the coarsest tier's bucket with them (so a roll-up key stays on one
+        shard through every re-roll)."""
+        tiers = self.tiering
+        return self.interval_start(ts) if tiers is None else tiers.shard_start(ts)
 
 
 def describe(config: Config) -> dict[str, Any]:
@@ -214,4 +244,6 @@ def describe(config: Config) -> dict[str, Any]:
             "metrics": [col(c) for c in s.metric_columns],
             "interval": format_duration(s.interval_duration),
             "retention_days": config.retention_days,
+            **({"tiers": [[format_duration(d), format_duration(k)] for d, k in s.tiers]}
+               if s.tiers else {}),
             "segment_size": s.segment_size}

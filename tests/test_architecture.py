@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # gumshoe modules, lowest tier first.
 TIERS: list[set[str]] = [
     {"errors", "fileio", "native", "__init__"},  # no internal imports (native: C extensions)
-    {"config"},
+    {"config", "tiers"},  # tiers: the tiered-retention arithmetic (numpy only)
     {"schema"},
     {"layout"},  # the directory layout: file names, db.json, lock, atomic write, retention
     {"batch", "rowdecoder", "sharding"},  # rowdecoder: msgspec fast path of batch
@@ -28,6 +28,7 @@ TIERS: list[set[str]] = [
     {"segment", "dictionary"},  # dictionary: string order through block.string_ranks
     {"textmatch"},  # prefix/contains/regex over a dictionary
     {"interval"},
+    {"compaction"},  # the compactor's plan and re-roll (db.py commits it)
     {"memtable"},
     {"snapshot"},
     {"wal"},

@@ -105,8 +105,12 @@ def test_build_interval_cuts_segments(tmp_path: Path, directory: str | None) -> 
     sizes = [min(per, 9 - lo) for lo in range(0, 9, per)]
     assert [s.rows for s in iv.segments] == sizes and iv.rows == 9
     assert iv.filenames() == [segment_filename(0, 3, i) for i in range(len(sizes))]
-    assert iv.meta().to_json() == {"start": 0, "generation": 3, "segments": [
+    # the duration is written only when it is not the schema's (a re-rolled tier's)
+    assert iv.duration == SCHEMA.interval_duration
+    assert iv.meta().to_json(SCHEMA.interval_duration) == {"start": 0, "generation": 3,
+                                                           "segments": [
         {"file": f, "rows": r} for f, r in zip(iv.filenames(), sizes)]}
+    assert iv.meta().to_json()["duration"] == SCHEMA.interval_duration
     strings = strings_of(dictionaries)
     rows_back = [r for b in iv.blocks for r in block_rows(SCHEMA, b, strings)]
     assert rows_back == block_rows(SCHEMA, block, strings)
