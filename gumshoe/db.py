@@ -588,6 +588,12 @@ class DB:
                 log.exception("periodic flush failed")
 
     # -- closing ----------------------------------------------------------------------------
+    def stop_background(self) -> None:
+        """Stop the periodic flusher and any compaction run after its current step (close
+        does it too; a server calls this first, so its shutdown never waits for a long
+        catch-up)."""
+        self._stop.set()
+
     def close(self, flush: bool = True) -> None:
         if self.closed:
             return

@@ -5,6 +5,15 @@ many intervals): the filter becomes row positions, the groupings one mixed-radix
 (a timestamp grouping is a code that is constant over an interval), and the sums either dense
 `np.bincount` accumulators (small key spaces; exact: float64 partial sums are checked against
 2**53 and cast to int64 per block) or a sort-and-reduce over the selected rows.
+
+Pruning before the scan (docs/storage.md §4, the rules in filters.py): intervals by their start
+(timestamp filters), segments by their header's per-dimension min/max and nil presence (skipped
+unread), rows of a segment ordered by the leading dimension by binary search to the ranges its
+restriction admits (the scan sees slices: views, no copies), and nothing at all when a
+restriction admits no value. Unflushed blocks are scanned whole. `Scanner.pruned` counts what
+was skipped. With tiers, `Scanner.granularity` is the coarsest interval scanned when a time
+grouping or timestamp filter is finer than some scanned interval (the answer uses the stored
+buckets there), else None.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from . import native
+from .config import format_duration
 from .block import Block, rollup
 from .filters import CompiledFilter
 from .query import Grouping, Query
@@ -133,6 +143,12 @@ class Scanner:
         self.split: list[str] = []  # integer sums summed in two halves (split_sums)
         self.extent: tuple[int, int] | None = None  # first and last interval scanned
         self.cancel: threading.Event | None = None  # set: stop scanning (QueryCancelled)
+        self.base = self.schema.interval_duration  # the finest interval duration
+        self.lead = self.schema.dimensions[0].name if self.schema.dimensions else None
+        # what pruning skipped: whole segments, and rows (in skipped segments or outside the
+        # leading dimension's ranges)
+        self.pruned = {"segments": 0, "rows": 0}
+        self.granularity: int | None = None  # seconds, when coarser than asked (module doc)
 
     def _each(self, items: list[Item]) -> Iterator[Item]:
         """The items of a task, stopping at the next block once the query is cancelled (a
@@ -168,13 +184,16 @@ class Scanner:
         """The blocks to scan, cut into about `threads` tasks (none over TASK_ROWS rows, none
         under MIN_TASK_ROWS unless it is the last); a task may span intervals."""
         items: list[Item] = []
-        scanned: list[int] = []
+        scanned: list[IntervalView] = []
+        nothing = self.filter is not None and self.filter.matches_nothing()
         for view in snapshot.intervals:
             if self.filter is not None and self.filter.prune(view.start) is False:
                 continue
-            scanned.append(view.start)
-            items.extend(self._items(view))
-        self.extent = (min(scanned), max(scanned)) if scanned else None
+            scanned.append(view)
+            if not nothing:
+                items.extend(self._items(view))
+        self.extent = (scanned[0].start, scanned[-1].start) if scanned else None
+        self.granularity = self._granularity(scanned)
         total = sum(b.n for _, b, _ in items)
         threads = max(threads, 1)
         # a multiple of `threads` tasks of equal size, so no thread is left with an extra one
@@ -242,8 +261,58 @@ class Scanner:
         if self.metric_filter and not view.fully_rolled_up:
             # Metric filters apply to rolled-up rows: combine flushed and unflushed rows first.
             return [(view.start, _rolled_up(self.schema, view.blocks), {})]
-        return ([(view.start, s.block, s.scan_stats) for s in view.segments]
-                + [(view.start, b, {}) for b in view.mem])
+        f = self.filter
+        if f is None or not f.restrictions:
+            return ([(view.start, s.block, s.scan_stats) for s in view.segments]
+                    + [(view.start, b, {}) for b in view.mem])
+        items: list[Item] = []
+        lead = self.lead if self.lead in f.restrictions else None
+        pruned = self.pruned
+        for i, seg in enumerate(view.segments):
+            block = seg.block
+            if not f.segment_may_match(seg.scan_stats, block.nils, seg.path is not None):
+                pruned["segments"] += 1
+                pruned["rows"] += block.n
+                continue
+            if lead is None or i >= len(view.sorted) or not view.sorted[i]:
+                items.append((view.start, block, seg.scan_stats))
+                continue
+            ranges = f.row_ranges(block, lead)
+            kept = sum(hi - lo for lo, hi in ranges)
+            pruned["rows"] += block.n - kept
+            if kept == block.n:
+                items.append((view.start, block, seg.scan_stats))
+            elif not ranges:
+                pruned["segments"] += 1
+            else:
+                items.extend((view.start, block.slice(lo, hi), seg.scan_stats)
+                             for lo, hi in ranges)
+        items.extend((view.start, b, {}) for b in view.mem)
+        return items
+
+    def _granularity(self, views: list[IntervalView]) -> int | None:
+        """The coarsest scanned interval's duration when some scanned interval is coarser
+        than the query asks: it spans several buckets of a time grouping (its rows all land
+        in the bucket of its start), or a timestamp filter's boundary falls inside it (its
+        start decides for all of it); else None."""
+        groupings = [g for g in self.query.groupings if g.column.role == "timestamp"]
+        cuts = self.filter.time_cuts(self.base) if self.filter is not None else ()
+        if not views or (not groupings and not cuts):
+            return None
+        n = len(views)
+        starts = np.fromiter((v.start for v in views), np.int64, n)
+        durations = np.fromiter((v.duration or self.base for v in views), np.int64, n)
+        coarse = np.zeros(n, bool)
+        for g in groupings:
+            if g.transform is None:  # a bucket per interval of the finest duration
+                coarse |= durations > self.base
+            else:
+                coarse |= g.buckets(starts) != g.buckets(starts + durations - 1)
+        if cuts:
+            c = np.asarray(cuts, np.int64)
+            coarse |= (np.searchsorted(c, starts, side="right")
+                       < np.searchsorted(c, starts + durations, side="left"))
+        return int(durations.max()) if coarse.any() else None
 
     # -- one task -----------------------------------------------------------------------------
     def scan(self, items: list[Item]) -> Partial:
@@ -476,6 +545,7 @@ class Prepared:
         partial = (merge(partials, scanner.max_groups) if partials
                    else empty_partial(self.query, scanner.sum_dtypes))
         partial.extent, partial.max_groups = scanner.extent, scanner.max_groups
+        partial.granularity = scanner.granularity
         return scanner.exact_sums(partial)
 
     def rows(self, executor: Executor | None = None) -> list[dict[str, Any]]:
@@ -485,6 +555,12 @@ class Prepared:
         if self.cancel.is_set():
             raise QueryCancelled
         return finalize(self.query, partial)
+
+    def extra(self) -> dict[str, Any]:
+        """Response fields beside the rows: `granularity` (e.g. "1d") when the answer used
+        stored intervals coarser than the query's time grouping or filter asked."""
+        g = self.scanner.granularity
+        return {} if g is None else {"granularity": format_duration(g)}
 
     def decoded_partial(self, executor: Executor | None = None) -> Partial:
         """The mergeable partial with string keys decoded (what a shard sends a router)."""

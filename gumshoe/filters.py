@@ -20,11 +20,23 @@ run of consecutive values): compares that vectorise, where a table look-up is on
 A leaf with a nil array gives `nil_result` on nil rows. The program has two evaluators: the
 C scan kernel (`gumshoe/_kernels.c`, in cache-sized chunks, fused with the group-by) and
 `evaluate` here, the numpy reference that every other path uses.
+
+Pruning (docs/storage.md §4) uses the same rules: `restrictions` are, per dimension, the
+stored values (codes) and nil that a row must hold to pass the filter, a superset derived from
+the filter tree once per query (an `and` intersects its operands', an `or` unites them when
+every operand restricts the column, a `not` restricts nothing). A segment whose min/max and nil
+presence lie outside a restriction is skipped unread (`segment_may_match`); in a segment
+ordered by the leading dimension, that dimension's restriction becomes row ranges by binary
+search (`row_ranges`); an empty restriction (a string that is not in the dictionary) matches
+nothing at all (`matches_nothing`). The filter program still runs on the rows that remain, so
+pruning only ever removes rows the filter would reject. `time_cuts` are the times where a
+timestamp comparison changes its answer, for the response's "granularity".
 """
 
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import functools
 import math
 from collections.abc import Sequence
@@ -35,7 +47,7 @@ import numpy as np
 from . import native
 from .block import Block
 from .dictionary import Dictionary
-from .query import Compare, Filter, Match
+from .query import Compare, Filter, Logical, Match
 from .textmatch import match_table
 
 Mask = np.ndarray | bool  # a per-row mask, or a constant for every row
@@ -43,6 +55,7 @@ Op = tuple[Any, ...]
 Program = list[Op]
 Leaf = Op | Program | bool  # one leaf, a fragment of ops (an "or" of ranges), or a constant
 MAX_IN_RANGES = 8  # an "in" of up to this many runs of values: ranges or'ed, else a table
+MAX_PRUNE_RANGES = 16  # a restriction keeps at most this many value ranges (gaps merged)
 
 RANGE, LUT, FCMP, MASK, AND, OR, NOT = range(7)
 FLOAT_OPS = ("=", "!=", ">", ">=", "<", "<=")
@@ -155,6 +168,78 @@ def _with_nil(leaf: Leaf, nil: np.ndarray | None, nil_result: bool) -> Leaf:
     return (*leaf[:5], nil, nil_result)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Restriction:
+    """The stored values (sorted, disjoint, inclusive integer ranges) and whether nil, that a
+    row's dimension must hold for the row to pass a filter (a superset: pruning with it never
+    drops a passing row)."""
+
+    ranges: tuple[tuple[int, int], ...]
+    nil: bool = False
+
+    @property
+    def empty(self) -> bool:
+        return not self.ranges and not self.nil
+
+    def overlaps(self, lo: int, hi: int) -> bool:
+        """Can a non-nil value in [lo, hi] pass?"""
+        i = bisect.bisect_left(self.ranges, (lo,))
+        return (i < len(self.ranges) and self.ranges[i][0] <= hi) or (
+            i > 0 and self.ranges[i - 1][1] >= lo)
+
+
+def _coalesce(ranges: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """Sorted, merged ranges; beyond MAX_PRUNE_RANGES only the widest gaps stay open."""
+    if not ranges:
+        return ()
+    a = np.array(sorted(ranges), dtype=object)  # Python ints: uint64 and int64 alike
+    los, his = a[:, 0].tolist(), a[:, 1].tolist()
+    out_lo, out_hi = [los[0]], [his[0]]
+    for lo, hi in zip(los[1:], his[1:]):
+        if lo <= out_hi[-1] + 1:
+            out_hi[-1] = max(out_hi[-1], hi)
+        else:
+            out_lo.append(lo)
+            out_hi.append(hi)
+    if len(out_lo) > MAX_PRUNE_RANGES:
+        gaps = [out_lo[i + 1] - out_hi[i] for i in range(len(out_lo) - 1)]
+        keep = sorted(sorted(range(len(gaps)), key=gaps.__getitem__)[-(MAX_PRUNE_RANGES - 1):])
+        out_lo = [out_lo[0]] + [out_lo[i + 1] for i in keep]
+        out_hi = [out_hi[i] for i in keep] + [out_hi[-1]]
+    return tuple(zip(out_lo, out_hi))
+
+
+def _codes_ranges(codes: np.ndarray) -> tuple[tuple[int, int], ...]:
+    """Ranges of sorted distinct integers (runs of consecutive ones), coalesced."""
+    if not len(codes):
+        return ()
+    cuts = np.flatnonzero(np.diff(codes) != 1) + 1
+    if len(cuts) >= MAX_PRUNE_RANGES:  # keep the widest gaps only
+        gaps = codes[cuts] - codes[cuts - 1]
+        cuts = np.sort(cuts[np.argsort(gaps, kind="stable")[-(MAX_PRUNE_RANGES - 1):]])
+    firsts = codes[np.concatenate(([0], cuts))].tolist()
+    lasts = codes[np.concatenate((cuts - 1, [len(codes) - 1]))].tolist()
+    return tuple(zip(firsts, lasts))
+
+
+def _intersect(a: Restriction, b: Restriction) -> Restriction:
+    out = []
+    i = j = 0
+    while i < len(a.ranges) and j < len(b.ranges):
+        lo, hi = max(a.ranges[i][0], b.ranges[j][0]), min(a.ranges[i][1], b.ranges[j][1])
+        if lo <= hi:
+            out.append((lo, hi))
+        if a.ranges[i][1] < b.ranges[j][1]:
+            i += 1
+        else:
+            j += 1
+    return Restriction(tuple(out), a.nil and b.nil)
+
+
+def _unite(a: Restriction, b: Restriction) -> Restriction:
+    return Restriction(_coalesce([*a.ranges, *b.ranges]), a.nil or b.nil)
+
+
 class CompiledFilter:
     """A filter prepared once per query: dictionary look-ups and tables computed up front.
 
@@ -170,6 +255,7 @@ class CompiledFilter:
         self.sizes = sizes
         self._tables: dict[int, Any] = {}
         self._match_tables(f)  # before the scan threads start, so each is computed once
+        self.restrictions: dict[str, Restriction] = self._restrict(f)
 
     def _match_tables(self, f: Filter) -> None:
         if isinstance(f, Match):
@@ -179,6 +265,138 @@ class CompiledFilter:
         elif not isinstance(f, Compare):
             for g in f.operands:
                 self._match_tables(g)
+
+    # -- pruning ------------------------------------------------------------------------------
+    def _restrict(self, f: Filter) -> dict[str, Restriction]:
+        """Per dimension, what a passing row must hold (module doc); absent: anything."""
+        if isinstance(f, Match):
+            table = self._tables[id(f)]
+            return {f.column.name: Restriction(_codes_ranges(np.flatnonzero(table)))}
+        if isinstance(f, Compare):
+            r = self._compare_restriction(f)
+            return {} if r is None else {f.column.name: r}
+        if f.op == "not":
+            return {}
+        parts = [self._restrict(g) for g in f.operands]
+        if f.op == "and":
+            out: dict[str, Restriction] = {}
+            for part in parts:
+                for name, r in part.items():
+                    out[name] = _intersect(out[name], r) if name in out else r
+            return out
+        if not parts:
+            return {}
+        common = set(parts[0]).intersection(*parts[1:])
+        return {name: functools.reduce(_unite, (p[name] for p in parts)) for name in common}
+
+    def _compare_restriction(self, f: Compare) -> Restriction | None:
+        col = f.column
+        if col.role != "dimension" or col.dtype.kind == "f":
+            return None
+        values = f.value if f.op == "in" else (f.value,)
+        if f.op in ("in", "="):
+            nil = any(v is None for v in values)
+            if col.is_string:
+                d, size = self.dictionaries[col.name], self.sizes[col.name]
+                codes = sorted({c for v in values if v is not None
+                                and (c := d.lookup(v)) is not None and c < size})
+                return Restriction(_codes_ranges(np.array(codes, np.int64)), nil)
+            lo, hi = _int_range(col.dtype)
+            wanted = []
+            for v in values:
+                if v is None:
+                    continue
+                b = int_bounds("=", v, lo, hi)
+                if not isinstance(b, bool):
+                    wanted.append((b[0], b[1]))
+            return Restriction(_coalesce(wanted), nil)
+        if f.value is None or f.op == "!=":
+            return None  # != matches nil rows and nearly everything: nothing to prune
+        if col.is_string:  # string order: the table of codes that pass
+            self._string_compare(f, np.zeros(0, col.dtype))
+            lut = self._tables.get(id(f))
+            return Restriction(() if lut is None else _codes_ranges(np.flatnonzero(lut)))
+        lo, hi = _int_range(col.dtype)
+        b = int_bounds(f.op, f.value, lo, hi)
+        if isinstance(b, bool):
+            return Restriction(((lo, hi),) if b else ())
+        return Restriction(((b[0], b[1]),))
+
+    def matches_nothing(self) -> bool:
+        """Does some dimension's restriction admit no value at all (e.g. `name = <a string
+        not in the dictionary>` in an `and`)? Then no row passes: nothing need be read."""
+        return any(r.empty for r in self.restrictions.values())
+
+    def segment_may_match(self, stats: dict[str, Any], nils: dict[str, np.ndarray | None],
+                          has_stats: bool) -> bool:
+        """False when a segment's header (per-dimension min/max of the non-nil values, and
+        which dimensions have a nil column) shows that no row can pass: its data is never
+        read. `has_stats`: the segment records dimension min/max (files do; in-memory
+        segments do not, and are never skipped)."""
+        if not has_stats:
+            return True
+        for name, r in self.restrictions.items():
+            if r.nil and nils[name] is not None:
+                continue  # nil rows may pass
+            mm = stats.get("d:" + name)
+            if mm is None or not r.overlaps(int(mm[0]), int(mm[1])):
+                return False  # every row nil (and nil fails), or no value in range
+        return True
+
+    def row_ranges(self, block: Block, name: str) -> list[tuple[int, int]]:
+        """The row ranges [lo, hi) of a block ordered by dimension `name` (nil rows first,
+        then ascending values) that its restriction admits, by binary search."""
+        r = self.restrictions[name]
+        values, nil = block.dims[name], block.nils[name]
+        k = 0
+        if nil is not None:  # the nil rows are a prefix: find its end
+            k = bisect.bisect_left(range(block.n), True, key=lambda i: not nil[i])
+        out = [(0, k)] if r.nil and k else []
+        if r.ranges:
+            vals = values[k:]
+            lo_t, hi_t = _int_range(values.dtype)
+            los = np.array([min(max(a, lo_t), hi_t) for a, _ in r.ranges], values.dtype)
+            his = np.array([min(max(b, lo_t), hi_t) for _, b in r.ranges], values.dtype)
+            starts = np.searchsorted(vals, los, side="left").tolist()
+            ends = np.searchsorted(vals, his, side="right").tolist()
+            for a, b in zip(starts, ends):
+                if b > a:
+                    if out and out[-1][1] == a + k:
+                        out[-1] = (out[-1][0], b + k)
+                    else:
+                        out.append((a + k, b + k))
+        return out
+
+    def time_cuts(self, base: int) -> tuple[int, ...]:
+        """Interval starts where the filter's timestamp comparisons change their answer, over
+        intervals of `base` seconds (the finest): an interval that spans one of them is cut by
+        the filter (interval-start semantics answer for all of it). A superset: every
+        comparison counts, whatever the filter combines it with."""
+        points: set[int] = set()
+
+        def up(t: int) -> int:
+            return -(-t // base) * base
+
+        def walk(f: Filter) -> None:
+            if isinstance(f, Logical):
+                for g in f.operands:
+                    walk(g)
+                return
+            if not isinstance(f, Compare) or f.column.role != "timestamp":
+                return
+            values = f.value if f.op == "in" else (f.value,)
+            for x in values:
+                if not -1 <= x <= 2**33:  # beyond any interval of uint32 times (or nan)
+                    continue
+                if f.op in (">=", "<"):
+                    points.add(up(math.ceil(x)))
+                elif f.op in (">", "<="):
+                    points.add(up(math.floor(x) + 1))
+                elif x == math.floor(x) and int(x) % base == 0:  # =, !=, in
+                    points.update((int(x), int(x) + base))
+
+        walk(self.f)
+        return tuple(sorted(points))
 
     def prune(self, start: int, f: Filter | None = None) -> bool | None:
         f = self.f if f is None else f

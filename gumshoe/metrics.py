@@ -1,7 +1,7 @@
 """Server-side metrics: a per-app Prometheus registry, and the storage statistics behind
 /metrics, /metricz and /statusz.
 
-Imports prometheus_client only (the DB is duck-typed: `.snapshot()`, `.stats`, `.memtable`,
+Imports config (durations as text) and prometheus_client (the DB is duck-typed: `.snapshot()`, `.stats`, `.memtable`,
 `.failed`, `.last_updated`). Each app gets its own CollectorRegistry, so several apps in one
 process (tests) never clash. Storage gauges are read at scrape time by a custom collector.
 """
@@ -19,6 +19,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from .config import format_duration
+
 __all__ = ["CONTENT_TYPE_LATEST", "IntervalStats", "Metrics", "RouterMetrics", "StorageStats",
            "storage_stats"]
 
@@ -33,6 +35,7 @@ class IntervalStats:
     rows: int  # physical (rolled-up) rows in flushed segments
     bytes: int  # bytes of flushed segments
     unflushed_rows: int  # rows in the memtable (not yet rolled up with the segments)
+    duration: int = 0  # seconds (with tiers, re-rolled intervals are coarser)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -60,6 +63,14 @@ class StorageStats:
     def oldest_interval(self) -> int | None:
         return self.intervals[0].start if self.intervals else None
 
+    def tiers(self) -> dict[int, tuple[int, int, int]]:
+        """Per interval duration: (intervals, rows, bytes) of flushed segments, finest first."""
+        out: dict[int, tuple[int, int, int]] = {}
+        for iv in self.intervals:
+            n, rows, size = out.get(iv.duration, (0, 0, 0))
+            out[iv.duration] = (n + 1, rows + iv.rows, size + iv.bytes)
+        return dict(sorted(out.items()))
+
 
 def storage_stats(snapshot: Any) -> StorageStats:
     """Per-interval counts from a DB snapshot (cheap: no column data is read)."""
@@ -71,6 +82,7 @@ def storage_stats(snapshot: Any) -> StorageStats:
             rows=sum(s.rows for s in iv.segments),
             bytes=sum(s.nbytes for s in iv.segments),
             unflushed_rows=sum(b.n for b in iv.mem),
+            duration=int(iv.duration or snapshot.schema.interval_duration),
         ))
     return StorageStats(tuple(out), dict(snapshot.dict_sizes))
 
@@ -118,6 +130,29 @@ class _StorageCollector:
                                     value=db.last_updated)
         yield CounterMetricFamily("gumshoe_flushes", "Flushes completed.",
                                   value=db.stats.get("flushes", 0))
+        if getattr(db, "tiers", None) is not None:
+            yield from _tier_metrics(db, stats)
+
+
+def _tier_metrics(db: Any, stats: StorageStats) -> Iterator[Metric]:
+    """With tiers: rows, bytes and intervals per tier, and the compactor's progress."""
+    per = stats.tiers()
+    families = [GaugeMetricFamily(f"gumshoe_tier_{what}", doc, labels=["tier"]) for what, doc in (
+        ("intervals", "Flushed intervals of each tier (by interval duration)."),
+        ("rows", "Physical (rolled-up) rows in flushed segments of each tier."),
+        ("bytes", "Bytes of flushed segments of each tier."))]
+    for duration in db.schema.durations:
+        values = per.get(duration, (0, 0, 0))
+        for family, value in zip(families, values):
+            family.add_metric([format_duration(duration)], value)
+    yield from families
+    yield GaugeMetricFamily("gumshoe_compaction_lag_seconds", "Seconds of data older than its "
+                            "tier's keep not yet re-rolled into the next tier (0: up to date).",
+                            value=db.compaction_lag())
+    yield CounterMetricFamily("gumshoe_compactions", "Compaction steps committed (re-rolls "
+                              "and drops).", value=db.stats.get("compactions", 0))
+    yield CounterMetricFamily("gumshoe_compacted_rows", "Stored rows re-rolled into a coarser "
+                              "tier.", value=db.stats.get("compacted_rows", 0))
 
 
 class Metrics:

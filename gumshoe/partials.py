@@ -44,6 +44,10 @@ class Partial:
     # decoded string keys' ranks in string order (from the dictionary), when known: finishing
     # orders by these integers instead of sorting the strings (not carried by merge or wire)
     ranks: list[np.ndarray | None] | None = None
+    # seconds: the coarsest interval the scan used when it is coarser than the query asked
+    # (a time grouping or timestamp filter finer than a stored, re-rolled interval; engine.py),
+    # else None; merging takes the coarsest, so through the router it covers every shard
+    granularity: int | None = None
 
     @property
     def groups(self) -> int:
@@ -82,8 +86,9 @@ def merge(partials: list[Partial], max_groups: int | None = None) -> Partial:
     extent = union_extent(p.extent for p in partials)
     if max_groups is None:
         max_groups = next((p.max_groups for p in partials if p.max_groups is not None), None)
+    granularity = max((p.granularity for p in partials if p.granularity), default=None)
     return dataclasses.replace(_merge_groups(partials, max_groups), extent=extent,
-                               max_groups=max_groups)
+                               max_groups=max_groups, granularity=granularity)
 
 
 def _merge_groups(partials: list[Partial], max_groups: int | None) -> Partial:
@@ -194,7 +199,8 @@ def decode(partial: Partial, query: Query, strings: Callable[[str], np.ndarray],
         keys.append(k)
         key_ranks.append(rank)
     return Partial(keys, partial.nils, partial.count, partial.sums, True, partial.extent,
-                   partial.max_groups, key_ranks if ranks is not None else None)
+                   partial.max_groups, key_ranks if ranks is not None else None,
+                   partial.granularity)
 
 
 def _json_values(keys: np.ndarray, nil: np.ndarray | None) -> list[Any]:

@@ -32,7 +32,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
 from . import collect, jsonio, sql, wire
 from .batch import Batch
-from .config import Config
+from .config import Config, format_duration
 from .edge import (
     Endpoint,
     Role,
@@ -196,7 +196,7 @@ class Router:
     def _split(self, batch: Batch) -> dict[int, bytes]:
         if batch.n == 0:
             return {}
-        shard = shard_of(self.schema, self.schema.interval_start(batch.timestamps),
+        shard = shard_of(self.schema, self.schema.shard_start(batch.timestamps),
                          batch.dims, batch.nils, len(self.shards))
         order = np.argsort(shard, kind="stable")
         cuts = np.searchsorted(shard[order], np.arange(len(self.shards) + 1))
@@ -245,20 +245,27 @@ class Router:
         if failed and not query.allow_partial:
             raise min(failed, key=lambda e: (e.status >= 500, e.status))
         payloads = [r.content for r in responses if not isinstance(r, ShardError)]
-        rows = await run_in_threadpool(self._finish, query, payloads)
+        rows, granularity = await run_in_threadpool(self._finish, query, payloads)
         self.metrics.queries.inc()
         self.stats["queries"] += 1
         duration_ms = int((time.perf_counter() - t0) * 1000)
-        extra = {"missingShards": [e.shard for e in failed]} if query.allow_partial else {}
+        extra: dict[str, Any] = {"granularity": granularity} if granularity else {}
+        if query.allow_partial:
+            extra["missingShards"] = [e.shard for e in failed]
         return await query_response(rows, duration_ms, fmt, extra, query=query)
 
-    def _finish(self, query: Query, payloads: list[bytes]) -> list[dict[str, Any]]:
+    def _finish(self, query: Query, payloads: list[bytes]
+                ) -> tuple[list[dict[str, Any]], str | None]:
+        """The result rows and the granularity (the coarsest of the shards', when coarser
+        than asked)."""
         partials: list[Partial] = [wire.decode_partial(p) for p in payloads]
         if not partials:
             dtypes = {c: self.schema.column(c).store_dtype  # type: ignore[union-attr]
                       for c in query.metric_columns}
             partials = [empty_partial(query, dtypes, decoded=True)]
-        return finalize(query, merge(partials, self.config.max_groups))
+        merged = merge(partials, self.config.max_groups)
+        g = merged.granularity
+        return finalize(query, merged), (format_duration(g) if g else None)
 
     # -- other routes -----------------------------------------------------------------------
     async def dimension_tables(self, request: Request) -> Response:

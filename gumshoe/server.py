@@ -59,6 +59,7 @@ from .service import QueryService
 log = logging.getLogger(__name__)
 
 ROOT_TEXT = "Gumshoe is on the case!"
+COMPACT_EVERY = 60.0  # seconds between compactor runs (tiers)
 DEBUG_ROWS = 100
 
 
@@ -255,7 +256,7 @@ class ShardServer:
             obj = jsonio.loads(body, "query")
             if not isinstance(obj, dict):
                 raise QueryError(f"query must be a JSON object, got {type(obj).__name__}")
-            query, rows = await self.service.result(obj)
+            query, rows, extra = await self.service.answer(obj)
         except Exception as e:
             self.metrics.queries.labels(
                 "error" if isinstance(e, ClientError) else "failed").inc()
@@ -263,7 +264,7 @@ class ShardServer:
         elapsed = time.perf_counter() - t0
         self.metrics.queries.labels("ok").inc()
         self.metrics.query_duration.observe(elapsed)
-        return await query_response(rows, int(elapsed * 1000), fmt, query=query)
+        return await query_response(rows, int(elapsed * 1000), fmt, extra, query=query)
 
     async def sql(self, request: Request) -> Response:
         """POST /sql: the SQL subset, answered exactly like /query (EXPLAIN: the JSON query)."""
@@ -275,7 +276,7 @@ class ShardServer:
         if translation.explain:
             return json_response(translation.query)
         try:
-            query, rows = await self.service.result(translation.query)
+            query, rows, extra = await self.service.answer(translation.query)
         except Exception as e:
             self.metrics.queries.labels(
                 "error" if isinstance(e, ClientError) else "failed").inc()
@@ -283,7 +284,7 @@ class ShardServer:
         elapsed = time.perf_counter() - t0
         self.metrics.queries.labels("ok").inc()
         self.metrics.query_duration.observe(elapsed)
-        return await query_response(rows, int(elapsed * 1000), fmt, query=query)
+        return await query_response(rows, int(elapsed * 1000), fmt, extra, query=query)
 
     async def partial(self, request: Request) -> Response:
         """The router's fan-out endpoint: a query's mergeable partial result, as msgpack."""
@@ -367,17 +368,36 @@ class ShardServer:
             else:
                 self.metrics.flush_duration.observe(time.perf_counter() - t0)
 
+    async def compact_loop(self) -> None:
+        """With tiers: the compactor, once the database is open and every COMPACT_EVERY
+        seconds after a run ended (a run commits step by step; at shutdown the DB stops it
+        after the step under way)."""
+        while True:
+            db = self.db
+            if db is None or getattr(db, "tiers", None) is None:
+                await asyncio.sleep(0.5 if db is None else 3600)
+                continue
+            try:
+                await run_in_threadpool(db.compact)
+            except Exception:
+                log.exception("compaction failed")
+            await asyncio.sleep(COMPACT_EVERY)
+
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette, periodic_flush: bool) -> AsyncIterator[None]:
         opening = asyncio.create_task(self._open(app)) if self.db is None else None
         flusher = asyncio.create_task(self.flush_loop()) if periodic_flush else None
+        compactor = asyncio.create_task(self.compact_loop()) if periodic_flush else None
         try:
             yield
         finally:
-            if flusher is not None:
-                flusher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await flusher
+            if self.db is not None and hasattr(self.db, "stop_background"):
+                self.db.stop_background()  # a compaction run ends after its current step
+            for task in (flusher, compactor):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             if opening is not None:
                 await opening  # a replay in progress finishes, then the DB closes cleanly
             log.info("shutting down: flushing and closing the database")

@@ -127,9 +127,15 @@ class QueryService:
 
     async def result(self, obj: Any) -> tuple[Query, list[dict[str, Any]]]:
         """The parsed query and its result rows (400/503/504 as the module docstring says)."""
-        query = self.parse(obj)
-        rows = await self._run(query, lambda p: p.rows(self.scan_pool))
+        query, rows, _ = await self.answer(obj)
         return query, rows
+
+    async def answer(self, obj: Any) -> tuple[Query, list[dict[str, Any]], dict[str, Any]]:
+        """The parsed query, its result rows and the response's other fields
+        (`Prepared.extra`: the granularity when coarser than asked)."""
+        query = self.parse(obj)
+        rows, extra = await self._run(query, lambda p: (p.rows(self.scan_pool), p.extra()))
+        return query, rows, extra
 
     async def rows(self, obj: Any) -> list[dict[str, Any]]:
         """Result rows of a JSON query."""

@@ -2,7 +2,8 @@
 
 Imports schema, batch, errors and partials. Numeric columns travel as raw little-endian bytes with
 their dtype; strings as lists (None for nil); a partial's extent (the first and last interval
-its shard scanned, for zero-fill) as a pair or nil. A decoded partial merges with `partials.merge`
+its shard scanned, for zero-fill) as a pair or nil, its granularity (seconds, when coarser than
+the query asked) as an integer or absent. A decoded partial merges with `partials.merge`
 exactly as a shard merges its own intervals. A batch validated by the router travels as
 columns, so a shard skips JSON decoding and row validation and only checks, vectorised, that
 the columns fit its schema.
@@ -68,6 +69,7 @@ def encode_partial(p: Partial) -> bytes:
         "count": _enc(p.count),
         "sums": {c: _enc(v) for c, v in p.sums.items()},
         "extent": None if p.extent is None else [int(p.extent[0]), int(p.extent[1])],
+        **({"granularity": int(p.granularity)} if p.granularity else {}),
     }, use_bin_type=True)
 
 
@@ -83,7 +85,16 @@ def decode_partial(data: bytes) -> Partial:
         {c: _dec(v) for c, v in obj["sums"].items()},
         decoded=True,
         extent=_extent(obj.get("extent")),  # absent from a shard of an older version: None
+        granularity=_granularity(obj.get("granularity")),
     )
+
+
+def _granularity(value: Any) -> int | None:
+    if value is None:
+        return None
+    if type(value) is not int or value <= 0:
+        raise ValueError(f"bad partial granularity {value!r}")
+    return value
 
 
 def _extent(value: Any) -> tuple[int, int] | None:
