@@ -66,7 +66,8 @@ def schema_config(schema: Schema, **changes: Any) -> SchemaConfig:
                       interval_duration=schema.interval_duration,
                       timestamp_column=(schema.timestamp.name, schema.timestamp.type_name),
                       dimension_columns=tuple((c.name, c.type_name) for c in schema.dimensions),
-                      metric_columns=tuple((c.name, c.type_name) for c in schema.metrics))
+                      metric_columns=tuple((c.name, c.type_name) for c in schema.metrics),
+                      tiers=schema.tiers)
     return dataclasses.replace(sc, **changes)
 
 
@@ -76,8 +77,10 @@ class StoredDB:
 
     `starts` lists the interval starts (flushed or only in the write-ahead log); `blocks(start)`
     returns that interval's stored blocks (its segments, rolled up, then any unflushed rows,
-    not rolled up); `strings(name)` is the code -> string table of a string dimension;
-    `last_updated` the largest row timestamp ever inserted (None: unknown).
+    not rolled up); `duration(start)` its duration (with tiers, re-rolled intervals are
+    coarser; `meta.watermarks` says which times are); `strings(name)` is the code -> string
+    table of a string dimension; `last_updated` the largest row timestamp ever inserted (None:
+    unknown).
     """
 
     def __init__(self, path: str | os.PathLike[str], *, lock: DirLock | None = None,
@@ -95,6 +98,7 @@ class StoredDB:
                 self.dictionaries[d.name] = self._load_dictionary(d.name)
             self.intervals: dict[int, IntervalMeta] = {im.start: im for im in self.meta.intervals}
             self.pending: dict[int, list[Block]] = {}
+            self._pending_durations: dict[int, int] = {}
             self.pending_rows = 0
             if any(p.stat().st_size for _, p in wal_files(self.dir)):
                 self._replay_wal()
@@ -128,6 +132,7 @@ class StoredDB:
                 for view in snap.intervals:
                     if view.mem:
                         self.pending[view.start] = list(view.mem)
+                        self._pending_durations[view.start] = view.duration
                         self.pending_rows += sum(b.logical_rows for b in view.mem)
                 for name, d in snap.dictionaries.items():
                     self.dictionaries[name] = d.values[:snap.dict_sizes[name]]
@@ -141,6 +146,13 @@ class StoredDB:
     @property
     def starts(self) -> list[int]:
         return sorted(set(self.intervals) | set(self.pending))
+
+    def duration(self, start: int) -> int:
+        """The duration of the interval at `start` (seconds)."""
+        im = self.intervals.get(start)
+        if im is not None and im.duration:
+            return im.duration
+        return self._pending_durations.get(start) or self.schema.interval_duration
 
     def stored_rows(self, start: int) -> int:
         """Rows of an interval as stored (segments) plus its unflushed input rows."""
@@ -266,14 +278,19 @@ class NewDB:
         self.rows = 0
         self.input_rows = 0
         self.last_updated: int | None = None
+        # with tiers: the watermarks db.json records (every interval must lie in its tier's
+        # range of them, layout.py); set by the caller before `finish`
+        self.watermarks: tuple[int, ...] = (0,) * max(len(schema.tiers) - 1, 0)
         self.finished = False
         self.done = False  # published
 
-    def add_interval(self, start: int, block: Block) -> None:
-        """Write one rolled-up interval (string codes from `self.tables`)."""
+    def add_interval(self, start: int, block: Block, duration: int | None = None) -> None:
+        """Write one rolled-up interval (string codes from `self.tables`) of `duration`
+        seconds (default: the schema's interval_duration)."""
         if block.n == 0:
             return
-        iv = build_interval(self.schema, start, 0, block, self.tmp, self.fsync)
+        iv = build_interval(self.schema, start, 0, block, self.tmp, self.fsync,
+                            duration=duration)
         meta = iv.meta()
         with self._lock:
             if start in self._intervals:
@@ -298,7 +315,7 @@ class NewDB:
                 dictionaries[name] = DictMeta(fname, 1, len(table), zlib.crc32(data))
         write_meta(self.tmp, Meta(self.schema, intervals=tuple(
             self._intervals[s] for s in sorted(self._intervals)), dictionaries=dictionaries,
-            last_updated=self.last_updated), fsync=self.fsync)
+            last_updated=self.last_updated, watermarks=self.watermarks), fsync=self.fsync)
         self.finished = True
 
     def publish(self) -> None:

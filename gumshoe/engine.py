@@ -18,6 +18,7 @@ buckets there), else None.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 import threading
@@ -193,7 +194,7 @@ class Scanner:
             if not nothing:
                 items.extend(self._items(view))
         self.extent = (scanned[0].start, scanned[-1].start) if scanned else None
-        self.granularity = self._granularity(scanned)
+        self.granularity = self._granularity(scanned, snapshot.intervals)
         total = sum(b.n for _, b, _ in items)
         threads = max(threads, 1)
         # a multiple of `threads` tasks of equal size, so no thread is left with an extra one
@@ -290,29 +291,36 @@ class Scanner:
         items.extend((view.start, b, {}) for b in view.mem)
         return items
 
-    def _granularity(self, views: list[IntervalView]) -> int | None:
-        """The coarsest scanned interval's duration when some scanned interval is coarser
-        than the query asks: it spans several buckets of a time grouping (its rows all land
-        in the bucket of its start), or a timestamp filter's boundary falls inside it (its
-        start decides for all of it); else None."""
+    def _granularity(self, views: list[IntervalView],
+                     every: tuple[IntervalView, ...]) -> int | None:
+        """The coarsest duration among the scanned intervals (`views`) and those a timestamp
+        filter cuts (of `every` interval, ascending) when some interval is coarser than the
+        query asks: a scanned interval that spans several buckets of a time grouping (its
+        rows all land in the bucket of its start) or whose roll-up a metric filter tests
+        (coarser than the finest interval's), or any interval that a timestamp filter's
+        boundary falls inside (its start decides for all of it); else None."""
         groupings = [g for g in self.query.groupings if g.column.role == "timestamp"]
         cuts = self.filter.time_cuts(self.base) if self.filter is not None else ()
-        if not views or (not groupings and not cuts):
-            return None
+        coarsest: int | None = None
+        for p in cuts:  # the interval holding p, if p is inside it (not its start)
+            i = bisect.bisect_left(every, p, key=lambda v: v.start) - 1
+            if i >= 0 and every[i].start + (every[i].duration or self.base) > p:
+                coarsest = max(coarsest or 0, every[i].duration or self.base)
+        if not views or (not groupings and not self.metric_filter and coarsest is None):
+            return coarsest
         n = len(views)
         starts = np.fromiter((v.start for v in views), np.int64, n)
         durations = np.fromiter((v.duration or self.base for v in views), np.int64, n)
-        coarse = np.zeros(n, bool)
+        # a metric filter sees each interval's roll-up: a coarser one sums more input rows
+        coarse = durations > self.base if self.metric_filter else np.zeros(n, bool)
         for g in groupings:
             if g.transform is None:  # a bucket per interval of the finest duration
                 coarse |= durations > self.base
             else:
                 coarse |= g.buckets(starts) != g.buckets(starts + durations - 1)
-        if cuts:
-            c = np.asarray(cuts, np.int64)
-            coarse |= (np.searchsorted(c, starts, side="right")
-                       < np.searchsorted(c, starts + durations, side="left"))
-        return int(durations.max()) if coarse.any() else None
+        if coarsest is None and not coarse.any():
+            return None
+        return max(coarsest or 0, int(durations.max()))
 
     # -- one task -----------------------------------------------------------------------------
     def scan(self, items: list[Item]) -> Partial:

@@ -22,7 +22,7 @@ import numpy as np
 from gumshoe import layout
 from gumshoe.block import Block, rollup
 from gumshoe.bulk import BulkError, NewDB, StoredDB, StringTable
-from gumshoe.config import Config
+from gumshoe.config import Config, format_duration
 from gumshoe.schema import Column, Schema
 from gumshoe.sharding import shard_of
 
@@ -63,6 +63,13 @@ def describe_changes(src: Schema, dst: Schema) -> list[str]:
     if src.interval_duration != dst.interval_duration:
         notes.append(f"interval duration {src.interval_duration}s -> {dst.interval_duration}s "
                      "(each stored interval moves to the new interval holding its start)")
+    if src.tiers != dst.tiers:
+        def fmt(s: Schema) -> str:
+            return ", ".join(f"{format_duration(d)} kept {format_duration(k)}"
+                             for d, k in s.tiers) or "none"
+        notes.append(f"tiers [{fmt(src)}] -> [{fmt(dst)}] (a stored interval keeps its "
+                     "duration where the new tiers have it, else takes the next coarser one; "
+                     "the compactor re-rolls the rest as they age)")
     return notes
 
 
@@ -162,11 +169,57 @@ def convert(block: Block, src: StoredDB, key: Any, dst: Schema,
     return Block(n, block.count, dims, nils, metrics)
 
 
+# -- where stored intervals go ---------------------------------------------------------------
+Placement = dict[tuple[int, int], tuple[int, int]]  # (source, start) -> (new start, duration)
+
+
+def place(sources: list[StoredDB], dst: Schema) -> tuple[tuple[int, ...], Placement]:
+    """The watermarks of the new database and where each source interval goes.
+
+    Without tiers every interval moves to the destination interval holding its start. With
+    them, an interval keeps its duration where the destination has it (or takes the next
+    coarser one; the coarsest when it is coarser than every tier), and the watermarks are the
+    latest that any source's re-rolled data (or watermark at a tier of the same duration)
+    reaches, so intervals of differently compacted sources (merge, balance) never overlap: a
+    finer interval inside a range another source re-rolled joins that range's coarser
+    interval, as late rows do."""
+    durations = dst.durations
+    tiers = dst.tiering
+    marks = [0] * (len(durations) - 1)
+    for src in sources:
+        src_durations = src.schema.durations
+        for k, w in enumerate(src.meta.watermarks):
+            if src_durations[k + 1] in durations[1:]:
+                j = durations.index(src_durations[k + 1]) - 1
+                marks[j] = max(marks[j], w)
+        for start in src.starts:
+            end = start + src.duration(start)
+            for j in range(len(marks)):  # data coarser than tier j holds tier j+1's range
+                if src.duration(start) > durations[j]:
+                    size = durations[j + 1]
+                    marks[j] = max(marks[j], -(-end // size) * size)
+    for j in reversed(range(len(marks) - 1)):
+        marks[j] = max(marks[j], marks[j + 1])
+    watermarks = tuple(marks)
+    placement: Placement = {}
+    for i, src in enumerate(sources):
+        for start in src.starts:
+            d = src.duration(start)
+            coarser = [e for e in durations if e >= d]
+            size = coarser[0] if coarser else durations[-1]
+            if tiers is not None:  # the watermarks put a coarse interval's range wholly
+                size = max(size, tiers.duration_at(start, watermarks))  # in a coarse tier
+            placement[(i, start)] = (start - start % size, size)
+    return watermarks, placement
+
+
 # -- the run ----------------------------------------------------------------------------------
 def retention_cutoff(config: Config, now: float | None = None) -> int | None:
-    """Interval starts below this are outside the config's retention (as DB.retention_cutoff)."""
-    return layout.retention_cutoff(config.retention_days, config.schema.interval_duration,
-                                   time.time() if now is None else now)
+    """Interval starts below this are outside the config's retention (as DB.retention_cutoff;
+    with tiers, past the last tier's keep)."""
+    return layout.schema_retention_cutoff(Schema.from_config(config.schema),
+                                          config.retention_days,
+                                          time.time() if now is None else now)
 
 
 def last_updated(sources: list[StoredDB]) -> int | None:
@@ -204,12 +257,16 @@ def rewrite(sources: list[StoredDB], outputs: list[NewDB], cutoffs: list[int | N
     Rows of an interval below an output's retention cutoff are dropped. Outputs are not
     committed here."""
     schema = outputs[0].schema
-    dur = schema.interval_duration
+    watermarks, placement = place(sources, schema)
+    for out in outputs:
+        out.watermarks = watermarks
     plan: dict[int, list[tuple[int, int]]] = {}
     weight: dict[int, int] = {}
+    duration: dict[int, int] = {}
     for i, src in enumerate(sources):
         for start in src.starts:
-            dst_start = start - start % dur
+            dst_start, size = placement[(i, start)]
+            assert duration.setdefault(dst_start, size) == size, "overlapping placement"
             plan.setdefault(dst_start, []).append((i, start))
             weight[dst_start] = weight.get(dst_start, 0) + src.stored_rows(start)
     summary = Summary(intervals_in=sum(len(s.starts) for s in sources),
@@ -238,13 +295,13 @@ def rewrite(sources: list[StoredDB], outputs: list[NewDB], cutoffs: list[int | N
         with lock:
             summary.input_rows_in += block.logical_rows
         if len(outputs) == 1:
-            outputs[0].add_interval(start, block)
+            outputs[0].add_interval(start, block, duration[start])
             return
         hash_dims = {d.name: (_strings_of(shared[d.name], block.dims[d.name],
                                           block.nils[d.name])
                               if d.is_string else block.dims[d.name]) for d in schema.dimensions}
-        shard = shard_of(schema, np.full(block.n, start, np.int64), hash_dims, block.nils,
-                         len(outputs))
+        shard = shard_of(schema, schema.shard_start(np.full(block.n, start, np.int64)),
+                         hash_dims, block.nils, len(outputs))
         del hash_dims
         for k in range(len(outputs)):
             part = block.take(shard == k)
@@ -256,7 +313,8 @@ def rewrite(sources: list[StoredDB], outputs: list[NewDB], cutoffs: list[int | N
             for d in schema.string_dimensions:
                 dims[d.name] = outputs[k].tables[d.name].remap(
                     "shared", shared[d.name].values, part.dims[d.name], part.nils[d.name])
-            outputs[k].add_interval(start, dataclasses.replace(part, dims=dims))
+            outputs[k].add_interval(start, dataclasses.replace(part, dims=dims),
+                                    duration[start])
 
     t0 = time.perf_counter()
     order = sorted(plan, key=lambda s: -weight[s])

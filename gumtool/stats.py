@@ -14,6 +14,7 @@ import datetime
 import json
 import os
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from gumshoe.block import rollup
 from gumshoe.bulk import StoredDB
+from gumshoe.config import format_duration
 from gumshoe.errors import CorruptDataError
 
 from .common import add_parallelism, add_quiet, progress_factory
@@ -32,7 +34,9 @@ rolled up), input rows (the sum of roll-up counts: rows as inserted), bytes of s
 the compression ratio (input rows per stored row), and for each column its min and max
 (nil values skipped; string dimensions as strings, with their number of distinct values in
 use), the number of nil rows of each dimension and the sum of each metric. Metric values are
-the stored, rolled-up sums. The database must not be in use by a running server."""
+the stored, rolled-up sums. With tiers: intervals, rows and bytes per tier, the watermarks and
+the compactor's lag (seconds of data past its tier's keep not yet re-rolled). The database must
+not be in use by a running server."""
 EXAMPLE = "gumtool stats --dir db --json"
 
 
@@ -115,7 +119,8 @@ def collect(db: StoredDB, parallelism: int, progress: Any = None) -> dict[str, A
     if bar:
         bar.finish()
     seg_files = [f for s in starts for f in db.segment_files(s)]
-    seg_bytes = sum(os.path.getsize(db.dir / f) for f in seg_files)
+    file_bytes = {f: os.path.getsize(db.dir / f) for f in seg_files}
+    seg_bytes = sum(file_bytes.values())
     dict_bytes = sum(os.path.getsize(db.dir / e.file) for e in db.meta.dictionaries.values())
     rows = sum(p["rows"] for p in parts)
     input_rows = sum(p["input_rows"] for p in parts)
@@ -167,7 +172,27 @@ def collect(db: StoredDB, parallelism: int, progress: Any = None) -> dict[str, A
         "last_updated": db.last_updated,
         "dimensions": dims,
         "metrics": metrics,
+        **_tiers(db, starts, parts, file_bytes),
     }
+
+
+def _tiers(db: StoredDB, starts: list[int], parts: list[dict[str, Any]],
+           file_bytes: dict[str, int]) -> dict[str, Any]:
+    """With tiers: per tier (interval duration) its intervals, stored rows and bytes; the
+    watermarks; the compactor's lag now."""
+    tiers = db.schema.tiering
+    if tiers is None:
+        return {}
+    counts = {d: [0, 0, 0] for d, _ in db.schema.tiers}  # intervals, rows, bytes
+    for start, part in zip(starts, parts):
+        c = counts[db.duration(start)]
+        c[0] += 1
+        c[1] += part["rows"]
+        c[2] += sum(file_bytes[f] for f in db.segment_files(start))
+    per = [{"duration": format_duration(d), "keep": format_duration(k), "intervals": counts[d][0],
+            "rows": counts[d][1], "bytes": counts[d][2]} for d, k in db.schema.tiers]
+    return {"tiers": per, "watermarks": list(db.meta.watermarks),
+            "compaction_lag_seconds": tiers.lag(time.time(), db.meta.watermarks)}
 
 
 def _fmt(v: Any) -> str:
@@ -213,6 +238,11 @@ def render(s: dict[str, Any]) -> str:
                 [[m["name"], m["type"], _fmt(m["min"]), _fmt(m["max"]), _fmt(m["sum"])]
                  for m in s["metrics"]]),
     ]
+    if "tiers" in s:
+        lines += ["", f"Tiers (compaction lag {s['compaction_lag_seconds']} s):",
+                  *_table(["duration", "keep", "intervals", "rows", "bytes"],
+                          [[t["duration"], t["keep"], str(t["intervals"]), str(t["rows"]),
+                            str(t["bytes"])] for t in s["tiers"]])]
     return "\n".join(lines) + "\n"
 
 

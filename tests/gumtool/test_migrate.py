@@ -190,11 +190,11 @@ def test_interrupted_migrate_leaves_no_output(old: Path, tmp_path: Path,
     real = gumshoe.bulk.NewDB.add_interval
     calls = []
 
-    def add_interval(self: Any, start: int, block: Any) -> None:
+    def add_interval(self: Any, start: int, block: Any, duration: Any = None) -> None:
         calls.append(start)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        real(self, start, block)
+        real(self, start, block, duration)
 
     monkeypatch.setattr(gumshoe.bulk.NewDB, "add_interval", add_interval)
     new = write_config(tmp_path / "new.toml", tmp_path / "new")
@@ -215,12 +215,12 @@ def test_sigterm_mid_run_cleans_up_like_ctrl_c(old: Path, tmp_path: Path,
     real = gumshoe.bulk.NewDB.add_interval
     calls = []
 
-    def add_interval(self: Any, start: int, block: Any) -> None:
+    def add_interval(self: Any, start: int, block: Any, duration: Any = None) -> None:
         calls.append(start)
         if len(calls) == 2:  # a worker thread; the handler runs in the main thread
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(0.2)
-        real(self, start, block)
+        real(self, start, block, duration)
 
     monkeypatch.setattr(gumshoe.bulk.NewDB, "add_interval", add_interval)
     handler = signal.getsignal(signal.SIGTERM)
