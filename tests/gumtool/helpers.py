@@ -63,7 +63,7 @@ def build_db(config: Path, batches: list[list[dict[str, Any]]],
 def shard_rows(schema: Schema, rows: list[dict[str, Any]], n: int) -> list[list[dict[str, Any]]]:
     """Split rows as the router does (gumshoe.sharding.shard_of of the roll-up key)."""
     batch = parse_rows(schema, rows)
-    starts = schema.interval_start(batch.timestamps)
+    starts = schema.shard_start(batch.timestamps)  # with tiers: the coarsest bucket
     shard = shard_of(schema, starts, batch.dims, batch.nils, n)
     return [[r for r, s in zip(rows, shard.tolist()) if s == k] for k in range(n)]
 
