@@ -488,16 +488,19 @@ class DB:
         return intervals, dict_files, dead
 
     # -- compaction (tiers) -------------------------------------------------------------------
-    def compact(self, max_rows: int = compaction.MAX_STEP_ROWS) -> int:
+    def compact(self, max_rows: int = compaction.MAX_STEP_ROWS,
+                max_steps: int | None = None) -> int:
         """Re-roll every interval that aged past its tier into the next tier's intervals and
         drop intervals past the last keep, one committed step at a time (compaction.py), until
-        nothing is due or the database closes. Returns the steps committed (0 without tiers).
+        nothing is due, `max_steps` steps are done or the database closes. Returns the steps
+        committed (0 without tiers).
 
         Raises StorageFailedError after a disk fault (as a flush) and TransientStorageError
         when file descriptors ran out (nothing changed; the next run retries)."""
         steps = 0
         while self.tiers is not None and not self._stop.is_set() and not self.failed:
-            if not self._compact_step(max_rows):
+            if (max_steps is not None and steps >= max_steps) or not self._compact_step(
+                    max_rows):
                 break
             steps += 1
         return steps

@@ -56,6 +56,28 @@ def batch_rows(b: int) -> list[dict[str, Any]]:
              "v": j + 1} for j in range(n)]
 
 
+TIERED_CONFIG = """
+database_dir = "{dir}"
+durability = "{durability}"
+flush_interval = "1h"
+batch_id_window = "24h"
+
+[schema]
+segment_size = "{segment_size}"
+timestamp_column = ["at", "uint32"]
+dimension_columns = [["batch", "string:uint32"], ["part", "uint8"]]
+metric_columns = [["v", "uint32"]]
+tiers = [["5m", "1h"], ["1h", "1d"], ["1d", "30d"]]
+"""
+
+
+def late_rows(b: int, now: int) -> list[dict[str, Any]]:
+    """Batch b for the tiered database: the rows of `batch_rows(b)`, spread over the five
+    days before `now` (every tier's range, compacted or not)."""
+    return [{**r, "at": now - (b * 7919 + j * 3571) % (5 * 86400)}
+            for j, r in enumerate(batch_rows(b))]
+
+
 def expected(b: int) -> tuple[int, int]:
     n = batch_size(b)
     return n, n * (n + 1) // 2
