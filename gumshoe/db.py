@@ -21,6 +21,7 @@ and writes them with the next one).
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import logging
 import threading
@@ -109,6 +110,8 @@ class DB:
         # per tier boundary: times before it are stored at the coarser tier (tiers.py)
         self.watermarks: tuple[int, ...] = self.tiers.initial_watermarks() if self.tiers else ()
         self._committed: Meta | None = None  # db.json as last written (compaction's base)
+        # the flushed intervals' views, for `snapshot` (remade when `intervals` is swapped)
+        self._views: tuple[Any, tuple[IntervalView, ...], list[int]] = (None, (), [])
         self.last_updated: int | None = None  # the largest row timestamp ever inserted
         self.closed = False
         self.failed: str | None = None
@@ -348,18 +351,34 @@ class DB:
     def snapshot(self) -> Snapshot:
         with self._write_lock:
             mems = [m.view() for m in (*self._flushing, self.memtable)]
-            intervals = dict(self.intervals)
+            flushed, starts = self._flushed_views()
             sizes = {name: len(d) for name, d in self.dictionaries.items()}
-            durations = {s: self.duration_at(s) for m in mems for s in m if s not in intervals}
-        views = []
-        for start in sorted(set(intervals).union(*mems)):
-            iv = intervals.get(start)
+            durations = {s: self.duration_at(s) for m in mems for s in m
+                         if s not in self.intervals}
+        if not any(mems):
+            return Snapshot(self.schema, flushed, dict(self.dictionaries), sizes)
+        views = list(flushed)
+        added: list[int] = []  # starts of views inserted so far (they shift the indices)
+        for start in sorted(set().union(*mems)):
             mem = tuple(b for m in mems for b in m.get(start, ()))
-            if iv is None:
-                views.append(IntervalView(start, (), mem, durations[start]))
+            i = bisect.bisect_left(starts, start)
+            j = i + bisect.bisect_left(added, start)
+            if i < len(starts) and starts[i] == start:
+                views[j] = dataclasses.replace(views[j], mem=mem)
             else:
-                views.append(IntervalView(start, iv.segments, mem, iv.duration, iv.sorted))
+                views.insert(j, IntervalView(start, (), mem, durations[start]))
+                added.append(start)
         return Snapshot(self.schema, tuple(views), dict(self.dictionaries), sizes)
+
+    def _flushed_views(self) -> tuple[tuple[IntervalView, ...], list[int]]:
+        """The views of the flushed intervals, ascending, and their starts: remade only when
+        a flush or compaction swapped `intervals` (call under the write lock)."""
+        if self._views[0] is not self.intervals:
+            ivs = [self.intervals[s] for s in sorted(self.intervals)]
+            self._views = (self.intervals, tuple(
+                IntervalView(iv.start, iv.segments, (), iv.duration, iv.sorted) for iv in ivs),
+                [iv.start for iv in ivs])
+        return self._views[1], self._views[2]
 
     # -- flush ------------------------------------------------------------------------------
     def flush(self) -> None:

@@ -32,6 +32,7 @@ import numpy as np
 from . import native
 from .config import format_duration
 from .block import Block, rollup
+from .fill import time_bounds
 from .filters import CompiledFilter
 from .query import Grouping, Query
 from .partials import (
@@ -51,8 +52,14 @@ DENSE_MAX_GROUPS = 1 << 20  # largest key space accumulated densely per task
 TASK_ROWS = 1 << 21  # most rows per scan task
 MIN_TASK_ROWS = 1 << 16  # fewer rows are not worth a task of their own
 
-Item = tuple[int, Block, dict[str, Any]]  # (interval start, block, its segment stats)
+# (interval start, block, its segment stats); start None: a block coalesced from small pieces
+# of several intervals, each row's interval start in its dims[START]
+Item = tuple[int | None, Block, dict[str, Any]]
 HI, LO = "\0hi:", "\0lo:"  # the two halves of a split sum (names no column can have)
+START = "\0start"  # a coalesced block's per-row interval starts (a name no column can have)
+COALESCE_ROWS = 4096  # pieces this small (pruned to a few rows) are scanned together
+COALESCE_MIN_PIECES = 8  # ... when there are at least this many
+Piece = tuple[int, Block, dict[str, Any], int, int]  # (start, segment's block, stats, lo, hi)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -68,12 +75,20 @@ class _Part:
     times: tuple[int, ...] = ()  # time parts: the distinct bucket starts of the intervals
     value_of: dict[int, int] = dataclasses.field(default_factory=dict)  # start -> bucket
     code_of: dict[int, int] = dataclasses.field(default_factory=dict)  # start -> its code
+    # time parts, as arrays over the ascending interval starts: each one's bucket and code
+    starts: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
+    bucket_values: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
+    bucket_codes: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
 
     def time_value(self, start: int) -> int:
         return self.value_of[start]
 
     def time_code(self, start: int) -> int:
         return self.code_of[start]
+
+    def row_time_codes(self, starts: np.ndarray) -> np.ndarray:
+        """The codes of rows of a coalesced block, from their interval starts."""
+        return self.bucket_codes[np.searchsorted(self.starts, starts)]
 
     def codes(self, block: Block, rows: np.ndarray | None = None) -> np.ndarray:
         """int64 codes (value - offset; nil 0) of the block's rows (all, or those at `rows`)."""
@@ -87,8 +102,10 @@ class _Part:
             codes[nil] = 0
         return codes
 
-    def values(self, block: Block, start: int) -> tuple[np.ndarray, np.ndarray | None]:
+    def values(self, block: Block, start: int | None) -> tuple[np.ndarray, np.ndarray | None]:
         if self.kind == "time":
+            if start is None:  # a coalesced block: per row
+                return self.bucket_values[np.searchsorted(self.starts, block.dims[START])], None
             return np.full(block.n, self.time_value(start), np.int64), None
         name = self.grouping.column.name
         # a time transform of a uint32 dimension: vectorised over the rows (bucket starts)
@@ -113,7 +130,8 @@ def _plan_part(g: Grouping, snapshot: Snapshot) -> _Part:
         codes = np.searchsorted(times, values)
         keys = starts.tolist()
         return _Part(g, "time", max(len(times), 1), 0, tuple(times.tolist()),
-                     dict(zip(keys, values.tolist())), dict(zip(keys, codes.tolist())))
+                     dict(zip(keys, values.tolist())), dict(zip(keys, codes.tolist())),
+                     starts, values.astype(np.int64), codes.astype(np.int64))
     if col.is_string:
         return _Part(g, "dense", snapshot.dict_sizes[col.name] + 1, -1)
     if g.transform is None and col.dtype.kind in "ui" and col.dtype.itemsize <= 2:
@@ -146,6 +164,7 @@ class Scanner:
         self.cancel: threading.Event | None = None  # set: stop scanning (QueryCancelled)
         self.base = self.schema.interval_duration  # the finest interval duration
         self.lead = self.schema.dimensions[0].name if self.schema.dimensions else None
+        self.sort_key = tuple(d.name for d in self.schema.dimensions)  # roll-up order
         # what pruning skipped: whole segments, and rows (in skipped segments or outside the
         # leading dimension's ranges)
         self.pruned = {"segments": 0, "rows": 0}
@@ -186,15 +205,25 @@ class Scanner:
         under MIN_TASK_ROWS unless it is the last); a task may span intervals."""
         items: list[Item] = []
         scanned: list[IntervalView] = []
-        nothing = self.filter is not None and self.filter.matches_nothing()
-        for view in snapshot.intervals:
-            if self.filter is not None and self.filter.prune(view.start) is False:
+        f = self.filter
+        nothing = f is not None and f.matches_nothing()
+        views = snapshot.intervals
+        timed = f is not None and bool(f.time_cuts(1))  # the filter compares the timestamp
+        if timed:  # only starts inside the filter's time bounds can pass: bisect to them
+            lo, hi = time_bounds(self.query.filter, self.schema.timestamp.name)
+            first = 0 if lo is None else bisect.bisect_left(views, lo, key=_start)
+            last = len(views) if hi is None else bisect.bisect_right(views, hi, key=_start)
+            views = views[first:last]
+        pieces: list[Piece] = []  # row ranges that pruning left of segments
+        for view in views:
+            if timed and f.prune(view.start) is False:  # type: ignore[union-attr]
                 continue
             scanned.append(view)
             if not nothing:
-                items.extend(self._items(view))
+                self._items(view, items, pieces)
         self.extent = (scanned[0].start, scanned[-1].start) if scanned else None
         self.granularity = self._granularity(scanned, snapshot.intervals)
+        items.extend(self._pieces(pieces, coalesce=not timed))
         total = sum(b.n for _, b, _ in items)
         threads = max(threads, 1)
         # a multiple of `threads` tasks of equal size, so no thread is left with an extra one
@@ -258,16 +287,19 @@ class Scanner:
             partial.sums[c] = np.array(exact, dt)
         return partial
 
-    def _items(self, view: IntervalView) -> list[Item]:
+    def _items(self, view: IntervalView, items: list[Item], pieces: list[Piece]) -> None:
+        """Append the view's blocks to scan to `items`, and the row ranges that pruning left
+        of its segments (small, usually) to `pieces`."""
         if self.metric_filter and not view.fully_rolled_up:
             # Metric filters apply to rolled-up rows: combine flushed and unflushed rows first.
-            return [(view.start, _rolled_up(self.schema, view.blocks), {})]
+            items.append((view.start, _rolled_up(self.schema, view.blocks), {}))
+            return
         f = self.filter
         if f is None or not f.restrictions:
-            return ([(view.start, s.block, s.scan_stats) for s in view.segments]
-                    + [(view.start, b, {}) for b in view.mem])
-        items: list[Item] = []
-        lead = self.lead if self.lead in f.restrictions else None
+            items.extend((view.start, s.block, s.scan_stats) for s in view.segments)
+            items.extend((view.start, b, {}) for b in view.mem)
+            return
+        ordered = view.sorted
         pruned = self.pruned
         for i, seg in enumerate(view.segments):
             block = seg.block
@@ -275,10 +307,13 @@ class Scanner:
                 pruned["segments"] += 1
                 pruned["rows"] += block.n
                 continue
-            if lead is None or i >= len(view.sorted) or not view.sorted[i]:
+            if self.lead is None or i >= len(ordered) or not ordered[i]:
                 items.append((view.start, block, seg.scan_stats))
                 continue
-            ranges = f.row_ranges(block, lead)
+            ranges = f.row_ranges(block, self.sort_key)
+            if ranges is None:  # the leading dimension is not restricted
+                items.append((view.start, block, seg.scan_stats))
+                continue
             kept = sum(hi - lo for lo, hi in ranges)
             pruned["rows"] += block.n - kept
             if kept == block.n:
@@ -286,10 +321,31 @@ class Scanner:
             elif not ranges:
                 pruned["segments"] += 1
             else:
-                items.extend((view.start, block.slice(lo, hi), seg.scan_stats)
-                             for lo, hi in ranges)
+                pieces.extend((view.start, block, seg.scan_stats, lo, hi) for lo, hi in ranges)
         items.extend((view.start, b, {}) for b in view.mem)
-        return items
+
+    def _pieces(self, pieces: list[Piece], coalesce: bool) -> list[Item]:
+        """The pieces as items to scan: slices of their segments (views, no copies), or, when
+        many are small and `coalesce` (no timestamp comparison in the filter: a scan of rows
+        of several intervals needs none), joined into blocks of up to MIN_TASK_ROWS rows with
+        each row's interval start in dims[START] -- a scan then costs per block, not per piece
+        (one app over 3 years of daily intervals leaves a few rows in each of a thousand)."""
+        small = [p for p in pieces if p[4] - p[3] <= COALESCE_ROWS]
+        if not coalesce or len(small) < COALESCE_MIN_PIECES:
+            return [(s, _slice(b, lo, hi), st) for s, b, st, lo, hi in pieces]
+        out: list[Item] = [(s, _slice(b, lo, hi), st) for s, b, st, lo, hi in pieces
+                           if hi - lo > COALESCE_ROWS]
+        run: list[Piece] = []
+        rows = 0
+        for p in small:
+            if rows + p[4] - p[3] > MIN_TASK_ROWS:
+                out.append((None, _concat_pieces(self.schema, run), {}))
+                run, rows = [], 0
+            run.append(p)
+            rows += p[4] - p[3]
+        if run:
+            out.append((None, _concat_pieces(self.schema, run), {}))
+        return out
 
     def _granularity(self, views: list[IntervalView],
                      every: tuple[IntervalView, ...]) -> int | None:
@@ -351,10 +407,12 @@ class Scanner:
             if mask is False:
                 continue
             base = 0
-            parts = []
+            parts: list[tuple[np.ndarray, int, int, np.ndarray | None]] = []
             for p, stride in zip(self.parts, strides):
-                if p.kind == "time":
-                    base += p.time_code(start) * stride
+                if p.kind == "time" and start is None:  # a coalesced block: codes per row
+                    parts.append((p.row_time_codes(block.dims[START]), 0, stride, None))
+                elif p.kind == "time":
+                    base += p.time_code(start) * stride  # type: ignore[arg-type]
                 else:
                     name = p.grouping.column.name
                     parts.append((block.dims[name], p.offset, stride, block.nils[name]))
@@ -366,7 +424,7 @@ class Scanner:
         keys, nils = self._decode_dense(present)
         return Partial(keys, nils, acc_count[present], {c: v[present] for c, v in acc.items()})
 
-    def _rows(self, block: Block, start: int) -> np.ndarray | bool:
+    def _rows(self, block: Block, start: int | None) -> np.ndarray | bool:
         """The filter's rows of a block: True (all), False (none) or their positions. Filtered
         columns are then gathered with one `take` each (cheaper than boolean indexing)."""
         if block.n == 0:
@@ -403,7 +461,7 @@ class Scanner:
             key: np.ndarray | None = None  # mixed radix, built in place
             scalar = 0  # the key while every part so far is constant over the block (time)
             for p in self.parts:
-                if p.kind == "time":
+                if p.kind == "time" and start is not None:
                     code = p.time_code(start)
                     if key is None:
                         scalar = scalar * p.card + code
@@ -411,7 +469,12 @@ class Scanner:
                         key *= p.card
                         key += code
                     continue
-                codes = p.codes(block, index)
+                if p.kind == "time":  # a coalesced block: codes per row
+                    row_starts = block.dims[START]
+                    codes = p.row_time_codes(row_starts if index is None
+                                             else row_starts.take(index))
+                else:
+                    codes = p.codes(block, index)
                 if key is None:
                     if scalar:
                         codes += scalar * p.card
@@ -490,6 +553,42 @@ def _rolled_up(schema: Schema, blocks: list[Block]) -> Block:
         while len(_ROLLUP_CACHE) > _ROLLUP_CACHE_SIZE:
             _ROLLUP_CACHE.popitem(last=False)
     return rolled
+
+
+def _start(view: IntervalView) -> int:
+    return view.start
+
+
+def _slice(block: Block, lo: int, hi: int) -> Block:
+    """Rows [lo, hi) of a block: views of its columns (nil masks kept, even if all False)."""
+    return Block(hi - lo, block.count[lo:hi], {k: v[lo:hi] for k, v in block.dims.items()},
+                 {k: (None if v is None else v[lo:hi]) for k, v in block.nils.items()},
+                 {k: v[lo:hi] for k, v in block.metrics.items()})
+
+
+def _concat_pieces(schema: Schema, pieces: list[Piece]) -> Block:
+    """One block of the pieces' rows (count, dimensions with nils, metrics, each row's
+    interval start in dims[START]); count and metrics at full width."""
+    lengths = np.fromiter((hi - lo for _, _, _, lo, hi in pieces), np.int64, len(pieces))
+    n = int(lengths.sum())
+    dims: dict[str, np.ndarray] = {}
+    nils: dict[str, np.ndarray | None] = {}
+    for d in schema.dimensions:
+        name = d.name
+        dims[name] = np.concatenate([b.dims[name][lo:hi] for _, b, _, lo, hi in pieces])
+        if all(b.nils[name] is None for _, b, _, _, _ in pieces):
+            nils[name] = None
+        else:
+            parts = [b.nils[name] for _, b, _, _, _ in pieces]
+            nils[name] = np.concatenate(
+                [np.zeros(p[4] - p[3], bool) if x is None else x[p[3]:p[4]]
+                 for p, x in zip(pieces, parts)])
+    dims[START] = np.repeat(np.fromiter((s for s, *_ in pieces), np.int64, len(pieces)),
+                            lengths)
+    count = np.concatenate([b.count[lo:hi] for _, b, _, lo, hi in pieces], dtype=np.int64)
+    metrics = {m.name: np.concatenate([b.metrics[m.name][lo:hi] for _, b, _, lo, hi in pieces],
+                                      dtype=m.store_dtype) for m in schema.metrics}
+    return Block(n, count, dims, nils, metrics)
 
 
 def _selector(rows: np.ndarray | bool) -> Any:

@@ -256,6 +256,7 @@ class CompiledFilter:
         self._tables: dict[int, Any] = {}
         self._match_tables(f)  # before the scan threads start, so each is computed once
         self.restrictions: dict[str, Restriction] = self._restrict(f)
+        self._typed: dict[tuple[str, np.dtype], Any] = {}  # restriction bounds, per dtype
 
     def _match_tables(self, f: Filter) -> None:
         if isinstance(f, Match):
@@ -343,28 +344,62 @@ class CompiledFilter:
                 return False  # every row nil (and nil fails), or no value in range
         return True
 
-    def row_ranges(self, block: Block, name: str) -> list[tuple[int, int]]:
-        """The row ranges [lo, hi) of a block ordered by dimension `name` (nil rows first,
-        then ascending values) that its restriction admits, by binary search."""
-        r = self.restrictions[name]
+    def row_ranges(self, block: Block, sort_key: tuple[str, ...]
+                   ) -> list[tuple[int, int]] | None:
+        """The row ranges [lo, hi) that the restrictions admit in a block ordered by the
+        dimensions `sort_key` (roll-up order: by the first, nil rows first, then ascending
+        values; then by the second among rows equal in the first, and so on), by binary
+        search: the first dimension's ranges, each narrowed by the next dimension's while it
+        holds one value (`app = 7 and name = x`: one row). None when the first dimension is
+        not restricted."""
+        if sort_key[0] not in self.restrictions:
+            return None
+        out: list[tuple[int, int]] = []
+        stack = [(0, block.n, 0)]  # (lo, hi, index in sort_key): rows equal before it
+        while stack:
+            lo, hi, k = stack.pop()
+            r = self.restrictions.get(sort_key[k]) if k < len(sort_key) else None
+            if r is None or (out and len(out) + len(stack) > 4 * MAX_PRUNE_RANGES):
+                out.append((lo, hi))
+                continue
+            found = self._ranges_in(block, sort_key[k], r, lo, hi)
+            for a, b, single in reversed(found):  # popped in ascending order
+                if single:
+                    stack.append((a, b, k + 1))
+                else:
+                    out.append((a, b))
+        out.sort()
+        merged: list[tuple[int, int]] = []
+        for a, b in out:
+            if merged and merged[-1][1] == a:
+                merged[-1] = (merged[-1][0], b)
+            else:
+                merged.append((a, b))
+        return merged
+
+    def _ranges_in(self, block: Block, name: str, r: Restriction, lo: int, hi: int
+                   ) -> list[tuple[int, int, bool]]:
+        """(a, b, one value?) ranges of rows in [lo, hi) -- ordered by dimension `name`, nil
+        rows first -- that restriction `r` admits."""
         values, nil = block.dims[name], block.nils[name]
-        k = 0
-        if nil is not None:  # the nil rows are a prefix: find its end
-            k = bisect.bisect_left(range(block.n), True, key=lambda i: not nil[i])
-        out = [(0, k)] if r.nil and k else []
-        if r.ranges:
-            vals = values[k:]
-            lo_t, hi_t = _int_range(values.dtype)
-            los = np.array([min(max(a, lo_t), hi_t) for a, _ in r.ranges], values.dtype)
-            his = np.array([min(max(b, lo_t), hi_t) for _, b in r.ranges], values.dtype)
-            starts = np.searchsorted(vals, los, side="left").tolist()
-            ends = np.searchsorted(vals, his, side="right").tolist()
-            for a, b in zip(starts, ends):
-                if b > a:
-                    if out and out[-1][1] == a + k:
-                        out[-1] = (out[-1][0], b + k)
-                    else:
-                        out.append((a + k, b + k))
+        k = lo
+        if nil is not None:  # the nil rows are a prefix of [lo, hi): find its end
+            k = bisect.bisect_left(range(lo, hi), True, key=lambda i: not nil[i]) + lo
+        out = [(lo, k, True)] if r.nil and k > lo else []
+        if r.ranges and k < hi:
+            typed = self._typed.get((name, values.dtype))
+            if typed is None:
+                t_lo, t_hi = _int_range(values.dtype)
+                typed = self._typed[(name, values.dtype)] = (
+                    np.array([min(max(a, t_lo), t_hi) for a, _ in r.ranges], values.dtype),
+                    np.array([min(max(b, t_lo), t_hi) for _, b in r.ranges], values.dtype),
+                    [a == b for a, b in r.ranges])
+            los, his, singles = typed
+            vals = values[k:hi]
+            starts = vals.searchsorted(los, side="left").tolist()
+            ends = vals.searchsorted(his, side="right").tolist()
+            out.extend((a + k, b + k, single) for a, b, single in zip(starts, ends, singles)
+                       if b > a)
         return out
 
     def time_cuts(self, base: int) -> tuple[int, ...]:
@@ -422,16 +457,18 @@ class CompiledFilter:
             return True
         return False if all(r is False for r in results) else None
 
-    def mask(self, block: Block, start: int) -> Mask:
+    def mask(self, block: Block, start: int | None) -> Mask:
         prog = self.program(block, start)
         return prog if isinstance(prog, bool) else evaluate(prog)
 
-    def program(self, block: Block, start: int) -> Program | bool:
+    def program(self, block: Block, start: int | None) -> Program | bool:
+        """The filter reduced for one block of the interval at `start` (None: a block of
+        several intervals' rows, for a filter without timestamp comparisons)."""
         out: Program = []
         result = self._emit(self.f, block, start, out)
         return result if isinstance(result, bool) else out
 
-    def _emit(self, f: Filter, block: Block, start: int, out: Program) -> bool | None:
+    def _emit(self, f: Filter, block: Block, start: int | None, out: Program) -> bool | None:
         """Append f's program to `out`, or return its constant value (appending nothing)."""
         if isinstance(f, (Compare, Match)):
             leaf = self._match(f, block) if isinstance(f, Match) else self._leaf(f, block, start)
@@ -463,9 +500,10 @@ class CompiledFilter:
             out.append((AND if is_and else OR, emitted))
         return None
 
-    def _leaf(self, f: Compare, block: Block, start: int) -> Leaf:
+    def _leaf(self, f: Compare, block: Block, start: int | None) -> Leaf:
         col = f.column
         if col.role == "timestamp":
+            assert start is not None, "a timestamp comparison needs the interval start"
             return bool(self.prune(start, f))
         if col.role == "metric":
             arr = block.metrics[col.name]

@@ -3,10 +3,10 @@
 Imports schema, layout, block and segment. Within an interval every dimension key appears once, in key
 order across its segments; a flush that adds rows writes a new generation of the interval. An
 interval knows its duration (with tiers, a re-rolled interval is coarser than new ones) and,
-per segment, whether the segment's rows are ordered by the leading (first) dimension: nil rows
-first, then ascending values. Roll-up writes them so; the flag is checked, not assumed (a
-segment written by another tool may not be), and lets a query turn an equality filter on the
-leading dimension into a row range (`leading_sorted`, engine.py).
+per segment, whether the segment's rows are in roll-up order: by the dimensions in schema
+order, each nil first, then ascending values. Roll-up writes them so; the flag is checked, not
+assumed (a segment written by another tool may not be: `key_sorted`), and lets a query turn an
+equality filter on the leading dimensions into row ranges by binary search (engine.py).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class Interval:
     generation: int
     segments: tuple[Segment, ...]
     duration: int = 0  # seconds (set by build_interval and open_interval)
-    sorted: tuple[bool, ...] = ()  # per segment: ordered by the leading dimension
+    sorted: tuple[bool, ...] = ()  # per segment: in roll-up order (key_sorted)
 
     @property
     def rows(self) -> int:
@@ -54,19 +54,28 @@ class Interval:
             self.duration)
 
 
-def leading_sorted(schema: Schema, block: Block) -> bool:
-    """Are the block's rows ordered by the schema's first dimension (nil rows first, then
-    ascending values)? One vectorised pass over that column."""
+def key_sorted(schema: Schema, block: Block) -> bool:
+    """Are the block's rows in roll-up order: by the dimensions in schema order, each with
+    nil first, then ascending values (rows may repeat a key)? Vectorised: one pass over
+    each dimension column."""
     if not schema.dimensions or block.n < 2:
         return True
-    name = schema.dimensions[0].name
-    values, nil = block.dims[name], block.nils[name]
-    if nil is not None:
-        k = int(np.count_nonzero(nil))
-        if k and not nil[:k].all():
-            return False
-        values = values[k:]
-    return bool(np.all(values[1:] >= values[:-1]))
+    ok = np.ones(block.n - 1, bool)
+    equal = np.ones(block.n - 1, bool)  # rows i and i+1 equal in the dimensions so far
+    for d in schema.dimensions:
+        values, nil = block.dims[d.name], block.nils[d.name]
+        a, b = values[:-1], values[1:]
+        if nil is None:
+            greater, same = a > b, a == b
+        else:
+            na, nb = nil[:-1], nil[1:]
+            greater = (~na & nb) | (~na & ~nb & (a > b))
+            same = (na & nb) | (~na & ~nb & (a == b))
+        ok &= ~(equal & greater)
+        equal &= same
+        if not equal.any():
+            break
+    return bool(ok.all())
 
 
 def rows_per_segment(schema: Schema, block: Block, narrow: bool) -> int:
@@ -92,7 +101,7 @@ def build_interval(schema: Schema, start: int, generation: int, block: Block,
     remove the files of an attempt that failed. `duration`: the interval's (default: the
     schema's interval_duration)."""
     per = rows_per_segment(schema, block, directory is not None)
-    ordered = leading_sorted(schema, block)  # then every slice of it is too
+    ordered = key_sorted(schema, block)  # then every slice of it is too
     segments = []
     for i, lo in enumerate(range(0, block.n, per)):
         part = block.slice(lo, lo + per)
@@ -121,4 +130,4 @@ def open_interval(schema: Schema, directory: Path, meta: IntervalMeta,
         segments.append(seg)
     return Interval(meta.start, meta.generation, tuple(segments),
                     meta.duration or schema.interval_duration,
-                    tuple(leading_sorted(schema, s.block) for s in segments))
+                    tuple(key_sorted(schema, s.block) for s in segments))

@@ -21,7 +21,7 @@ class IntervalView:
     segments: tuple[Segment, ...]  # flushed, rolled up, each key once
     mem: tuple[Block, ...]  # unflushed chunks (keys may repeat, also vs. segments)
     duration: int = 0  # seconds (with tiers, coarser for re-rolled intervals); 0: the schema's
-    sorted: tuple[bool, ...] = ()  # per segment: rows ordered by the leading dimension
+    sorted: tuple[bool, ...] = ()  # per segment: rows in roll-up order (interval.key_sorted)
 
     @property
     def blocks(self) -> list[Block]:

@@ -1,16 +1,20 @@
 """Differential test of pruning: random schemas, rows and queries through a database on disk
 (segments with min/max headers, many small segments per interval, ordered by the leading
 dimension) against the reference model, with the filters biased to what pruning handles
-(equality and `in` on the leading dimension, unknown strings, nil, ranges, and/or)."""
+(equality and `in` on the leading dimension and the next, unknown strings, nil, ranges,
+and/or), over few or many intervals (pieces of many are scanned as one coalesced block)."""
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 from typing import Any
+from unittest import mock
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gumshoe import engine
 from gumshoe.config import load_config
 from gumshoe.db import DB
 from gumshoe.engine import Prepared
@@ -42,6 +46,14 @@ def lead_filters(draw: st.DrawFn, schema: Schema, data: list[dict[str, Any]],
         if op in ("<", ">=") and not isinstance(value, (int, float)):
             op = "="
         f = {"type": op, "column": lead.name, "value": value}
+    if len(schema.dimensions) > 1 and draw(st.booleans()):  # and the second sort column
+        second = schema.dimensions[1]
+        values = [r.get(second.name) for r in data] or [None]
+        g = {"column": second.name, "value": draw(st.sampled_from(values))}
+        if draw(st.booleans()):
+            g = {"type": "in", "column": second.name,
+                 "value": draw(st.lists(st.sampled_from(values), max_size=3))}
+        f = {"type": "and", "filters": [f, g]}
     combine = draw(st.sampled_from([None, None, "and", "or"]))
     if combine is None:
         return f
@@ -53,7 +65,8 @@ def cases(draw: st.DrawFn) -> tuple[Any, list[dict[str, Any]], list[dict[str, An
     sc = draw(schema_configs(max_dimensions=3).filter(lambda sc: sc.dimension_columns))
     schema = Schema.from_config(sc)
     base = draw(st.sampled_from(TIMESTAMP_BASES))
-    data = draw(rows(schema, base=base, min_size=1, max_size=60, max_intervals=3))
+    data = draw(rows(schema, base=base, min_size=1, max_size=80,
+                     max_intervals=draw(st.sampled_from([2, 12]))))
     qs = []
     for _ in range(draw(st.integers(1, 3))):
         q = draw(queries(schema, base=base))
@@ -83,8 +96,10 @@ def test_pruned_scans_match_reference(case: tuple[Any, list[dict[str, Any]],
             table = reference.rollup(schema, data)
             for q in qs:
                 want = reference.evaluate(schema, table, q)
-                for _, kernels in PATHS:
-                    with use_kernels(kernels):
+                for (_, kernels), pieces in itertools.product(PATHS, (1, 8)):
+                    # pieces of several intervals scanned as one block, or each alone
+                    with use_kernels(kernels), \
+                            mock.patch.object(engine, "COALESCE_MIN_PIECES", pieces):
                         assert_rows_equal(query_rows(db, q), want)
                 p = Prepared(parse_query(q, schema), db.snapshot())
                 assert p.scanner.pruned["rows"] <= sum(
