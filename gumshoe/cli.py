@@ -123,8 +123,12 @@ def banner(config: Config, what: str) -> None:
              ", ".join(f"{c.name}:{c.type_name}" for c in schema.dimensions) or "none",
              ", ".join(f"{c.name}:{c.type_name}" for c in schema.metrics),
              format_duration(schema.interval_duration))
-    log.info("durability %s, retention %s, flush every %s", config.durability,
-             f"{config.retention_days} days" if config.retention_days else "off (keep all)",
+    retention = (f"{config.retention_days} days" if config.retention_days
+                 else "off (keep all)")
+    if schema.tiers:
+        retention = "by tiers: " + ", ".join(f"{format_duration(d)} for {format_duration(k)}"
+                                             for d, k in schema.tiers)
+    log.info("durability %s, retention %s, flush every %s", config.durability, retention,
              format_duration(config.flush_interval))
 
 

@@ -11,7 +11,9 @@ equality filter on the leading dimensions into row ranges by binary search (engi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import mmap
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +130,19 @@ def open_interval(schema: Schema, directory: Path, meta: IntervalMeta,
             raise CorruptDataError(f"{directory / s.file}: segment holds {seg.rows} rows, the "
                                    f"metadata says {s.rows}")
         segments.append(seg)
+    ordered = tuple(key_sorted(schema, s.block) for s in segments)
+    if verify:
+        for seg in segments:
+            _release(seg)
     return Interval(meta.start, meta.generation, tuple(segments),
-                    meta.duration or schema.interval_duration,
-                    tuple(key_sorted(schema, s.block) for s in segments))
+                    meta.duration or schema.interval_duration, ordered)
+
+
+def _release(segment: Segment) -> None:
+    """Unmap the pages of a segment that were read for its checksums (they stay in the page
+    cache; a query faults in what it touches): a database need not fit in memory, and a
+    process that opened one does not hold all of it resident."""
+    mm = getattr(segment.block.count.base, "obj", None)
+    if isinstance(mm, mmap.mmap):
+        with contextlib.suppress(OSError, ValueError):
+            mm.madvise(mmap.MADV_DONTNEED)

@@ -180,9 +180,9 @@ def run(q: Query, tbl: Table, pool: Executor | None = None) -> list[Row]:
         if f.column == "at":
             continue
         col = tbl.cols[f.column]
-        if f.column in tbl.encode and f.type == "in":  # codes through a look-up table
+        if f.column in tbl.encode and f.type in ("in", "="):  # codes through a look-up table
             lut = np.zeros(tbl.cards[f.column], bool)
-            codes = [tbl.encode[f.column](v) for v in f.value]
+            codes = [tbl.encode[f.column](v) for v in (f.value if f.type == "in" else [f.value])]
             lut[[c for c in codes if c is not None]] = True
             row_filters.append((f.column, lut.__getitem__))
             continue

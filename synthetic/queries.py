@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .data import DAY, HOUR, METRIC_NAMES, T0, Spec
+from .data import DAY, HOUR, METRIC_NAMES, NAMES, T0, Spec
 
 TRANSFORMS = {"hour": HOUR, "day": DAY}
 
@@ -90,6 +90,10 @@ def queries(spec: Spec) -> list[Query]:
         Query("top_names", _sums("clicks", "bytes"), (Group("name", "name"),),
               (Filter("in", "country", some[:3]),),
               order_by=(("bytes", True), ("name", False)), limit=10),
+        # equality on the leading dimension (issue 18: pruned by sorted segments)
+        Query("name_by_hour", _sums("clicks"), (Group("at", "hour", "hour"),),
+              (Filter("=", "name", NAMES[20]),)),
+        Query("name_unknown", _sums(*METRIC_NAMES), (), (Filter("=", "name", "/no/such"),)),
     ]
 
 
@@ -129,11 +133,13 @@ def to_sql(q: Query, table: str = "t") -> str:
         return f'"{g.column}"'
 
     select = [f'{group_expr(g)} AS "{g.name}"' for g in q.groups]
+    # without groupings there is one row even when no row matches: sums 0 (not NULL)
+    total = "coalesce({}, 0)" if not q.groups else "{}"
     for a in q.aggs:
-        expr = (f'sum("{a.column}")' if a.type == "sum"
+        expr = (total.format(f'sum("{a.column}")') if a.type == "sum"
                 else f'sum("{a.column}")::DOUBLE / sum("count")')
         select.append(f'{expr} AS "{a.name}"')
-    select.append('sum("count") AS "rowCount"')
+    select.append(total.format('sum("count")') + ' AS "rowCount"')
     sql = f"SELECT {', '.join(select)} FROM {table}"
     if q.filters:
         op = {"=": "=", "in": "IN"}
