@@ -34,7 +34,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from . import collect, jsonio, wire
+from . import collect, jsonio, openapi, wire
 from .batch import Batch
 from .collect.routes import reason
 from .collect.spool import Cut, Entry, Spool
@@ -328,6 +328,7 @@ def create_funnel_app(config: Config, upstreams: list[str],
         Endpoint("/metrics", f.prometheus, ("GET",), Role.ADMIN),
         Endpoint("/", f.root, ("GET",), Role.OPEN),
     ]
+    endpoints.append(openapi.endpoint(endpoints, config, "funnel"))
     app = create_edge_app(endpoints, config,
                           lifespan=collect.with_sources(config, f.schema, f, f.lifespan),
                           listen_host="0.0.0.0" if listen_host is None else listen_host,

@@ -30,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
-from . import collect, jsonio, sql, wire
+from . import collect, console, jsonio, openapi, sql, wire
 from .batch import Batch
 from .config import Config
 from .edge import (
@@ -356,7 +356,9 @@ def create_router_app(config: Config, shards: list[str], timeout: float = 30.0,
         Endpoint("/metricz", r.metricz, ("GET",), Role.ADMIN),
         Endpoint("/metrics", r.prometheus, ("GET",), Role.ADMIN),
         Endpoint("/", r.root, ("GET",), Role.OPEN),
+        *console.endpoints(),
     ]
+    endpoints.append(openapi.endpoint(endpoints, config, "router"))
     app = create_edge_app(endpoints, config, lifespan=r.lifespan,
                           listen_host="0.0.0.0" if listen_host is None else listen_host,
                           on_request=on_request, cors_origins=config.collect.allowed_origins)

@@ -30,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
 
-from . import collect, jsonio, sql, wire
+from . import collect, console, jsonio, openapi, sql, wire
 from .block import Block, concat, rollup
 from .config import Config, format_duration
 from .edge import (
@@ -432,7 +432,9 @@ def create_app(db: Any, config: Config, *, periodic_flush: bool = True,
     sink = collect.FunctionSink(s.insert_batch)
     # collect routes first: beacons are the most frequent request (templates cannot shadow
     # the routes after them: collect.templates.RESERVED_SEGMENTS)
-    endpoints = collect.endpoints(config, schema, sink, s.metrics.registry) + server_endpoints(s)
+    endpoints = (collect.endpoints(config, schema, sink, s.metrics.registry)
+                 + server_endpoints(s) + console.endpoints())
+    endpoints.append(openapi.endpoint(endpoints, config, "server"))
     app = create_edge_app(endpoints, config,
                           lifespan=collect.with_sources(
                               config, schema, sink, lambda app: s.lifespan(app, periodic_flush)),
