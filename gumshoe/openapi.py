@@ -88,7 +88,6 @@ ROUTES: dict[str, dict[str, Obj]] = {
                 "type": ["array", "null"], "items": {"type": ["string", "null"]}}})}},
     "/dimension_tables/{name}": {"get": {
         "summary": "One string dimension's strings (400 for an unknown or numeric column)",
-        "parameters": [{"name": "name", "in": "path", "required": True, "schema": _STRING}],
         "ok": _ok("the strings", {"type": ["array", "null"],
                                   "items": {"type": ["string", "null"]}})}},
     "/statusz": {"get": {
@@ -112,7 +111,6 @@ ROUTES: dict[str, dict[str, Obj]] = {
                          "ok": _ok("the page", _STRING, "text/html")}},
     "/console/{file}": {"get": {
         "summary": "The console's script, styles and the vendored uPlot with its licence",
-        "parameters": [{"name": "file", "in": "path", "required": True, "schema": _STRING}],
         "ok": {"description": "the file", "content": {
             "text/javascript": {"schema": _STRING}, "text/css": {"schema": _STRING},
             "text/plain": {"schema": _STRING}}}}},
@@ -230,12 +228,8 @@ def _operation(ep: Endpoint, method: str, config: Config, app: str) -> Obj:
                "responses": {"200": info["ok"], **{
                    s: {"$ref": "#/components/responses/Error"}
                    for s in (*_ERRORS, *(_ROUTER_ERRORS if app == "router" else ()))}}}
-    params = list(info.get("parameters", []))
-    params += [{"name": p, "in": "path", "required": True, "schema": _STRING}
-               for p in re.findall(r"{(\w+)}", ep.path)
-               if not any(q["name"] == p and q["in"] == "path" for q in params)]
-    if params:
-        op["parameters"] = params
+    if "parameters" in info:
+        op["parameters"] = info["parameters"]
     if "requestBody" in info:
         op["requestBody"] = info["requestBody"]
     return op
@@ -253,8 +247,13 @@ def spec(endpoints: Sequence[Endpoint], config: Config, app: str) -> Obj:
     paths: dict[str, Obj] = {}
     for ep in endpoints:
         methods = [m.lower() for m in ep.methods] + (["options"] if ep.cors else [])
+        item = paths.setdefault(ep.path, {})
         for m in methods:
-            paths.setdefault(ep.path, {})[m] = _operation(ep, m, config, app)
+            item[m] = _operation(ep, m, config, app)
+        placeholders = re.findall(r"{(\w+)}", ep.path)
+        if placeholders:  # path parameters belong to the path, for every method
+            item["parameters"] = [{"name": p, "in": "path", "required": True, "schema": _STRING}
+                                  for p in placeholders]
     return {
         "openapi": "3.1.0",
         "info": {"title": APPS[app], "version": __version__,

@@ -78,6 +78,8 @@ function readHash() {
   const p = new URLSearchParams(location.hash.slice(1));
   let query = null;
   try { query = JSON.parse(p.get("q") || "null"); } catch (e) { query = null; }
+  const by = p.get("sort");  // the table's order: column, or -column for descending
+  sort = by ? {column: by.replace(/^-/, ""), descending: by.startsWith("-")} : null;
   return {range: p.get("range") || "1d", from: p.get("from") || "", to: p.get("to") || "",
           refresh: Number(p.get("refresh") || 0), query};
 }
@@ -86,6 +88,7 @@ function writeHash() {
   const p = new URLSearchParams({range: state.range});
   if (state.range === "custom") { p.set("from", state.from); p.set("to", state.to); }
   if (state.refresh) p.set("refresh", String(state.refresh));
+  if (sort) p.set("sort", (sort.descending ? "-" : "") + sort.column);
   p.set("q", JSON.stringify(state.query));
   history.replaceState(null, "", "#" + p.toString());
 }
@@ -393,6 +396,7 @@ function drawTable() {
     th.dataset.column = c;
     th.onclick = () => {
       sort = {column: c, descending: sort && sort.column === c ? !sort.descending : false};
+      writeHash();
       drawTable();
       drawChart();
     };
