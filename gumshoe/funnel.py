@@ -35,7 +35,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from . import collect, jsonio, openapi, wire
-from .batch import Batch
+from .batch import Batch, check_future
 from .collect.routes import reason
 from .collect.spool import Cut, Entry, Spool
 from .config import Config
@@ -141,6 +141,7 @@ class Funnel:
     # -- accepting ------------------------------------------------------------------------
     async def insert(self, batch: Batch, batch_id: str | None) -> dict[str, Any]:
         """The sink: spool a validated batch and answer once it is on disk."""
+        check_future(batch, self.schema.timestamp.name, self.config.max_future)
         if batch_id is not None:
             seen = self.spool.seen(batch_id)
             if seen is not None:

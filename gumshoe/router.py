@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
 from . import collect, console, jsonio, openapi, sql, wire
-from .batch import Batch
+from .batch import Batch, check_future
 from .config import Config
 from .edge import (
     Endpoint,
@@ -168,6 +168,7 @@ class Router:
 
     async def insert_batch(self, batch: Batch, batch_id: str | None = None) -> dict[str, Any]:
         """Split a validated batch by shard and send it (also the collect routes' sink)."""
+        check_future(batch, self.schema.timestamp.name, self.config.max_future)
         batch_id = batch_id or uuid.uuid4().hex
         parts = await run_in_threadpool(self._split, batch)
         results = await asyncio.gather(*(self._send(i, rows, batch_id)

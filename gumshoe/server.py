@@ -31,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
 
 from . import collect, console, jsonio, openapi, sql, wire
+from .batch import check_future
 from .block import Block, concat, rollup
 from .config import Config, format_duration
 from .edge import (
@@ -230,6 +231,7 @@ class ShardServer:
                 batch = collect.parse_body(body, content_type, db.schema, int(time.time()))
             elif batch is None:
                 batch = self.decoder.parse(body)
+            check_future(batch, db.schema.timestamp.name, self.config.max_future)
             result = db.insert_batch(batch, batch_id=batch_id)
         except ClientError:
             m.insert_errors.labels("bad_request").inc()
