@@ -13,6 +13,9 @@ without `null`, a None field is an absent key, so the nil masks give the count f
 with `null` decodes absent fields as UNSET, counted per column) against the keys in the text,
 `key_count` (the colons, at numpy speed; exactly, through the quotes, when string values hold
 colons). More keys in the text than decoded means a duplicate: the slow path names it.
+Cost per 10k-row body (~0.8 MB; a shared 2-core machine, so roughly): none measurable without
+null; +0.3-0.8 ms (5-12%) with nulls when rows have every key; +2.5 ms (~30%) with nulls and
+keys left out (the UNSET count and replacement); +1.5 ms when string values hold colons.
 """
 
 from __future__ import annotations
