@@ -45,7 +45,7 @@ from .edge import (
 )
 from .edge import create_app as create_edge_app
 from .errors import ConfigError, GumshoeError, QueryError
-from .metrics import CONTENT_TYPE_LATEST, RouterMetrics
+from .metrics import CONTENT_TYPE_LATEST, RouterMetrics, request_hook
 from .query import Query, parse_query
 from .partials import Partial, empty_partial, finalize, merge
 from .schema import Schema, describe
@@ -338,9 +338,7 @@ def create_router_app(config: Config, shards: list[str], timeout: float = 30.0,
                       listen_host: str | None = None) -> Starlette:
     r = Router(config, shards, timeout)
 
-    def on_request(method: str, route: str, status: int, seconds: float) -> None:
-        r.metrics.requests.labels(method, route, str(status)).inc()
-        r.metrics.request_duration.labels(route).observe(seconds)
+    on_request = request_hook(r.metrics.requests, r.metrics.request_duration)
 
     endpoints = [
         *collect.endpoints(config, r.schema, collect.FunctionSink(r.insert_batch),

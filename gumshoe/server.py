@@ -52,7 +52,14 @@ from .errors import (
     StorageFailedError,
     TransientStorageError,
 )
-from .metrics import CONTENT_TYPE_LATEST, Metrics, metricz_html, metricz_json, storage_stats
+from .metrics import (
+    CONTENT_TYPE_LATEST,
+    Metrics,
+    metricz_html,
+    metricz_json,
+    request_hook,
+    storage_stats,
+)
 from .schema import Schema, describe
 from .service import QueryService
 
@@ -424,9 +431,7 @@ def create_app(db: Any, config: Config, *, periodic_flush: bool = True,
         insert_workers = default_insert_workers()
     s = ShardServer(config, db, insert_workers, open_db)
 
-    def on_request(method: str, route: str, status: int, seconds: float) -> None:
-        s.metrics.requests.labels(method, route, str(status)).inc()
-        s.metrics.request_duration.labels(route).observe(seconds)
+    on_request = request_hook(s.metrics.requests, s.metrics.request_duration)
 
     schema = Schema.from_config(config.schema)
     sink = collect.FunctionSink(s.insert_batch)
