@@ -248,9 +248,8 @@ class Router:
         rows = await run_in_threadpool(self._finish, query, payloads)
         self.metrics.queries.inc()
         self.stats["queries"] += 1
-        duration_ms = int((time.perf_counter() - t0) * 1000)
         extra = {"missingShards": [e.shard for e in failed]} if query.allow_partial else {}
-        return await query_response(rows, duration_ms, fmt, extra, query=query)
+        return await query_response(rows, time.perf_counter() - t0, fmt, extra, query=query)
 
     def _finish(self, query: Query, payloads: list[bytes]) -> list[dict[str, Any]]:
         partials: list[Partial] = [wire.decode_partial(p) for p in payloads]

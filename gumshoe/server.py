@@ -270,7 +270,7 @@ class ShardServer:
         elapsed = time.perf_counter() - t0
         self.metrics.queries.labels("ok").inc()
         self.metrics.query_duration.observe(elapsed)
-        return await query_response(rows, int(elapsed * 1000), fmt, query=query)
+        return await query_response(rows, elapsed, fmt, query=query)
 
     async def sql(self, request: Request) -> Response:
         """POST /sql: the SQL subset, answered exactly like /query (EXPLAIN: the JSON query)."""
@@ -290,7 +290,7 @@ class ShardServer:
         elapsed = time.perf_counter() - t0
         self.metrics.queries.labels("ok").inc()
         self.metrics.query_duration.observe(elapsed)
-        return await query_response(rows, int(elapsed * 1000), fmt, query=query)
+        return await query_response(rows, elapsed, fmt, query=query)
 
     async def partial(self, request: Request) -> Response:
         """The router's fan-out endpoint: a query's mergeable partial result, as msgpack."""
