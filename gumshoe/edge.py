@@ -388,7 +388,7 @@ async def _error(request: Request, exc: Exception) -> Response:
         return error_response(f"storage failure, not accepting writes: {exc}", 503)
     if isinstance(exc, GumshoeError) and hasattr(exc, "status"):
         status = int(exc.status)
-        if status >= 500:
+        if status >= 500 and not str(exc).startswith("starting: "):
             log.warning("%s %s: %d %s", request.method, request.url.path, status, exc)
         return error_response(str(exc), status, getattr(exc, "headers", None),
                               **getattr(exc, "fields", {}))
