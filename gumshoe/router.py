@@ -45,7 +45,7 @@ from .edge import (
 )
 from .edge import create_app as create_edge_app
 from .errors import ConfigError, GumshoeError, QueryError
-from .metrics import CONTENT_TYPE_LATEST, RouterMetrics
+from .metrics import CONTENT_TYPE_LATEST, RouterMetrics, request_hook
 from .query import Query, parse_query
 from .partials import Partial, empty_partial, finalize, merge
 from .schema import Schema, describe
@@ -249,9 +249,8 @@ class Router:
         rows = await run_in_threadpool(self._finish, query, payloads)
         self.metrics.queries.inc()
         self.stats["queries"] += 1
-        duration_ms = int((time.perf_counter() - t0) * 1000)
         extra = {"missingShards": [e.shard for e in failed]} if query.allow_partial else {}
-        return await query_response(rows, duration_ms, fmt, extra, query=query)
+        return await query_response(rows, time.perf_counter() - t0, fmt, extra, query=query)
 
     def _finish(self, query: Query, payloads: list[bytes]) -> list[dict[str, Any]]:
         partials: list[Partial] = [wire.decode_partial(p) for p in payloads]
@@ -339,9 +338,7 @@ def create_router_app(config: Config, shards: list[str], timeout: float = 30.0,
                       listen_host: str | None = None) -> Starlette:
     r = Router(config, shards, timeout)
 
-    def on_request(method: str, route: str, status: int, seconds: float) -> None:
-        r.metrics.requests.labels(method, route, str(status)).inc()
-        r.metrics.request_duration.labels(route).observe(seconds)
+    on_request = request_hook(r.metrics.requests, r.metrics.request_duration)
 
     endpoints = [
         *collect.endpoints(config, r.schema, collect.FunctionSink(r.insert_batch),

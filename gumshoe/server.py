@@ -53,7 +53,14 @@ from .errors import (
     StorageFailedError,
     TransientStorageError,
 )
-from .metrics import CONTENT_TYPE_LATEST, Metrics, metricz_html, metricz_json, storage_stats
+from .metrics import (
+    CONTENT_TYPE_LATEST,
+    Metrics,
+    metricz_html,
+    metricz_json,
+    request_hook,
+    storage_stats,
+)
 from .schema import Schema, describe
 from .service import QueryService
 
@@ -265,7 +272,7 @@ class ShardServer:
         elapsed = time.perf_counter() - t0
         self.metrics.queries.labels("ok").inc()
         self.metrics.query_duration.observe(elapsed)
-        return await query_response(rows, int(elapsed * 1000), fmt, query=query)
+        return await query_response(rows, elapsed, fmt, query=query)
 
     async def sql(self, request: Request) -> Response:
         """POST /sql: the SQL subset, answered exactly like /query (EXPLAIN: the JSON query)."""
@@ -285,7 +292,7 @@ class ShardServer:
         elapsed = time.perf_counter() - t0
         self.metrics.queries.labels("ok").inc()
         self.metrics.query_duration.observe(elapsed)
-        return await query_response(rows, int(elapsed * 1000), fmt, query=query)
+        return await query_response(rows, elapsed, fmt, query=query)
 
     async def partial(self, request: Request) -> Response:
         """The router's fan-out endpoint: a query's mergeable partial result, as msgpack."""
@@ -426,9 +433,7 @@ def create_app(db: Any, config: Config, *, periodic_flush: bool = True,
         insert_workers = default_insert_workers()
     s = ShardServer(config, db, insert_workers, open_db)
 
-    def on_request(method: str, route: str, status: int, seconds: float) -> None:
-        s.metrics.requests.labels(method, route, str(status)).inc()
-        s.metrics.request_duration.labels(route).observe(seconds)
+    on_request = request_hook(s.metrics.requests, s.metrics.request_duration)
 
     schema = Schema.from_config(config.schema)
     sink = collect.FunctionSink(s.insert_batch)
