@@ -339,12 +339,12 @@ class Scanner:
         rows = 0
         for p in small:
             if rows + p[4] - p[3] > MIN_TASK_ROWS:
-                out.append((None, _concat_pieces(self.schema, run), {}))
+                out.append((None, _concat_pieces(self.schema, run), _piece_stats(run)))
                 run, rows = [], 0
             run.append(p)
             rows += p[4] - p[3]
         if run:
-            out.append((None, _concat_pieces(self.schema, run), {}))
+            out.append((None, _concat_pieces(self.schema, run), _piece_stats(run)))
         return out
 
     def _granularity(self, views: list[IntervalView],
@@ -589,6 +589,23 @@ def _concat_pieces(schema: Schema, pieces: list[Piece]) -> Block:
     metrics = {m.name: np.concatenate([b.metrics[m.name][lo:hi] for _, b, _, lo, hi in pieces],
                                       dtype=m.store_dtype) for m in schema.metrics}
     return Block(n, count, dims, nils, metrics)
+
+
+def _piece_stats(pieces: list[Piece]) -> dict[str, Any]:
+    """Stats that hold for rows drawn from the pieces' segments: per metric the extremes of
+    their min/max and the sum of their sum bounds (a segment's bound covers any of its rows),
+    so a coalesced block keeps the sum-overflow checks of flushed data (split_sums)."""
+    out: dict[str, Any] = {}
+    seen = {id(st): st for _, _, st, _, _ in pieces}.values()
+    for key in {k for st in seen for k in st if k.startswith(("m:", "bound:m:"))}:
+        values = [st.get(key) for st in seen]
+        if any(v is None for v in values):
+            continue
+        if key.startswith("m:"):
+            out[key] = (min(v[0] for v in values), max(v[1] for v in values))  # type: ignore
+        else:
+            out[key] = sum(values)
+    return out
 
 
 def _selector(rows: np.ndarray | bool) -> Any:
