@@ -64,6 +64,11 @@ def test_webstat_example(tmp_path: Path) -> None:
         assert "granularity" not in daily.json()
         hourly = server.query({**q, "groupings": [{"column": "at", "timeTransform": "hour"}]})
         assert hourly.json()["granularity"] == "1d"
+        assert hourly.headers["gumshoe-granularity"] == "1d"
+        stream = server.client.post("/query?format=stream", json={
+            **q, "groupings": [{"column": "at", "timeTransform": "hour"}]})
+        assert stream.headers["gumshoe-granularity"] == "1d"
+        assert "gumshoe-granularity" not in daily.headers
         assert sum(row["total"] for row in hourly.json()["results"]) == 18
     finally:
         assert server.stop() == 0
