@@ -184,13 +184,16 @@ SCHEMAS: dict[str, Obj] = {
     "QueryResult": {"type": "object", "required": ["duration_ms", "results"], "properties": {
         "duration_ms": {"type": "integer"},
         "results": {"type": "array", "items": {"type": "object"}},
-        "missingShards": {"type": "array", "items": _STRING}}},
+        "missingShards": {"type": "array", "items": _STRING},
+        # tiers: the coarsest stored interval the answer used, when coarser than asked
+        "granularity": _STRING}},
     "Column": {"type": "object", "properties": {"name": _STRING, "type": _STRING}},
     "Schema": {"type": "object", "properties": {
         "timestamp": _ref("Column"),
         "dimensions": {"type": "array", "items": _ref("Column")},
         "metrics": {"type": "array", "items": _ref("Column")},
-        "interval": _STRING}},
+        "interval": _STRING,
+        "tiers": {"type": "array", "items": {"type": "array", "items": _STRING}}}},
 }
 _ERRORS = {  # status -> when
     "400": "bad request: the message names the row, column or query part",
