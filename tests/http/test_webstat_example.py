@@ -9,7 +9,7 @@ import re
 import time
 from pathlib import Path
 
-from .harness import ServerProcess
+from .harness import ServerProcess, run_gumshoe
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "webstat.toml"
 D = 86400
@@ -72,3 +72,12 @@ def test_webstat_example(tmp_path: Path) -> None:
         assert sum(row["total"] for row in hourly.json()["results"]) == 18
     finally:
         assert server.stop() == 0
+
+
+def test_bad_tiers_stop_start_up_naming_the_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(EXAMPLE.read_text().replace('["1h", "30d"]', '["7m", "30d"]'))
+    r = run_gumshoe("serve", "--config", str(cfg), "--db", str(tmp_path / "db"),
+                    "--listen", "127.0.0.1:0")
+    assert r.returncode == 2 and "schema.tiers[1][0]" in r.stderr, r.stderr
+    assert not (tmp_path / "db").exists()

@@ -5,6 +5,7 @@ drop, step by step, memtable rows moved along) -- against the reference model.""
 from __future__ import annotations
 
 import collections
+import errno
 import json
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,17 @@ from typing import Any
 import numpy as np
 import pytest
 
+from gumshoe import fileio
 from gumshoe.config import config_toml, parse_config
 from gumshoe.db import DB
-from gumshoe.errors import ConfigError, CorruptDataError, SchemaMismatchError
-from gumshoe.layout import META, meta_bytes, read_meta, write_meta
+from gumshoe.errors import (
+    ConfigError,
+    CorruptDataError,
+    SchemaMismatchError,
+    StorageFailedError,
+    TransientStorageError,
+)
+from gumshoe.layout import META, kind_of, meta_bytes, read_meta, write_meta
 from gumshoe.tiers import Tiers
 from tests import reference
 from tests.storage.contents import check_structure, snapshot_table
@@ -310,5 +318,71 @@ def test_an_old_db_json_still_opens(tmp_path: Path) -> None:
     write_meta(tmp_path / "db", meta)
     db = DB(parse_config(text))
     assert all(iv.duration == H for iv in db.intervals.values())
+    check(db, raw)
+    db.close()
+
+
+# -- faults during compaction ------------------------------------------------------------------
+class FastIO(fileio.FaultyIO):
+    """Fails the Nth file operation of `kinds` with `err`; no real fsyncs unless failing."""
+
+    def __init__(self, fail_at: int = 0, err: int = errno.EMFILE,
+                 kinds: tuple[str, ...] = ("open",)) -> None:
+        super().__init__(fail_at, err, kinds=kinds)
+
+    def fsync(self, fd: int) -> None:
+        if "fsync" in self.kinds and self._should_fail("fsync"):
+            self._raise("fsync")
+
+
+def test_compaction_out_of_descriptors_changes_nothing(tmp_path: Path) -> None:
+    """EMFILE at any open of a compaction step: TransientStorageError, no file left behind,
+    the database as before (not failed); the next run does the work."""
+    now = [NOW]
+    raw = make_rows(400, 3 * D, seed=8)
+    probe = open_db(tmp_path / "probe", now)
+    probe.insert(raw)
+    probe.flush()
+    with fileio.inject(FastIO()) as io:
+        probe.compact(max_steps=1)
+    probe.close()
+    assert io.calls >= 3
+    for n in range(1, io.calls + 1, max(1, io.calls // 8)):
+        db = open_db(tmp_path / f"n{n}", now)
+        db.insert(raw)
+        db.flush()
+        before = {s: iv.duration for s, iv in db.intervals.items()}
+        with fileio.inject(FastIO(n)), pytest.raises(TransientStorageError):
+            db.compact(max_steps=1)
+        assert db.failed is None and {s: iv.duration for s, iv in db.intervals.items()} \
+            == before
+        assert db.dir is not None
+        files = {p.name for p in db.dir.iterdir() if kind_of(p.name) != "wal"}
+        assert files == db.referenced_files(), n
+        check(db, raw)
+        assert db.compact() > 0
+        check(db, raw)
+        db.close()
+        db = open_db(tmp_path / f"n{n}", now)
+        check(db, raw)
+        db.close()
+
+
+def test_compaction_disk_fault_is_fail_stop(tmp_path: Path) -> None:
+    """EIO while writing a step: the database refuses writes (as after a failed flush); after a
+    restart it holds everything, re-rolled or not."""
+    now = [NOW]
+    raw = make_rows(400, 3 * D, seed=9)
+    db = open_db(tmp_path / "db", now)
+    db.insert(raw)
+    db.flush()
+    with fileio.inject(FastIO(2, errno.EIO, kinds=("write",))), \
+            pytest.raises(StorageFailedError):
+        db.compact()
+    assert db.failed is not None
+    db.close(flush=False)
+    db = open_db(tmp_path / "db", now)
+    check(db, raw)
+    db.compact()
     check(db, raw)
     db.close()
