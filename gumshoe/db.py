@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from . import fileio
+from .archive import Archive, open_archive
 from .batch import Batch, parse_rows
 from .block import Block, rollup
 from .config import Config
@@ -47,6 +48,7 @@ from .layout import (
     read_meta,
     retention_cutoff,
     tmp_name,
+    wal_files,
     write_atomic,
     write_meta,
 )
@@ -101,6 +103,7 @@ class DB:
         self.closed = False
         self.failed: str | None = None
         self.wal: WriteAheadLog | None = None
+        self.archive: Archive | None = None  # the raw archive ([archive]), the log's sidecar
         self.stats = {"inserted_rows": 0, "inserted_batches": 0, "rejected_rows": 0,
                       "flushes": 0, "last_flush_seconds": 0.0}
         self._stop = threading.Event()
@@ -109,6 +112,7 @@ class DB:
             self._open_dir(replay_progress)
         else:  # no log; batch ids are still remembered (in memory)
             self.wal = WriteAheadLog(None, "none", config.batch_id_window, clock)
+            self._attach_archive(new=True)
         if auto_flush:
             self._flusher = threading.Thread(target=self._flush_loop, name="gumshoe-flusher",
                                              daemon=True)
@@ -183,11 +187,29 @@ class DB:
         self.wal = WriteAheadLog(self.dir, self.config.durability, self.config.batch_id_window,
                                  self.clock)
         try:
+            self._attach_archive(new=meta.wal_seq == 0 and not wal_files(self.dir))
             for rec in self.wal.recover(meta.wal_seq, meta.batch_ids, replay_progress):
                 self._replay(rec)
+                if self.archive is not None:  # unless archived before the crash
+                    self.archive.replayed(rec, {k: d.values
+                                                for k, d in self.dictionaries.items()})
+            if self.archive is not None:
+                self.archive.sync()
         except BaseException:
             self.wal.close()
+            if self.archive is not None:
+                self.archive.close()
             raise
+
+    def _attach_archive(self, new: bool) -> None:
+        """Open the raw archive, if configured, as the log's sidecar (`new`: a database whose
+        log numbers start from 1)."""
+        assert self.wal is not None
+        self.archive = open_archive(self.config, self.schema, self.clock)
+        if self.archive is not None:
+            self.wal.sidecar = self.archive
+            if new:
+                self.archive.new_epoch()
 
     def _replay(self, rec: Record) -> None:
         """Re-apply one logged batch. Every dictionary must have the size it had when the batch
@@ -250,7 +272,12 @@ class DB:
         restart the batch is either wholly present or wholly absent.
 
         A `batch_id` applied within `batch_id_window` is not applied again: the result has
-        duplicate=True (returned once the earlier record is durable)."""
+        duplicate=True (returned once the earlier record is durable).
+
+        With the raw archive on, the batch is also compressed for it here, before the lock, and
+        written under it with the log record (the log's sidecar)."""
+        archive = self.archive
+        raw = archive.encode(batch) if archive is not None and batch.n else None
         with self._write_lock:
             if self.closed:
                 raise StorageFailedError("database is closed")
@@ -271,11 +298,13 @@ class DB:
                     if rejected:
                         batch = batch.take(keep)
                         starts = starts[keep]
+                        if archive is not None:
+                            raw = archive.encode(batch)
                 block, new_strings = self._encode(batch)
                 sizes = {name: len(d) for name, d in self.dictionaries.items()}
                 try:
                     ticket = self.wal.append(batch_id, batch.timestamps, block, new_strings,
-                                             sizes)
+                                             sizes, raw)
                 except StorageFailedError as e:
                     self._fail(str(e))
                     raise
@@ -480,6 +509,8 @@ class DB:
                 self.closed = True
             if self.wal is not None:
                 self.wal.close()
+            if self.archive is not None:
+                self.archive.close()
             self._unlock()
 
     def _unlock(self) -> None:

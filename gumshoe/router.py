@@ -18,6 +18,7 @@ import dataclasses
 import logging
 import time
 import uuid
+import operator
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -28,9 +29,9 @@ import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
 
-from . import collect, jsonio, sql, wire
+from . import collect, jsonio, rawformat, sql, wire
 from .batch import Batch
 from .config import Config
 from .edge import (
@@ -317,6 +318,71 @@ class Router:
         body = await run_in_threadpool(self.metrics.exposition)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
+    async def raw(self, request: Request) -> Response:
+        """GET /raw: every shard's archived rows of the range, merged in time order."""
+        req = rawformat.parse_request(request.query_params.multi_items(), time.time())
+        opened = await asyncio.gather(*(self._open_raw(s, req) for s in self.shards),
+                                      return_exceptions=True)
+        replies = [r for r in opened if isinstance(r, aiohttp.ClientResponse)]
+        failed = [r for r in opened if not isinstance(r, aiohttp.ClientResponse)]
+        if failed:
+            for r in replies:
+                r.close()
+            errors = [e for e in failed if isinstance(e, ShardError)]
+            if len(errors) < len(failed):
+                raise next(e for e in failed if not isinstance(e, ShardError))
+            raise min(errors, key=lambda e: (e.status >= 500, e.status))
+        columns: dict[str, None] = {}
+        for r in replies:
+            columns.update(dict.fromkeys(rawformat.parse_columns_header(
+                r.headers.get(rawformat.COLUMNS_HEADER))))
+        cols = list(columns)
+        count = next((c for c in cols[1:] if c.lstrip("_") == "count" and c.startswith("_")),
+                     None)
+        ts_key = cols[0] if cols else self.schema.timestamp.name
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                if req.format == "csv":
+                    yield rawformat.csv_head(cols)
+                async for lines, rows in rawformat.merge(
+                        [r.content.iter_any() for r in replies], ts_key):
+                    if req.format == "csv":
+                        yield rawformat.csv_text([list(map(operator.methodcaller(
+                            "get", c, 1 if c == count else None), rows)) for c in cols])
+                    else:
+                        yield b"".join(lines)
+            finally:
+                for r in replies:
+                    r.close()
+
+        return StreamingResponse(body(), media_type=req.media_type, headers={
+            rawformat.COLUMNS_HEADER: rawformat.columns_header(cols)})
+
+    async def _open_raw(self, shard: str, req: rawformat.RawRequest) -> aiohttp.ClientResponse:
+        """A shard's GET /raw, its status checked (the body is read by the caller). No total
+        timeout: a long range streams for a while; each read waits at most --timeout."""
+        assert self.client is not None
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout,
+                                        sock_read=self.timeout)
+        try:
+            r = await self.client.get(f"http://{shard}/raw?{req.query_string()}",
+                                      headers=self.auth_headers, timeout=timeout)
+        except asyncio.TimeoutError:
+            raise ShardError(shard, 504, f"timed out after {self.timeout:g}s") from None
+        except aiohttp.ClientError as e:
+            raise ShardError(shard, 502, f"unreachable: {_unreachable(e)}") from None
+        if r.status != 200:
+            content = await r.read()
+            r.close()
+            try:
+                message = jsonio.loads(content, "shard reply", strict=False)["error"]
+            except Exception:
+                message = content.decode(errors="replace").strip()[:500]
+            raise ShardError(shard, r.status if 400 <= r.status < 500 else 502,
+                             f"HTTP {r.status}: {message}")
+        return r
+
     async def schema_route(self, request: Request) -> Response:
         return json_response(describe(self.config))
 
@@ -355,6 +421,7 @@ def create_router_app(config: Config, shards: list[str], timeout: float = 30.0,
         Endpoint("/schema", r.schema_route, ("GET",), Role.READ),
         Endpoint("/metricz", r.metricz, ("GET",), Role.ADMIN),
         Endpoint("/metrics", r.prometheus, ("GET",), Role.ADMIN),
+        Endpoint("/raw", r.raw, ("GET",), Role.READ),
         Endpoint("/", r.root, ("GET",), Role.OPEN),
     ]
     app = create_edge_app(endpoints, config, lifespan=r.lifespan,
