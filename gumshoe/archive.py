@@ -193,6 +193,7 @@ class Archive:
         self._first_t: float | None = None
         self._last_wal: int | None = None  # None: not known yet (see `_known_last_wal`)
         self._dirty = False
+        self._broken = False  # a write failed: the active file is left as it is
         self._expire_at = 0.0
         try:
             directory.mkdir(parents=True, exist_ok=True)
@@ -277,7 +278,11 @@ class Archive:
         if self._fd is None:
             raise CorruptDataError(f"{WHAT} {self.dir} is closed")
         data = frame(self._next, payload(wal_seq, t, batch_id, enc))
-        fileio.write(self._fd, data)
+        try:
+            fileio.write(self._fd, data)
+        except BaseException:
+            self._broken = True  # maybe a partial record: left for the next start to cut
+            raise
         self._next += 1
         self._size += len(data)
         self._dirty = True
@@ -432,7 +437,9 @@ class Archive:
             finally:
                 os.close(fd)
             old = self.dir / active_name(self._first)
-            if self._next == self._first:
+            if self._broken:
+                pass  # the next start cuts off the partial record and goes on with the file
+            elif self._next == self._first:
                 old.unlink(missing_ok=True)
             else:  # a file of markers only is named after 1970
                 tmin, tmax = self._tmin or 0, self._tmax or 0
