@@ -44,13 +44,14 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+import numpy as np
 from . import fileio
-from .batch import Batch
 from .config import Config
 from .errors import ConfigError, CorruptDataError, TransientStorageError
 from .layout import DirLock
-from .rawrecord import Encoded, encode_batch, encode_logged, payload, read_head
+from .rawrecord import Encoded, encode_block, payload, read_head
 from .schema import Schema
+from .block import Block
 from .wal import HEADER, Record, frame, read_frames
 
 log = logging.getLogger(__name__)
@@ -135,11 +136,31 @@ class _Scan:
     last_wal: int | None = None
     first_t: float | None = None  # arrival of the first record
     size: int = 0  # bytes of whole records
+    damage: str | None = None  # salvage: what stopped the scan before the end
 
 
-def scan_file(path: Path, first: int, repair: bool, sync: bool) -> _Scan:
+def scan_file(path: Path, first: int, repair: bool, sync: bool, salvage: bool = False
+              ) -> _Scan:
     """Read every record head of one file (checksums checked). `repair`: a torn last record is
-    cut off (the file is being appended to by no one); otherwise it ends the scan."""
+    cut off (the file is being appended to by no one); otherwise it ends the scan. `salvage`:
+    damage elsewhere ends the scan too (`damage` says what), instead of CorruptDataError."""
+    try:
+        return _scan(path, first, repair, sync)
+    except _Damaged as e:
+        if not salvage:
+            raise CorruptDataError(e.message) from None
+        e.scan.damage = e.message
+        return e.scan
+
+
+class _Damaged(Exception):
+    def __init__(self, message: str, scan: _Scan) -> None:
+        super().__init__(message)
+        self.message = message
+        self.scan = scan
+
+
+def _scan(path: Path, first: int, repair: bool, sync: bool) -> _Scan:
     out = _Scan()
     with fileio.open_file(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
@@ -147,13 +168,19 @@ def scan_file(path: Path, first: int, repair: bool, sync: bool) -> _Scan:
             return out
         data = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ)
     try:
-        for seq, pl, off in read_frames(path, first, True, sync, WHAT, data=data, size=size,
-                                        repair=repair):
+        frames = read_frames(path, first, True, sync, WHAT, data=data, size=size, repair=repair)
+        while True:
+            try:
+                seq, pl, off = next(frames)
+            except StopIteration:
+                break
+            except CorruptDataError as e:  # its advice is for the log: keep the finding
+                raise _Damaged(str(e).split(". Refusing to start")[0], out) from None
             try:
                 head = read_head(pl)
             except (ValueError, KeyError, TypeError, msgpack.UnpackException) as e:
-                raise CorruptDataError(f"{path}: undecodable {WHAT} record {seq} at offset "
-                                       f"{off}: {e}") from None
+                raise _Damaged(f"{path}: undecodable {WHAT} record {seq} at offset {off}: "
+                               f"{e}", out) from None
             out.records += 1
             out.last, out.last_wal, out.size = seq, head.wal, off + HEADER.size + len(pl)
             if out.first_t is None:
@@ -174,9 +201,12 @@ class Archive:
     committing thread, `snapshot` in readers; the archive's own lock orders them."""
 
     def __init__(self, directory: Path, schema: Schema, rotate: int, keep: float, fsync: bool,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, flushed_seq: int = 0,
+                 dictionaries: Mapping[str, Any] | None = None) -> None:
         self.dir = directory
         self.schema = schema
+        self.dictionaries: Mapping[str, Any] = dictionaries or {}  # name -> .values (str list)
+        self.flushed_seq = flushed_seq  # the log's flushed mark when opened
         self.rotate_bytes = rotate
         self.keep = keep
         self.fsync = fsync
@@ -220,7 +250,7 @@ class Archive:
         nxt = max([f.last + 1 for f in self._closed if f.last is not None], default=1)
         if active:
             cur = active[-1]
-            s = scan_file(cur.path, cur.first, repair=True, sync=self.fsync)
+            s = self._scan_active(cur)
             fd = fileio.open_fd(cur.path, os.O_WRONLY | os.O_APPEND)
             self._fd, self._first = fd, cur.first
             self._next = cur.first if s.last is None else s.last + 1
@@ -229,6 +259,33 @@ class Archive:
         else:
             self._start(nxt)
         self._expire(self.clock())
+
+    def _scan_active(self, f: FileInfo) -> _Scan:
+        """Scan the file being written when the process stopped. A torn last record is cut
+        off. Damage further back can only be the part not yet fsync'd (a power loss): the
+        archive is fsync'd before each flush moves the log's mark, so every record after the
+        last whole one is still in the log, and replaying it archives it again; the file is
+        cut at the damage then. If the log's mark is past the last whole record, the damaged
+        records are in no log any more: start-up is refused, naming the file."""
+        s = scan_file(f.path, f.first, repair=True, sync=self.fsync, salvage=True)
+        if s.damage is None:
+            return s
+        self._last_wal = s.last_wal
+        last = self._known_last_wal() if s.last is None else s.last_wal
+        assert last is not None
+        if last < self.flushed_seq:
+            raise CorruptDataError(f"{s.damage}; the write-ahead log no longer holds the "
+                                   "batches after it (they were flushed), so cutting the "
+                                   f"file would lose them: restore {f.path}")
+        log.warning("%s; cutting the file to %d bytes: the batches after it are archived "
+                    "again from the write-ahead log", s.damage, s.size)
+        with fileio.open_file(f.path, "r+b") as fh:
+            fh.truncate(s.size)
+            fh.flush()
+            if self.fsync:
+                fileio.fsync(fh.fileno())
+        s.damage = None
+        return s
 
     def _close_scanned(self, f: FileInfo) -> FileInfo | None:
         """Close an active file left by a crash (scan, then rename; removed when empty)."""
@@ -261,13 +318,14 @@ class Archive:
         return fd
 
     # -- writing (the write-ahead log's sidecar) --------------------------------------------------
-    def encode(self, batch: Batch) -> Encoded | None:
-        """A batch's record body, compressed (call it before taking the write lock)."""
-        return encode_batch(self.schema, batch)
-
-    def write(self, seq: int, t: float, batch_id: str | None, data: Any) -> None:
-        """Append the record of one batch (`data`: its `encode`; `seq`: its log record)."""
-        enc: Encoded | None = data
+    def write(self, seq: int, t: float, batch_id: str | None, timestamps: np.ndarray,
+              block: Block, new_strings: dict[str, list[str]],
+              dict_sizes: dict[str, int]) -> None:
+        """Append the record of one batch as the log has it (`seq`: its log record; strings
+        by code from `dictionaries` and `new_strings`). Called under the DB's write lock."""
+        enc = encode_block(self.schema, timestamps, block.count, block.dims, block.nils,
+                           block.metrics, {k: d.values for k, d in self.dictionaries.items()},
+                           dict_sizes, new_strings)
         with self._lock:
             self._maybe_rotate(t)
             self._append(seq, t, batch_id, enc)
@@ -296,8 +354,9 @@ class Archive:
             self.stats["bytes"] += len(data)
 
     def sync(self) -> None:
-        """fsync what was written (called by the log after its own fsync; a no-op unless
-        durability is "fsync")."""
+        """fsync what was written (durability "fsync"; else a no-op). The DB calls it before a
+        flush commits: the log's records it covers are then trimmed, and recovery no longer
+        replays them, so the archive must hold them durably by then."""
         if not self.fsync:
             return
         with self._lock:
@@ -383,17 +442,15 @@ class Archive:
             if self._known_last_wal() != 0:
                 self._append(0, self.clock(), None, None)
 
-    def replayed(self, rec: Record, strings: Mapping[str, list[str]]) -> bool:
-        """Archive a record replayed from the write-ahead log unless it was archived before it
-        was lost (`strings`: each string dimension's dictionary, as long as the record needs).
-        Returns whether it was archived."""
+    def replayed(self, rec: Record) -> bool:
+        """Archive a record replayed from the write-ahead log unless the archive has it
+        already (it is archived after the record of the last batch it holds). Returns whether
+        it was archived."""
         with self._lock:
             if rec.seq <= self._known_last_wal() or rec.block.n == 0:
                 return False
-        b = rec.block
-        enc = encode_logged(self.schema, rec.timestamps, b.count, b.dims, b.nils, b.metrics,
-                            strings)
-        self.write(rec.seq, rec.time, rec.batch_id, enc)
+        self.write(rec.seq, rec.time, rec.batch_id, rec.timestamps, rec.block, rec.new_strings,
+                   rec.dict_sizes)
         self.stats["replayed"] += 1
         return True
 
@@ -459,12 +516,15 @@ class Archive:
             return list(self._closed)
 
 
-def open_archive(config: Config, schema: Schema, clock: Callable[[], float] = time.time
+def open_archive(config: Config, schema: Schema, clock: Callable[[], float] = time.time,
+                 flushed_seq: int = 0, dictionaries: Mapping[str, Any] | None = None
                  ) -> Archive | None:
-    """The archive `config` asks for (None when [archive] is off)."""
+    """The archive `config` asks for (None when [archive] is off), for a database whose log
+    is flushed up to `flushed_seq` and whose dictionaries (name -> object with `.values`)
+    give the strings of string codes."""
     d = archive_dir(config)
     if d is None:
         return None
     return Archive(d, schema, config.archive.rotate, config.archive.keep,
-                   config.durability == "fsync", clock)
+                   config.durability == "fsync", clock, flushed_seq, dictionaries)
 

@@ -112,7 +112,7 @@ class DB:
             self._open_dir(replay_progress)
         else:  # no log; batch ids are still remembered (in memory)
             self.wal = WriteAheadLog(None, "none", config.batch_id_window, clock)
-            self._attach_archive(new=True)
+            self._attach_archive(0, new=True)
         if auto_flush:
             self._flusher = threading.Thread(target=self._flush_loop, name="gumshoe-flusher",
                                              daemon=True)
@@ -187,25 +187,23 @@ class DB:
         self.wal = WriteAheadLog(self.dir, self.config.durability, self.config.batch_id_window,
                                  self.clock)
         try:
-            self._attach_archive(new=meta.wal_seq == 0 and not wal_files(self.dir))
+            self._attach_archive(meta.wal_seq, new=meta.wal_seq == 0 and not wal_files(self.dir))
             for rec in self.wal.recover(meta.wal_seq, meta.batch_ids, replay_progress):
                 self._replay(rec)
                 if self.archive is not None:  # unless archived before the crash
-                    self.archive.replayed(rec, {k: d.values
-                                                for k, d in self.dictionaries.items()})
-            if self.archive is not None:
-                self.archive.sync()
+                    self.archive.replayed(rec)
         except BaseException:
             self.wal.close()
             if self.archive is not None:
                 self.archive.close()
             raise
 
-    def _attach_archive(self, new: bool) -> None:
+    def _attach_archive(self, flushed_seq: int, new: bool) -> None:
         """Open the raw archive, if configured, as the log's sidecar (`new`: a database whose
         log numbers start from 1)."""
         assert self.wal is not None
-        self.archive = open_archive(self.config, self.schema, self.clock)
+        self.archive = open_archive(self.config, self.schema, self.clock, flushed_seq,
+                                    self.dictionaries)
         if self.archive is not None:
             self.wal.sidecar = self.archive
             if new:
@@ -272,12 +270,7 @@ class DB:
         restart the batch is either wholly present or wholly absent.
 
         A `batch_id` applied within `batch_id_window` is not applied again: the result has
-        duplicate=True (returned once the earlier record is durable).
-
-        With the raw archive on, the batch is also compressed for it here, before the lock, and
-        written under it with the log record (the log's sidecar)."""
-        archive = self.archive
-        raw = archive.encode(batch) if archive is not None and batch.n else None
+        duplicate=True (returned once the earlier record is durable)."""
         with self._write_lock:
             if self.closed:
                 raise StorageFailedError("database is closed")
@@ -298,13 +291,11 @@ class DB:
                     if rejected:
                         batch = batch.take(keep)
                         starts = starts[keep]
-                        if archive is not None:
-                            raw = archive.encode(batch)
                 block, new_strings = self._encode(batch)
                 sizes = {name: len(d) for name, d in self.dictionaries.items()}
                 try:
                     ticket = self.wal.append(batch_id, batch.timestamps, block, new_strings,
-                                             sizes, raw)
+                                             sizes)
                 except StorageFailedError as e:
                     self._fail(str(e))
                     raise
@@ -388,6 +379,8 @@ class DB:
                 batch_ids = self.wal.batch_ids_json() if self.wal is not None else {}
             written: list[Path] = []
             try:
+                if self.archive is not None:  # durable before db.json passes its log records
+                    self.archive.sync()
                 new_intervals, dict_files, dead = self._write_flush(
                     mems, sizes, wal_seq, last_updated, batch_ids, written)
             except OSError as e:

@@ -34,7 +34,7 @@ import msgpack
 import numpy as np
 import zstandard
 
-from .batch import Batch, pick
+from .batch import pick
 from .schema import Schema
 
 FORMAT = 1
@@ -182,8 +182,7 @@ def concat(chunks: Sequence[RawChunk]) -> RawChunk:
 # -- encoding -------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True, slots=True)
 class Encoded:
-    """A batch's compressed body and what its head says about it (made before the write lock is
-    taken; the head, with the arrival time and the log's sequence number, is added by `payload`)."""
+    """A batch's compressed body and what its head says about it (`payload` adds the rest)."""
 
     n: int
     lo: int
@@ -194,62 +193,56 @@ class Encoded:
     body: bytes
 
 
-def _body(ts: np.ndarray, count: np.ndarray | None,
-          cols: list[tuple[str, str, Any, np.ndarray | None]]) -> bytes:
-    obj = {"ts": _pack(ts), "count": None if count is None else _pack(count),
-           "cols": [[name, role, {"s": values} if isinstance(values, list) else
-                     {"a": _pack(values)},
-                     None if nil is None else np.ascontiguousarray(nil).tobytes()]
-                    for name, role, values, nil in cols]}
-    data: bytes = msgpack.packb(obj, use_bin_type=True)
-    return bytes(_compressor().compress(data))
+def _distinct(codes: np.ndarray) -> np.ndarray:
+    """The distinct values of non-negative integer codes, ascending."""
+    if not len(codes):
+        return np.zeros(0, np.int64)
+    top = int(codes.max())
+    if top < 4 * len(codes) + 1024:
+        return np.flatnonzero(np.bincount(codes, minlength=top + 1))
+    return np.unique(codes).astype(np.int64)
 
 
-def _encoded(schema: Schema, ts: np.ndarray, count: np.ndarray | None,
-             cols: list[tuple[str, str, Any, np.ndarray | None]]) -> Encoded | None:
-    n = len(ts)
+def _compress(obj: dict[str, Any]) -> bytes:
+    return bytes(_compressor().compress(msgpack.packb(obj, use_bin_type=True)))
+
+
+def encode_block(schema: Schema, timestamps: np.ndarray, count: np.ndarray,
+                 dims: Mapping[str, np.ndarray], nils: Mapping[str, np.ndarray | None],
+                 metrics: Mapping[str, np.ndarray], strings: Mapping[str, Sequence[str]],
+                 sizes: Mapping[str, int], new: Mapping[str, Sequence[str]]
+                 ) -> Encoded | None:
+    """A batch's record body from its rows as the write-ahead log holds them: string
+    dimensions as dictionary codes (a code below `sizes[name]` is `strings[name][code]`, a
+    larger one `new[name][code - size]`: the strings the batch adds), numeric dimensions with
+    their nil masks, metrics in their sum types, roll-up counts. A string column is stored as
+    its codes, the distinct codes and their strings (so strings cost once per distinct value,
+    not per row). None for no rows."""
+    n = len(timestamps)
     if not n:
         return None
-    return Encoded(n, int(ts.min()), int(ts.max()), schema.timestamp.name,
-                   tuple(c[0] for c in cols), count is not None, _body(ts, count, cols))
-
-
-def encode_batch(schema: Schema, batch: Batch) -> Encoded | None:
-    """A validated batch's record body (None for an empty batch)."""
-    cols: list[tuple[str, str, Any, np.ndarray | None]] = []
-    for d in schema.dimensions:
-        cols.append((d.name, "dimension", batch.dims[d.name],
-                     None if d.is_string else batch.nils[d.name]))
-    for m in schema.metrics:
-        cols.append((m.name, "metric", batch.metrics[m.name], None))
-    return _encoded(schema, batch.timestamps, batch.counts, cols)
-
-
-def encode_logged(schema: Schema, timestamps: np.ndarray, count: np.ndarray,
-                  dims: Mapping[str, np.ndarray], nils: Mapping[str, np.ndarray | None],
-                  metrics: Mapping[str, np.ndarray], strings: Mapping[str, list[str]]
-                  ) -> Encoded | None:
-    """The record body of a batch as the write-ahead log holds it (string dimensions as codes
-    into `strings`, each dictionary's strings in code order): what `encode_batch` made of the
-    batch when it was accepted."""
-    cols: list[tuple[str, str, Any, np.ndarray | None]] = []
+    cols: list[list[Any]] = []
     for d in schema.dimensions:
         nil = nils.get(d.name)
-        if d.is_string:
-            codes = dims[d.name].astype(np.int64)
-            values = pick(strings[d.name], codes if nil is None else np.where(nil, 0, codes)) \
-                if len(strings[d.name]) else [None] * len(codes)
-            if nil is not None:
-                obj = _objects(values)
-                obj[nil] = None
-                values = obj.tolist()
-            cols.append((d.name, "dimension", values, None))
-        else:
-            cols.append((d.name, "dimension", dims[d.name], nil))
+        mask = None if nil is None else np.ascontiguousarray(nil).tobytes()
+        if not d.is_string:
+            cols.append([d.name, "dimension", {"a": _pack(dims[d.name])}, mask])
+            continue
+        codes = dims[d.name]
+        uniq = _distinct(codes if nil is None else codes[~nil])
+        size, added = sizes.get(d.name, 0), new.get(d.name, ())
+        old = uniq[uniq < size]
+        text = ((pick(strings[d.name], old) if len(old) else [])  # type: ignore[arg-type]
+                + [added[c - size] for c in uniq[uniq >= size].tolist()])
+        cols.append([d.name, "dimension", {"c": _pack(codes), "u": _pack(uniq), "s": text},
+                     mask])
     for m in schema.metrics:
-        cols.append((m.name, "metric", metrics[m.name], None))
-    counted = bool(len(count)) and bool((count != 1).any())
-    return _encoded(schema, timestamps, count if counted else None, cols)
+        cols.append([m.name, "metric", {"a": _pack(metrics[m.name])}, None])
+    counted = bool((count != 1).any())
+    body = _compress({"ts": _pack(timestamps), "count": _pack(count) if counted else None,
+                      "cols": cols})
+    return Encoded(n, int(timestamps.min()), int(timestamps.max()), schema.timestamp.name,
+                   tuple(c[0] for c in cols), counted, body)
 
 
 def payload(wal_seq: int, t: float, batch_id: str | None, enc: Encoded | None) -> bytes:
@@ -299,18 +292,37 @@ def decode_body(body: bytes, ts_name: str, n: int, seq: int) -> RawChunk:
     count = None if obj["count"] is None else _unpack(obj["count"], n).astype(np.int64)
     columns: dict[str, RawColumn] = {}
     for name, role, values, nil in obj["cols"]:
-        if "s" in values:  # strings, None for nil
-            if len(values["s"]) != n:
-                raise ValueError(f"column {name!r} has {len(values['s'])} values, not {n}")
-            columns[name] = RawColumn(role, _objects(values["s"]), None)
-            continue
-        arr = _unpack(values["a"], n)
         mask = None if nil is None else np.frombuffer(nil, bool)
         if mask is not None and len(mask) != n:
             raise ValueError(f"nil mask of {name!r} has {len(mask)} entries, not {n}")
-        columns[name] = RawColumn(role, arr, mask)
+        if "c" in values:  # codes into the distinct codes "u", whose strings are "s"
+            columns[name] = RawColumn(role, _strings(values, n, mask), None)
+        elif "s" in values:  # strings, None for nil
+            if len(values["s"]) != n:
+                raise ValueError(f"column {name!r} has {len(values['s'])} values, not {n}")
+            columns[name] = RawColumn(role, _objects(values["s"]), None)
+        else:
+            columns[name] = RawColumn(role, _unpack(values["a"], n), mask)
     return RawChunk(ts_name, ts, count, columns, np.full(n, seq, np.int64),
                     np.arange(n, dtype=np.int64))
+
+
+def _strings(values: dict[str, Any], n: int, nil: np.ndarray | None) -> np.ndarray:
+    codes = _unpack(values["c"], n)
+    text = _objects(values["s"])
+    if not len(text):
+        if nil is None or not nil.all():
+            raise ValueError("string codes without strings")
+        return np.full(n, None, object)
+    uniq = _unpack(values["u"], len(text))
+    pos = np.minimum(np.searchsorted(uniq, codes), len(text) - 1)
+    found = uniq[pos] == codes
+    if not (found if nil is None else found | nil).all():
+        raise ValueError("a string code without its string")
+    out = text[pos]
+    if nil is not None:
+        out[nil] = None
+    return out
 
 
 def decode(data: bytes, seq: int) -> tuple[Head, RawChunk | None]:
@@ -324,10 +336,13 @@ def decode(data: bytes, seq: int) -> tuple[Head, RawChunk | None]:
 # -- spilled rows (the reader's temporary files) ---------------------------------------------------
 def encode_chunk(chunk: RawChunk) -> bytes:
     """A RawChunk (with its seq and idx) as compressed bytes, for `decode_chunk`."""
-    cols = [(k, c.role, c.values.tolist() if c.values.dtype == object else c.values, c.nil)
+    cols = [[k, c.role, {"s": c.values.tolist()} if c.values.dtype == object else
+             {"a": _pack(c.values)}, None if c.nil is None else c.nil.tobytes()]
             for k, c in chunk.columns.items()]
+    body = _compress({"ts": _pack(chunk.ts), "cols": cols,
+                      "count": None if chunk.count is None else _pack(chunk.count)})
     obj = {"n": chunk.n, "ts_name": chunk.ts_name, "seq": _pack(chunk.seq),
-           "idx": _pack(chunk.idx), "body": _body(chunk.ts, chunk.count, cols)}
+           "idx": _pack(chunk.idx), "body": body}
     data: bytes = msgpack.packb(obj, use_bin_type=True)
     return data
 

@@ -279,15 +279,15 @@ class _Meter:
 
 
 class Sidecar(Protocol):
-    """A second file written with every record and made durable with it (the raw archive):
-    `write` runs in `append` after the record is written and before it counts as written (an
-    OSError there is a log failure: fail-stop); `sync` runs wherever the log is fsync'd, after
-    it, so a commit covers both. `write` gets the record's seq (0 with durability "none": no
-    record), its time, its batch id and the `sidecar` data given to `append`."""
+    """A second file written with every record that has rows (the raw archive): `write` runs
+    in `append` after the record is written and before it counts as written, with `append`'s
+    arguments, the record's seq (0 with durability "none": no record) and its time. Any error
+    there is a log failure (fail-stop): the record is in the log, so a restart replays it.
+    The sidecar makes itself durable (the DB syncs it before a flush moves the log's mark)."""
 
-    def write(self, seq: int, t: float, batch_id: str | None, data: Any) -> None: ...
-
-    def sync(self) -> None: ...
+    def write(self, seq: int, t: float, batch_id: str | None, timestamps: np.ndarray,
+              block: Block, new_strings: dict[str, list[str]],
+              dict_sizes: dict[str, int]) -> None: ...
 
 
 class WriteAheadLog:
@@ -295,7 +295,7 @@ class WriteAheadLog:
 
     Threading contract: `append`, `rotate` and `seen` are called under the DB's write lock
     (which serialises them); `commit`, `trim` and `batch_ids_json` may be called from any
-    thread without it. `sidecar`, when set, is written and synced with the log (`Sidecar`).
+    thread without it. `sidecar`, when set, is written with the log (`Sidecar`).
     """
 
     def __init__(self, directory: Path | None, durability: str, batch_id_window: float,
@@ -482,20 +482,19 @@ class WriteAheadLog:
 
     # -- appending ----------------------------------------------------------------------
     def append(self, batch_id: str | None, timestamps: np.ndarray, block: Block,
-               new_strings: dict[str, list[str]], dict_sizes: dict[str, int],
-               sidecar: Any = None) -> int:
+               new_strings: dict[str, list[str]], dict_sizes: dict[str, int]) -> int:
         """Log an encoded batch (called under the DB write lock, before it is applied): its
-        rows, the strings it adds and the dictionary sizes before it; `sidecar` (not None)
-        goes to the sidecar's `write`. Returns a ticket for `commit`: 0 when there is nothing
-        to wait for."""
+        rows, the strings it adds and the dictionary sizes before it (and hand it to the
+        sidecar). Returns a ticket for `commit`: 0 when there is nothing to wait for."""
         if block.n == 0 and batch_id is None:
             return 0
         self._check()
         t = self.clock()
         if self.mode == "none":
-            if sidecar is not None and self.sidecar is not None:
+            if block.n and self.sidecar is not None:
                 try:
-                    self.sidecar.write(0, t, batch_id, sidecar)
+                    self.sidecar.write(0, t, batch_id, timestamps, block, new_strings,
+                                       dict_sizes)
                 except Exception as e:
                     raise self._fail("sidecar write", e) from e
             if batch_id is not None:
@@ -511,9 +510,10 @@ class WriteAheadLog:
             fileio.write(self._fd, data)
         except OSError as e:
             raise self._fail("write", e) from e
-        if sidecar is not None and self.sidecar is not None:
-            try:  # before the record counts as written: a commit's sync then covers it
-                self.sidecar.write(seq, t, batch_id, sidecar)
+        if block.n and self.sidecar is not None:
+            try:  # before the record counts as written (so before any commit returns)
+                self.sidecar.write(seq, t, batch_id, timestamps, block, new_strings,
+                                   dict_sizes)
             except Exception as e:  # the record is in the log but not counted: fail-stop
                 raise self._fail("sidecar write", e) from e
         self._size += len(data)
@@ -545,8 +545,6 @@ class WriteAheadLog:
         try:
             assert fd is not None
             fileio.fsync(fd)
-            if self.sidecar is not None:
-                self.sidecar.sync()
         except OSError as e:
             err = e
         with self._cond:
@@ -583,8 +581,6 @@ class WriteAheadLog:
             try:
                 if self.mode == "fsync" and self._written > self._synced:
                     fileio.fsync(self._fd)
-                    if self.sidecar is not None:
-                        self.sidecar.sync()
                     self.stats["fsyncs"] += 1
                 os.close(self._fd)
             except BaseException:
@@ -642,8 +638,6 @@ class WriteAheadLog:
                 if self.mode == "fsync" and not self.failed and self._written > self._synced:
                     try:
                         fileio.fsync(self._fd)
-                        if self.sidecar is not None:
-                            self.sidecar.sync()
                     except OSError as e:
                         self._fail("fsync", e)
                     else:

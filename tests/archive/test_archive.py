@@ -17,7 +17,8 @@ from gumshoe import fileio
 from gumshoe.archive import list_files, parse_time
 from gumshoe.config import load_config
 from gumshoe.db import DB
-from gumshoe.errors import ConfigError, StorageFailedError
+from gumshoe.errors import ConfigError, CorruptDataError, StorageFailedError
+from gumshoe.wal import read_frames
 
 from .helpers import T0, archive_rows, config, sample_rows, sorted_rows
 
@@ -157,6 +158,45 @@ def test_batches_the_archive_lost_are_archived_from_the_log(tmp_path: Path) -> N
         f.truncate(cut + 7)  # plus a torn start of the next record
     with DB(load_config(image)) as again:
         assert again.archive is not None and again.archive.stats["replayed"] == 6
+    assert archive_rows(tmp_path / "img" / "archive") == sorted_rows(rows)
+
+
+def record_offsets(path: Path) -> list[int]:
+    """Where each record of an archive file starts."""
+    return [off for _, _, off in read_frames(path, int(path.name.split(".")[1]), True, False,
+                                             "raw archive", repair=False)]
+
+
+@pytest.mark.parametrize("damaged", [4, 1])
+def test_damage_in_the_part_not_yet_fsynced(tmp_path: Path, damaged: int) -> None:
+    """After a power loss the archive's active file may be damaged where it was not fsync'd
+    yet: everything after the last flush (which fsyncs the archive first). Damage there is cut
+    off and those batches archived again from the log; damage before it (records no log holds
+    any more) refuses start-up, naming the file."""
+    cfg = config(tmp_path, tmp_path / "db", durability="fsync")
+    rows = sample_rows(350, 14)
+    db = DB(load_config(cfg))
+    try:
+        insert_all(db, rows[:150], 50)  # log records 1-3
+        db.flush()
+        insert_all(db, rows[150:], 50, "c")  # 4-7: unflushed
+        image = crash_image(tmp_path / "db", tmp_path / "img", tmp_path)
+    finally:
+        db.close()
+    _, (active,) = list_files(tmp_path / "img" / "archive")
+    offsets = record_offsets(active.path)
+    assert len(offsets) == 7
+    with open(active.path, "r+b") as f:  # a byte of record `damaged + 1`'s payload
+        f.seek(offsets[damaged] + 30)
+        byte = f.read(1)
+        f.seek(offsets[damaged] + 30)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    if damaged < 3:
+        with pytest.raises(CorruptDataError, match=f"{active.path}.*no longer holds"):
+            DB(load_config(image))
+        return
+    with DB(load_config(image)) as again:
+        assert again.archive is not None and again.archive.stats["replayed"] == 7 - damaged
     assert archive_rows(tmp_path / "img" / "archive") == sorted_rows(rows)
 
 

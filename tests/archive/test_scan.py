@@ -13,14 +13,13 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gumshoe.archive import Archive, list_files
-from gumshoe.batch import parse_rows
+from gumshoe.archive import list_files
+from gumshoe.config import load_config
+from gumshoe.db import DB
 from gumshoe.rawformat import TIME_MAX
-from gumshoe.rawrecord import encode_batch
 from gumshoe.rawscan import scan_directory
 
-from .helpers import T0, archive_rows, sorted_rows
-from .test_record import SCHEMA
+from .helpers import T0, archive_rows, config, sorted_rows
 
 
 def make_batches(seed: int, count: int, wide: float) -> list[list[dict[str, Any]]]:
@@ -36,13 +35,17 @@ def make_batches(seed: int, count: int, wide: float) -> list[list[dict[str, Any]
     return out
 
 
+def writer(directory: Path, rotate: int) -> DB:
+    """A database that keeps no rows of its own (MEMORY) and writes its archive there (its
+    config file beside it)."""
+    return DB(load_config(config(directory.parent, "MEMORY",
+                                 archive=f'dir = "{directory}"\nrotate = "{rotate}B"')))
+
+
 def write_archive(directory: Path, batches: list[list[dict[str, Any]]], rotate: int) -> None:
-    a = Archive(directory, SCHEMA, rotate=rotate, keep=0, fsync=False)
-    try:
-        for i, rows in enumerate(batches):
-            a.write(i + 1, 1000.0 + i, None, encode_batch(SCHEMA, parse_rows(SCHEMA, rows)))
-    finally:
-        a.close()
+    with writer(directory, rotate) as db:
+        for rows in batches:
+            db.insert(rows)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -58,9 +61,10 @@ def test_a_range_reads_back_in_order_exactly_once(seed: int, count: int, wide: f
     lo_excl = lo if lo < 0 else T0 + lo
     hi_incl = T0 + hi
     with tempfile.TemporaryDirectory() as d:
-        write_archive(Path(d), batches, rotate)
-        got = archive_rows(Path(d), lo_excl, hi_incl, window_rows=window, align=align)
-        everything = archive_rows(Path(d), window_rows=window)
+        a = Path(d) / "a"
+        write_archive(a, batches, rotate)
+        got = archive_rows(a, lo_excl, hi_incl, window_rows=window, align=align)
+        everything = archive_rows(a, window_rows=window)
     every_row = [r for rows in batches for r in rows]
     assert got == [r for r in sorted_rows(every_row) if lo_excl < r["at"] <= hi_incl]
     assert everything == sorted_rows(every_row)
@@ -87,15 +91,15 @@ def test_a_reader_beside_a_writer_sees_whole_records_only(tmp_path: Path) -> Non
     """An archive being written (a torn record at the end of its active file): a reader from
     outside stops before it and changes nothing."""
     batches = make_batches(2, 5, 0.0)
-    a = Archive(tmp_path, SCHEMA, rotate=10**6, keep=0, fsync=False)
+    db = writer(tmp_path / "a", 10**6)
     try:
-        for i, rows in enumerate(batches):
-            a.write(i + 1, 0.0, None, encode_batch(SCHEMA, parse_rows(SCHEMA, rows)))
-        (active,) = list_files(tmp_path)[1]
+        for rows in batches:
+            db.insert(rows)
+        (active,) = list_files(tmp_path / "a")[1]
         size = active.path.stat().st_size
         with open(active.path, "ab") as f:
             f.write(b"\x10\x00\x00\x00partial")
-        assert archive_rows(tmp_path) == sorted_rows([r for b in batches for r in b])
+        assert archive_rows(tmp_path / "a") == sorted_rows([r for b in batches for r in b])
         assert active.path.stat().st_size == size + 11
     finally:
-        a.close()
+        db.close()
