@@ -1,14 +1,18 @@
 """The raw archive: every accepted batch, kept as it was accepted, in compressed, CRC-framed,
 append-only files that rotate by size and are named by the time range of their rows.
 
-Imports config, errors, fileio, layout (the directory lock), schema, batch, rawrecord and wal
-(its framing, and the `Sidecar` it writes and syncs). The DB (db.py) opens it and hands it to
-its write-ahead log as the log's sidecar, so an archive record is written under the same write
-lock as the log record, before that record counts as written, and is fsync'd by the same group
-commit before the batch is acknowledged: an acknowledged batch is in the archive after a kill -9
-(durability "os" or "fsync") and after a power loss ("fsync"). The batch is encoded and
-compressed before the lock is taken (`encode`), so inserts pay ~1 ms per 10k rows in their own
-thread and only a write(2) under the lock.
+Imports config, errors, fileio, layout (the directory lock), schema, block, rawrecord and wal
+(its framing and `Record`). The DB (db.py) opens it and makes it its write-ahead log's sidecar
+(`wal.Sidecar`): every log record with rows is also written here, from the same arguments,
+under the same write lock, before the record counts as written, so before its batch is
+acknowledged: an acknowledged batch is in the archive after a kill -9 (durability "os" or
+"fsync"). Encoding and compressing a batch costs ~0.5-0.8 ms per 10k rows (synthetic data).
+
+The archive is fsync'd (durability "fsync") before a flush commits, so before the log may drop
+the records it covers, and when a file is closed; not at every commit. After a power loss the
+batches since the last flush are still in the log; at start-up a damaged end of the active
+file is cut off (`_scan_active`: only when the log still holds every record after the damage)
+and those batches are archived again from the log (`replayed`).
 
 Files, in the archive directory (`archive_dir`: [archive] dir, default `<database_dir>/archive`):
 
@@ -195,10 +199,10 @@ def _scan(path: Path, first: int, repair: bool, sync: bool) -> _Scan:
 
 # -- the writer -----------------------------------------------------------------------------------
 class Archive:
-    """The archive of one database: the write-ahead log's sidecar (`write`, `sync`), plus
-    `encode` (before the write lock), `replayed` (log recovery), `snapshot` (readers) and
+    """The archive of one database: the write-ahead log's sidecar (`write`), plus `sync`
+    (before a flush commits), `replayed` (log recovery), `new_epoch`, `snapshot` (readers) and
     `close`. Thread-safe: `write` and `replayed` run under the DB's write lock, `sync` in the
-    committing thread, `snapshot` in readers; the archive's own lock orders them."""
+    flushing thread, `snapshot` in readers; the archive's own lock orders them."""
 
     def __init__(self, directory: Path, schema: Schema, rotate: int, keep: float, fsync: bool,
                  clock: Callable[[], float] = time.time, flushed_seq: int = 0,

@@ -35,6 +35,7 @@ from .rawrecord import RawChunk, RawColumn
 PARAMETERS = ("gt", "lte", "format")
 FORMATS = {"ndjson": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
 COLUMNS_HEADER = "X-Raw-Columns"  # the response's columns, a JSON array (ASCII)
+COUNT_HEADER = "X-Raw-Count"  # the column of roll-up counts, when rows have one
 PIECE_ROWS = 10_000  # rows rendered at a time
 TIME_MAX = 2**32  # beyond every uint32 timestamp
 _NUMBER_RE = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
@@ -138,6 +139,28 @@ def parse_columns_header(value: str | None) -> list[str]:
     return cols
 
 
+def response_headers(columns: Sequence[str], count: str | None) -> dict[str, str]:
+    out = {COLUMNS_HEADER: columns_header(columns)}
+    if count is not None:
+        out[COUNT_HEADER] = count
+    return out
+
+
+def union_columns(headers: Sequence[tuple[str | None, str | None]], ts_name: str
+                  ) -> tuple[list[str], str | None]:
+    """The columns of a merged response and its count column, from every shard's
+    (`X-Raw-Columns`, `X-Raw-Count`): first seen first, the count column last."""
+    seen: dict[str, None] = {}
+    count = None
+    for cols_header, count_header in headers:
+        cols = parse_columns_header(cols_header)
+        if count_header:
+            count = count_header
+        seen.update(dict.fromkeys(c for c in cols if c != count_header))
+    cols = list(seen) or [ts_name]
+    return (cols + [count] if count else cols), count
+
+
 # -- rendering ------------------------------------------------------------------------------------
 def _values(col: RawColumn, a: int, b: int) -> list[Any]:
     v = col.values[a:b]
@@ -230,7 +253,7 @@ def csv(chunks: Iterable[RawChunk], columns: Sequence[str], count: str | None = 
             yield csv_text([by_name.get(c) or [None] * (b - a) for c in columns])
 
 
-# -- the router's merge -----------------------------------------------------------------------------
+# -- the router's merge ------------------------------------------------------------------------
 class _Stream:
     """One shard's NDJSON stream: whole lines, parsed a batch at a time."""
 
@@ -271,6 +294,21 @@ class _Stream:
         out = self.lines[:upto], self.rows[:upto], self.ts[:upto]
         self.lines, self.rows, self.ts = self.lines[upto:], self.rows[upto:], self.ts[upto:]
         return out
+
+
+async def merged(streams: Sequence[AsyncIterator[bytes]], columns: Sequence[str],
+                 count: str | None, fmt: str) -> AsyncIterator[bytes]:
+    """The router's response body: shards' NDJSON streams merged in time order, as NDJSON
+    (their lines as they are) or CSV under `columns` (`union_columns`; rows without the count
+    column `count` count 1)."""
+    if fmt == "csv":
+        yield csv_head(columns)
+    async for lines, rows in merge(streams, columns[0] if columns else ""):
+        if fmt != "csv":
+            yield b"".join(lines)
+            continue
+        yield csv_text([list(map(operator.methodcaller("get", c, 1 if c == count else None),
+                                 rows)) for c in columns])
 
 
 async def merge(streams: Sequence[AsyncIterator[bytes]], ts_key: str, batch: int = 2000

@@ -1,7 +1,7 @@
 """One record of the raw archive: an accepted batch as it was accepted, and `RawChunk`, the
 columns of raw rows that readers move around.
 
-Imports batch and schema. A record's payload (inside a write-ahead-log frame, `wal.frame`) is
+Imports batch (pick) and schema. A record's payload (inside a write-ahead-log frame, `wal.frame`) is
 
     u32 head length | head (msgpack map) | body (zstd frame of a msgpack map)
 
@@ -10,16 +10,18 @@ The head is small and uncompressed, so a reader can index a file without decompr
 `t` (arrival: the wall-clock time the batch was applied), `id` (its batch id or nil), `n`
 (rows), `lo`/`hi` (the smallest and largest row timestamp), `ts` (the timestamp column's name),
 `cols` (the other columns' names, in order) and `counted` (rows carry roll-up counts). A record
-with `n` = 0 is a marker (`marker`): it carries only a `wal` number.
+with `n` = 0 is a marker (`payload(..., None)`): it carries only a `wal` number.
 
 The body holds the rows "as accepted": after validation and conversion to the column types,
-before dictionary encoding and roll-up. Timestamps are Unix seconds (a float timestamp was
-floored); string dimensions are lists of strings with nil as None; numeric dimensions are their
-column's dtype with a nil mask; metrics are in their 64-bit sum types, a nil metric being 0, a
-float32 metric the float32 value it was rounded to; `count` is present only for batches whose
-rows carry roll-up counts (pre-rolled-up binary batches, as `gumtool import --url` sends).
-Integer arrays are narrowed before compression (the values minus their minimum in the smallest
-unsigned type that holds them), so a 10k-row batch costs about 1 ms to encode and compress.
+before roll-up, made from what the write-ahead log records (`encode_block`), so a batch
+archived live and one archived again from the log at recovery are the same. Timestamps are
+Unix seconds (a float timestamp was floored); a string dimension is its dictionary codes, the
+distinct codes and their strings (strings cost once per distinct value; decoded, each row gets
+its string, None for nil); numeric dimensions are their column's dtype with a nil mask; metrics
+are in their 64-bit sum types, a nil metric being 0, a float32 metric the float32 value it was
+rounded to; `count` only for batches whose rows carry roll-up counts (pre-rolled-up binary
+batches, as `gumtool import --url` sends). Integer arrays are narrowed before compression (the
+values minus their minimum in the smallest unsigned type that holds them).
 """
 
 from __future__ import annotations

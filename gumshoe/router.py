@@ -18,7 +18,6 @@ import dataclasses
 import logging
 import time
 import uuid
-import operator
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -332,32 +331,21 @@ class Router:
             if len(errors) < len(failed):
                 raise next(e for e in failed if not isinstance(e, ShardError))
             raise min(errors, key=lambda e: (e.status >= 500, e.status))
-        columns: dict[str, None] = {}
-        for r in replies:
-            columns.update(dict.fromkeys(rawformat.parse_columns_header(
-                r.headers.get(rawformat.COLUMNS_HEADER))))
-        cols = list(columns)
-        count = next((c for c in cols[1:] if c.lstrip("_") == "count" and c.startswith("_")),
-                     None)
-        ts_key = cols[0] if cols else self.schema.timestamp.name
+        cols, count = rawformat.union_columns(
+            [(r.headers.get(rawformat.COLUMNS_HEADER), r.headers.get(rawformat.COUNT_HEADER))
+             for r in replies], self.schema.timestamp.name)
 
         async def body() -> AsyncIterator[bytes]:
             try:
-                if req.format == "csv":
-                    yield rawformat.csv_head(cols)
-                async for lines, rows in rawformat.merge(
-                        [r.content.iter_any() for r in replies], ts_key):
-                    if req.format == "csv":
-                        yield rawformat.csv_text([list(map(operator.methodcaller(
-                            "get", c, 1 if c == count else None), rows)) for c in cols])
-                    else:
-                        yield b"".join(lines)
+                async for data in rawformat.merged([r.content.iter_any() for r in replies],
+                                                   cols, count, req.format):
+                    yield data
             finally:
                 for r in replies:
                     r.close()
 
-        return StreamingResponse(body(), media_type=req.media_type, headers={
-            rawformat.COLUMNS_HEADER: rawformat.columns_header(cols)})
+        return StreamingResponse(body(), media_type=req.media_type,
+                                 headers=rawformat.response_headers(cols, count))
 
     async def _open_raw(self, shard: str, req: rawformat.RawRequest) -> aiohttp.ClientResponse:
         """A shard's GET /raw, its status checked (the body is read by the caller). No total

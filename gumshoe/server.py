@@ -350,8 +350,8 @@ class ShardServer:
         count = columns[-1] if scan.counted else None
         body = (rawformat.csv(scan.chunks(), columns, count) if req.format == "csv" else
                 rawformat.ndjson(scan.chunks(), count or "_count"))
-        return StreamingResponse(body, media_type=req.media_type, headers={
-            rawformat.COLUMNS_HEADER: rawformat.columns_header(columns)})
+        return StreamingResponse(body, media_type=req.media_type,
+                                 headers=rawformat.response_headers(columns, count))
 
     # -- lifecycle ------------------------------------------------------------------------
     async def _open(self, app: Starlette) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from ..http.harness import ServerProcess, write_config
@@ -146,3 +147,46 @@ def test_raw_needs_a_read_key(tmp_path: Path) -> None:
         assert lines(ok) == sorted_rows(rows)
     finally:
         assert s.stop() == 0
+
+
+def test_rows_with_roll_up_counts(tmp_path: Path) -> None:
+    """A pre-rolled-up binary batch (as `gumtool import --url` sends): its rows keep their
+    counts, as `_count`, through a server and a router, NDJSON and CSV."""
+    from gumshoe import wire
+    from gumshoe.batch import parse_rows
+    from gumshoe.config import parse_config
+    from gumshoe.schema import Schema
+
+    from ..http.harness import SCHEMA
+
+    schema = Schema.from_config(parse_config(SCHEMA).schema)
+    batch = parse_rows(schema, [{"at": T0 + 5, "name": "a", "visits": 6},
+                                {"at": T0 + 1, "name": "b", "visits": 1}])
+    batch.counts = np.array([3, 1], np.int64)
+    shards = []
+    for name in ("s0", "s1"):
+        (tmp_path / name).mkdir()
+        shards.append(ServerProcess(write_config(tmp_path / name, tmp_path / name / "db",
+                                                 ARCHIVE), tmp_path / name / "log").start())
+    router = RouterProcess(write_config(tmp_path, "MEMORY"), tmp_path / "router.log",
+                           [f"127.0.0.1:{s.port}" for s in shards]).start()
+    try:
+        r = router.client.put("/insert", content=wire.encode_batch(batch),
+                              headers={"content-type": wire.CONTENT_TYPE})
+        assert r.status_code == 200, r.text
+        base = {"country": None, "age": None, "clicks": 0, "score": 0.0}
+        expected = [{"at": T0 + 1, "name": "b", **base, "visits": 1},
+                    {"at": T0 + 5, "name": "a", **base, "visits": 6, "_count": 3}]
+        for p in (router, *shards):
+            got = lines(p.client.get("/raw"))
+            if p is router:
+                assert got == expected
+            else:
+                assert all(row in expected for row in got)
+        csv = router.client.get("/raw", params={"format": "csv"})
+        assert csv.headers["x-raw-count"] == "_count"
+        assert csv.text.split("\r\n") == ["at,name,country,age,visits,clicks,score,_count",
+                                          f"{T0 + 1},b,,,1,0,0.0,1",
+                                          f"{T0 + 5},a,,,6,0,0.0,3", ""]
+    finally:
+        assert router.stop() == 0 and all(s.stop() == 0 for s in shards)

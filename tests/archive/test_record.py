@@ -24,6 +24,7 @@ from gumshoe.rawformat import (
     merge,
     ndjson,
     parse_request,
+    union_columns,
 )
 from gumshoe.batch import Batch
 from gumshoe.rawrecord import Encoded, concat, decode, encode_block, payload
@@ -208,3 +209,12 @@ def test_merge_interleaves_streams_in_time_order() -> None:
     expected = sorted((json.loads(x) for s in streams for x in s.splitlines()),
                       key=lambda r: (r["at"], r["s"], r["k"]))
     assert got == expected
+
+
+def test_union_of_shard_columns() -> None:
+    a = ('["at", "name", "_count", "__count"]', "__count")  # a column named _count
+    b = ('["at", "name", "device"]', None)
+    assert union_columns([a, b], "at") == (["at", "name", "_count", "device", "__count"],
+                                           "__count")
+    assert union_columns([b, b], "at") == (["at", "name", "device"], None)
+    assert union_columns([], "at") == (["at"], None)
