@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import operator
+import time
 from typing import Any
 
 import numpy as np
@@ -52,6 +53,32 @@ class Batch:
                      {k: v[pos] for k, v in self.metrics.items()},
                      None if self.counts is None else self.counts[pos],
                      pos if self.row_index is None else self.row_index[pos])
+
+
+def check_future(batch: Batch, ts_name: str, max_future: float,
+                 now: float | None = None) -> None:
+    """Refuse a batch with a row stamped more than `max_future` seconds after `now` (default:
+    this machine's clock): an InsertError naming the row and the max_future key. 0: no check.
+    A row is judged when it arrives; waiting in a funnel's spool only makes it less early."""
+    if not max_future or batch.n == 0:
+        return
+    now = time.time() if now is None else now
+    ahead = batch.timestamps > now + max_future
+    if ahead.any():
+        i = int(np.argmax(ahead))
+        row = i if batch.row_index is None else int(batch.row_index[i])
+        t = int(batch.timestamps[i])
+        raise InsertError(f"rows[{row}].{ts_name}: timestamp {t} is {_span(t - now)} in the "
+                          f"future, more than max_future ({_span(max_future)}) ahead of the "
+                          "server's clock")
+
+
+def _span(seconds: float) -> str:
+    for unit, size in (("years", 365.25 * 86400), ("days", 86400), ("hours", 3600),
+                       ("minutes", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} seconds"
 
 
 def pick(values: list[Any], pos: np.ndarray) -> list[Any]:
@@ -295,8 +322,11 @@ def parse_rows(schema: Schema, rows: Any) -> Batch:
     bad = (ts < 0) | (ts > TIMESTAMP_MAX)
     if n and bad.any():
         i = int(np.argmax(bad))
-        raise InsertError(f"rows[{i}].{ts_col.name}: timestamp {ts_values[i]} is out of range "
-                          f"[0, {TIMESTAMP_MAX}] (Unix seconds)")
+        v = ts_values[i]
+        hint = ("; milliseconds? divide by 1000" if 0 <= v / 1000 <= TIMESTAMP_MAX and
+                v > TIMESTAMP_MAX else "")
+        raise InsertError(f"rows[{i}].{ts_col.name}: timestamp {v} is out of range "
+                          f"[0, {TIMESTAMP_MAX}] (Unix seconds){hint}")
 
     dims: dict[str, Any] = {}
     nils: dict[str, np.ndarray | None] = {}

@@ -40,7 +40,10 @@ def parse_listen(addr: str) -> tuple[str, int]:
     if addr == "":
         return "0.0.0.0", 80
     host, sep, port_text = addr.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    if sep and port_text.isdigit() and int(port_text) > 65535:
+        raise ConfigError(f"listen address {addr!r}: port {int(port_text)} out of range "
+                          "(0-65535)")
+    if not sep or not port_text.isdigit():
         raise ConfigError(f"listen address {addr!r}: expected HOST:PORT (e.g. 127.0.0.1:9000, "
                           "or :9000 for every interface)")
     if host.startswith("[") and host.endswith("]"):

@@ -228,6 +228,7 @@ class Config:
     query_memory: int = 10**9  # estimated bytes one query may use
     query_memory_pool: int = 2 * 10**9  # estimated bytes all running queries may use
     allowed_hosts: tuple[str, ...] = ()  # empty: loopback names on loopback, else any
+    max_future: float = 86400.0  # seconds a row's timestamp may be ahead of the clock; 0: any
     auth: AuthConfig = AuthConfig()
     collect: CollectConfig = CollectConfig()
     funnel: FunnelConfig = FunnelConfig()
@@ -490,6 +491,7 @@ def parse_config(text: str, source: str = "config") -> Config:
         max_body_size=max_body_size,
         max_groups=_int(raw["max_groups"], "max_groups", 1),
         batch_id_window=parse_duration(raw["batch_id_window"], "batch_id_window"),
+        max_future=parse_duration(raw["max_future"], "max_future"),
         schema=schema,
         idle_timeout=_positive_duration(raw, "idle_timeout"),
         request_timeout=_positive_duration(raw, "request_timeout"),
@@ -523,6 +525,7 @@ def config_toml(cfg: Config) -> str:
             f"retention_days = {cfg.retention_days}\ndurability = {text(cfg.durability)}\n"
             f'max_body_size = "{cfg.max_body_size}B"\nmax_groups = {cfg.max_groups}\n'
             f'batch_id_window = "{cfg.batch_id_window!r}s"\n'
+            f'max_future = "{cfg.max_future!r}s"\n'
             f'idle_timeout = "{cfg.idle_timeout!r}s"\n'
             f'request_timeout = "{cfg.request_timeout!r}s"\n'
             f"max_connections = {cfg.max_connections}\n"

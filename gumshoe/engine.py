@@ -451,14 +451,15 @@ class Prepared:
     nothing is allocated until `run`. `cancel` (a threading.Event) stops the scan."""
 
     def __init__(self, query: Query, snapshot: Snapshot, threads: int = 1,
-                 max_groups: int | None = None) -> None:
+                 max_groups: int | None = None, cancel: threading.Event | None = None
+                 ) -> None:
         self.query = query
         self.snapshot = snapshot
         self.threads = max(1, threads)
         self.scanner = Scanner(query, snapshot, max_groups)
         self.tasks = self.scanner.tasks(snapshot, self.threads)
         self.scanner.split_sums(self.tasks)
-        self.cancel = self.scanner.cancel = threading.Event()
+        self.cancel = self.scanner.cancel = cancel or threading.Event()
 
     def memory_estimate(self) -> tuple[int, int]:
         """(bytes, groups) the query is estimated to need at most."""

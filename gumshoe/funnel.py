@@ -34,8 +34,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from . import collect, jsonio, wire
-from .batch import Batch
+from . import collect, jsonio, openapi, wire
+from .batch import Batch, check_future
 from .collect.routes import reason
 from .collect.spool import Cut, Entry, Spool
 from .config import Config
@@ -141,6 +141,7 @@ class Funnel:
     # -- accepting ------------------------------------------------------------------------
     async def insert(self, batch: Batch, batch_id: str | None) -> dict[str, Any]:
         """The sink: spool a validated batch and answer once it is on disk."""
+        check_future(batch, self.schema.timestamp.name, self.config.max_future)
         if batch_id is not None:
             seen = self.spool.seen(batch_id)
             if seen is not None:
@@ -328,6 +329,7 @@ def create_funnel_app(config: Config, upstreams: list[str],
         Endpoint("/metrics", f.prometheus, ("GET",), Role.ADMIN),
         Endpoint("/", f.root, ("GET",), Role.OPEN),
     ]
+    endpoints.append(openapi.endpoint(endpoints, config, "funnel"))
     app = create_edge_app(endpoints, config,
                           lifespan=collect.with_sources(config, f.schema, f, f.lifespan),
                           listen_host="0.0.0.0" if listen_host is None else listen_host,

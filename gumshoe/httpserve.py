@@ -48,6 +48,39 @@ def _raw_response(status: int, reason: str, message: str) -> bytes:
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
 
 
+class CoalescingTransport:
+    """The connection's transport, with the writes of one loop iteration sent together: uvicorn
+    writes a response's head and body separately, two send() calls where one does (writev)."""
+
+    __slots__ = ("_buffer", "_loop", "_scheduled", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._buffer: list[bytes] = []
+        self._scheduled = False
+
+    def write(self, data: bytes) -> None:
+        self._buffer.append(data)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if self._buffer:
+            data, self._buffer = self._buffer, []
+            if not self._transport.is_closing():
+                self._transport.writelines(data)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:  # is_closing, get_extra_info, pause_reading, ...
+        return getattr(self._transport, name)
+
+
 class GuardedProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with connection caps and request/idle timeouts. The limits
     are class attributes, set on a subclass made per server (`protocol_class`)."""
@@ -59,6 +92,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.transport = CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
         self._request_timer: asyncio.TimerHandle | None = None
         if len(self.connections) > self.max_connections:
             now = self.loop.time()

@@ -4,7 +4,9 @@ Imports errors, config, schema and batch (insert bodies become validated Batches
 worker processes). `loads` turns any malformed body into a ClientError (a 400), including
 nesting deep enough to overflow orjson's native stack (orjson 3.8 segfaults past ~100k levels);
 `dumps` never lets a numpy scalar, NaN or infinity reach the wire raw (numpy scalars become
-numbers, NaN/inf become null).
+numbers, NaN/inf become null). A key given twice in one object (which orjson, like msgspec,
+would silently resolve to its last value) is a 400 naming the object: queries are always
+checked; insert bodies through rowdecoder's key count (its docstring has the cost).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import orjson
 from .batch import Batch, parse_rows
 from .config import SchemaConfig
 from .errors import ClientError
-from .rowdecoder import decoder_for
+from .rowdecoder import decoder_for, key_count
 from .schema import Schema
 
 MAX_DEPTH = 256
@@ -75,11 +77,62 @@ def loads(body: bytes, what: str = "request body", strict: bool = True) -> Any:
             raise JSONBodyError(f"{what}: JSON nested too deeply ({depth} levels, at most "
                                 f"{MAX_DEPTH})")
     try:
-        return orjson.loads(body)
+        obj = orjson.loads(body)
     except orjson.JSONDecodeError as e:
         raise JSONBodyError(f"{what}: invalid JSON: {e}") from None
     except RecursionError:
         raise JSONBodyError(f"{what}: JSON nested too deeply") from None
+    if strict:  # small bodies (queries): count every key
+        refuse_duplicate_keys(body, _distinct_keys(obj), what)
+    return obj
+
+
+def _distinct_keys(obj: Any) -> int:
+    if isinstance(obj, dict):
+        return len(obj) + sum(map(_distinct_keys, obj.values()))
+    if isinstance(obj, list):
+        return sum(map(_distinct_keys, obj))
+    return 0
+
+
+class _Pairs(list[tuple[str, Any]]):
+    """An object as its key-value pairs, duplicates kept (json's object_pairs_hook)."""
+
+
+def refuse_duplicate_keys(body: bytes, distinct: int, what: str, top: str = "") -> None:
+    """Raise JSONBodyError naming the object and key when the JSON text `body`, decoded with
+    `distinct` keys, holds more keys than that (a key given twice in one object). `top` names
+    the top level in the message (e.g. "rows": `rows[3]: duplicate key 'visits'`)."""
+    if key_count(body, distinct) == distinct:
+        return
+    try:  # rare: find which, with a parse that keeps every pair
+        found = _duplicate(json.loads(body, object_pairs_hook=_Pairs), top)
+    except (ValueError, RecursionError):
+        return
+    if found is not None:
+        path, key = found
+        raise JSONBodyError(f"{path or what}: duplicate key {key!r} (each key at most once "
+                            "per object)")
+
+
+def _duplicate(node: Any, path: str) -> tuple[str, str] | None:
+    """(path of the object, key) of the first key given twice, depth first."""
+    if isinstance(node, _Pairs):
+        seen: set[str] = set()
+        for key, _ in node:
+            if key in seen:
+                return path, key
+            seen.add(key)
+        items: Iterator[tuple[str, Any]] = ((f"{path}.{k}" if path else k, v) for k, v in node)
+    elif isinstance(node, list):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(node))
+    else:
+        return None
+    for sub_path, value in items:
+        found = _duplicate(value, sub_path)
+        if found is not None:
+            return found
+    return None
 
 
 def _default(obj: Any) -> Any:
@@ -155,7 +208,10 @@ def parse_insert_body(body: bytes, schema: Schema) -> Batch:
     batch = decoder_for(schema).decode(body)
     if batch is not None:
         return batch
-    return parse_rows(schema, loads(body, "insert body", strict=False))
+    rows = loads(body, "insert body", strict=False)
+    if type(rows) is list and all(type(r) is dict for r in rows):
+        refuse_duplicate_keys(body, sum(map(len, rows)), "insert body", "rows")
+    return parse_rows(schema, rows)
 
 
 _worker_schema: Schema | None = None

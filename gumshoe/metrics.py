@@ -262,6 +262,26 @@ td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}</style></head><b
 """
 
 
+def request_hook(requests: Counter, duration: Histogram
+                 ) -> Callable[[str, str, int, float], None]:
+    """The edge's per-request hook: count by (method, route, status), time by route. The
+    labelled children are looked up once each (labels() costs more than the increment)."""
+    counters: dict[tuple[str, str, int], Any] = {}
+    timers: dict[str, Any] = {}
+
+    def on_request(method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        counter = counters.get(key)
+        if counter is None:
+            counter = counters[key] = requests.labels(method, route, str(status))
+        counter.inc()
+        timer = timers.get(route)
+        if timer is None:
+            timer = timers[route] = duration.labels(route)
+        timer.observe(seconds)
+    return on_request
+
+
 class RouterMetrics:
     """The router's metrics: requests, inserts and queries, per-shard call latency and
     errors, and each shard's health (set by the /metrics handler before it renders)."""

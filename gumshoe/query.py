@@ -323,6 +323,9 @@ def _grouping(schema: Schema, obj: Any, path: str) -> Grouping:
     return Grouping(col, _name(f.get("name"), col.name, path), transform, zone, fill, interval)
 
 
+_TIMESTAMP_MAX = 2**32 - 1  # the timestamp column is uint32 Unix seconds
+
+
 def _check_value(col: Column, value: Any, path: str, op: str) -> Any:
     if value is None:
         if col.role != "dimension":
@@ -337,6 +340,12 @@ def _check_value(col: Column, value: Any, path: str, op: str) -> Any:
     if not _is_number(value):
         raise QueryError(f"{path}.value: {col.name!r} is numeric; expected a number, got "
                          f"{_describe(value)}")
+    if col.role == "timestamp" and _TIMESTAMP_MAX < value < (_TIMESTAMP_MAX + 1) * 1000:
+        # milliseconds would silently match nothing (or everything). Larger values are no
+        # mistake of units (10**400 bounds nothing) and compare exactly.
+        raise QueryError(f"{path}.value: {value} is beyond the range of the timestamp "
+                         f"{col.name!r} (Unix seconds, at most {_TIMESTAMP_MAX}); milliseconds? "
+                         f"{value} ms is {int(value // 1000)} s")
     return value
 
 

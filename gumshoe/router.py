@@ -30,8 +30,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
 
-from . import collect, jsonio, rawformat, sql, wire
-from .batch import Batch
+from . import collect, console, jsonio, openapi, rawformat, sql, wire
+from .batch import Batch, check_future
 from .config import Config
 from .edge import (
     Endpoint,
@@ -45,7 +45,7 @@ from .edge import (
 )
 from .edge import create_app as create_edge_app
 from .errors import ConfigError, GumshoeError, QueryError
-from .metrics import CONTENT_TYPE_LATEST, RouterMetrics
+from .metrics import CONTENT_TYPE_LATEST, RouterMetrics, request_hook
 from .query import Query, parse_query
 from .partials import Partial, empty_partial, finalize, merge
 from .schema import Schema, describe
@@ -168,6 +168,7 @@ class Router:
 
     async def insert_batch(self, batch: Batch, batch_id: str | None = None) -> dict[str, Any]:
         """Split a validated batch by shard and send it (also the collect routes' sink)."""
+        check_future(batch, self.schema.timestamp.name, self.config.max_future)
         batch_id = batch_id or uuid.uuid4().hex
         parts = await run_in_threadpool(self._split, batch)
         results = await asyncio.gather(*(self._send(i, rows, batch_id)
@@ -248,9 +249,8 @@ class Router:
         rows = await run_in_threadpool(self._finish, query, payloads)
         self.metrics.queries.inc()
         self.stats["queries"] += 1
-        duration_ms = int((time.perf_counter() - t0) * 1000)
         extra = {"missingShards": [e.shard for e in failed]} if query.allow_partial else {}
-        return await query_response(rows, duration_ms, fmt, extra, query=query)
+        return await query_response(rows, time.perf_counter() - t0, fmt, extra, query=query)
 
     def _finish(self, query: Query, payloads: list[bytes]) -> list[dict[str, Any]]:
         partials: list[Partial] = [wire.decode_partial(p) for p in payloads]
@@ -392,9 +392,7 @@ def create_router_app(config: Config, shards: list[str], timeout: float = 30.0,
                       listen_host: str | None = None) -> Starlette:
     r = Router(config, shards, timeout)
 
-    def on_request(method: str, route: str, status: int, seconds: float) -> None:
-        r.metrics.requests.labels(method, route, str(status)).inc()
-        r.metrics.request_duration.labels(route).observe(seconds)
+    on_request = request_hook(r.metrics.requests, r.metrics.request_duration)
 
     endpoints = [
         *collect.endpoints(config, r.schema, collect.FunctionSink(r.insert_batch),
@@ -411,7 +409,9 @@ def create_router_app(config: Config, shards: list[str], timeout: float = 30.0,
         Endpoint("/metrics", r.prometheus, ("GET",), Role.ADMIN),
         Endpoint("/raw", r.raw, ("GET",), Role.READ),
         Endpoint("/", r.root, ("GET",), Role.OPEN),
+        *console.endpoints(),
     ]
+    endpoints.append(openapi.endpoint(endpoints, config, "router"))
     app = create_edge_app(endpoints, config, lifespan=r.lifespan,
                           listen_host="0.0.0.0" if listen_host is None else listen_host,
                           on_request=on_request, cors_origins=config.collect.allowed_origins)

@@ -81,7 +81,9 @@ def _parse_column(name: str, type_name: str, role: str) -> Column:
                               "uint32)")
         return Column(name, type_name, role, np.dtype(base), is_string=True)
     if type_name not in NUMERIC_TYPES:
-        raise ConfigError(f"column {name!r}: bad type: {type_name}")
+        strings = "" if role == "metric" else ", or string:" + "/".join(STRING_CODE_TYPES)
+        raise ConfigError(f"column {name!r}: bad type: {type_name} (valid types: "
+                          f"{', '.join(NUMERIC_TYPES)}{strings})")
     if role == "timestamp" and type_name != "uint32":
         raise ConfigError(f"timestamp column ({name!r}) must be uint32")
     return Column(name, type_name, role, np.dtype(type_name))

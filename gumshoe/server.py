@@ -30,7 +30,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
 
-from . import collect, jsonio, rawformat, rawscan, sql, wire
+from . import collect, console, jsonio, openapi, rawformat, rawscan, sql, wire
+from .batch import check_future
 from .block import Block, concat, rollup
 from .config import Config, format_duration
 from .edge import (
@@ -52,7 +53,14 @@ from .errors import (
     StorageFailedError,
     TransientStorageError,
 )
-from .metrics import CONTENT_TYPE_LATEST, Metrics, metricz_html, metricz_json, storage_stats
+from .metrics import (
+    CONTENT_TYPE_LATEST,
+    Metrics,
+    metricz_html,
+    metricz_json,
+    request_hook,
+    storage_stats,
+)
 from .schema import Schema, describe
 from .service import QueryService
 
@@ -230,6 +238,7 @@ class ShardServer:
                 batch = collect.parse_body(body, content_type, db.schema, int(time.time()))
             elif batch is None:
                 batch = self.decoder.parse(body)
+            check_future(batch, db.schema.timestamp.name, self.config.max_future)
             result = db.insert_batch(batch, batch_id=batch_id)
         except ClientError:
             m.insert_errors.labels("bad_request").inc()
@@ -263,7 +272,7 @@ class ShardServer:
         elapsed = time.perf_counter() - t0
         self.metrics.queries.labels("ok").inc()
         self.metrics.query_duration.observe(elapsed)
-        return await query_response(rows, int(elapsed * 1000), fmt, query=query)
+        return await query_response(rows, elapsed, fmt, query=query)
 
     async def sql(self, request: Request) -> Response:
         """POST /sql: the SQL subset, answered exactly like /query (EXPLAIN: the JSON query)."""
@@ -283,7 +292,7 @@ class ShardServer:
         elapsed = time.perf_counter() - t0
         self.metrics.queries.labels("ok").inc()
         self.metrics.query_duration.observe(elapsed)
-        return await query_response(rows, int(elapsed * 1000), fmt, query=query)
+        return await query_response(rows, elapsed, fmt, query=query)
 
     async def partial(self, request: Request) -> Response:
         """The router's fan-out endpoint: a query's mergeable partial result, as msgpack."""
@@ -443,15 +452,15 @@ def create_app(db: Any, config: Config, *, periodic_flush: bool = True,
         insert_workers = default_insert_workers()
     s = ShardServer(config, db, insert_workers, open_db)
 
-    def on_request(method: str, route: str, status: int, seconds: float) -> None:
-        s.metrics.requests.labels(method, route, str(status)).inc()
-        s.metrics.request_duration.labels(route).observe(seconds)
+    on_request = request_hook(s.metrics.requests, s.metrics.request_duration)
 
     schema = Schema.from_config(config.schema)
     sink = collect.FunctionSink(s.insert_batch)
     # collect routes first: beacons are the most frequent request (templates cannot shadow
     # the routes after them: collect.templates.RESERVED_SEGMENTS)
-    endpoints = collect.endpoints(config, schema, sink, s.metrics.registry) + server_endpoints(s)
+    endpoints = (collect.endpoints(config, schema, sink, s.metrics.registry)
+                 + server_endpoints(s) + console.endpoints())
+    endpoints.append(openapi.endpoint(endpoints, config, "server"))
     app = create_edge_app(endpoints, config,
                           lifespan=collect.with_sources(
                               config, schema, sink, lambda app: s.lifespan(app, periodic_flush)),

@@ -20,6 +20,7 @@ import asyncio
 import threading
 import time
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from collections.abc import Callable
 from typing import Any
 
 from .config import Config
@@ -113,9 +114,10 @@ class QueryService:
             limit = min(limit, query.timeout_ms / 1000)
         return limit
 
-    def prepare(self, query: Query) -> Prepared:
+    def prepare(self, query: Query, cancel: threading.Event | None = None) -> Prepared:
         """Plan over a fresh snapshot and check the memory estimate (blocking: a thread)."""
-        prepared = Prepared(query, self.db.snapshot(), self.threads, self.config.max_groups)
+        prepared = Prepared(query, self.db.snapshot(), self.threads, self.config.max_groups,
+                            cancel)
         need, groups = prepared.memory_estimate()
         if need > self.config.query_memory:
             self.stats["refused_memory"] += 1
@@ -141,30 +143,39 @@ class QueryService:
         partial: Partial = await self._run(query, lambda p: p.decoded_partial(self.scan_pool))
         return partial
 
-    async def _run(self, query: Query, work: Any) -> Any:
-        loop = asyncio.get_running_loop()
+    async def _run(self, query: Query, work: Callable[[Prepared], Any]) -> Any:
+        """Plan, admit and run `work` in one coordinator thread (one hand-off: a small query's
+        whole server time is a fraction of a millisecond), bounded by the query's time."""
         limit = self.timeout_of(query)
         deadline = time.monotonic() + limit
-        prepared = await loop.run_in_executor(self.coordinators, self.prepare, query)
-        need = prepared.memory_estimate()[0]
-        give_up = min(deadline, time.monotonic() + ADMISSION_WAIT)
-        while not self.memory.try_reserve(need):
-            if time.monotonic() > give_up:
-                self.stats["overloaded"] += 1
-                raise OverloadedError(
-                    f"the running queries use the query memory pool ({_size(self.memory.used)}"
-                    f" of {_size(self.memory.limit)}; query_memory_pool); retry later")
-            await asyncio.sleep(0.05)
-        future: Future[Any] = self.coordinators.submit(work, prepared)
-        future.add_done_callback(lambda _: self.memory.release(need))
+        cancel = threading.Event()
+        future: Future[Any] = self.coordinators.submit(self._admit_and_run, query, work,
+                                                       deadline, cancel)
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future),
                                           max(0.0, deadline - time.monotonic()))
         except (TimeoutError, QueryCancelled):
-            prepared.cancel.set()
+            cancel.set()
             self.stats["timeouts"] += 1
             raise QueryTimeoutError(f"query timed out after {round(limit * 1000)} ms "
                                     "(query_timeout)") from None
+
+    def _admit_and_run(self, query: Query, work: Callable[[Prepared], Any], deadline: float,
+                       cancel: threading.Event) -> Any:
+        prepared = self.prepare(query, cancel)
+        need = prepared.memory_estimate()[0]
+        give_up = min(deadline, time.monotonic() + ADMISSION_WAIT)
+        while not self.memory.try_reserve(need):
+            if time.monotonic() > give_up or cancel.is_set():
+                self.stats["overloaded"] += 1
+                raise OverloadedError(
+                    f"the running queries use the query memory pool ({_size(self.memory.used)}"
+                    f" of {_size(self.memory.limit)}; query_memory_pool); retry later")
+            time.sleep(0.02)
+        try:
+            return work(prepared)
+        finally:
+            self.memory.release(need)
 
     def run_sync(self, obj: Any) -> list[dict[str, Any]]:
         """Result rows, blocking, without the time limit (tests, tools, benchmarks)."""

@@ -51,6 +51,7 @@ TIERS: list[set[str]] = [
     {"collect.sources"},  # queue consumers (Redis)
     {"collect.routes"},  # the collect routes on the edge
     {"collect"},
+    {"console", "openapi"},  # GET /console (static files) and GET /openapi.json
     {"client"},  # the Python client: standard library only (test_client_imports_only_stdlib)
     {"querycli"},  # `gumshoe query`: the client on the command line
     {"server", "router", "funnel", "cli", "__main__"},
@@ -71,7 +72,8 @@ FORBIDDEN = {
 }
 
 WEB_STACK = {"starlette", "uvicorn", "prometheus_client", "httpx", "httpx2", "aiohttp"}
-WEB_MODULES = {"server", "router", "funnel", "metrics", "edge", "httpserve", "collect.routes"}
+WEB_MODULES = {"server", "router", "funnel", "metrics", "edge", "httpserve", "collect.routes",
+               "console", "openapi"}
 # gumtool works on storage; it never reaches the servers or the web stack.
 GUMTOOL_FORBIDDEN = {"gumshoe.server", "gumshoe.router", "gumshoe.cli", "gumshoe.edge",
                      "gumshoe.httpserve", *WEB_STACK}

@@ -179,7 +179,7 @@ def endpoints(config: Config, schema: Schema, sink: Sink,
     """Every collect route of an app whose way in is `sink`; their counters go to `registry`
     (the app's /metrics). Raises ConfigError when [collect] names columns the schema lacks."""
     c = Collector(config, schema, sink, registry or CollectorRegistry(auto_describe=False))
-    out = [Endpoint("/pixel.gif", c.pixel, ("GET", "POST"), Role.COLLECT, cors=True),
+    out = [Endpoint("/pixel.gif", c.pixel, ("GET", "POST"), Role.COLLECT, cors=True, fast=True),
            Endpoint("/track", c.track, ("POST",), Role.COLLECT, cors=True)]
     out += [Endpoint(t.path, c.template_handler(t), ("GET",), Role.COLLECT, cors=True)
             for t in c.templates]

@@ -85,25 +85,26 @@ def test_console_entry_point_runs() -> None:
     assert "readdims" in done.stderr
 
 
-def test_progress_plain_lines_every_5_percent() -> None:
+def test_progress_is_quiet_off_a_terminal() -> None:
     out = io.StringIO()
-    p = Progress("rows", 1000, out, tty=False)
+    p = Progress("rows", 1000, out)  # a StringIO is no terminal
     for _ in range(100):
         p.advance(10)
     p.finish()
-    lines = out.getvalue().splitlines()
-    assert lines[0] == "rows:    0/1000 (0.0%)"
-    assert lines[-1] == "rows: 1000/1000 (100.0%)"
-    assert len(lines) == 21  # 0%, then one line per 5% boundary
+    assert out.getvalue() == ""
 
 
 def test_progress_bar_on_a_terminal() -> None:
     out = io.StringIO()
     p = Progress("intervals", 4, out, tty=True)
-    for _ in range(4):
-        p.advance()
+    for _ in range(5):
+        p.advance()  # one too many: the count stops at the total
     p.finish()
-    text = out.getvalue()
-    assert text.startswith("\r[")
-    assert text.endswith("intervals: 4/4 (100.0%)\n")
-    assert "#" * 30 in text
+    assert p.done == 4
+    last = out.getvalue().split("\r")[-1]
+    assert last.startswith("intervals: 100%|")  # tqdm: label, percentage, bar
+    assert "4/4 [" in last and "it/s]" in last  # count, elapsed<ETA, rate
+    assert out.getvalue().endswith("\n")
+    quiet = io.StringIO()
+    Progress("intervals", 4, quiet, tty=True, quiet=True).finish()
+    assert quiet.getvalue() == ""

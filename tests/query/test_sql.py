@@ -386,23 +386,44 @@ def _expressible(f: dict[str, Any]) -> bool:
     return not (f.get("value") is None and kind not in ("=", "!=", "in"))
 
 
+_LIKE_ESCAPE = str.maketrans({"\\": "\\\\", "%": "\\%", "_": "\\_"})
+
+
 @st.composite
-def _where(draw: st.DrawFn, f: dict[str, Any], schema: Schema) -> str:
+def _where(draw: st.DrawFn, f: dict[str, Any], schema: Schema,
+           outputs: dict[str, str] | None = None) -> str:
+    """A filter as SQL. With `outputs` (output name -> how SQL may name it) it is a HAVING
+    condition over output names, else a WHERE condition over columns."""
     f = _keys(f)
     kind = f.get("type", "=")
     if kind in ("and", "or"):
-        return "(" + f" {kind.upper()} ".join(draw(_where(g, schema))
+        return "(" + f" {kind.upper()} ".join(draw(_where(g, schema, outputs))
                                               for g in f["filters"]) + ")"
     if kind == "not":
-        return f"NOT ({draw(_where(f['filter'], schema))})"
-    col, value = _ident(f["column"]), f["value"]
+        return f"NOT ({draw(_where(f['filter'], schema, outputs))})"
+    if outputs is None:
+        col = _ident(f["column"])
+    else:
+        col = draw(st.sampled_from(["count(*)", _ident("rowCount")])) if (
+            f["column"] == "rowCount") else outputs[f["column"]]
+    value = f["value"]
+    if kind in ("prefix", "contains"):
+        like = "ILIKE" if f.get("caseinsensitive") else "LIKE"
+        pattern = value.translate(_LIKE_ESCAPE)
+        pattern = pattern + "%" if kind == "prefix" else "%" + pattern + "%"
+        return f"{col} {like} {_literal(pattern)}"
+    if kind == "regex":
+        ci = bool(f.get("caseinsensitive"))
+        if draw(st.booleans()):
+            return f"{col} {'~*' if ci else '~'} {_literal(value)}"
+        return f"REGEXP_LIKE({col}, {_literal(value)}{', ' + _literal('i') if ci else ''})"
     if kind == "in":
         return f"{col} IN ({', '.join(_literal(v) for v in value)})"
     if value is None:
         return f"{col} IS {'NOT ' if kind == '!=' else ''}NULL"
     text = _literal(value)
     ts = schema.timestamp.name
-    if f["column"] == ts and isinstance(value, int) and draw(st.booleans()):
+    if outputs is None and f["column"] == ts and isinstance(value, int) and draw(st.booleans()):
         when = datetime.datetime.fromtimestamp(value, datetime.UTC)
         text = f"TIMESTAMP '{when:%Y-%m-%d %H:%M:%S}'"
     if kind == "!=":
@@ -413,19 +434,62 @@ def _where(draw: st.DrawFn, f: dict[str, Any], schema: Schema) -> str:
     return f"{col} {kind} {text}"
 
 
+# the tokens of a post-aggregation expression: a quoted name, a (dotted) name, anything else
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[A-Za-z_][A-Za-z0-9_.]*|\d+(?:\.\d*)?(?:e[+-]?\d+)?'
+                    r"|\.\d+(?:e[+-]?\d+)?|\S", re.IGNORECASE)
+
+
+def _expression_names(expression: str) -> list[str]:
+    out = []
+    for tok in _TOKEN.findall(expression):
+        if tok.startswith('"'):
+            out.append(re.sub(r"\\(.)", r"\1", tok[1:-1]))
+        elif tok[0].isalpha() or tok[0] == "_":
+            out.append(tok)
+    return out
+
+
+def _sql_expression(expression: str, names: dict[str, str]) -> str:
+    """A post-aggregation's expression as SQL: output names replaced by the aggregate
+    arithmetic they stand for (`names`: output name -> SQL)."""
+    parts = []
+    for tok in _TOKEN.findall(expression):
+        if tok.startswith('"'):
+            parts.append(names[re.sub(r"\\(.)", r"\1", tok[1:-1])])
+        elif tok[0].isalpha() or tok[0] == "_":
+            parts.append(names[tok])
+        else:
+            parts.append(tok)
+    sql = " ".join(parts)
+    if not any(n in sql for n in ("sum(", "avg(", "count(*)")):
+        sql = f"({sql}) + 0 * count(*)"  # only numbers: SQL needs an aggregate in it
+    return sql
+
+
 @st.composite
 def as_sql(draw: st.DrawFn, query: dict[str, Any], schema: Schema) -> str:
-    """`query` (from tests/strategies.py) written as SQL, in one of several equivalent ways."""
+    """`query` (from tests/strategies.py) written as SQL, in one of several equivalent ways:
+    groupings with date_trunc and time zones, aggregates, post-aggregations as arithmetic on
+    the aggregates, string matching as LIKE/ILIKE/~/REGEXP_LIKE, HAVING, ORDER BY, LIMIT and
+    OFFSET. Only for queries `_sql_writes` accepts."""
     q = _keys(query)
     select: list[str] = []
     group_by: list[str] = []
     outputs: dict[str, int] = {}  # output name -> select item number
+    arithmetic: dict[str, str] = {"rowCount": "count(*)"}  # output name -> SQL in expressions
     for g in q.get("groupings") or []:
         g = {"column": g} if isinstance(g, str) else _keys(g)
         name = g.get("name", g["column"])
         expr = _ident(g["column"])
         if g.get("timetransform"):
-            expr = f"date_trunc('{g['timetransform']}', {expr})"
+            unit = _literal(g["timetransform"])
+            zone = g.get("timezone")
+            if zone is None:
+                expr = f"date_trunc({unit}, {expr})"
+            elif draw(st.booleans()):
+                expr = f"date_trunc({unit}, {expr}, {_literal(zone)})"
+            else:
+                expr = f"date_trunc({unit}, {expr} AT TIME ZONE {_literal(zone)})"
         aliased = name != g["column"] or draw(st.booleans())
         select.append(f"{expr} AS {_ident(name)}" if aliased else expr)
         outputs[name] = len(select)
@@ -437,9 +501,16 @@ def as_sql(draw: st.DrawFn, query: dict[str, Any], schema: Schema) -> str:
         func = "avg" if a.get("type") == "average" else "sum"
         name = a.get("name", a["column"])
         item = f"{func}({_ident(a['column'])})"
+        arithmetic[name] = item
         select.append(f"{item} AS {_ident(name)}" if name != a["column"] or draw(st.booleans())
                       else item)
         outputs[name] = len(select)
+    for p in q.get("postaggregations") or []:
+        p = _keys(p)
+        expr = _sql_expression(p["expression"], arithmetic)
+        arithmetic[p["name"]] = f"({expr})"
+        select.append(f"{expr} AS {_ident(p['name'])}")
+        outputs[p["name"]] = len(select)
     if not select or draw(st.booleans()):
         select.append(draw(st.sampled_from(["count(*)", 'count(*) AS "rowCount"', "COUNT(1)"])))
         outputs["rowCount"] = len(select)
@@ -449,6 +520,12 @@ def as_sql(draw: st.DrawFn, query: dict[str, Any], schema: Schema) -> str:
         text += " WHERE " + " AND ".join(draw(_where(f, schema)) for f in filters)
     if group_by:
         text += " GROUP BY " + ", ".join(group_by)
+    having = q.get("having")
+    if having is not None:
+        names = {n: _ident(n) for n in outputs}
+        text += " HAVING " + " AND ".join(
+            draw(_where(h, schema, names)) for h in (having if isinstance(having, list)
+                                                     else [having]))
     order = []
     for o in q.get("orderby") or []:
         o = _keys(o)
@@ -461,33 +538,35 @@ def as_sql(draw: st.DrawFn, query: dict[str, Any], schema: Schema) -> str:
         text += " ORDER BY " + ", ".join(order)
     if q.get("limit") is not None:
         text += f" LIMIT {q['limit']}"
+    if q.get("offset") is not None:
+        text += f" OFFSET {q['offset']}"
     return text + draw(st.sampled_from(["", ";"]))
 
 
-_OLD_TRANSFORMS = (None, "minute", "hour", "day")
-
-
-def _written_as_sql(query: dict[str, Any]) -> bool:
-    """Whether as_sql can write the query yet: the language as it was before having,
-    postAggregations, offset, zero-fill, time zones, calendar buckets and string matching."""
+def _sql_writes(query: dict[str, Any], schema: Schema) -> bool:
+    """Whether SQL can say what `query` says: not zero-fill (no SQL form), date_trunc of
+    the timestamp only, and post-aggregations over aggregates and rowCount only (SQL's
+    expressions are aggregate arithmetic: a grouping in one is a grouping of its own); an
+    aggregate used in one needs a plain name (sql.py names the aggregate of an expression
+    itself unless a selected one has a name an expression can use)."""
     q = _keys(query)
-    if any(k in q for k in ("having", "postaggregations", "offset")):
-        return False
     for g in q.get("groupings") or []:
         if isinstance(g, dict):
             g = _keys(g)
-            if g.get("timetransform") not in _OLD_TRANSFORMS or "timezone" in g or "fill" in g:
+            if g.get("fill") or (g.get("timetransform") and
+                                 g["column"] != schema.timestamp.name):
                 return False
-
-    def plain(f: Any) -> bool:
-        f = _keys(f)
-        kind = f.get("type", "=")
-        if kind in ("and", "or"):
-            return all(plain(g) for g in f["filters"])
-        if kind == "not":
-            return plain(f["filter"])
-        return kind in ("=", "!=", ">", ">=", "<", "<=", "in")
-    return all(plain(f) for f in q.get("filters") or [])
+    usable = {"rowCount"} | {
+        n for a in q.get("aggregates") or []
+        if (n := _keys(a).get("name", _keys(a)["column"])).isidentifier()}
+    for p in q.get("postaggregations") or []:
+        p = _keys(p)
+        if not set(_expression_names(p["expression"])) <= usable:
+            return False
+        usable.add(p["name"])
+    having = q.get("having")
+    return having is None or all(_expressible(h) for h in (
+        having if isinstance(having, list) else [having]))
 
 
 @st.composite
@@ -501,7 +580,7 @@ def sql_cases(draw: st.DrawFn) -> tuple[SchemaConfig, list[dict[str, Any]],
     pairs = []
     for q in qs:
         assume(all(_expressible(f) for f in _keys(q).get("filters") or []))
-        assume(_written_as_sql(q))
+        assume(_sql_writes(q, schema))
         pairs.append((q, draw(as_sql(q, schema))))
     return sc, data, pairs
 
