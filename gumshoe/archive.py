@@ -247,14 +247,16 @@ class Archive:
             if p.name.startswith(SCRATCH_PREFIX):
                 shutil.rmtree(p, ignore_errors=True)
         closed, active = list_files(self.dir)
-        for older in active[:-1]:  # a rotation cut short: close it now
-            if (f := self._close_scanned(older)) is not None:
-                closed.append(f)
-        self._closed = sorted(closed, key=lambda f: f.first)
+        self._closed = closed
+        for i, older in enumerate(active[:-1]):  # a rotation cut short: close it now
+            rest_empty = all(f.path.stat().st_size == 0 for f in active[i + 1:])
+            if (f := self._close_scanned(older, salvage=rest_empty)) is not None:
+                self._closed.append(f)
+        self._closed.sort(key=lambda f: f.first)
         nxt = max([f.last + 1 for f in self._closed if f.last is not None], default=1)
         if active:
             cur = active[-1]
-            s = self._scan_active(cur)
+            s = self._scan_active(cur, salvage=True)
             fd = fileio.open_fd(cur.path, os.O_WRONLY | os.O_APPEND)
             self._fd, self._first = fd, cur.first
             self._next = cur.first if s.last is None else s.last + 1
@@ -264,19 +266,18 @@ class Archive:
             self._start(nxt)
         self._expire(self.clock())
 
-    def _scan_active(self, f: FileInfo) -> _Scan:
-        """Scan the file being written when the process stopped. A torn last record is cut
-        off. Damage further back can only be the part not yet fsync'd (a power loss): the
-        archive is fsync'd before each flush moves the log's mark, so every record after the
-        last whole one is still in the log, and replaying it archives it again; the file is
-        cut at the damage then. If the log's mark is past the last whole record, the damaged
-        records are in no log any more: start-up is refused, naming the file."""
-        s = scan_file(f.path, f.first, repair=True, sync=self.fsync, salvage=True)
+    def _scan_active(self, f: FileInfo, salvage: bool) -> _Scan:
+        """Scan a file being written when the process stopped (the last one written to:
+        `salvage`). A torn last record is cut off. Damage further back can only be the part
+        not yet fsync'd (a power loss): the archive is fsync'd before each flush moves the
+        log's mark, so every record after the last whole one is still in the log, and
+        replaying it archives it again; the file is cut at the damage then. If the log's mark
+        is past the last whole record, the damaged records are in no log any more: start-up is
+        refused, naming the file."""
+        s = scan_file(f.path, f.first, repair=True, sync=self.fsync, salvage=salvage)
         if s.damage is None:
             return s
-        self._last_wal = s.last_wal
-        last = self._known_last_wal() if s.last is None else s.last_wal
-        assert last is not None
+        last = self._newest_closed_wal() if s.last_wal is None else s.last_wal
         if last < self.flushed_seq:
             raise CorruptDataError(f"{s.damage}; the write-ahead log no longer holds the "
                                    "batches after it (they were flushed), so cutting the "
@@ -291,9 +292,9 @@ class Archive:
         s.damage = None
         return s
 
-    def _close_scanned(self, f: FileInfo) -> FileInfo | None:
+    def _close_scanned(self, f: FileInfo, salvage: bool) -> FileInfo | None:
         """Close an active file left by a crash (scan, then rename; removed when empty)."""
-        s = scan_file(f.path, f.first, repair=True, sync=self.fsync)
+        s = self._scan_active(f, salvage)
         if s.last is None or s.tmin is None or s.tmax is None:
             if s.last is None:
                 f.path.unlink()
@@ -430,14 +431,16 @@ class Archive:
     def _known_last_wal(self) -> int:
         """The log sequence number of the last record archived (0: none)."""
         if self._last_wal is None:
-            self._last_wal = 0
-            for f in reversed(self._closed):
-                assert f.last is not None
-                s = scan_file(f.path, f.first, repair=False, sync=False)
-                if s.last_wal is not None:
-                    self._last_wal = s.last_wal
-                    break
+            self._last_wal = self._newest_closed_wal()
         return self._last_wal
+
+    def _newest_closed_wal(self) -> int:
+        """The log sequence number of the last record of the newest closed file (0: none)."""
+        for f in sorted(self._closed, key=lambda f: f.first, reverse=True):
+            s = scan_file(f.path, f.first, repair=False, sync=False)
+            if s.last_wal is not None:
+                return s.last_wal
+        return 0
 
     def new_epoch(self) -> None:
         """A new database starts writing here: its log numbers start again from 1, so a marker

@@ -300,3 +300,30 @@ def test_leftover_active_files_are_closed_at_start(tmp_path: Path) -> None:
     closed, active_left = list_files(arch)
     assert not active_left and len(closed) == 2
     assert archive_rows(arch) == sorted_rows(rows + sample_rows(10, 13))
+
+
+def test_damage_in_a_rotation_cut_short(tmp_path: Path) -> None:
+    """A power loss in a rotation: the new file exists (empty), the old one was not fsync'd
+    yet and is damaged after the last flush. It is cut, closed, and the batches re-archived."""
+    cfg = config(tmp_path, tmp_path / "db", durability="fsync")
+    rows = sample_rows(300, 15)
+    db = DB(load_config(cfg))
+    try:
+        insert_all(db, rows[:100], 50)
+        db.flush()
+        insert_all(db, rows[100:], 50, "c")  # log records 3-6
+        image = crash_image(tmp_path / "db", tmp_path / "img", tmp_path)
+    finally:
+        db.close()
+    arch = tmp_path / "img" / "archive"
+    _, (active,) = list_files(arch)
+    offsets = record_offsets(active.path)
+    with open(active.path, "r+b") as f:
+        f.seek(offsets[4] + 30)
+        byte = f.read(1)
+        f.seek(offsets[4] + 30)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    (arch / archive_mod.active_name(7)).touch()
+    with DB(load_config(image)) as again:
+        assert again.archive is not None and again.archive.stats["replayed"] == 2
+    assert archive_rows(arch) == sorted_rows(rows)
