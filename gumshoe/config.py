@@ -45,6 +45,29 @@ def parse_duration(text: str, key: str = "duration") -> float:
     return total
 
 
+_AGE_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h|d|w)")
+_AGE_UNITS = {**_DURATION_UNITS, "d": 86400.0, "w": 604800.0}
+
+
+def parse_age(text: str, key: str) -> float:
+    """Parse a long duration into seconds: a Go duration that may also use days and weeks
+    ("30d", "1d12h", "2w"; "0" is 0). For ages such as [archive] keep."""
+    if not isinstance(text, str):
+        raise ConfigError(f"{key}: expected a duration string like \"30d\", got {text!r}")
+    s = text.strip()
+    if s == "0":
+        return 0.0
+    pos, total = 0, 0.0
+    for m in _AGE_RE.finditer(s):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _AGE_UNITS[m.group(2)]
+        pos = m.end()
+    if not s or pos != len(s):
+        raise ConfigError(f"{key}: bad duration {text!r} (units: s, m, h, d, w)")
+    return total
+
+
 def format_duration(seconds: float) -> str:
     """Whole seconds in the largest unit that divides them: 3600 -> "1h", 90 -> "90s",
     86400 -> "1d" (for display; parse_duration reads s, m and h)."""
@@ -233,6 +256,16 @@ class FunnelConfig:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class ArchiveConfig:
+    """[archive]: every accepted batch also kept raw (gumshoe/archive.py; README "Archive")."""
+
+    enabled: bool = False
+    dir: str = ""  # "" = the `archive` subdirectory of database_dir
+    keep: float = 30 * 86400.0  # seconds; files whose last batch is older are deleted; 0 = never
+    rotate: int = 10**9  # bytes: the active file is closed at this size
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Config:
     listen_addr: str
     statsd_addr: str
@@ -259,6 +292,7 @@ class Config:
     auth: AuthConfig = AuthConfig()
     collect: CollectConfig = CollectConfig()
     funnel: FunnelConfig = FunnelConfig()
+    archive: ArchiveConfig = ArchiveConfig()
 
     @property
     def in_memory(self) -> bool:
@@ -414,6 +448,14 @@ def _funnel(raw: dict[str, Any]) -> FunnelConfig:
         shutdown_timeout=parse_duration(raw["shutdown_timeout"], "funnel.shutdown_timeout"))
 
 
+def _archive(raw: dict[str, Any]) -> ArchiveConfig:
+    return ArchiveConfig(enabled=_bool(raw["enabled"], "archive.enabled"),
+                         dir=_str(raw["dir"], "archive.dir"),
+                         keep=parse_age(raw["keep"], "archive.keep"),
+                         rotate=_positive_size({"archive.rotate": raw["rotate"]},
+                                               "archive.rotate"))
+
+
 def _toml_value(v: Any) -> str:
     """A TOML value for a str, int, float, bool or list of them (JSON spells them alike)."""
     return json.dumps(v)
@@ -546,6 +588,7 @@ def parse_config(text: str, source: str = "config") -> Config:
         auth=_auth(raw["auth"]),
         collect=_collect(raw["collect"]),
         funnel=_funnel(raw["funnel"]),
+        archive=_archive(raw["archive"]),
     )
 
 
@@ -585,7 +628,10 @@ def config_toml(cfg: Config) -> str:
             + "".join(f"{role} = {json.dumps(list(getattr(cfg.auth, role)))}\n"
                       for role in ("read_keys", "write_keys", "admin_keys", "collect_keys"))
             + f"shard_key = {text(cfg.auth.shard_key)}\n\n"
-            + collect_toml(cfg.collect, cfg.funnel))
+            + collect_toml(cfg.collect, cfg.funnel)
+            + f"\n[archive]\nenabled = {_toml_value(cfg.archive.enabled)}\n"
+            f"dir = {text(cfg.archive.dir)}\nkeep = \"{cfg.archive.keep!r}s\"\n"
+            f'rotate = "{cfg.archive.rotate}B"\n')
 
 
 def load_config(path: str | Path | None = None) -> Config:

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from . import compaction, fileio
+from .archive import Archive, open_archive
 from .batch import Batch, parse_rows
 from .block import Block, rollup
 from .config import Config
@@ -54,6 +55,7 @@ from .layout import (
     read_meta,
     schema_retention_cutoff,
     tmp_name,
+    wal_files,
     write_atomic,
     write_meta,
 )
@@ -116,6 +118,7 @@ class DB:
         self.closed = False
         self.failed: str | None = None
         self.wal: WriteAheadLog | None = None
+        self.archive: Archive | None = None  # the raw archive ([archive]), the log's sidecar
         self.stats = {"inserted_rows": 0, "inserted_batches": 0, "rejected_rows": 0,
                       "flushes": 0, "last_flush_seconds": 0.0, "compactions": 0,
                       "compacted_rows": 0, "compaction_seconds": 0.0, "dropped_intervals": 0}
@@ -125,6 +128,7 @@ class DB:
             self._open_dir(replay_progress)
         else:  # no log; batch ids are still remembered (in memory)
             self.wal = WriteAheadLog(None, "none", config.batch_id_window, clock)
+            self._attach_archive(0, new=True)
         if auto_flush:
             self._flusher = threading.Thread(target=self._flush_loop, name="gumshoe-flusher",
                                              daemon=True)
@@ -203,11 +207,27 @@ class DB:
         self.wal = WriteAheadLog(self.dir, self.config.durability, self.config.batch_id_window,
                                  self.clock)
         try:
+            self._attach_archive(meta.wal_seq, new=meta.wal_seq == 0 and not wal_files(self.dir))
             for rec in self.wal.recover(meta.wal_seq, meta.batch_ids, replay_progress):
                 self._replay(rec)
+                if self.archive is not None:  # unless archived before the crash
+                    self.archive.replayed(rec)
         except BaseException:
             self.wal.close()
+            if self.archive is not None:
+                self.archive.close()
             raise
+
+    def _attach_archive(self, flushed_seq: int, new: bool) -> None:
+        """Open the raw archive, if configured, as the log's sidecar (`new`: a database whose
+        log numbers start from 1)."""
+        assert self.wal is not None
+        self.archive = open_archive(self.config, self.schema, self.clock, flushed_seq,
+                                    self.dictionaries)
+        if self.archive is not None:
+            self.wal.sidecar = self.archive
+            if new:
+                self.archive.new_epoch()
 
     def _replay(self, rec: Record) -> None:
         """Re-apply one logged batch. Every dictionary must have the size it had when the batch
@@ -412,6 +432,8 @@ class DB:
                 batch_ids = self.wal.batch_ids_json() if self.wal is not None else {}
             written: list[Path] = []
             try:
+                if self.archive is not None:  # durable before db.json passes its log records
+                    self.archive.sync()
                 new_intervals, dict_files, dead = self._write_flush(
                     mems, sizes, wal_seq, last_updated, batch_ids, written)
             except OSError as e:
@@ -630,6 +652,8 @@ class DB:
                 self.closed = True
             if self.wal is not None:
                 self.wal.close()
+            if self.archive is not None:
+                self.archive.close()
             self._unlock()
 
     def _unlock(self) -> None:

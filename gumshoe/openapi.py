@@ -138,6 +138,21 @@ ROUTES: dict[str, dict[str, Obj]] = {
                                                       "application/x-ndjson": {"schema":
                                                                                _STRING}}},
         "ok": _ok("inserted", _ref("InsertResult"))}},
+    "/raw": {"get": {
+        "summary": "The archived raw rows of a time range, in time order ([archive]; 404 "
+                   "when it is off)",
+        "parameters": [
+            {"name": "gt", "in": "query", "required": False, "schema": _STRING,
+             "description": "rows after this time: ISO 8601 or Unix seconds (default 1970)"},
+            {"name": "lte", "in": "query", "required": False, "schema": _STRING,
+             "description": "rows at or before this time: ISO 8601 or Unix seconds (default "
+                            "now)"},
+            {"name": "format", "in": "query", "required": False,
+             "description": "ndjson (default) or csv; any other value is a 400",
+             "schema": {"type": "string", "enum": ["ndjson", "csv"]}}],
+        "ok": {"description": "one row per line (X-Raw-Columns: the columns, a JSON array; "
+                              "X-Raw-Count: the column of roll-up counts, if any)",
+               "content": _RESULT_MEDIA}}},
     "/script.js": {"get": {"summary": "The tracker script",
                            "ok": _ok("JavaScript", _STRING, "text/javascript")}},
 }

@@ -28,9 +28,9 @@ import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
 
-from . import collect, console, jsonio, openapi, sql, wire
+from . import collect, console, jsonio, openapi, rawformat, sql, wire
 from .batch import Batch, check_future
 from .config import Config, format_duration
 from .edge import (
@@ -324,6 +324,60 @@ class Router:
         body = await run_in_threadpool(self.metrics.exposition)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
+    async def raw(self, request: Request) -> Response:
+        """GET /raw: every shard's archived rows of the range, merged in time order."""
+        req = rawformat.parse_request(request.query_params.multi_items(), time.time())
+        opened = await asyncio.gather(*(self._open_raw(s, req) for s in self.shards),
+                                      return_exceptions=True)
+        replies = [r for r in opened if isinstance(r, aiohttp.ClientResponse)]
+        failed = [r for r in opened if not isinstance(r, aiohttp.ClientResponse)]
+        if failed:
+            for r in replies:
+                r.close()
+            errors = [e for e in failed if isinstance(e, ShardError)]
+            if len(errors) < len(failed):
+                raise next(e for e in failed if not isinstance(e, ShardError))
+            raise min(errors, key=lambda e: (e.status >= 500, e.status))
+        cols, count = rawformat.union_columns(
+            [(r.headers.get(rawformat.COLUMNS_HEADER), r.headers.get(rawformat.COUNT_HEADER))
+             for r in replies], self.schema.timestamp.name)
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                async for data in rawformat.merged([r.content.iter_any() for r in replies],
+                                                   cols, count, req.format):
+                    yield data
+            finally:
+                for r in replies:
+                    r.close()
+
+        return StreamingResponse(body(), media_type=req.media_type,
+                                 headers=rawformat.response_headers(cols, count))
+
+    async def _open_raw(self, shard: str, req: rawformat.RawRequest) -> aiohttp.ClientResponse:
+        """A shard's GET /raw, its status checked (the body is read by the caller). No total
+        timeout: a long range streams for a while; each read waits at most --timeout."""
+        assert self.client is not None
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout,
+                                        sock_read=self.timeout)
+        try:
+            r = await self.client.get(f"http://{shard}/raw?{req.query_string()}",
+                                      headers=self.auth_headers, timeout=timeout)
+        except asyncio.TimeoutError:
+            raise ShardError(shard, 504, f"timed out after {self.timeout:g}s") from None
+        except aiohttp.ClientError as e:
+            raise ShardError(shard, 502, f"unreachable: {_unreachable(e)}") from None
+        if r.status != 200:
+            content = await r.read()
+            r.close()
+            try:
+                message = jsonio.loads(content, "shard reply", strict=False)["error"]
+            except Exception:
+                message = content.decode(errors="replace").strip()[:500]
+            raise ShardError(shard, r.status if 400 <= r.status < 500 else 502,
+                             f"HTTP {r.status}: {message}")
+        return r
+
     async def schema_route(self, request: Request) -> Response:
         return json_response(describe(self.config))
 
@@ -360,6 +414,7 @@ def create_router_app(config: Config, shards: list[str], timeout: float = 30.0,
         Endpoint("/schema", r.schema_route, ("GET",), Role.READ),
         Endpoint("/metricz", r.metricz, ("GET",), Role.ADMIN),
         Endpoint("/metrics", r.prometheus, ("GET",), Role.ADMIN),
+        Endpoint("/raw", r.raw, ("GET",), Role.READ),
         Endpoint("/", r.root, ("GET",), Role.OPEN),
         *console.endpoints(),
     ]

@@ -30,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
 
-from . import collect, console, jsonio, openapi, sql, wire
+from . import collect, console, jsonio, openapi, rawformat, rawscan, sql, wire
 from .batch import check_future
 from .block import Block, concat, rollup
 from .config import Config, format_duration
@@ -345,6 +345,24 @@ class ShardServer:
     async def root(self, request: Request) -> Response:
         return PlainTextResponse(ROOT_TEXT)
 
+    async def raw(self, request: Request) -> Response:
+        """GET /raw: the archived rows of a time range in time order (README "Archive")."""
+        req = rawformat.parse_request(request.query_params.multi_items(), time.time())
+        archive = self.ready_db.archive
+        if archive is None:
+            raise rawformat.NoArchive("no raw archive on this server ([archive] enabled is "
+                                      "false)")
+        scan = await run_in_threadpool(rawscan.scan_archive, archive, req.lo_excl, req.hi_incl)
+        schema = self.ready_db.schema
+        names = list(scan.columns) or [c.name for c in (*schema.dimensions, *schema.metrics)]
+        columns = rawformat.header_columns(scan.ts_name or schema.timestamp.name, names,
+                                           scan.counted)
+        count = columns[-1] if scan.counted else None
+        body = (rawformat.csv(scan.chunks(), columns, count) if req.format == "csv" else
+                rawformat.ndjson(scan.chunks(), count or "_count"))
+        return StreamingResponse(body, media_type=req.media_type,
+                                 headers=rawformat.response_headers(columns, count))
+
     # -- lifecycle ------------------------------------------------------------------------
     async def _open(self, app: Starlette) -> None:
         """Open the database off the loop while every route but GET / answers 503; on
@@ -432,6 +450,7 @@ def server_endpoints(s: ShardServer) -> list[Endpoint]:
         Endpoint("/metricz", s.metricz, ("GET",), Role.ADMIN),
         Endpoint("/metrics", s.prometheus, ("GET",), Role.ADMIN),
         Endpoint("/debug/rows", s.debug_rows, ("GET",), Role.ADMIN),
+        Endpoint("/raw", s.raw, ("GET",), Role.READ),
         Endpoint("/", s.root, ("GET",), Role.OPEN),
     ]
 

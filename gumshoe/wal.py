@@ -52,7 +52,7 @@ import struct
 import threading
 import time
 import zlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgpack
 import numpy as np
@@ -82,13 +82,18 @@ def frame(seq: int, payload: bytes) -> bytes:
 
 
 def read_frames(path: Path, first: int, at_tail: bool, sync: bool,
-                what: str = "write-ahead log") -> Iterator[tuple[int, bytes, int]]:
+                what: str = "write-ahead log", *, data: Any = None, size: int | None = None,
+                repair: bool = True) -> Iterator[tuple[int, bytes, int]]:
     """Yield (seq, payload, offset) of each framed record of one file (`first`: the first
     record's seq); truncate a torn tail when `at_tail`, fsync'd when `sync`. Raises
-    CorruptDataError for damage anywhere else. The funnel's spool reads its files with it."""
-    data = fileio.read_bytes(path)
+    CorruptDataError for damage anywhere else. The funnel's spool and the raw archive read
+    their files with it: `data` (e.g. a memory map of the file) is read instead of the file,
+    its first `size` bytes; `repair=False` ends at a torn tail and leaves the file alone (a
+    reader of a file that another process may be appending to)."""
+    if data is None:
+        data = fileio.read_bytes(path)
     off, expect = 0, first
-    size = len(data)
+    size = len(data) if size is None else size
     while off < size:
         problem = None
         torn = False
@@ -98,7 +103,7 @@ def read_frames(path: Path, first: int, at_tail: bool, sync: bool,
             length, crc, seq, hcrc = HEADER.unpack_from(data, off)
             if zlib.crc32(data[off:off + 16]) != hcrc:
                 problem = "bad record header checksum"
-                torn = not data[off:].strip(b"\0")  # a zero-filled tail
+                torn = not data[off:size].strip(b"\0")  # a zero-filled tail
             elif off + HEADER.size + length > size:
                 problem = (f"record {seq} is cut short ({size - off - HEADER.size} of "
                            f"{length} payload bytes)")
@@ -117,6 +122,8 @@ def read_frames(path: Path, first: int, at_tail: bool, sync: bool,
             expect += 1
             continue
         if torn and at_tail:
+            if not repair:
+                return
             log.warning("%s: torn last record at offset %d (%s); truncating the log to %d "
                         "bytes (that batch was never acknowledged)", path, off, problem, off)
             with fileio.open_file(path, "r+b") as f:
@@ -271,12 +278,24 @@ class _Meter:
             self._report(True)
 
 
+class Sidecar(Protocol):
+    """A second file written with every record that has rows (the raw archive): `write` runs
+    in `append` after the record is written and before it counts as written, with `append`'s
+    arguments, the record's seq (0 with durability "none": no record) and its time. Any error
+    there is a log failure (fail-stop): the record is in the log, so a restart replays it.
+    The sidecar makes itself durable (the DB syncs it before a flush moves the log's mark)."""
+
+    def write(self, seq: int, t: float, batch_id: str | None, timestamps: np.ndarray,
+              block: Block, new_strings: dict[str, list[str]],
+              dict_sizes: dict[str, int]) -> None: ...
+
+
 class WriteAheadLog:
     """The log of one database directory (or none: `directory=None` keeps only batch ids).
 
     Threading contract: `append`, `rotate` and `seen` are called under the DB's write lock
     (which serialises them); `commit`, `trim` and `batch_ids_json` may be called from any
-    thread without it.
+    thread without it. `sidecar`, when set, is written with the log (`Sidecar`).
     """
 
     def __init__(self, directory: Path | None, durability: str, batch_id_window: float,
@@ -309,6 +328,7 @@ class WriteAheadLog:
         self._closed_files: list[tuple[int, Path]] = []  # (first seq, path), ascending
         self._files_lock = threading.Lock()
         self._closed = False
+        self.sidecar: Sidecar | None = None
 
     # -- state --------------------------------------------------------------------------
     @property
@@ -323,7 +343,7 @@ class WriteAheadLog:
             paths.append(self.dir / wal_filename(self._first))
         return paths
 
-    def _fail(self, what: str, e: OSError) -> StorageFailedError:
+    def _fail(self, what: str, e: BaseException) -> StorageFailedError:
         reason = f"write-ahead log {what} failed: {e}"
         with self._cond:
             if self.failed is None:
@@ -464,13 +484,19 @@ class WriteAheadLog:
     def append(self, batch_id: str | None, timestamps: np.ndarray, block: Block,
                new_strings: dict[str, list[str]], dict_sizes: dict[str, int]) -> int:
         """Log an encoded batch (called under the DB write lock, before it is applied): its
-        rows, the strings it adds and the dictionary sizes before it. Returns a ticket for
-        `commit`: 0 when there is nothing to wait for."""
+        rows, the strings it adds and the dictionary sizes before it (and hand it to the
+        sidecar). Returns a ticket for `commit`: 0 when there is nothing to wait for."""
         if block.n == 0 and batch_id is None:
             return 0
         self._check()
         t = self.clock()
         if self.mode == "none":
+            if block.n and self.sidecar is not None:
+                try:
+                    self.sidecar.write(0, t, batch_id, timestamps, block, new_strings,
+                                       dict_sizes)
+                except Exception as e:
+                    raise self._fail("sidecar write", e) from e
             if batch_id is not None:
                 self._remember(batch_id, t, 0)
             return 0
@@ -484,6 +510,12 @@ class WriteAheadLog:
             fileio.write(self._fd, data)
         except OSError as e:
             raise self._fail("write", e) from e
+        if block.n and self.sidecar is not None:
+            try:  # before the record counts as written (so before any commit returns)
+                self.sidecar.write(seq, t, batch_id, timestamps, block, new_strings,
+                                   dict_sizes)
+            except Exception as e:  # the record is in the log but not counted: fail-stop
+                raise self._fail("sidecar write", e) from e
         self._size += len(data)
         with self._cond:
             self._written = seq

@@ -17,7 +17,7 @@ from types import ModuleType
 
 from gumshoe.errors import GumshoeError
 
-from . import balance, clean, import_cmd, merge, migrate, readdims, stats
+from . import balance, clean, import_cmd, merge, migrate, readdims, reindex, stats
 
 COMMANDS: dict[str, ModuleType] = {
     "balance": balance,
@@ -26,6 +26,7 @@ COMMANDS: dict[str, ModuleType] = {
     "merge": merge,
     "migrate": migrate,
     "readdims": readdims,
+    "reindex": reindex,
     "stats": stats,
 }
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from gumshoe.config import Config
+from gumshoe.config import ArchiveConfig, Config
 from gumshoe.db import DB
 from gumshoe.errors import InsertError
 from gumshoe.schema import Schema
@@ -53,7 +53,9 @@ class DBSink:
         return Path(self.config.database_dir)
 
     def open(self) -> None:
-        self.db = DB(self.config.replace(durability="none"))
+        # No raw archive: the input files are the raw data (and without a log it could not
+        # be exactly-once across a crash).
+        self.db = DB(self.config.replace(durability="none", archive=ArchiveConfig()))
 
     def apply(self, payload: Rolled | None, batch_id: str, where: str, rows: int
               ) -> dict[str, int]:

@@ -31,13 +31,17 @@ TIERS: list[set[str]] = [
     {"compaction"},  # the compactor's plan and re-roll (db.py commits it)
     {"memtable"},
     {"snapshot"},
+    {"rawrecord"},  # the raw archive's record: a batch as accepted, and raw rows in memory
     {"wal"},
+    # the raw archive's files (the log's sidecar, rotation, keep, recovery); reading a range
+    {"archive", "rawscan"},
     {"db"},
     {"bulk"},  # whole-directory reads/writes for gumtool (above db: reuses its recovery)
     {"query", "jsonio", "sql", "sqlexpr", "sqlfilters"},  # query AST, JSON codec, SQL -> JSON
     # filters -> predicate programs and masks; partials, merge, finish (with having, fill);
     # result rows as CSV
     {"filters", "partials", "having", "fill", "resultformat"},
+    {"rawformat"},  # GET /raw's parameters, NDJSON/CSV and the router's merge (no storage)
     {"engine", "wire"},  # runs a query over a snapshot; msgpack codec of partials
     {"service"},  # a shard's query service: admission, time and memory bounds, scan threads
     {"edge", "httpserve", "metrics"},  # the HTTP edge shared by every app; serving it

@@ -11,7 +11,7 @@ import pytest
 from gumtool.cli import COMMANDS, main
 from gumtool.progress import Progress
 
-NAMES = ["balance", "clean", "import", "merge", "migrate", "readdims", "stats"]
+NAMES = ["balance", "clean", "import", "merge", "migrate", "readdims", "reindex", "stats"]
 
 
 def test_gumtool_alone_lists_the_commands_and_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
@@ -42,6 +42,7 @@ FLAGS = {
     "import": ["--config", "--mapping", "--preset", "--url", "--parallelism", "--strict"],
     "stats": ["--dir", "--json", "--parallelism"],
     "readdims": ["--dir", "--column"],
+    "reindex": ["--archive", "--new-db-config", "--from", "--to", "--flush-rows"],
 }
 
 
