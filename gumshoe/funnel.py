@@ -39,7 +39,7 @@ from .batch import Batch, check_future
 from .collect.routes import reason
 from .collect.spool import Cut, Entry, Spool
 from .config import Config
-from .edge import Endpoint, Role, json_response, read_body
+from .edge import Endpoint, Role, json_response, read_body, settle_heap
 from .edge import create_app as create_edge_app
 from .errors import ConfigError, GumshoeError
 from .schema import Schema
@@ -295,6 +295,7 @@ class Funnel:
         async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False,
                                          connector=aiohttp.TCPConnector(limit=8)) as client:
             self.client = client
+            settle_heap()
             forwarder = asyncio.create_task(self.forward_loop())
             try:
                 yield

@@ -41,6 +41,7 @@ from .edge import (
     query_response,
     read_body,
     result_format,
+    settle_heap,
     sql_text,
 )
 from .edge import create_app as create_edge_app
@@ -391,6 +392,7 @@ class Router:
         async with aiohttp.ClientSession(connector=connector, timeout=timeout,
                                          auto_decompress=False) as client:
             self.client = client
+            settle_heap()
             yield
         self.client = None
 

@@ -43,6 +43,7 @@ from .edge import (
     query_response,
     read_body,
     result_format,
+    settle_heap,
     sql_text,
 )
 from .edge import create_app as create_edge_app
@@ -378,6 +379,7 @@ class ShardServer:
             os.kill(os.getpid(), signal.SIGTERM)
             return
         self._attach(db)
+        settle_heap()  # the DB's dictionaries and all: out of the collector's way
         edge.ready = True
         log.info("ready: database %s open", self.config.database_dir)
 
