@@ -370,13 +370,36 @@ class DB:
     # -- reading ----------------------------------------------------------------------------
     def snapshot(self) -> Snapshot:
         with self._write_lock:
-            mems = [m.view() for m in (*self._flushing, self.memtable)]
-            flushed, starts = self._flushed_views()
-            sizes = {name: len(d) for name, d in self.dictionaries.items()}
-            durations = {s: self.duration_at(s) for m in mems for s in m
-                         if s not in self.intervals}
+            state = self._capture()
+        return self._assemble(*state)
+
+    def try_snapshot(self) -> Snapshot | None:
+        """A snapshot if the write lock is free now, else None: never waits (for the event
+        loop, which must not stall behind an insert or a flush swap)."""
+        if not self._write_lock.acquire(blocking=False):
+            return None
+        try:
+            state = self._capture()
+        finally:
+            self._write_lock.release()
+        return self._assemble(*state)
+
+    def _capture(self) -> tuple[list[dict[int, tuple[Block, ...]]], tuple[IntervalView, ...],
+                                list[int], dict[str, Any], dict[str, int], dict[int, int]]:
+        """What a snapshot holds, taken under the write lock."""
+        mems = [m.view() for m in (*self._flushing, self.memtable)]
+        flushed, starts = self._flushed_views()
+        sizes = {name: len(d) for name, d in self.dictionaries.items()}
+        durations = {s: self.duration_at(s) for m in mems for s in m
+                     if s not in self.intervals}
+        return mems, flushed, starts, dict(self.dictionaries), sizes, durations
+
+    def _assemble(self, mems: list[dict[int, tuple[Block, ...]]],
+                  flushed: tuple[IntervalView, ...], starts: list[int],
+                  dictionaries: dict[str, Any], sizes: dict[str, int],
+                  durations: dict[int, int]) -> Snapshot:
         if not any(mems):
-            return Snapshot(self.schema, flushed, dict(self.dictionaries), sizes)
+            return Snapshot(self.schema, flushed, dictionaries, sizes)
         views = list(flushed)
         added: list[int] = []  # starts of views inserted so far (they shift the indices)
         for start in sorted(set().union(*mems)):
@@ -388,7 +411,7 @@ class DB:
             else:
                 views.insert(j, IntervalView(start, (), mem, durations[start]))
                 added.append(start)
-        return Snapshot(self.schema, tuple(views), dict(self.dictionaries), sizes)
+        return Snapshot(self.schema, tuple(views), dictionaries, sizes)
 
     def _flushed_views(self) -> tuple[tuple[IntervalView, ...], list[int]]:
         """The views of the flushed intervals, ascending, and their starts: remade only when

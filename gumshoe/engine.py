@@ -654,6 +654,10 @@ class Prepared:
         self.scanner.split_sums(self.tasks)
         self.cancel = self.scanner.cancel = cancel or threading.Event()
 
+    def rows_to_scan(self) -> int:
+        """Rows of the blocks the plan scans (after pruning)."""
+        return sum(b.n for items in self.tasks for _, b, _ in items)
+
     def memory_estimate(self) -> tuple[int, int]:
         """(bytes, groups) the query is estimated to need at most."""
         return self.scanner.memory_estimate(self.tasks, self.threads)

@@ -141,6 +141,14 @@ class Query:
             walk(self.filter)
         return out
 
+    def matches_text(self) -> bool:
+        """Whether the filter has a prefix/contains/regex part (evaluated over a dictionary)."""
+        def walk(f: Filter) -> bool:
+            if isinstance(f, Match):
+                return True
+            return not isinstance(f, Compare) and any(walk(g) for g in f.operands)
+        return self.filter is not None and walk(self.filter)
+
     def has_metric_filter(self, schema: Schema) -> bool:
         return any(c.role == "metric" for c in (schema.column(n) for n in self.filter_columns())
                    if c is not None)

@@ -263,10 +263,7 @@ class ShardServer:
         fmt = result_format(request)
         assert self.service is not None
         try:
-            obj = jsonio.loads(body, "query")
-            if not isinstance(obj, dict):
-                raise QueryError(f"query must be a JSON object, got {type(obj).__name__}")
-            query, rows, extra = await self.service.answer(obj)
+            query, rows, extra = await self.service.answer_query(self.service.parse_body(body))
         except Exception as e:
             self.metrics.queries.labels(
                 "error" if isinstance(e, ClientError) else "failed").inc()
@@ -300,7 +297,7 @@ class ShardServer:
         """The router's fan-out endpoint: a query's mergeable partial result, as msgpack."""
         body = await read_body(request)
         assert self.service is not None
-        partial = await self.service.partial(jsonio.loads(body, "query"))
+        partial = await self.service.partial(self.service.parse_body(body))
         data = await run_in_threadpool(wire.encode_partial, partial)
         return Response(data, media_type=wire.CONTENT_TYPE)
 

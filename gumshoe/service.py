@@ -1,6 +1,7 @@
 """The query service of a shard: parse, admit, run and stop queries over a DB's snapshots.
 
-Imports config, errors, query and engine (the DB is duck-typed: `.schema`, `.snapshot()`).
+Imports config, errors, jsonio, query and engine (the DB is duck-typed: `.schema`,
+`.snapshot()`, `.try_snapshot()`).
 It owns the scan thread pool (`query_parallelism` threads) and the bounds on queries:
 
 - **time**: `query_timeout`, or a query's own `"timeout"` (ms, only lower). Past it the
@@ -23,6 +24,7 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from collections.abc import Callable
 from typing import Any
 
+from . import jsonio
 from .config import Config
 from .engine import Prepared, QueryCancelled
 from .errors import OverloadedError, QueryError, QueryTimeoutError
@@ -31,6 +33,16 @@ from .partials import Partial
 
 ADMISSION_WAIT = 5.0  # seconds a query waits for room in the memory pool
 COORDINATORS = 16  # queries planned, merged and finished at once (each also uses scan threads)
+# A query is answered on the event loop, without a thread hand-off, when its plan is cheap (a
+# snapshot of at most INLINE_INTERVALS intervals, no text matching over dictionaries) and the
+# plan leaves at most INLINE_ROWS rows to scan: waking a coordinator thread costs more than such
+# a query (~50-300 us, most under load), and the loop is held for well under a millisecond.
+INLINE_ROWS = 32_768
+INLINE_INTERVALS = 1_024
+# Parsed queries by request body: dashboards repeat the same few queries. Query objects are
+# immutable and depend only on the schema, which does not change while a server runs.
+PARSE_CACHE = 256
+PARSE_CACHE_BODY = 4_096  # bytes: larger bodies are parsed every time
 
 
 def _size(n: float) -> str:
@@ -102,10 +114,27 @@ class QueryService:
         self.scan_pool = ThreadPoolExecutor(self.threads, thread_name_prefix="gumshoe-scan")
         self.coordinators = ThreadPoolExecutor(COORDINATORS, thread_name_prefix="gumshoe-query")
         self.memory = MemoryPool(config.query_memory_pool)
-        self.stats = {"timeouts": 0, "refused_memory": 0, "overloaded": 0}
+        self.stats = {"timeouts": 0, "refused_memory": 0, "overloaded": 0, "inline": 0}
+        self._parsed: dict[bytes, Query] = {}
 
     def parse(self, obj: Any) -> Query:
         return parse_query(obj, self.db.schema)
+
+    def parse_body(self, body: bytes) -> Query:
+        """The query of a JSON request body (QueryError naming the part), from the cache of
+        recent bodies when it is there."""
+        query = self._parsed.get(body)
+        if query is not None:
+            return query
+        obj = jsonio.loads(body, "query")
+        if not isinstance(obj, dict):
+            raise QueryError(f"query must be a JSON object, got {type(obj).__name__}")
+        query = self.parse(obj)
+        if len(body) <= PARSE_CACHE_BODY:
+            if len(self._parsed) >= PARSE_CACHE:
+                del self._parsed[next(iter(self._parsed))]  # the oldest entry
+            self._parsed[body] = query
+        return query
 
     def timeout_of(self, query: Query) -> float:
         """Seconds the query may run: query_timeout, lowered by its own `timeout` (ms)."""
@@ -114,10 +143,11 @@ class QueryService:
             limit = min(limit, query.timeout_ms / 1000)
         return limit
 
-    def prepare(self, query: Query, cancel: threading.Event | None = None) -> Prepared:
-        """Plan over a fresh snapshot and check the memory estimate (blocking: a thread)."""
-        prepared = Prepared(query, self.db.snapshot(), self.threads, self.config.max_groups,
-                            cancel)
+    def prepare(self, query: Query, cancel: threading.Event | None = None,
+                snapshot: Any = None) -> Prepared:
+        """Plan over a fresh snapshot (or `snapshot`) and check the memory estimate."""
+        prepared = Prepared(query, snapshot or self.db.snapshot(), self.threads,
+                            self.config.max_groups, cancel)
         need, groups = prepared.memory_estimate()
         if need > self.config.query_memory:
             self.stats["refused_memory"] += 1
@@ -135,7 +165,11 @@ class QueryService:
     async def answer(self, obj: Any) -> tuple[Query, list[dict[str, Any]], dict[str, Any]]:
         """The parsed query, its result rows and the response's other fields
         (`Prepared.extra`: the granularity when coarser than asked)."""
-        query = self.parse(obj)
+        return await self.answer_query(self.parse(obj))
+
+    async def answer_query(self, query: Query
+                           ) -> tuple[Query, list[dict[str, Any]], dict[str, Any]]:
+        """`answer` for a parsed query (`parse_body`)."""
         rows, extra = await self._run(query, lambda p: (p.rows(self.scan_pool), p.extra()))
         return query, rows, extra
 
@@ -143,20 +177,31 @@ class QueryService:
         """Result rows of a JSON query."""
         return (await self.result(obj))[1]
 
-    async def partial(self, obj: Any) -> Partial:
-        """The decoded mergeable partial of a JSON query (a shard's answer to a router)."""
-        query = self.parse(obj)
+    async def partial(self, query: Query) -> Partial:
+        """The decoded mergeable partial of a parsed query (a shard's answer to a router)."""
         partial: Partial = await self._run(query, lambda p: p.decoded_partial(self.scan_pool))
         return partial
 
     async def _run(self, query: Query, work: Callable[[Prepared], Any]) -> Any:
         """Plan, admit and run `work` in one coordinator thread (one hand-off: a small query's
-        whole server time is a fraction of a millisecond), bounded by the query's time."""
+        whole server time is a fraction of a millisecond), bounded by the query's time; a
+        small query of a cheap plan runs right here instead (INLINE_ROWS)."""
         limit = self.timeout_of(query)
         deadline = time.monotonic() + limit
         cancel = threading.Event()
+        prepared: Prepared | None = None
+        snapshot = self.db.try_snapshot() if self._cheap_query(query) else None
+        if snapshot is not None and len(snapshot.intervals) <= INLINE_INTERVALS:
+            prepared = self.prepare(query, cancel, snapshot)
+            need = prepared.memory_estimate()[0]
+            if prepared.rows_to_scan() <= INLINE_ROWS and self.memory.try_reserve(need):
+                self.stats["inline"] += 1
+                try:
+                    return work(prepared)
+                finally:
+                    self.memory.release(need)
         future: Future[Any] = self.coordinators.submit(self._admit_and_run, query, work,
-                                                       deadline, cancel)
+                                                       deadline, cancel, prepared)
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future),
                                           max(0.0, deadline - time.monotonic()))
@@ -166,9 +211,15 @@ class QueryService:
             raise QueryTimeoutError(f"query timed out after {round(limit * 1000)} ms "
                                     "(query_timeout)") from None
 
+    def _cheap_query(self, query: Query) -> bool:
+        """Whether planning `query` may be cheap enough for the event loop: no text matching
+        over dictionaries, no metric filter (it rolls unflushed rows up while planning)."""
+        return not query.matches_text() and not query.has_metric_filter(self.db.schema)
+
     def _admit_and_run(self, query: Query, work: Callable[[Prepared], Any], deadline: float,
-                       cancel: threading.Event) -> Any:
-        prepared = self.prepare(query, cancel)
+                       cancel: threading.Event, prepared: Prepared | None = None) -> Any:
+        if prepared is None:
+            prepared = self.prepare(query, cancel)
         need = prepared.memory_estimate()[0]
         give_up = min(deadline, time.monotonic() + ADMISSION_WAIT)
         while not self.memory.try_reserve(need):

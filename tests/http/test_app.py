@@ -73,10 +73,10 @@ def test_numpy_values_and_nan_never_reach_json_raw(db: DB, client: TestClient,
              "big": 2**70, "arr": np.arange(2)}]
     service = client.app.state.server.service  # type: ignore[attr-defined]
 
-    async def fake_result(obj: Any) -> Any:
-        return service.parse(obj), rows, {}
+    async def fake_result(query: Any) -> Any:
+        return query, rows, {}
 
-    monkeypatch.setattr(service, "answer", fake_result)
+    monkeypatch.setattr(service, "answer_query", fake_result)
     for params in ({}, {"format": "stream"}):
         r = client.post("/query", json={}, params=params)
         assert r.status_code == 200
@@ -92,10 +92,10 @@ def test_stream_sends_every_row(db: DB, client: TestClient,
     rows = [{"i": i} for i in range(2500)]
     service = client.app.state.server.service  # type: ignore[attr-defined]
 
-    async def fake_result(obj: Any) -> Any:
-        return service.parse(obj), rows, {}
+    async def fake_result(query: Any) -> Any:
+        return query, rows, {}
 
-    monkeypatch.setattr(service, "answer", fake_result)
+    monkeypatch.setattr(service, "answer_query", fake_result)
     lines = client.post("/query?format=stream", json={}).content.splitlines()
     assert orjson.loads(lines[0])["num_rows"] == 2500
     assert [orjson.loads(line)["i"] for line in lines[1:]] == list(range(2500))
@@ -106,7 +106,7 @@ def test_a_server_bug_is_a_500_with_the_error_shape(db: DB, client: TestClient,
     async def broken(obj: Any) -> Any:
         raise RuntimeError("kernel exploded")
 
-    monkeypatch.setattr(client.app.state.server.service, "answer", broken)  # type: ignore
+    monkeypatch.setattr(client.app.state.server.service, "answer_query", broken)  # type: ignore
     r = client.post("/query", json={})
     assert r.status_code == 500
     assert list(r.json()) == ["error"]
