@@ -278,6 +278,7 @@ class CsvDecoder:
         self.fields = [f for f in self.all_fields if f in header]
         self.kinds = {f: (kinds[f] if kinds is not None else csv_kind(plan, f))
                       for f in self.fields}
+        self.float_time = False  # a chunk had a non-integer Unix time
 
     def _read(self, chunk: bytes, types: dict[str, Any], bad: dict[int, str]) -> pa.Table:
         def invalid(row: Any) -> str:
@@ -300,9 +301,18 @@ class CsvDecoder:
         n_lines = chunk.count(b"\n") + (1 if chunk and not chunk.endswith(b"\n") else 0)
         bad: dict[int, str] = {}
         types = {f: _ARROW[k] for f, k in self.kinds.items()}
+        ts = self.plan.timestamp_field
+        as_text = False
+        table = None
+        if self.kinds.get(ts) == "float" and not self.float_time:
+            try:  # whole Unix times parse as integers ~10% faster than as floats
+                table = self._read(chunk, {**types, ts: pa.int64()}, bad)
+            except pa.ArrowInvalid:  # a fraction, an exponent or any bad value
+                bad.clear()
+                self.float_time = True  # the file has them: no second try for its chunks
         try:
-            table = self._read(chunk, types, bad)
-            as_text = False
+            if table is None:
+                table = self._read(chunk, types, bad)
         except pa.ArrowInvalid:  # a value that does not convert: read as text, check each
             bad.clear()
             table = self._read(chunk, {f: (_ARROW["string"] if k == "string" else pa.string())
@@ -314,7 +324,11 @@ class CsvDecoder:
         if len(rows_lines) != table.num_rows:  # never expected: each line is a row or bad
             raise AssertionError(f"CSV rows {table.num_rows} != lines {len(rows_lines)}")
         keep = None
-        if b"\n\n" in chunk or chunk.startswith((b"\n", b"\r\n")) or b"\n\r\n" in chunk:
+        # pyarrow reads a blank line as a row of nulls: a column without nulls rules them out
+        # (the scan below costs about a fifth of the parse)
+        maybe_blank = not any(table.column(f).null_count == 0 for f in self.fields)
+        if maybe_blank and (b"\n\n" in chunk or chunk.startswith((b"\n", b"\r\n"))
+                            or b"\n\r\n" in chunk):
             nl = np.flatnonzero(np.frombuffer(chunk, np.uint8) == 10)
             starts = np.concatenate(([0], nl + 1))[:n_lines]
             ends = np.concatenate((nl, [len(chunk)]))[:n_lines]

@@ -305,10 +305,14 @@ def prepare(decoded: Decoded, plan: Plan, rules: Rules
         hit = mask & ~skip
         counts[reason] = int(hit.sum())
         skip |= hit
-    keep = np.flatnonzero(~skip)
-    rows = Rows(len(keep), ts[keep], {k: s.take(keep) for k, s in strings.items()},
-                {k: (a[keep], None if m is None else m[keep]) for k, (a, m) in numbers.items()},
-                {k: a[keep] for k, a in metrics.items()})
+    if not skip.any():  # the usual chunk: every row kept, no copies
+        rows = Rows(n, ts, strings, numbers, metrics)
+    else:
+        keep = np.flatnonzero(~skip)
+        rows = Rows(len(keep), ts[keep], {k: s.take(keep) for k, s in strings.items()},
+                    {k: (a[keep], None if m is None else m[keep])
+                     for k, (a, m) in numbers.items()},
+                    {k: a[keep] for k, a in metrics.items()})
     bad = sorted((int(decoded.line_of(np.array([i]))[0]), msg)
                  for i, msg in problems.messages.items())
     return rows, counts, bad, int(problems.mask.sum())
