@@ -23,7 +23,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gumshoe.batch import TIMESTAMP_MAX, Batch
+from gumshoe.batch import TIMESTAMP_MAX, Batch, Factor
 from gumshoe.block import Block, rollup
 from gumshoe.schema import Column, Schema
 
@@ -337,7 +337,7 @@ class Rolled:
         for d in schema.dimensions:
             if d.is_string:
                 uniques, codes, nil = self.strings[d.name]
-                dims[d.name] = Strings(uniques, codes, nil).values()
+                dims[d.name] = Factor(uniques, codes)  # encoded per distinct string
                 nils[d.name] = nil
             else:
                 dims[d.name], nils[d.name] = self.numbers[d.name]
