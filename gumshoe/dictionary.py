@@ -94,7 +94,11 @@ class Dictionary:
         if nil is not None:
             codes, rows = codes[~nil], rows[~nil]
         first = np.full(k, n, np.int64)  # each string's first row (n: unused)
-        first[codes[::-1]] = rows[::-1]  # the last write wins: the first row
+        first[codes[::-1]] = rows[::-1]  # the last write wins (numpy's order: checked)
+        if len(codes) and not (first[codes] <= rows).all():
+            _, at = np.unique(codes, return_index=True)
+            first[:] = n
+            first[codes[at]] = rows[at]
         used = np.flatnonzero(first < n)
         used = used[np.argsort(first[used], kind="stable")]
         where = first[used]
