@@ -39,6 +39,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 
+from gumshoe import native
+
 from .import_mapping import Plan
 
 MAX_BAD_PER_CHUNK = 64  # past this, the rest of a chunk is decoded line by line
@@ -100,13 +102,27 @@ def _arrow_json_type(plan: Plan, field: str) -> pa.DataType:
     return pa.string()
 
 
+def _scan_kind(plan: Plan, field: str) -> str:
+    """How gumshoe._jsonl reads a field: its kind letter (as _arrow_json_type types it)."""
+    t = _arrow_json_type(plan, field)
+    return ("s" if t == pa.string() else "f" if t == pa.float64() else
+            "u" if t == pa.uint64() else "i")
+
+
+_SCAN_DTYPE = {"s": np.int32, "i": np.int64, "u": np.uint64, "f": np.float64}
+_SCAN_ARROW = {"i": pa.int64(), "u": pa.uint64(), "f": pa.float64()}
+
+
 class JsonDecoder:
     """Decodes chunks of JSON lines into the plan's fields (see the module docstring)."""
 
     use_arrow = True  # tests turn the pyarrow fast path off to check the msgspec path alone
+    use_scan = True  # and the C scanner, to check pyarrow's path
 
     def __init__(self, plan: Plan) -> None:
         self.fields = plan.fields
+        self.ts_field = plan.timestamp_field
+        self.iso_field = plan.timestamp_field if plan.timestamp_format == "iso8601" else None
         # pyarrow.json cannot tell a dropped field from an unknown one: with unknown = "error"
         # and dropped fields, every chunk takes the msgspec path.
         self.arrow = None
@@ -125,12 +141,52 @@ class JsonDecoder:
             for j, f in enumerate(sorted(plan.drop - set(self.fields))):
                 spec.append((f"d{j}", msgspec.Raw, msgspec.Raw(b"null")))
                 rename[f"d{j}"] = f
+        # The C scanner (gumshoe._jsonl) stands in for pyarrow's reader where that runs: flat
+        # objects only, anything else (and any bad line) declined to pyarrow and msgspec,
+        # which say what is wrong. Unknown keys are skipped (unknown = "ignore") or decline.
+        self.scan_fields: tuple[bytes, ...] = ()
+        self.scan_kinds = b""
+        if native.jsonl is not None and self.arrow is not None and len(self.fields) <= 64:
+            self.scan_fields = tuple(f.encode() for f in self.fields)
+            self.scan_kinds = "".join(_scan_kind(plan, f) for f in self.fields).encode()
+        self.scan_unknown = plan.unknown == "ignore"
         struct = msgspec.defstruct("Record", spec, rename=rename, gc=False,
                                    forbid_unknown_fields=plan.unknown == "error")
         self.dec = msgspec.json.Decoder(struct)
         self.getters = [operator.attrgetter(f"f{i}") for i in range(len(self.fields))]
 
+    def _scan(self, chunk: bytes) -> Decoded | None:
+        """The chunk through the C scanner, or None when it declines."""
+        assert native.jsonl is not None
+        n_lines = chunk.count(b"\n") + (1 if chunk and not chunk.endswith(b"\n") else 0)
+        kinds = self.scan_kinds.decode()
+        outs = tuple(np.empty(n_lines, _SCAN_DTYPE[k]) for k in kinds)
+        nils = tuple(np.empty(n_lines, np.bool_) for k in kinds)
+        got = native.jsonl.scan(chunk, self.scan_fields, self.scan_kinds, outs, nils,
+                                self.scan_unknown)
+        if got is None:
+            return None
+        rows, uniques = got
+        if rows != n_lines:  # never expected
+            raise AssertionError(f"gumshoe._jsonl: {rows} lines, expected {n_lines}")
+        if nils[self.fields.index(self.ts_field)].any():
+            return None  # a line without a time: bad, and the reference paths say why
+        values: dict[str, Any] = {}
+        for f, k, out, nil, u in zip(self.fields, kinds, outs, nils, uniques):
+            mask = nil if nil.any() else None
+            if k == "s":
+                arr = pa.DictionaryArray.from_arrays(pa.array(out, mask=mask),
+                                                     pa.array(u, pa.string()))
+                values[f] = arr.dictionary_decode() if f == self.iso_field else arr
+            else:
+                values[f] = pa.array(out, _SCAN_ARROW[k], mask=mask)
+        return Decoded(n_lines, n_lines, None, values, [])
+
     def decode(self, chunk: bytes) -> Decoded:
+        if self.scan_fields and self.use_scan and chunk:
+            scanned = self._scan(chunk)
+            if scanned is not None:
+                return scanned
         n_lines = chunk.count(b"\n") + (1 if chunk and not chunk.endswith(b"\n") else 0)
         if self.arrow is not None and self.use_arrow and chunk:
             try:  # the fast path: typed columns straight from pyarrow's JSON reader
