@@ -72,6 +72,23 @@ _STATE: dict[str, Any] = {}
 _SLOTS: list[int] = []
 
 
+def keep_freed_memory() -> None:
+    """Have glibc's malloc keep freed memory for reuse instead of returning it to the kernel.
+
+    Every chunk allocates and frees the same few large buffers (the chunk, its columns, the
+    roll-up's arrays). By default glibc serves those from fresh mmaps, or trims them off the
+    heap when freed, so each chunk faults its pages in again: on the gzipped-JSON benchmark
+    451k page faults and 1.6 CPU seconds in the kernel with two workers, against 101k and 0.7
+    with this. Called before the workers are forked (they inherit it). Not glibc: no-op."""
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: the largest allowed (a chunk fits below it)
+    mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GiB of free heap
+
+
 def _die_with_parent(parent: int) -> None:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
