@@ -23,6 +23,8 @@
  *   The answer is (rows, uniques): rows is the number of lines; uniques has, per field, the
  *   list of its distinct strings in first-seen order (the codes index it) for 's', else None.
  *
+ * lines(chunk) -> int counts the lines as `scan` does (memchr: bytes.count is a byte loop).
+ *
  * Measured on the benchmark's lines (7 fields, ~100 bytes): about 5x less CPU than pyarrow's
  * JSON reader with an explicit schema, and no Python object per row (strings are hashed and
  * decoded once per distinct value).
@@ -481,8 +483,26 @@ done:
     return result;
 }
 
+/* lines(chunk) -> int: the number of lines (newlines, plus one for a last line without its
+ * newline), as the scanner counts them; memchr, several times faster than bytes.count. */
+static PyObject *lines(PyObject *self, PyObject *arg) {
+    Py_buffer chunk;
+    if (PyObject_GetBuffer(arg, &chunk, PyBUF_SIMPLE)) return NULL;
+    const char *q = chunk.buf, *end = q + chunk.len;
+    Py_ssize_t n = 0;
+    while (q < end) {
+        const char *nl = memchr(q, '\n', (size_t)(end - q));
+        n++;
+        if (!nl) break;
+        q = nl + 1;
+    }
+    PyBuffer_Release(&chunk);
+    return PyLong_FromSsize_t(n);
+}
+
 static PyMethodDef methods[] = {
     {"scan", scan, METH_VARARGS, "JSON lines of flat objects -> columns (None: declined)."},
+    {"lines", lines, METH_O, "The number of lines of a chunk."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -75,6 +75,13 @@ def _msg(e: Exception) -> str:
     return _AT.sub("", text)
 
 
+def count_lines(chunk: bytes) -> int:
+    """Lines in a chunk (the last may lack its newline)."""
+    if native.jsonl is not None:
+        return int(native.jsonl.lines(chunk))  # memchr: bytes.count is a byte loop
+    return chunk.count(b"\n") + (1 if chunk and not chunk.endswith(b"\n") else 0)
+
+
 # -- JSON lines ------------------------------------------------------------------------------
 def _json_type(plan: Plan, field: str) -> Any:
     if field == plan.timestamp_field:
@@ -158,7 +165,7 @@ class JsonDecoder:
     def _scan(self, chunk: bytes) -> Decoded | None:
         """The chunk through the C scanner, or None when it declines."""
         assert native.jsonl is not None
-        n_lines = chunk.count(b"\n") + (1 if chunk and not chunk.endswith(b"\n") else 0)
+        n_lines = count_lines(chunk)
         kinds = self.scan_kinds.decode()
         outs = tuple(np.empty(n_lines, _SCAN_DTYPE[k]) for k in kinds)
         nils = tuple(np.empty(n_lines, np.bool_) for k in kinds)
@@ -187,7 +194,7 @@ class JsonDecoder:
             scanned = self._scan(chunk)
             if scanned is not None:
                 return scanned
-        n_lines = chunk.count(b"\n") + (1 if chunk and not chunk.endswith(b"\n") else 0)
+        n_lines = count_lines(chunk)
         if self.arrow is not None and self.use_arrow and chunk:
             try:  # the fast path: typed columns straight from pyarrow's JSON reader
                 table = pajson.read_json(io.BytesIO(chunk), read_options=pajson.ReadOptions(
@@ -354,7 +361,7 @@ class CsvDecoder:
                 strings_can_be_null=True, quoted_strings_can_be_null=True))
 
     def decode(self, chunk: bytes) -> Decoded:
-        n_lines = chunk.count(b"\n") + (1 if chunk and not chunk.endswith(b"\n") else 0)
+        n_lines = count_lines(chunk)
         bad: dict[int, str] = {}
         types = {f: _ARROW[k] for f, k in self.kinds.items()}
         ts = self.plan.timestamp_field

@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import ctypes
 import dataclasses
+import gc
 import multiprocessing
 import os
 import pickle
@@ -209,6 +210,7 @@ class Pipeline:
         self.parallelism = parallelism
         self.window = 2 * parallelism + 1
         self.pool: ProcessPoolExecutor | None = None
+        gc.freeze()  # the modules' objects: never collected, so no collection walks them
         if parallelism > 1:
             if hasattr(os, "memfd_create") and not _SLOTS:
                 _SLOTS.extend(os.memfd_create(f"gumtool-import-{i}", os.MFD_CLOEXEC)

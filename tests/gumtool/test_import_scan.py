@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from gumshoe import native
 from gumshoe.config import load_config
 from gumshoe.schema import Schema
-from gumtool.import_decode import Decoded, JsonDecoder
+from gumtool.import_decode import Decoded, JsonDecoder, count_lines
 from gumtool.import_mapping import Mapping, load_mapping, resolve
 
 from .helpers import write_config
@@ -117,6 +117,7 @@ def test_the_scanner_declines_or_agrees(tmp_path_factory: pytest.TempPathFactory
                                         mapping: str, chunk: bytes) -> None:
     tmp = tmp_path_factory.mktemp("scan")
     dec = decoder(tmp, mapping)
+    assert count_lines(chunk) == chunk.count(b"\n") + (not chunk.endswith(b"\n"))
     scanned = dec._scan(chunk) if dec.scan_fields else None
     dec.use_scan = False
     want = dec.decode(chunk)
