@@ -1,4 +1,5 @@
-/* gumshoe._jsonl: JSON lines of flat objects -> columns, the fast path of bulk import.
+/* gumshoe._jsonl: JSON lines of flat objects (and CSV lines) -> columns, the fast path of bulk
+ * import.
  *
  * scan(chunk, fields, kinds, outs, nils, ignore_unknown) -> tuple | None
  *
@@ -227,6 +228,10 @@ static inline const char *number_end(const char *p, const char *end, int *integr
 static inline uint64_t digits_value(const char *p, const char *q, int *ok) {
     uint64_t v = 0;
     *ok = 1;
+    if (q - p <= 19) {  /* below 10**19: no overflow, no checks (a division per digit) */
+        for (; p < q; p++) v = v * 10 + (uint64_t)(*p - '0');
+        return v;
+    }
     for (; p < q; p++) {
         uint64_t d = (uint64_t)(*p - '0');
         if (v > (UINT64_MAX - d) / 10) {
@@ -483,6 +488,186 @@ done:
     return result;
 }
 
+/* -- CSV ------------------------------------------------------------------------------------
+ * scan_csv(chunk, n_columns, columns, kinds, outs, nils) -> tuple | None
+ *
+ *   The same for CSV lines without a header (the caller knows it): every line must have
+ *   exactly `n_columns` comma-separated fields; `columns` (a tuple of ints) are the positions
+ *   of the fields read, with `kinds`, `outs` and `nils` as for `scan` ('x' not allowed). An
+ *   empty field (or "") is null. A string may be quoted when it holds no quote; numbers are
+ *   JSON numbers, unquoted ('u': no sign). Declined: a blank line, another number of fields, a
+ *   quote anywhere else, a carriage return but before the newline, a number that is not
+ *   plain, a string that is not valid UTF-8. pyarrow's CSV reader then decides the chunk.
+ */
+static int csv_value(Field *f, Py_ssize_t row, const char *p, const char *q) {
+    if (p == q) {
+        put_nil(f, row);
+        return 0;
+    }
+    if (f->kind == 's') {
+        if (*p == '"') {
+            p++;
+            q--;
+            if (p == q) {
+                put_nil(f, row);
+                return 0;
+            }
+        }
+        int32_t code = table_code(&f->table, p, q - p);
+        if (code == -1) return FAILED;
+        if (code < 0) return DECLINE;
+        ((int32_t *)f->out)[row] = code;
+        f->nil[row] = 0;
+        return 0;
+    }
+    if (f->kind == 'u' && *p == '-') return DECLINE;
+    int integral;
+    const char *e = number_end(p, q, &integral);
+    if (e != q) return DECLINE;
+    int r = put_number(f, row, p, q, integral);
+    if (r) return r;
+    f->nil[row] = 0;
+    return 0;
+}
+
+static int csv_line(Field *fields, const int *slot_of, Py_ssize_t n_columns, Py_ssize_t row,
+                    const char *p, const char *end) {
+    if (end > p && end[-1] == '\r') end--;
+    if (p == end) return DECLINE;  /* blank */
+    Py_ssize_t col = 0;
+    for (;;) {
+        const char *start = p;
+        if (p < end && *p == '"') {
+            p++;
+            while (p < end && *p != '"') {
+                if (*p == '\r') return DECLINE;
+                p++;
+            }
+            if (p >= end) return DECLINE;
+            p++;  /* the closing quote: a field separator or the end must follow */
+            if (p < end && *p != ',') return DECLINE;
+        } else {
+            while (p < end && *p != ',') {
+                if (*p == '"' || *p == '\r') return DECLINE;
+                p++;
+            }
+        }
+        if (col >= n_columns) return DECLINE;
+        int slot = slot_of[col];
+        if (slot >= 0) {
+            int r = csv_value(&fields[slot], row, start, p);
+            if (r) return r;
+        }
+        col++;
+        if (p >= end) break;
+        p++;  /* the comma */
+    }
+    return col == n_columns ? 0 : DECLINE;
+}
+
+static PyObject *scan_csv(PyObject *self, PyObject *args) {
+    PyObject *chunk_obj, *columns, *outs, *nils;
+    Py_ssize_t n_columns;
+    const char *kinds;
+    Py_ssize_t n_kinds;
+    if (!PyArg_ParseTuple(args, "OnO!y#O!O!", &chunk_obj, &n_columns, &PyTuple_Type, &columns,
+                          &kinds, &n_kinds, &PyTuple_Type, &outs, &PyTuple_Type, &nils))
+        return NULL;
+    Py_ssize_t nf = PyTuple_GET_SIZE(columns);
+    if (nf > MAX_FIELDS || n_kinds != nf || PyTuple_GET_SIZE(outs) != nf ||
+        PyTuple_GET_SIZE(nils) != nf || n_columns < 1 || n_columns > 4096) {
+        PyErr_SetString(PyExc_ValueError, "columns, kinds, outs and nils must match");
+        return NULL;
+    }
+    Py_buffer chunk;
+    if (PyObject_GetBuffer(chunk_obj, &chunk, PyBUF_SIMPLE)) return NULL;
+    Field fields[MAX_FIELDS];
+    Py_buffer views[2 * MAX_FIELDS];
+    int n_views = 0;
+    int *slot_of = NULL;
+    PyObject *result = NULL;
+    const char *data = chunk.buf, *end = data + chunk.len;
+    Py_ssize_t n_lines = 0;
+    for (const char *q = data; q < end;) {
+        const char *nl = memchr(q, '\n', (size_t)(end - q));
+        n_lines++;
+        if (!nl) break;
+        q = nl + 1;
+    }
+    for (Py_ssize_t i = 0; i < nf; i++) {
+        fields[i].kind = 'x';
+        fields[i].table.slots = NULL;
+        fields[i].table.list = NULL;
+    }
+    slot_of = PyMem_Malloc(sizeof(int) * (size_t)n_columns);
+    if (!slot_of) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t c = 0; c < n_columns; c++) slot_of[c] = -1;
+    for (Py_ssize_t i = 0; i < nf; i++) {
+        Field *f = &fields[i];
+        Py_ssize_t c = PyLong_AsSsize_t(PyTuple_GET_ITEM(columns, i));
+        if (c == -1 && PyErr_Occurred()) goto done;
+        if (c < 0 || c >= n_columns || slot_of[c] >= 0 || kinds[i] == 0 ||
+            !strchr("siuf", kinds[i])) {
+            PyErr_SetString(PyExc_ValueError, "a column outside the header, or a bad kind");
+            goto done;
+        }
+        slot_of[c] = (int)i;
+        f->key = NULL;
+        f->key_len = 0;
+        Py_ssize_t width = kinds[i] == 's' ? 4 : 8;
+        Py_buffer *o = &views[n_views];
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(outs, i), o, PyBUF_WRITABLE)) goto done;
+        n_views++;
+        Py_buffer *m = &views[n_views];
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(nils, i), m, PyBUF_WRITABLE)) goto done;
+        n_views++;
+        if (o->len < n_lines * width || m->len < n_lines) {
+            PyErr_SetString(PyExc_ValueError, "an output buffer is shorter than the lines");
+            goto done;
+        }
+        f->out = o->buf;
+        f->nil = m->buf;
+        f->kind = kinds[i];
+        f->table.limit = end;
+        if (f->kind == 's' && table_init(&f->table)) {
+            PyErr_NoMemory();
+            goto done;
+        }
+    }
+    {
+        const char *p = data;
+        for (Py_ssize_t row = 0; row < n_lines; row++) {
+            const char *nl = memchr(p, '\n', (size_t)(end - p));
+            const char *le = nl ? nl : end;
+            int r = csv_line(fields, slot_of, n_columns, row, p, le);
+            if (r == FAILED) goto done;
+            if (r == DECLINE) {
+                result = Py_None;
+                Py_INCREF(result);
+                goto done;
+            }
+            p = le + 1;
+        }
+    }
+    PyObject *uniques = PyTuple_New(nf);
+    if (!uniques) goto done;
+    for (Py_ssize_t i = 0; i < nf; i++) {
+        PyObject *v = fields[i].kind == 's' ? fields[i].table.list : Py_None;
+        Py_INCREF(v);
+        PyTuple_SET_ITEM(uniques, i, v);
+    }
+    result = Py_BuildValue("(nN)", n_lines, uniques);
+done:
+    for (Py_ssize_t i = 0; i < nf; i++) table_free(&fields[i].table);
+    for (int i = 0; i < n_views; i++) PyBuffer_Release(&views[i]);
+    PyMem_Free(slot_of);
+    PyBuffer_Release(&chunk);
+    return result;
+}
+
 /* lines(chunk) -> int: the number of lines (newlines, plus one for a last line without its
  * newline), as the scanner counts them; memchr, several times faster than bytes.count. */
 static PyObject *lines(PyObject *self, PyObject *arg) {
@@ -503,6 +688,7 @@ static PyObject *lines(PyObject *self, PyObject *arg) {
 static PyMethodDef methods[] = {
     {"scan", scan, METH_VARARGS, "JSON lines of flat objects -> columns (None: declined)."},
     {"lines", lines, METH_O, "The number of lines of a chunk."},
+    {"scan_csv", scan_csv, METH_VARARGS, "CSV lines -> columns (None: declined)."},
     {NULL, NULL, 0, NULL},
 };
 

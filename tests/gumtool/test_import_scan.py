@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from gumshoe import native
 from gumshoe.config import load_config
 from gumshoe.schema import Schema
-from gumtool.import_decode import Decoded, JsonDecoder, count_lines
+from gumtool.import_decode import CsvDecoder, Decoded, JsonDecoder, count_lines
 from gumtool.import_mapping import Mapping, load_mapping, resolve
 
 from .helpers import write_config
@@ -145,3 +145,64 @@ def test_the_scanner_takes_the_benchmark_lines(tmp_path: Path) -> None:
     assert got is not None
     dec.use_scan = False
     assert columns(got) == columns(dec.decode(chunk))
+
+
+# -- CSV ---------------------------------------------------------------------------------------
+CSV_HEADER = ["at", "name", "bogus", "visits", "clicks", "score", "country"]
+CELLS = st.one_of(st.sampled_from(["", '""', '"a"', '"a,b"', '"a""b"', 'a"b', " 1", "1 ", "+1",
+                                   "-0", "01", "1.", ".5", "1e5", "1.5", "-1", "300", "x",
+                                   "é", "\xff", "1" * 20, "18446744073709551616", "nan", "inf",
+                                   "4294967295", "4294967296"]),
+                  PLAIN.filter(lambda t: "," not in t and "\r" not in t),
+                  st.integers(-10, 2**33).map(str),
+                  st.floats(allow_nan=False, allow_infinity=False).map(repr))
+
+
+@st.composite
+def csv_good_line(draw: Any) -> str:
+    cells = [str(draw(st.integers(1_600_000_000, 1_800_000_000))),
+             draw(st.one_of(st.just(""), PLAIN.filter(lambda t: "," not in t))),
+             draw(CELLS).replace(",", "").replace('"', "").replace("\r", ""),
+             draw(st.one_of(st.just(""), st.integers(0, 255).map(str))),
+             str(draw(st.integers(0, 2**32 - 1))),
+             draw(st.one_of(st.just(""), st.floats(-1e6, 1e6).map(repr),
+                            st.integers(-10**6, 10**6).map(str))),
+             draw(st.one_of(st.just(""), st.just('"DE"'), st.just("FR")))]
+    return ",".join(cells)
+
+
+@st.composite
+def csv_chunks(draw: Any) -> bytes:
+    out = draw(st.lists(csv_good_line(), min_size=1, max_size=10))
+    if draw(st.booleans()):
+        odd = draw(st.lists(CELLS, min_size=0, max_size=8)) if draw(st.booleans()) else None
+        line = ",".join(odd) if odd is not None else draw(csv_good_line())
+        if odd is None:  # a good line with one cell replaced
+            cells = line.split(",")
+            cells[draw(st.integers(0, len(cells) - 1))] = draw(CELLS)
+            line = ",".join(cells)
+        out.insert(draw(st.integers(0, len(out))), line)
+    sep = "\r\n" if draw(st.booleans()) else "\n"
+    text = sep.join(out) + (sep if draw(st.booleans()) else "")
+    return text.encode("utf-8", "surrogateescape")
+
+
+@settings(max_examples=400, deadline=None)
+@given(chunk=csv_chunks())
+def test_the_csv_scanner_declines_or_agrees(tmp_path_factory: pytest.TempPathFactory,
+                                            chunk: bytes) -> None:
+    tmp = tmp_path_factory.mktemp("csv")
+    cfg = write_config(tmp / "c.toml", tmp / "db")
+    plan = resolve(Mapping(), Schema.from_config(load_config(cfg).schema), "mapping")
+    dec = CsvDecoder(plan, CSV_HEADER)
+    scanned = dec._scan(chunk)
+    dec.use_scan = False
+    want = dec.decode(chunk)
+    if scanned is None:
+        return
+    assert not want.bad and want.bad_count == 0, (chunk, want.bad)
+    assert (scanned.n, scanned.n_lines) == (want.n, want.n_lines)
+    got_cols, want_cols = columns(scanned), columns(want)
+    assert got_cols.keys() == want_cols.keys()
+    for f in got_cols:  # the same values (a time may be an int on one side, a float on the other)
+        assert got_cols[f] == want_cols[f], (f, chunk)
