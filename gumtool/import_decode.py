@@ -1,9 +1,14 @@
 """`gumtool import` decoding: one chunk of JSON lines or CSV -> the plan's source fields as
 columns, with every bad line found and named by its line number in the chunk.
 
-Imports gumtool.import_mapping (the Plan), msgspec (JSON) and pyarrow (CSV). No Python
+Imports gumshoe.native, gumtool.import_mapping (the Plan), msgspec (JSON) and pyarrow. No Python
 statement runs per line on the success path:
 
+* JSON lines and CSV, fastest path: the C scanner `gumshoe._jsonl` (when built) takes a chunk
+  of plain lines (flat objects; CSV fields without inner quotes) whole, or declines it to the
+  paths below, which decide every unusual or bad chunk (tests/gumtool/test_import_scan.py
+  checks that it declines or agrees with pyarrow). Benchmark lines, CPU per row: JSON ~190 ns
+  against pyarrow's ~970; CSV ~150 against ~240.
 * JSON lines, fast path: pyarrow's JSON reader with an explicit schema of the plan's fields
   (typed columns, strings straight into Arrow buffers). Measured here (CPU time, one 16 MB
   chunk of 160k synthetic rows, machine shared): 0.12 s to columns, against 0.18-0.25 s for
