@@ -30,6 +30,22 @@ TIMESTAMP_MAX = 2**32 - 1
 _rows_ext = native.rows  # the C fast path, or None (tests set it to None for the Python path)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Factor:
+    """A string column given as distinct strings and a code per row (nil rows: any code),
+    as bulk loaders have it: `Dictionary.encode` then works per distinct string, not per row.
+    Indexing by positions (`Batch.take`) keeps the strings and takes the codes."""
+
+    uniques: list[str]
+    codes: np.ndarray  # integer codes into `uniques` (nil rows: 0)
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, pos: np.ndarray) -> Factor:
+        return Factor(self.uniques, self.codes[pos])
+
+
 @dataclasses.dataclass(slots=True)
 class Batch:
     """A validated batch: numpy columns, strings not yet dictionary-encoded."""
@@ -37,6 +53,7 @@ class Batch:
     n: int
     timestamps: np.ndarray  # int64 Unix seconds
     dims: dict[str, Any]  # numeric: ndarray of the column dtype; string: list[str | None]
+    # (or a Factor, from bulk loaders into DB.insert_batch only)
     nils: dict[str, np.ndarray | None]  # per dimension, None when no row is nil
     metrics: dict[str, np.ndarray]  # the column's store dtype (int64 / uint64 / float64)
     counts: np.ndarray | None = None  # int64 roll-up counts; None means 1 per row

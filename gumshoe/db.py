@@ -518,8 +518,10 @@ class DB:
             blocks = (old.blocks if old else []) + [m.intervals[start].compact() for m in mems
                                                     if start in m.intervals]
             gen = old.generation + 1 if old else 0
-            intervals[start] = build_interval(self.schema, start, gen,
-                                              rollup(self.schema, blocks), self.dir, fsync,
+            # one compacted memtable block alone is rolled up already (a second roll-up
+            # would sort it again to change nothing)
+            rolled = blocks[0] if len(blocks) == 1 and not old else rollup(self.schema, blocks)
+            intervals[start] = build_interval(self.schema, start, gen, rolled, self.dir, fsync,
                                               written, duration=self.duration_at(start))
             if old and self.dir is not None:
                 dead.extend(self.dir / f for f in old.filenames())

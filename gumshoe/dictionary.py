@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import fileio
-from .batch import pick
+from .batch import Factor, pick
 from .block import string_ranks
 from .errors import CorruptDataError, InsertError
 from .schema import Column
@@ -44,7 +44,7 @@ class Dictionary:
     def __len__(self) -> int:
         return len(self.values)
 
-    def encode(self, values: list[Any], nil: np.ndarray | None, col: Column,
+    def encode(self, values: list[Any] | Factor, nil: np.ndarray | None, col: Column,
                row_index: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
         """Codes for `values` (nil rows get code 0) and the new strings they need, in code order.
 
@@ -52,6 +52,8 @@ class Dictionary:
         batch is valid. Raises InsertError naming the row that would overflow the code type
         (by its `row_index` entry when given: its index in the original request).
         """
+        if isinstance(values, Factor):
+            return self._encode_factor(values, nil, col, row_index)
         n = len(values)
         codes = np.fromiter(map(self.index.get, values, itertools.repeat(-1)), np.int64, n)
         missing = codes < 0
@@ -81,6 +83,33 @@ class Dictionary:
         if nil is not None:
             codes[nil] = 0
         return codes.astype(col.dtype), new
+
+    def _encode_factor(self, f: Factor, nil: np.ndarray | None, col: Column,
+                       row_index: np.ndarray | None) -> tuple[np.ndarray, list[str]]:
+        """`encode` of a factorised column: the strings its rows use are encoded (new ones in
+        the order rows first use them, as the list form does), then the codes are mapped."""
+        n, k = len(f.codes), len(f.uniques)
+        codes = f.codes.astype(np.int64, copy=False)
+        rows = np.arange(n, dtype=np.int64)
+        if nil is not None:
+            codes, rows = codes[~nil], rows[~nil]
+        first = np.full(k, n, np.int64)  # each string's first row (n: unused)
+        first[codes[::-1]] = rows[::-1]  # the last write wins (numpy's order: checked)
+        if len(codes) and not (first[codes] <= rows).all():
+            _, at = np.unique(codes, return_index=True)
+            first[:] = n
+            first[codes[at]] = rows[at]
+        used = np.flatnonzero(first < n)
+        used = used[np.argsort(first[used], kind="stable")]
+        where = first[used]
+        ucodes, new = self.encode(pick(f.uniques, used), None, col,
+                                  where if row_index is None else row_index[where])
+        table = np.zeros(max(k, 1), ucodes.dtype)
+        table[used] = ucodes
+        out = table[f.codes] if n else np.zeros(0, ucodes.dtype)
+        if nil is not None:
+            out[nil] = 0
+        return out, new
 
     def extend(self, new: list[str]) -> None:
         base = len(self.values)

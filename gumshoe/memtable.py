@@ -78,17 +78,20 @@ class Memtable:
         if block.n == 0:
             return
         first = int(starts[0])
-        groups: list[tuple[int, np.ndarray | None]]
+        parts: list[tuple[int, Block]]
         if (starts == first).all():
-            groups = [(first, None)]
+            parts = [(first, block)]
+        elif (starts[1:] >= starts[:-1]).all():  # in time order (a rolled-up bulk batch):
+            cuts = np.flatnonzero(starts[1:] != starts[:-1]) + 1  # slices, nothing copied
+            parts = [(int(starts[lo]), block.slice(lo, hi)) for lo, hi in
+                     zip([0, *cuts.tolist()], [*cuts.tolist(), block.n])]
         else:
             order = np.argsort(starts, kind="stable")
             sorted_starts = starts[order]
             cuts = np.flatnonzero(sorted_starts[1:] != sorted_starts[:-1]) + 1
-            groups = [(int(sorted_starts[lo]), order[lo:hi]) for lo, hi in
-                      zip(np.concatenate(([0], cuts)), np.concatenate((cuts, [block.n])))]
-        for start, index in groups:
-            part = block if index is None else block.take(index)
+            parts = [(int(sorted_starts[lo]), block.take(order[lo:hi])) for lo, hi in
+                     zip(np.concatenate(([0], cuts)), np.concatenate((cuts, [block.n])))]
+        for start, part in parts:
             mi = self.intervals.get(start)
             if mi is None:
                 mi = self.intervals[start] = MemInterval(self.schema)

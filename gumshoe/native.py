@@ -1,6 +1,7 @@
-"""The optional C kernels: `_rows` (row dicts -> columns) and `_kernels` (fused scan).
+"""The optional C kernels: `_rows` (row dicts -> columns), `_kernels` (fused scan) and `_jsonl`
+(JSON lines -> columns, for bulk import).
 
-Imports nothing of gumshoe. Both extensions are plain C over the buffer protocol, built by
+Imports nothing of gumshoe. The extensions are plain C over the buffer protocol, built by
 `pip install` when a C compiler is present (pyproject.toml marks them optional). Every caller
 keeps its numpy path: when an extension is missing, or `GUMSHOE_NATIVE=0` is set, the numpy
 path runs, and the tests compare the two.
@@ -34,3 +35,4 @@ def why_missing() -> str:
 
 kernels = _load("_kernels")
 rows = _load("_rows")
+jsonl = _load("_jsonl")

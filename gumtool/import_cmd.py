@@ -47,7 +47,7 @@ from .import_rules import Rules, make_rules, resolve_aliases
 from .import_sinks import DBSink, HTTPSink
 from .import_sources import FORMATS, Source, expand
 from .import_tasks import Planner
-from .import_worker import Pipeline, aliases, empty_result, parse
+from .import_worker import Pipeline, aliases, empty_result, keep_freed_memory, parse
 
 HELP = "import JSON lines or CSV files (e.g. KISSmetrics exports) into a database"
 DESCRIPTION = """\
@@ -186,6 +186,7 @@ class Summary:
 
 
 def run(args: argparse.Namespace) -> int:
+    keep_freed_memory()
     config = load_config(args.config)
     schema = Schema.from_config(config.schema)
     plan = build_plan(args, schema)

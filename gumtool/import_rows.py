@@ -23,7 +23,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gumshoe.batch import TIMESTAMP_MAX, Batch
+from gumshoe.batch import TIMESTAMP_MAX, Batch, Factor
 from gumshoe.block import Block, rollup
 from gumshoe.schema import Column, Schema
 
@@ -305,10 +305,14 @@ def prepare(decoded: Decoded, plan: Plan, rules: Rules
         hit = mask & ~skip
         counts[reason] = int(hit.sum())
         skip |= hit
-    keep = np.flatnonzero(~skip)
-    rows = Rows(len(keep), ts[keep], {k: s.take(keep) for k, s in strings.items()},
-                {k: (a[keep], None if m is None else m[keep]) for k, (a, m) in numbers.items()},
-                {k: a[keep] for k, a in metrics.items()})
+    if not skip.any():  # the usual chunk: every row kept, no copies
+        rows = Rows(n, ts, strings, numbers, metrics)
+    else:
+        keep = np.flatnonzero(~skip)
+        rows = Rows(len(keep), ts[keep], {k: s.take(keep) for k, s in strings.items()},
+                    {k: (a[keep], None if m is None else m[keep])
+                     for k, (a, m) in numbers.items()},
+                    {k: a[keep] for k, a in metrics.items()})
     bad = sorted((int(decoded.line_of(np.array([i]))[0]), msg)
                  for i, msg in problems.messages.items())
     return rows, counts, bad, int(problems.mask.sum())
@@ -333,7 +337,7 @@ class Rolled:
         for d in schema.dimensions:
             if d.is_string:
                 uniques, codes, nil = self.strings[d.name]
-                dims[d.name] = Strings(uniques, codes, nil).values()
+                dims[d.name] = Factor(uniques, codes)  # encoded per distinct string
                 nils[d.name] = nil
             else:
                 dims[d.name], nils[d.name] = self.numbers[d.name]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import ctypes
 import dataclasses
+import gc
 import multiprocessing
 import os
 import pickle
@@ -70,6 +71,23 @@ _STATE: dict[str, Any] = {}
 # 1.2 CPU seconds here, through memfd slots 0.3). They vanish with the processes, also after
 # a kill -9.
 _SLOTS: list[int] = []
+
+
+def keep_freed_memory() -> None:
+    """Have glibc's malloc keep freed memory for reuse instead of returning it to the kernel.
+
+    Every chunk allocates and frees the same few large buffers (the chunk, its columns, the
+    roll-up's arrays). By default glibc serves those from fresh mmaps, or trims them off the
+    heap when freed, so each chunk faults its pages in again: on the gzipped-JSON benchmark
+    451k page faults and 1.6 CPU seconds in the kernel with two workers, against 101k and 0.7
+    with this. Called before the workers are forked (they inherit it). Not glibc: no-op."""
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: the largest allowed (a chunk fits below it)
+    mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GiB of free heap
 
 
 def _die_with_parent(parent: int) -> None:
@@ -192,6 +210,7 @@ class Pipeline:
         self.parallelism = parallelism
         self.window = 2 * parallelism + 1
         self.pool: ProcessPoolExecutor | None = None
+        gc.freeze()  # the modules' objects: never collected, so no collection walks them
         if parallelism > 1:
             if hasattr(os, "memfd_create") and not _SLOTS:
                 _SLOTS.extend(os.memfd_create(f"gumtool-import-{i}", os.MFD_CLOEXEC)

@@ -427,3 +427,26 @@ def test_chunk_boundaries_are_the_same_for_files_and_streams_from_any_boundary(
         again.stream.close()
         assert list(file_boundaries(path.with_suffix(""), start, len(content), size)) == [
             b for b in plain if b[0] >= start]
+
+
+@pytest.mark.parametrize("parallelism", ["1", "2"])
+def test_csv_fractional_times_and_blank_lines(tmp_path: Path, parallelism: str,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Whole Unix times are read as integers first: a chunk with a fraction (or a file of
+    them) is read again as floats, and blank lines are skipped whether or not a column has
+    nulls."""
+    lines = ["at,name,visits"]
+    want = []
+    for i in range(400):
+        frac = i % 7 == 0 and i >= 200  # the second half of the file has fractions
+        at = T0 + i
+        lines.append(f"{at}.75,n{i % 3},{i % 5}" if frac else f"{at},n{i % 3},{i % 5}")
+        want.append({"at": at, "name": f"n{i % 3}", "visits": i % 5})
+        if i % 50 == 0:
+            lines.append("" if i % 100 else "\r")  # blank lines (one of them \r\n)
+    (tmp_path / "in.csv").write_bytes(("\n".join(lines) + "\n").encode())
+    cfg = write_config(tmp_path / "c.toml", tmp_path / "db")
+    assert run("import", "--config", str(cfg), str(tmp_path / "in.csv"), "--chunk-size",
+               "2KB", "--parallelism", parallelism, "--json") == 0
+    assert summary(capsys)["imported"] == 400
+    assert dump(cfg) == dump(reference(tmp_path, want))

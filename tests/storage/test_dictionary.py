@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gumshoe.config import SchemaConfig
+from gumshoe.batch import Factor
 from gumshoe.dictionary import Dictionary
 from gumshoe.errors import InsertError
 from gumshoe.schema import Column, Schema
@@ -137,3 +138,42 @@ def test_lone_surrogates_are_rejected() -> None:
     assert d.values == ["ok"]
     codes, new = d.encode(["\U0001F600", "é"], None, column())  # astral and accented: fine
     assert new == ["\U0001F600", "é"]
+
+
+def factor_of(values: list[str | None], extra: list[str]) -> Factor:
+    """`values` factorised (nil rows code 0), with unused strings `extra` among the uniques."""
+    uniques = list(dict.fromkeys([*extra, *(v for v in values if v is not None)]))[::-1]
+    index = {s: i for i, s in enumerate(uniques)}
+    return Factor(uniques, np.array([0 if v is None else index[v] for v in values], np.int64))
+
+
+@given(st.lists(st.one_of(st.none(), st.sampled_from(["a", "b", "é", "", "日", "x"])),
+                max_size=40),
+       st.lists(st.sampled_from(["b", "zz", "y"]), max_size=3))
+def test_a_factor_encodes_like_its_strings(values: list[str | None], extra: list[str]) -> None:
+    """A Factor (distinct strings + codes, from bulk loaders) encodes exactly like the list of
+    its strings: the same codes, the same new strings in the same order, unused ones left
+    out; positions taken from it (Batch.take) too."""
+    d = Dictionary(["b", "q"])
+    f = factor_of(values, extra)
+    want = d.encode(values, nil_mask(values), column())
+    got = d.encode(f, nil_mask(values), column())
+    assert got[0].dtype == want[0].dtype
+    assert got[0].tolist() == want[0].tolist() and got[1] == want[1]
+    pos = np.arange(len(values))[::2]
+    sub = [values[i] for i in pos]
+    assert d.encode(f[pos], nil_mask(sub), column())[1] == d.encode(sub, nil_mask(sub),
+                                                                       column())[1]
+
+
+def test_a_factor_overflow_and_surrogates_name_the_row() -> None:
+    col = column("string:uint8", "country")
+    d = Dictionary([f"s{i}" for i in range(250)])
+    values = ["s1", "n0", None, "n1", "n0", "n2", "n3", "n4", "n5", "n5", "n6", "n7"]
+    with pytest.raises(InsertError) as e:
+        d.encode(factor_of(values, ["s7"]), nil_mask(values), col)
+    assert str(e.value).startswith("rows[10].country:") and "'n6'" in str(e.value)
+    values = ["ok", "fine", None, "bad\ud800", "bad\ud800"]
+    with pytest.raises(InsertError, match=r"rows\[7\]\.s: 'bad\\ud800' is not valid Unicode"):
+        Dictionary(["ok"]).encode(factor_of(values, []), nil_mask(values), column(),
+                                  row_index=np.arange(5) + 4)
