@@ -120,6 +120,34 @@ static int table_init(Table *t) {
     return t->list ? 0 : -1;
 }
 
+/* Point a field at its output column and nil mask (writable buffers of at least `n_lines`
+   values, each view kept in `views` for release) and set up its string table: 0, or -1 with
+   an exception set. Shared by the JSON-lines and the CSV scanner. */
+static int bind_field(Field *f, char kind, PyObject *out, PyObject *nil, Py_buffer *views,
+                      int *n_views, Py_ssize_t n_lines, const char *end) {
+    Py_ssize_t width = kind == 's' ? 4 : 8;
+    Py_buffer *o = &views[*n_views];
+    if (PyObject_GetBuffer(out, o, PyBUF_WRITABLE)) return -1;
+    (*n_views)++;
+    Py_buffer *m = &views[*n_views];
+    if (PyObject_GetBuffer(nil, m, PyBUF_WRITABLE)) return -1;
+    (*n_views)++;
+    if (o->len < n_lines * width || m->len < n_lines) {
+        PyErr_SetString(PyExc_ValueError, "an output buffer is shorter than the lines");
+        return -1;
+    }
+    f->out = o->buf;
+    f->nil = m->buf;
+    f->kind = kind;
+    f->table.limit = end;
+    if (f->kind == 's' && table_init(&f->table)) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+
 static void table_free(Table *t) {
     PyMem_Free(t->slots);
     t->slots = NULL;
@@ -438,25 +466,8 @@ static PyObject *scan(PyObject *self, PyObject *args) {
             goto done;
         }
         if (kinds[i] == 'x') continue;
-        Py_ssize_t width = kinds[i] == 's' ? 4 : 8;
-        Py_buffer *o = &views[n_views];
-        if (PyObject_GetBuffer(PyTuple_GET_ITEM(outs, i), o, PyBUF_WRITABLE)) goto done;
-        n_views++;
-        Py_buffer *m = &views[n_views];
-        if (PyObject_GetBuffer(PyTuple_GET_ITEM(nils, i), m, PyBUF_WRITABLE)) goto done;
-        n_views++;
-        if (o->len < n_lines * width || m->len < n_lines) {
-            PyErr_SetString(PyExc_ValueError, "an output buffer is shorter than the lines");
-            goto done;
-        }
-        f->out = o->buf;
-        f->nil = m->buf;
-        f->kind = kinds[i];
-        f->table.limit = end;
-        if (f->kind == 's' && table_init(&f->table)) {
-            PyErr_NoMemory();
-            goto done;
-        }
+        if (bind_field(f, kinds[i], PyTuple_GET_ITEM(outs, i), PyTuple_GET_ITEM(nils, i),
+                       views, &n_views, n_lines, end)) goto done;
     }
     {
         const char *p = data;
@@ -617,25 +628,8 @@ static PyObject *scan_csv(PyObject *self, PyObject *args) {
         slot_of[c] = (int)i;
         f->key = NULL;
         f->key_len = 0;
-        Py_ssize_t width = kinds[i] == 's' ? 4 : 8;
-        Py_buffer *o = &views[n_views];
-        if (PyObject_GetBuffer(PyTuple_GET_ITEM(outs, i), o, PyBUF_WRITABLE)) goto done;
-        n_views++;
-        Py_buffer *m = &views[n_views];
-        if (PyObject_GetBuffer(PyTuple_GET_ITEM(nils, i), m, PyBUF_WRITABLE)) goto done;
-        n_views++;
-        if (o->len < n_lines * width || m->len < n_lines) {
-            PyErr_SetString(PyExc_ValueError, "an output buffer is shorter than the lines");
-            goto done;
-        }
-        f->out = o->buf;
-        f->nil = m->buf;
-        f->kind = kinds[i];
-        f->table.limit = end;
-        if (f->kind == 's' && table_init(&f->table)) {
-            PyErr_NoMemory();
-            goto done;
-        }
+        if (bind_field(f, kinds[i], PyTuple_GET_ITEM(outs, i), PyTuple_GET_ITEM(nils, i),
+                       views, &n_views, n_lines, end)) goto done;
     }
     {
         const char *p = data;

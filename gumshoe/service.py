@@ -146,7 +146,8 @@ class QueryService:
     def prepare(self, query: Query, cancel: threading.Event | None = None,
                 snapshot: Any = None) -> Prepared:
         """Plan over a fresh snapshot (or `snapshot`) and check the memory estimate."""
-        prepared = Prepared(query, snapshot or self.db.snapshot(), self.threads,
+        prepared = Prepared(query, snapshot if snapshot is not None else self.db.snapshot(),
+                            self.threads,
                             self.config.max_groups, cancel)
         need, groups = prepared.memory_estimate()
         if need > self.config.query_memory:
