@@ -45,6 +45,15 @@ class Factor:
     def __getitem__(self, pos: np.ndarray) -> Factor:
         return Factor(self.uniques, self.codes[pos])
 
+    def values(self, nil: np.ndarray | None) -> list[Any]:
+        """The strings per row (None where `nil`), as a list: one gather in C, no loop."""
+        if not self.uniques:
+            return [None] * len(self.codes)
+        out = np.array(self.uniques, dtype=object)[self.codes]
+        if nil is not None:
+            out[nil] = None
+        return list(out.tolist())
+
 
 @dataclasses.dataclass(slots=True)
 class Batch:
@@ -53,7 +62,7 @@ class Batch:
     n: int
     timestamps: np.ndarray  # int64 Unix seconds
     dims: dict[str, Any]  # numeric: ndarray of the column dtype; string: list[str | None]
-    # (or a Factor, from bulk loaders into DB.insert_batch only)
+    # or a Factor (bulk loaders, and JSON bodies the C scanner decoded: rowdecoder.py)
     nils: dict[str, np.ndarray | None]  # per dimension, None when no row is nil
     metrics: dict[str, np.ndarray]  # the column's store dtype (int64 / uint64 / float64)
     counts: np.ndarray | None = None  # int64 roll-up counts; None means 1 per row

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from .batch import Factor
 from .schema import Schema
 
 SEED = np.uint64(0xCBF29CE484222325)
@@ -56,6 +57,9 @@ def _words(values: Any, nil: np.ndarray | None, n: int) -> np.ndarray:
         else:
             words = values.astype(np.int64).view(np.uint64).copy() if values.dtype != np.uint64 \
                 else values.copy()
+    elif isinstance(values, Factor):  # hash each distinct string once, gather by code
+        words = np.array([string_word(s) for s in values.uniques] or [0], np.uint64)[
+            values.codes]
     else:  # strings: hash each distinct string once
         table = {s: string_word(s) for s in set(values) if s is not None}
         words = np.fromiter(map(table.get, values, itertools.repeat(0)), np.uint64, n)

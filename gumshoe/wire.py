@@ -18,7 +18,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from .batch import Batch
+from .batch import Batch, Factor
 from .errors import ClientError, InsertError
 from .partials import Partial
 from .schema import Schema
@@ -112,7 +112,9 @@ def encode_batch(batch: Batch) -> bytes:
         "v": BATCH_VERSION,
         "n": batch.n,
         "ts": _enc(batch.timestamps),
-        "dims": {k: ({"s": v} if isinstance(v, list) else _enc(v)) for k, v in batch.dims.items()},
+        "dims": {k: ({"s": v} if isinstance(v, list) else
+                     {"s": v.values(batch.nils[k])} if isinstance(v, Factor) else _enc(v))
+                 for k, v in batch.dims.items()},
         "nils": {k: (None if v is None else v.tobytes()) for k, v in batch.nils.items()},
         "metrics": {k: _enc(v) for k, v in batch.metrics.items()},
         "counts": None if batch.counts is None else _enc(batch.counts),

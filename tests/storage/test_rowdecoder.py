@@ -1,9 +1,12 @@
-"""The msgspec fast path for insert bodies: it either declines (None) or yields exactly the
-batch the row-by-row validator yields, over random schemas and valid and invalid bodies."""
+"""The fast paths for insert bodies (the C scanner gumshoe._jsonl.scan_array, and msgspec): each
+either declines (None) or yields exactly the batch the row-by-row validator yields, over random
+schemas and valid and invalid bodies."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -12,7 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gumshoe.batch import Batch, parse_rows
+from gumshoe import native, rowdecoder
+from gumshoe.batch import Batch, Factor, parse_rows
 from gumshoe.config import load_config
 from gumshoe.errors import ClientError, InsertError
 from gumshoe.jsonio import loads, parse_insert_body
@@ -27,8 +31,11 @@ def assert_same_batch(a: Batch, b: Batch) -> None:
     np.testing.assert_array_equal(a.timestamps, b.timestamps)
     assert a.timestamps.dtype == b.timestamps.dtype
     for name, v in b.dims.items():
+        got = a.dims[name]
+        if isinstance(got, Factor):
+            got = got.values(a.nils[name])
         if isinstance(v, list):
-            assert a.dims[name] == v
+            assert got == v
         else:
             assert a.dims[name].dtype == v.dtype
             np.testing.assert_array_equal(a.dims[name], v)
@@ -40,11 +47,30 @@ def assert_same_batch(a: Batch, b: Batch) -> None:
         np.testing.assert_array_equal(a.metrics[name], v)
 
 
-def _body(data: Any) -> bytes | None:
+def _body(data: Any, indent: int | None = None, ascii: bool = True) -> bytes | None:
+    """JSON text of `data`; not `ascii`: non-ASCII strings as UTF-8, not as escapes (which the
+    C scanner declines), where they are valid UTF-8."""
     try:
-        return json.dumps(data, allow_nan=False).encode()
+        return json.dumps(data, allow_nan=False, indent=indent, ensure_ascii=ascii).encode()
     except ValueError:
         return None  # NaN/inf: not JSON
+    except UnicodeEncodeError:  # a lone surrogate: only as an escape
+        return json.dumps(data, allow_nan=False, indent=indent).encode()
+
+
+@contextlib.contextmanager
+def scanner(on: bool) -> Iterator[None]:
+    """The C scanner on (where built) or off: off, the msgspec path decides alone."""
+    if on and native.jsonl is None:
+        pytest.skip("gumshoe._jsonl is not built")
+    old, rowdecoder.use_scan = rowdecoder.use_scan, on
+    try:
+        yield
+    finally:
+        rowdecoder.use_scan = old
+
+
+PATHS = pytest.mark.parametrize("scan", [True, False], ids=["c-scanner", "msgspec"])
 
 
 @st.composite
@@ -55,14 +81,17 @@ def bodies(draw: st.DrawFn) -> tuple[Schema, Any]:
     return schema, draw(invalid_batches(schema)).rows
 
 
+@PATHS
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
-@given(bodies())
-def test_fast_path_declines_or_agrees(case: tuple[Schema, Any]) -> None:
+@given(case=bodies(), indent=st.sampled_from([None, 0, 2]), ascii=st.booleans())
+def test_fast_path_declines_or_agrees(scan: bool, case: tuple[Schema, Any],
+                                      indent: int | None, ascii: bool) -> None:
     schema, data = case
-    body = _body(data)
+    body = _body(data, indent, ascii)
     if body is None:
         return
-    fast = RowDecoder(schema).decode(body)
+    with scanner(scan):
+        fast = RowDecoder(schema).decode(body)
     try:
         slow = parse_rows(schema, loads(body, "insert body", strict=False))
     except ClientError:
@@ -72,12 +101,17 @@ def test_fast_path_declines_or_agrees(case: tuple[Schema, Any]) -> None:
         assert_same_batch(fast, slow)
 
 
-def test_plain_valid_bodies_take_the_fast_path() -> None:
+@PATHS
+def test_plain_valid_bodies_take_the_fast_path(scan: bool) -> None:
     schema = Schema.from_config(load_config(None).schema)
     body = orjson.dumps([{"at": 1_700_000_000, "name": "a", "country": None, "age": 30,
                           "visits": 2}, {"at": 1_700_000_001.5, "clicks": 1}])
-    fast = RowDecoder(schema).decode(body)
+    decoder = RowDecoder(schema)
+    with scanner(scan):
+        fast = decoder.decode(body)
     assert fast is not None
+    assert (decoder._scan(body) is not None) == (native.jsonl is not None)
+    assert isinstance(fast.dims["name"], Factor) == scan
     assert_same_batch(fast, parse_rows(schema, orjson.loads(body)))
     assert fast.timestamps.tolist() == [1_700_000_000, 1_700_000_001]
     assert fast.metrics["visits"].tolist() == [2, 0]
@@ -107,6 +141,8 @@ def test_the_validator_decides_every_other_body(body: bytes) -> None:
 
 @pytest.mark.parametrize("body", [b'[{"at": 1, "name": "\xff\xfe"}]',
                                   b'[{"at": 1, "name": "\\ud800"}]'])
-def test_bad_text_is_declined(body: bytes) -> None:
+@PATHS
+def test_bad_text_is_declined(scan: bool, body: bytes) -> None:
     schema = Schema.from_config(load_config(None).schema)
-    assert RowDecoder(schema).decode(body) is None
+    with scanner(scan):
+        assert RowDecoder(schema).decode(body) is None
