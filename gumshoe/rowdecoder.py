@@ -78,15 +78,14 @@ class RowDecoder:
 
     def decode(self, body: bytes) -> Batch | None:
         """The validated batch, or None when the body needs the row-by-row validator."""
-        if use_scan and native.jsonl is not None and len(self._scan_fields) <= 64:
-            batch = self._scan(body)
-            if batch is not None:
-                return batch
-        return self._decode(body)
+        batch = self.scan(body)
+        return batch if batch is not None else self._decode(body)
 
-    def _scan(self, body: bytes) -> Batch | None:
-        """The body through gumshoe._jsonl.scan_array, or None (declined or out of range)."""
-        assert native.jsonl is not None
+    def scan(self, body: bytes) -> Batch | None:
+        """The body through gumshoe._jsonl.scan_array (without the GIL), or None: declined,
+        out of range, or the extension not built."""
+        if not use_scan or native.jsonl is None or len(self._scan_fields) > 64:
+            return None
         cap = body.count(b"{")
         outs = tuple(np.empty(cap, _SCAN_DTYPE[k]) for k in self._scan_kinds)
         nils = tuple(np.empty(cap, np.bool_) for _ in self._scan_kinds)

@@ -16,8 +16,11 @@ from .harness import T0, ServerProcess, write_config
 ROWS = 6000  # ~400 KB of JSON: over the 256 KB threshold
 
 
-def big_batch(tag: int) -> list[dict[str, object]]:
-    return [{"at": T0 + i, "name": f"n{i % 50}", "country": "USA", "age": i % 100,
+def big_batch(tag: int, plain: bool = False) -> list[dict[str, object]]:
+    """ROWS rows; not `plain`: names hold a quote, an escape in JSON, which the C scanner
+    declines (so the body goes to the decoding processes)."""
+    quote = "" if plain else '"'
+    return [{"at": T0 + i, "name": f"n{i % 50}{quote}", "country": "USA", "age": i % 100,
              "visits": 1, "clicks": tag} for i in range(ROWS)]
 
 
@@ -47,6 +50,24 @@ def test_large_bodies_through_the_workers_sum_exactly(pooled: ServerProcess) -> 
     assert "started 1 insert decoding processes" in pooled.log_text()
     r = pooled.query({"aggregates": [{"column": "clicks"}], "groupings": ["country"]})
     assert r.json()["results"] == [{"country": "USA", "clicks": total, "rowCount": 5 * ROWS}]
+
+
+def test_plain_bodies_are_scanned_in_the_server(tmp_path: Path) -> None:
+    """Bodies the C scanner reads never start the decoding processes (cheaper in-thread)."""
+    from gumshoe import native
+    if native.jsonl is None:
+        pytest.skip("gumshoe._jsonl is not built")
+    server = ServerProcess(write_config(tmp_path, tmp_path / "db"), tmp_path / "server.log",
+                           extra=("--insert-workers", "1")).start()
+    try:
+        for tag in range(1, 4):
+            r = server.insert(big_batch(tag, plain=True))
+            assert r.json() == {"inserted": ROWS, "rejected": 0}
+        r = server.query({"aggregates": [{"column": "clicks"}]})
+        assert r.json()["results"] == [{"clicks": 6 * ROWS, "rowCount": 3 * ROWS}]
+    finally:
+        assert server.stop() == 0, server.log_text()
+    assert "insert decoding processes" not in server.log_text()
 
 
 def test_errors_from_a_worker_keep_their_shape(pooled: ServerProcess) -> None:

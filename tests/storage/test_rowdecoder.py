@@ -109,8 +109,8 @@ def test_plain_valid_bodies_take_the_fast_path(scan: bool) -> None:
     decoder = RowDecoder(schema)
     with scanner(scan):
         fast = decoder.decode(body)
+        assert (decoder.scan(body) is not None) == (scan and native.jsonl is not None)
     assert fast is not None
-    assert (decoder._scan(body) is not None) == (native.jsonl is not None)
     assert isinstance(fast.dims["name"], Factor) == scan
     assert_same_batch(fast, parse_rows(schema, orjson.loads(body)))
     assert fast.timestamps.tolist() == [1_700_000_000, 1_700_000_001]
