@@ -222,6 +222,12 @@ def scan_insert_body(body: bytes, schema: Schema) -> Batch | None:
     return decoder_for(schema).scan(body)
 
 
+def scan_ndjson_body(body: bytes, schema: Schema, now: int) -> Batch | None:
+    """`scan_insert_body` for NDJSON (a row without its time gets `now`): None when the
+    scanner declines (then collect/formats.py's parse_ndjson decides)."""
+    return decoder_for(schema).scan_lines(body, now)
+
+
 _worker_schema: Schema | None = None
 
 

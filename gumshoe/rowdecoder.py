@@ -84,19 +84,30 @@ class RowDecoder:
     def scan(self, body: bytes) -> Batch | None:
         """The body through gumshoe._jsonl.scan_array (without the GIL), or None: declined,
         out of range, or the extension not built."""
+        return self._scanned(body, None)
+
+    def scan_lines(self, body: bytes, now: int) -> Batch | None:
+        """The same for NDJSON (collect/formats.py: one object per line, no blank line), where
+        a row without its time gets `now`; None also for a null time, which is an error."""
+        return self._scanned(body, now)
+
+    def _scanned(self, body: bytes, now: int | None) -> Batch | None:
         if not use_scan or native.jsonl is None or len(self._scan_fields) > 64:
             return None
-        cap = body.count(b"{")
+        cap = body.count(b"{") if now is None else native.jsonl.lines(body)
         outs = tuple(np.empty(cap, _SCAN_DTYPE[k]) for k in self._scan_kinds)
         nils = tuple(np.empty(cap, np.bool_) for _ in self._scan_kinds)
-        got = native.jsonl.scan_array(body, self._scan_fields, self._scan_kinds.encode(), outs,
-                                      nils, False)
+        scan = native.jsonl.scan_array if now is None else native.jsonl.scan
+        got = scan(body, self._scan_fields, self._scan_kinds.encode(), outs, nils, False)
         if got is None:
             return None
         n, uniques = got
-        if nils[0][:n].any():  # a row without its time
-            return None
         ts = np.floor(outs[0][:n])
+        no_time = nils[0][:n]
+        if no_time.any():  # rows without their time: NDJSON's get `now`, unless one is null
+            if now is None or b"null" in body:
+                return None
+            ts[no_time] = now
         if n and (ts.min() < 0 or ts.max() > TIMESTAMP_MAX):
             return None
         dims: dict[str, Any] = {}

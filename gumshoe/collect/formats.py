@@ -153,7 +153,11 @@ def parse_csv(body: bytes, schema: Schema, now: int) -> Batch:
 # -- NDJSON ------------------------------------------------------------------------------------
 def parse_ndjson(body: bytes, schema: Schema, now: int) -> Batch:
     """One JSON object per line (blank lines skipped) -> Batch, validated as PUT /insert's
-    rows are; a row without the timestamp gets `now`."""
+    rows are; a row without the timestamp gets `now`. The plain, common body takes the C
+    scanner (jsonio.scan_ndjson_body); it declines everything else to the code below."""
+    batch = jsonio.scan_ndjson_body(body, schema, now)
+    if batch is not None:
+        return batch
     raw = body.split(b"\n")
     lines = list(filter(None, map(bytes.strip, raw)))
 

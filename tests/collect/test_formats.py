@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gumshoe import jsonio
-from gumshoe.batch import Batch
+from gumshoe import jsonio, native, rowdecoder
+from gumshoe.batch import Batch, Factor
 from gumshoe.collect.enrich import Enricher, agent, url_host, url_path
 from gumshoe.collect.formats import UnsupportedFormat, parse_body, parse_csv, parse_ndjson
 from gumshoe.collect.templates import ItemTemplate, RouteTemplate
@@ -36,6 +36,8 @@ def same(a: Batch, b: Batch) -> None:
         nb = np.zeros(b.n, bool) if b.nils[d.name] is None else b.nils[d.name]
         assert na.tolist() == nb.tolist(), d.name
         va, vb = a.dims[d.name], b.dims[d.name]
+        va = va.values(a.nils[d.name]) if isinstance(va, Factor) else va
+        vb = vb.values(b.nils[d.name]) if isinstance(vb, Factor) else vb
         if d.is_string:
             assert list(va) == list(vb), d.name
         else:
@@ -76,6 +78,39 @@ def test_csv_of_random_values(values: list[tuple[int, int, int, str, float]]) ->
     body = to_csv([{**r, "score": repr(r["score"])} for r in rows],
                   ["at", "visits", "clicks", "name", "score"])
     same(parse_csv(body, S, NOW), reference)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_ndjson_scanner_equals_the_reference_path(seed: int) -> None:
+    """The C scanner's NDJSON (rows without a time get NOW) against the Python path."""
+    if native.jsonl is None:
+        pytest.skip("gumshoe._jsonl is not built")
+    rows = sample_rows(400, seed)
+    for r in rows:  # no escapes (the scanner declines them)
+        if r.get("name") == "line\nbreak":
+            r["name"] = "line break"
+    with_nulls = b"\n".join(map(orjson.dumps, rows)) + b"\n"
+    for i, r in enumerate(rows):  # rows without their time; and no null (then a missing time
+        if i % (seed + 2) == 0:   # and a null one cannot be told apart: declined)
+            del r["at"]
+        if r.get("country", "") is None:
+            del r["country"]
+    without_times = b"\n".join(map(orjson.dumps, rows)) + b"\n"
+    for body in (with_nulls, without_times):
+        scanned = jsonio.scan_ndjson_body(body, S, NOW)
+        assert scanned is not None
+        rowdecoder.use_scan = False
+        try:
+            reference = parse_ndjson(body, S, NOW)
+        finally:
+            rowdecoder.use_scan = True
+        same(scanned, reference)
+    assert scanned.timestamps.tolist().count(NOW) >= len(rows) // (seed + 2)
+    # declined to the reference path: a blank line, a null time
+    assert jsonio.scan_ndjson_body(body + b"\n" + body, S, NOW) is None
+    assert jsonio.scan_ndjson_body(b'{"at": null}\n', S, NOW) is None
+    with pytest.raises(InsertError):
+        parse_ndjson(b'{"at": null}\n', S, NOW)
 
 
 def test_missing_timestamps_get_the_arrival_time() -> None:
