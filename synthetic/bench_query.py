@@ -102,14 +102,37 @@ class Server:
             time.sleep(0.2)
         self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
 
-    def query(self, obj: dict[str, Any]) -> list[dict[str, Any]]:
+    def answer(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """The whole JSON answer of POST /query (results, granularity, ...)."""
         self.conn.request("POST", "/query", body=json.dumps(obj),
                           headers={"Content-Type": "application/json"})
         resp = self.conn.getresponse()
         body = resp.read()
         if resp.status != 200:
             raise RuntimeError(f"HTTP {resp.status}: {body[:300]!r}")
-        return json.loads(body)["results"] or []
+        out: dict[str, Any] = json.loads(body)
+        return out
+
+    def query(self, obj: dict[str, Any]) -> list[dict[str, Any]]:
+        return self.answer(obj)["results"] or []
+
+    def memory(self) -> dict[str, float]:
+        """The server's VmRSS, VmHWM (peak), RssAnon and RssFile in MiB."""
+        out = {}
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+                out[key] = int(value.split()[0]) / 1024
+        return out
+
+    def metric(self, name: str) -> float | None:
+        """One unlabelled sample of GET /metrics (None: not there)."""
+        self.conn.request("GET", "/metrics")
+        text = self.conn.getresponse().read().decode()
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return None
 
     def rss_mb(self) -> float | None:
         try:

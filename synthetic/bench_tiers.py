@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import http.client
 import json
 import os
 import platform
@@ -56,6 +55,8 @@ from gumshoe.engine import Prepared
 from gumshoe.query import parse_query
 from gumshoe.schema import Schema
 from gumshoe.service import _shared_pool
+
+from .bench_query import Server
 
 M5, H, D = 300, 3600, 86400
 DAYS_5M, HOURS, DAYS = 1, 720, 1095  # the plan's tiers: intervals at steady state
@@ -227,82 +228,6 @@ def summary(times: list[float]) -> dict[str, float]:
             "p90_ms": s[max(0, int(0.9 * len(s)) - 1)], "first_ms": times[0]}
 
 
-# -- the server ---------------------------------------------------------------------------------
-class Server:
-    """`python -m gumshoe serve` over the directory (keep-alive HTTP)."""
-
-    def __init__(self, config: Path, log: Path, port: int) -> None:
-        self.port = port
-        self.log = open(log, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-m", "gumshoe", "serve", "--config",
-                                      str(config), "--listen", f"127.0.0.1:{port}"],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        self.conn: http.client.HTTPConnection | None = None
-
-    def wait(self, timeout: float) -> float:
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}")
-            try:
-                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-                c.request("GET", "/statusz")
-                if c.getresponse().status == 200:
-                    c.close()
-                    self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
-                    return time.monotonic() - t0
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"server not ready in {timeout}s")
-
-    def query(self, obj: dict[str, Any]) -> dict[str, Any]:
-        assert self.conn is not None
-        self.conn.request("POST", "/query", body=json.dumps(obj),
-                          headers={"Content-Type": "application/json"})
-        r = self.conn.getresponse()
-        body = r.read()
-        if r.status != 200:
-            raise RuntimeError(f"HTTP {r.status}: {body[:300]!r}")
-        out: dict[str, Any] = json.loads(body)
-        return out
-
-    def memory(self) -> dict[str, float]:
-        out = {}
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
-                out[key] = int(value.split()[0]) / 1024
-        return out
-
-    def metric(self, name: str) -> float | None:
-        assert self.conn is not None
-        self.conn.request("GET", "/metrics")
-        text = self.conn.getresponse().read().decode()
-        for line in text.splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-        return None
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(300)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # -- the run ------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> dict[str, Any]:
     now = int(time.time()) // D * D
@@ -386,15 +311,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         server_tiers = [[d, f"{k}{late}h"] for d, k in TIERS]
         server_cfg = work / "server.toml"
         server_cfg.write_text(config_text(dest, server_tiers, args.segment_size, args.threads))
-        server = Server(server_cfg, work / "server.log", free_port())
+        t0 = time.monotonic()
+        server = Server(server_cfg, work / "server.log", timeout=1800)
         try:
-            res["server_start_seconds"] = server.wait(1800)
+            res["server_start_seconds"] = time.monotonic() - t0
             res["server"] = {}
             for key, q in qs.items():
                 answers: list[dict[str, Any]] = []
 
                 def ask(q: dict[str, Any] = q, out: list[dict[str, Any]] = answers) -> Any:
-                    out.append(server.query(q))
+                    out.append(server.answer(q))
                     return out[-1]
                 last, times = timed(ask, args.runs)
                 res["server"][key] = {**summary(times), "rows": len(last["results"]),
