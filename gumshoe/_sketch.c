@@ -334,6 +334,31 @@ static void qsort64(uint64_t *a, Py_ssize_t n) {
     isort(a, n);
 }
 
+/* Sorts m uniformly distributed hashes (m <= 4,096): a counting pass on their top bits puts
+ * each in its bucket (about one per bucket), then insertion sort finishes in about m steps.
+ * tmp holds m items, cnt 4,097 counters. Larger sets take the quicksort. */
+#define BUCKET_BITS_MAX 12
+static void sort_hashes(uint64_t *a, Py_ssize_t m, uint64_t *tmp, uint32_t *cnt) {
+    if (m <= 32) {
+        isort(a, m);
+        return;
+    }
+    int b = 1;
+    while (((Py_ssize_t)1 << b) < m) b++;
+    if (b > BUCKET_BITS_MAX) {
+        qsort64(a, m);
+        return;
+    }
+    const int shift = 64 - b;
+    const uint32_t nb = (uint32_t)1 << b;
+    memset(cnt, 0, (nb + 1) * sizeof(uint32_t));
+    for (Py_ssize_t i = 0; i < m; i++) cnt[(a[i] >> shift) + 1]++;
+    for (uint32_t i = 0; i < nb; i++) cnt[i + 1] += cnt[i];
+    for (Py_ssize_t i = 0; i < m; i++) tmp[cnt[a[i] >> shift]++] = a[i];
+    isort(tmp, m);
+    memcpy(a, tmp, (size_t)m * sizeof(uint64_t));
+}
+
 static Py_ssize_t bsearch64(const int64_t *a, Py_ssize_t n, int64_t v) {
     Py_ssize_t lo = 0, hi = n;
     while (lo < hi) {
@@ -344,16 +369,16 @@ static Py_ssize_t bsearch64(const int64_t *a, Py_ssize_t n, int64_t v) {
     return lo < n && a[lo] == v ? lo : -1;
 }
 
-/* union(offsets, hashes, dense_rows, registers, rows, groups, n_groups, sparse_max)
+/* union(lens, offsets, hashes, dense_rows, registers, rows, groups, n_groups, sparse_max)
  *   -> (lens, hashes, dense_groups, registers) as bytes (int64, uint64, int64, uint8).
  *
- * Rows r = rows[i] (or i when rows is None) of a sketch column (offsets: n+1 int64 into the
- * hashes, dense_rows: sorted int64 with their registers, k x 2^14 uint8) united per group
- * groups[i] in [0, n_groups). The hashes are first partitioned by group (a counting sort of
- * the hashes, skipped when the rows are already in group order), then each group's are
- * deduplicated in one reused open-addressing table (which stays in cache) and sorted, or
- * folded into registers once the group has more than sparse_max distinct hashes or a dense
- * input row. */
+ * Rows r = rows[i] (or i when rows is None) of a sketch column -- lens: unsigned, 1/2/4/8
+ * bytes; offsets: n+1 int64 into the hashes, needed only with rows; dense_rows: sorted int64
+ * with their registers, k x 2^14 uint8 -- united per group groups[i] in [0, n_groups). The
+ * hashes are first partitioned by group (a counting sort, skipped when the selected rows are
+ * consecutive and in group order), then each group's are deduplicated in one reused
+ * open-addressing table (sized to the group, so it stays in cache) and sorted, or folded into
+ * registers once the group has more than sparse_max distinct hashes or a dense input row. */
 typedef struct {
     int64_t group, dense;
 } DenseIn;
@@ -363,61 +388,105 @@ static int cmp_dense(const void *a, const void *b) {
     return x->group < y->group ? -1 : x->group > y->group ? 1 : 0;
 }
 
+static inline int64_t len_at(const void *p, int w, Py_ssize_t i) {
+    switch (w) {
+    case 1: return ((const uint8_t *)p)[i];
+    case 2: return ((const uint16_t *)p)[i];
+    case 4: return ((const uint32_t *)p)[i];
+    default: return (int64_t)((const uint64_t *)p)[i];
+    }
+}
+
+/* The partition buffer of the last call, kept for the next (a fresh one costs a page fault
+ * per 4 KiB, as much as the partition itself); taken and given back atomically, so calls on
+ * several threads never share it. Only buffers up to SCRATCH_KEEP bytes are kept. */
+typedef struct {
+    size_t n;
+    uint64_t data[];
+} Scratch;
+static Scratch *cached_scratch = NULL;
+#define SCRATCH_KEEP ((size_t)256 << 20)
+
+static Scratch *scratch_take(size_t n) {
+    Scratch *s = __atomic_exchange_n(&cached_scratch, NULL, __ATOMIC_ACQ_REL);
+    if (s && s->n >= n) return s;
+    free(s);
+    s = malloc(sizeof(Scratch) + (n ? n : 1) * sizeof(uint64_t));
+    if (s) s->n = n;
+    return s;
+}
+
+static void scratch_give(Scratch *s) {
+    if (s && s->n * sizeof(uint64_t) > SCRATCH_KEEP) {
+        free(s);
+        return;
+    }
+    free(__atomic_exchange_n(&cached_scratch, s, __ATOMIC_ACQ_REL));
+}
+
+#define SLACK 2
+#define SEL_ROW(i) (have_rows ? rows[i] : (int64_t)(i))
+
 static PyObject *sketch_union(PyObject *self, PyObject *args) {
-    PyObject *off_obj, *h_obj, *dr_obj, *reg_obj, *rows_obj, *g_obj;
+    PyObject *len_obj, *off_obj, *h_obj, *dr_obj, *reg_obj, *rows_obj, *g_obj;
     Py_ssize_t n_groups, sparse_max;
-    if (!PyArg_ParseTuple(args, "OOOOOOnn:union", &off_obj, &h_obj, &dr_obj, &reg_obj,
-                          &rows_obj, &g_obj, &n_groups, &sparse_max))
+    if (!PyArg_ParseTuple(args, "OOOOOOOnn:union", &len_obj, &off_obj, &h_obj, &dr_obj,
+                          &reg_obj, &rows_obj, &g_obj, &n_groups, &sparse_max))
         return NULL;
-    Py_buffer off = {0}, hb = {0}, dr = {0}, rg = {0}, rw = {0}, gb = {0};
-    int have_rows = rows_obj != Py_None;
-    PyObject *result = NULL;
+    Py_buffer lb = {0}, off = {0}, hb = {0}, dr = {0}, rg = {0}, rw = {0}, gb = {0};
+    const int have_rows = rows_obj != Py_None;
+    PyObject *result = NULL, *out_hashes = NULL, *out_lens = NULL;
     int64_t *count = NULL, *start = NULL;
-    uint64_t *part = NULL, *table = NULL;
+    uint64_t *table = NULL;
+    Scratch *part = NULL;
     DenseIn *din = NULL;
-    Buf out_h = {0}, out_r = {0}, out_dg = {0};
-    int64_t *out_len = NULL;
-    if (get_buf(off_obj, &off, 0, 8, "offsets") < 0) goto done;
+    Buf out_r = {0}, out_dg = {0};
+    if (get_buf(len_obj, &lb, 0, 0, "lens") < 0) goto done;
+    if (have_rows && get_buf(off_obj, &off, 0, 8, "offsets") < 0) goto done;
     if (get_buf(h_obj, &hb, 0, 8, "hashes") < 0) goto done;
     if (get_buf(dr_obj, &dr, 0, 8, "dense_rows") < 0) goto done;
     if (get_buf(reg_obj, &rg, 0, 1, "registers") < 0) goto done;
     if (have_rows && get_buf(rows_obj, &rw, 0, 8, "rows") < 0) goto done;
     if (get_buf(g_obj, &gb, 0, 8, "groups") < 0) goto done;
 
+    const int lw = (int)lb.itemsize;
+    const void *lens = lb.buf;
     const int64_t *offs = off.buf, *drows = dr.buf, *rows = rw.buf, *groups = gb.buf;
     const uint64_t *hashes = hb.buf;
     const uint8_t *regs = rg.buf;
-    const Py_ssize_t n_rows = off.len / 8 - 1, k = dr.len / 8, n_sel = gb.len / 8;
+    const Py_ssize_t n_rows = lw ? lb.len / lw : 0, k = dr.len / 8, n_sel = gb.len / 8;
     const Py_ssize_t n_hashes = hb.len / 8;
-    if (n_rows < 0 || rg.len != k * N_REG || (have_rows && rw.len != gb.len) ||
-        (!have_rows && n_sel != n_rows) || n_groups < 0 || sparse_max < 0 ||
-        (n_rows > 0 && offs[n_rows] > n_hashes)) {
+    if ((lw != 1 && lw != 2 && lw != 4 && lw != 8) || rg.len != k * N_REG ||
+        (have_rows && (rw.len != gb.len || off.len != (n_rows + 1) * 8 ||
+                       offs[n_rows] != n_hashes)) ||
+        (!have_rows && n_sel != n_rows) || n_groups < 0 || sparse_max < 0) {
         PyErr_SetString(PyExc_ValueError, "union: inconsistent sketch column or selection");
         goto done;
     }
     count = calloc((size_t)n_groups + 1, sizeof(int64_t));
     start = calloc((size_t)n_groups + 2, sizeof(int64_t));
-    out_len = calloc((size_t)n_groups + 1, sizeof(int64_t));
-    if (!count || !start || !out_len) {
+    if (!count || !start) {
         PyErr_NoMemory();
         goto done;
     }
-    int err = 0; /* 1: bad group or row, 2: out of memory */
+    int err = 0; /* 1: bad group or row, 2: out of memory, 3: lens and hashes disagree */
     Py_ssize_t n_din = 0, cap_din = 0;
     int in_order = 1;
+    int64_t base = 0;
     Py_BEGIN_ALLOW_THREADS
-    /* pass 1: hashes per group; dense input rows; are the rows in group order? */
-    int64_t prev_g = 0, prev_r = -1;
+    /* pass 1: hashes per group; dense input rows; are the rows consecutive, in group order? */
+    int64_t prev_g = 0, prev_r = -1, run = 0;
     for (Py_ssize_t i = 0; i < n_sel; i++) {
-        const int64_t r = have_rows ? rows[i] : (int64_t)i, g = groups[i];
+        const int64_t r = SEL_ROW(i), g = groups[i];
         if (r < 0 || r >= n_rows || g < 0 || g >= n_groups) {
             err = 1;
             break;
         }
-        if (g < prev_g || (have_rows && r != prev_r + 1)) in_order = 0;
+        if (g < prev_g || (have_rows && i && r != prev_r + 1)) in_order = 0;
         prev_g = g;
         prev_r = r;
-        const int64_t len = offs[r + 1] - offs[r];
+        const int64_t len = len_at(lens, lw, r);
+        run += len;
         count[g] += len;
         if (len == 0 && k) {
             const Py_ssize_t d = bsearch64(drows, k, r);
@@ -436,52 +505,107 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
             }
         }
     }
+    if (!err && !have_rows && run != n_hashes) err = 3;
     if (!err) {
         for (Py_ssize_t g = 0; g < n_groups; g++) start[g + 1] = start[g] + count[g];
         if (n_din > 1) qsort(din, (size_t)n_din, sizeof(DenseIn), cmp_dense);
+        if (in_order && n_sel && have_rows) base = offs[rows[0]];
     }
-    /* pass 2: the hashes partitioned by group (not needed when already in group order: each
-     * group's hashes are then one contiguous run of the input) */
-    const uint64_t *src = hashes;
-    int64_t base = 0;
-    if (!err && n_sel) {
-        if (in_order) {
-            const int64_t r0 = have_rows ? rows[0] : 0;
-            base = offs[r0];
+    Py_END_ALLOW_THREADS
+    if (err == 1) {
+        PyErr_SetString(PyExc_ValueError, "union: a row or group index is out of range");
+        goto done;
+    }
+    if (err == 3) {
+        PyErr_SetString(PyExc_ValueError, "union: sum(lens) != len(hashes)");
+        goto done;
+    }
+    if (err == 2) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    /* outputs: the hashes at most all of the input's (pages never written cost nothing and
+     * are given back by the final resize), the lengths one per group */
+    const Py_ssize_t total = (Py_ssize_t)start[n_groups];
+    out_hashes = PyBytes_FromStringAndSize(NULL, total * 8);
+    out_lens = PyBytes_FromStringAndSize(NULL, n_groups * 8);
+    if (!out_hashes || !out_lens) goto done;
+    uint64_t *oh = (uint64_t *)PyBytes_AS_STRING(out_hashes);
+    int64_t *out_len = (int64_t *)PyBytes_AS_STRING(out_lens);
+    memset(out_len, 0, (size_t)n_groups * 8);
+    Py_ssize_t n_out = 0;
+    Py_BEGIN_ALLOW_THREADS
+    /* pass 2: the hashes partitioned by group (when in order, each group's hashes are one
+     * contiguous run of the input already) */
+    const uint64_t *src = hashes + base;
+    int64_t slack = 0;
+    if (!in_order) {
+        /* each group's region has SLACK spare slots after it: a row of one or two hashes
+         * is copied as two (no branch on its length; the extra one lands on the group's
+         * next position or its spare slot) */
+        part = scratch_take((size_t)total + SLACK * (size_t)n_groups + 2);
+        if (!part) {
+            err = 2;
         } else {
-            part = malloc((size_t)(start[n_groups] ? start[n_groups] : 1) * sizeof(uint64_t));
-            int64_t *pos = malloc(((size_t)n_groups + 1) * sizeof(int64_t));
-            if (!part || !pos) {
-                err = 2;
-            } else {
-                memcpy(pos, start, (size_t)n_groups * sizeof(int64_t));
+            int64_t *pos = count; /* reused: the write position of each group */
+            for (Py_ssize_t g = 0; g < n_groups; g++) pos[g] = start[g] + SLACK * g;
+            uint64_t *dst0 = part->data;
+            if (have_rows) {
                 for (Py_ssize_t i = 0; i < n_sel; i++) {
-                    const int64_t r = have_rows ? rows[i] : (int64_t)i;
-                    const int64_t a = offs[r], b = offs[r + 1];
-                    uint64_t *dst = part + pos[groups[i]];
-                    for (int64_t j = a; j < b; j++) *dst++ = hashes[j];
-                    pos[groups[i]] += b - a;
+                    const int64_t r = rows[i], a = offs[r], len = offs[r + 1] - a;
+                    uint64_t *dst = dst0 + pos[groups[i]];
+                    for (int64_t j = 0; j < len; j++) dst[j] = hashes[a + j];
+                    pos[groups[i]] += len;
                 }
-                src = part;
+            } else {
+#define PARTITION(LT)                                                                      \
+    do {                                                                                   \
+        const LT *ln = (const LT *)lens;                                                   \
+        int64_t a = 0;                                                                     \
+        const int64_t safe_end = n_hashes - 2;                                             \
+        for (Py_ssize_t i = 0; i < n_sel; i++) {                                           \
+            const int64_t len = (int64_t)ln[i], g = groups[i];                             \
+            uint64_t *dst = dst0 + pos[g];                                                 \
+            if (len <= 2 && a <= safe_end) {                                               \
+                dst[0] = hashes[a];                                                        \
+                dst[1] = hashes[a + 1];                                                    \
+            } else {                                                                       \
+                for (int64_t j = 0; j < len; j++) dst[j] = hashes[a + j];                   \
+            }                                                                              \
+            pos[g] += len;                                                                 \
+            a += len;                                                                      \
+        }                                                                                  \
+    } while (0)
+                switch (lw) {
+                case 1: PARTITION(uint8_t); break;
+                case 2: PARTITION(uint16_t); break;
+                case 4: PARTITION(uint32_t); break;
+                default: PARTITION(uint64_t); break;
+                }
+#undef PARTITION
             }
-            free(pos);
+            src = part->data;
+            slack = SLACK;
         }
     }
     /* pass 3: per group, deduplicate (one reused table sized to the group), sort or fold */
     size_t tcap_max = 16;
     while (tcap_max < 2 * ((size_t)sparse_max + 1)) tcap_max *= 2;
+    uint64_t *sort_tmp = NULL;
+    uint32_t *sort_cnt = NULL;
     if (!err) {
         table = malloc(tcap_max * sizeof(uint64_t));
-        if (!table) err = 2;
+        sort_tmp = malloc(tcap_max * sizeof(uint64_t));
+        sort_cnt = malloc((((size_t)1 << BUCKET_BITS_MAX) + 1) * sizeof(uint32_t));
+        if (!table || !sort_tmp || !sort_cnt) err = 2;
     }
     Py_ssize_t di = 0;
     for (Py_ssize_t g = 0; !err && g < n_groups; g++) {
-        const uint64_t *h = src + (in_order ? base : 0) + start[g];
-        const int64_t nh = count[g];
+        const uint64_t *h = src + start[g] + slack * g;
+        const int64_t nh = start[g + 1] - start[g];
         const int has_dense = di < n_din && din[di].group == g;
         if (nh == 0 && !has_dense) continue;
         uint8_t *reg = NULL;
-        int64_t n_distinct = 0;
         if (has_dense) {
             if (buf_reserve(&out_r, N_REG) || buf_reserve(&out_dg, 8)) {
                 err = 2;
@@ -494,51 +618,46 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
                 for (int j = 0; j < N_REG; j++) reg[j] = reg[j] > o[j] ? reg[j] : o[j];
             }
             for (int64_t j = 0; j < nh; j++) reg_add(reg, h[j]);
+        } else if (nh == 1) {
+            oh[n_out++] = h[0];
+            out_len[g] = 1;
         } else {
             size_t tcap = 16;
             while (tcap < tcap_max && tcap < 2 * (size_t)nh) tcap *= 2;
             const uint64_t mask = tcap - 1;
             memset(table, 0, tcap * sizeof(uint64_t));
-            int has_zero = 0; /* 0 marks an empty slot; the hash 0 is kept aside */
+            /* each new hash goes to the table (0 marks an empty slot; the hash 0 is only
+             * noted) and straight to the output, which is then sorted in place */
+            uint64_t *o = oh + n_out;
+            Py_ssize_t m = 0;
+            int has_zero = 0;
             int64_t j = 0;
-            for (; j < nh; j++) {
+            for (; j < nh && m <= sparse_max; j++) {
                 const uint64_t v = h[j];
                 if (v == 0) {
-                    n_distinct += !has_zero;
+                    if (!has_zero) o[m++] = 0;
                     has_zero = 1;
-                } else {
-                    uint64_t s = (v ^ (v >> 29)) & mask;
-                    while (table[s] && table[s] != v) s = (s + 1) & mask;
-                    if (!table[s]) {
-                        table[s] = v;
-                        n_distinct++;
-                    }
+                    continue;
                 }
-                if (n_distinct > sparse_max) break;
+                uint64_t s = (v ^ (v >> 29)) & mask;
+                while (table[s] && table[s] != v) s = (s + 1) & mask;
+                if (!table[s]) {
+                    table[s] = v;
+                    o[m++] = v;
+                }
             }
-            if (n_distinct > sparse_max) { /* too many: registers */
+            if (m > sparse_max) { /* too many: registers */
                 if (buf_reserve(&out_r, N_REG) || buf_reserve(&out_dg, 8)) {
                     err = 2;
                     break;
                 }
                 reg = out_r.p + out_r.len;
                 memset(reg, 0, N_REG);
-                for (size_t s = 0; s < tcap; s++)
-                    if (table[s]) reg_add(reg, table[s]);
-                if (has_zero) reg_add(reg, 0);
-                for (j++; j < nh; j++) reg_add(reg, h[j]);
+                for (Py_ssize_t t = 0; t < m; t++) reg_add(reg, o[t]);
+                for (; j < nh; j++) reg_add(reg, h[j]);
             } else {
-                if (buf_reserve(&out_h, (size_t)n_distinct * 8)) {
-                    err = 2;
-                    break;
-                }
-                uint64_t *o = (uint64_t *)(out_h.p + out_h.len);
-                Py_ssize_t m = 0;
-                if (has_zero) o[m++] = 0;
-                for (size_t s = 0; s < tcap; s++)
-                    if (table[s]) o[m++] = table[s];
-                qsort64(o, m);
-                out_h.len += (size_t)m * 8;
+                sort_hashes(o, m, sort_tmp, sort_cnt);
+                n_out += m;
                 out_len[g] = m;
             }
         }
@@ -548,38 +667,79 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
             out_dg.len += 8;
         }
     }
+    scratch_give(part);
+    part = NULL;
+    free(sort_tmp);
+    free(sort_cnt);
     Py_END_ALLOW_THREADS
-    if (err == 1) {
-        PyErr_SetString(PyExc_ValueError, "union: a row or group index is out of range");
-        goto done;
-    }
     if (err == 2) {
         PyErr_NoMemory();
         goto done;
     }
-    result = Py_BuildValue("(y#y#y#y#)", (const char *)out_len, (Py_ssize_t)(n_groups * 8),
-                           (const char *)(out_h.p ? out_h.p : (uint8_t *)""),
-                           (Py_ssize_t)out_h.len,
+    if (_PyBytes_Resize(&out_hashes, n_out * 8) < 0) goto done;
+    result = Py_BuildValue("(OOy#y#)", out_lens, out_hashes,
                            (const char *)(out_dg.p ? out_dg.p : (uint8_t *)""),
                            (Py_ssize_t)out_dg.len,
                            (const char *)(out_r.p ? out_r.p : (uint8_t *)""),
                            (Py_ssize_t)out_r.len);
 done:
+    Py_XDECREF(out_hashes);
+    Py_XDECREF(out_lens);
     free(count);
     free(start);
-    free(part);
     free(table);
     free(din);
-    free(out_len);
-    free(out_h.p);
     free(out_r.p);
     free(out_dg.p);
+    if (lb.obj) PyBuffer_Release(&lb);
     if (off.obj) PyBuffer_Release(&off);
     if (hb.obj) PyBuffer_Release(&hb);
     if (dr.obj) PyBuffer_Release(&dr);
     if (rg.obj) PyBuffer_Release(&rg);
     if (rw.obj) PyBuffer_Release(&rw);
     if (gb.obj) PyBuffer_Release(&gb);
+    return result;
+}
+
+/* histogram(registers, out): out[i, v] = number of registers of row i holding v, for the
+ * estimator (out: k x (Q + 2) int64). */
+static PyObject *histogram(PyObject *self, PyObject *args) {
+    PyObject *reg_obj, *out_obj;
+    if (!PyArg_ParseTuple(args, "OO:histogram", &reg_obj, &out_obj)) return NULL;
+    Py_buffer rg, out;
+    if (get_buf(reg_obj, &rg, 0, 1, "registers") < 0) return NULL;
+    if (get_buf(out_obj, &out, 1, 8, "out") < 0) {
+        PyBuffer_Release(&rg);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    const Py_ssize_t k = rg.len / N_REG;
+    if (rg.len != k * N_REG || out.len != k * (Q_BITS + 2) * 8) {
+        PyErr_SetString(PyExc_ValueError, "histogram: expected k x 2^14 registers, k x 52 out");
+    } else {
+        const uint8_t *r = rg.buf;
+        int64_t *o = out.buf;
+        int bad = 0;
+        Py_BEGIN_ALLOW_THREADS
+        memset(o, 0, (size_t)out.len);
+        for (Py_ssize_t i = 0; i < k; i++) {
+            int64_t c[256] = {0};
+            for (Py_ssize_t j = 0; j < N_REG; j++) c[r[i * N_REG + j]]++;
+            for (int v = 0; v < 256; v++) {
+                if (v < Q_BITS + 2) o[i * (Q_BITS + 2) + v] = c[v];
+                else if (c[v]) bad = 1;
+            }
+        }
+        Py_END_ALLOW_THREADS
+        if (bad) {
+            PyErr_SetString(PyExc_ValueError, "histogram: a register above 51");
+        } else {
+            result = Py_None;
+            Py_INCREF(result);
+        }
+    }
+    PyBuffer_Release(&rg);
+    PyBuffer_Release(&out);
     return result;
 }
 
@@ -591,7 +751,10 @@ static PyMethodDef methods[] = {
     {"hash_fixed", hash_fixed, METH_VARARGS,
      "hash_fixed(data, width, out): XXH64 of fixed-width byte strings (NULs stripped)."},
     {"union", sketch_union, METH_VARARGS,
-     "union(offsets, hashes, dense_rows, registers, rows, groups, n_groups, sparse_max)."},
+     "union(lens, offsets, hashes, dense_rows, registers, rows, groups, n_groups, "
+     "sparse_max)."},
+    {"histogram", histogram, METH_VARARGS,
+     "histogram(registers, out): per row, how many registers hold each value 0..51."},
     {NULL, NULL, 0, NULL},
 };
 

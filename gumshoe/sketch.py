@@ -152,8 +152,14 @@ def estimate_registers(registers: np.ndarray) -> np.ndarray:
     k = len(registers)
     if k == 0:
         return np.zeros(0)
-    hist = np.bincount((np.arange(k, dtype=np.intp)[:, None] * (Q + 2) + registers).ravel(),
-                       minlength=k * (Q + 2)).reshape(k, Q + 2).astype(np.float64)
+    if native.sketch is not None:
+        counts = np.empty((k, Q + 2), np.int64)
+        native.sketch.histogram(np.ascontiguousarray(registers, np.uint8), counts)
+        hist = counts.astype(np.float64)
+    else:
+        hist = np.bincount((np.arange(k, dtype=np.intp)[:, None] * (Q + 2)
+                            + registers).ravel(), minlength=k * (Q + 2)
+                           ).reshape(k, Q + 2).astype(np.float64)
     m = float(N_REGISTERS)
     z = m * _tau_safe(1.0 - hist[:, Q + 1] / m)
     for j in range(Q, 0, -1):
@@ -234,9 +240,13 @@ class SketchColumn:
                    + self.registers.nbytes)
 
     def offsets(self) -> np.ndarray:
-        out = np.zeros(len(self.lens) + 1, np.int64)
-        np.cumsum(self.lens, out=out[1:])
-        return out
+        """Row i's hashes are hashes[offsets[i]:offsets[i + 1]] (computed once per column)."""
+        cached = self.__dict__.get("_offsets")
+        if cached is None:
+            cached = np.zeros(len(self.lens) + 1, np.int64)
+            np.cumsum(self.lens, out=cached[1:])
+            self.__dict__["_offsets"] = cached
+        return cached
 
     def row_hashes(self, i: int) -> np.ndarray:
         """Row i's sparse hashes (empty for a dense row)."""
@@ -316,7 +326,8 @@ def union(col: SketchColumn, rows: np.ndarray | None, groups: np.ndarray,
         raise ValueError(f"union: {len(groups)} group ids for {n_sel} rows")
     if native.sketch is not None:
         lens, hashes, dense, regs = native.sketch.union(
-            col.offsets(), np.ascontiguousarray(col.hashes, np.uint64),
+            np.ascontiguousarray(col.lens), None if rows is None else col.offsets(),
+            np.ascontiguousarray(col.hashes, np.uint64),
             np.ascontiguousarray(col.dense_rows, np.int64),
             np.ascontiguousarray(col.registers, np.uint8),
             None if rows is None else np.ascontiguousarray(rows), groups, n_groups, SPARSE_MAX)
