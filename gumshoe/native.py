@@ -1,5 +1,6 @@
-"""The optional C kernels: `_rows` (row dicts -> columns), `_kernels` (fused scan) and `_jsonl`
-(JSON lines -> columns, for bulk import).
+"""The optional C kernels: `_rows` (row dicts -> columns), `_kernels` (fused scan), `_jsonl`
+(JSON lines -> columns, for bulk import) and `_sketch` (identity hashing and the union of
+distinct-count sketches).
 
 Imports nothing of gumshoe. The extensions are plain C over the buffer protocol, built by
 `pip install` when a C compiler is present (pyproject.toml marks them optional). Every caller
@@ -36,3 +37,4 @@ def why_missing() -> str:
 kernels = _load("_kernels")
 rows = _load("_rows")
 jsonl = _load("_jsonl")
+sketch = _load("_sketch")

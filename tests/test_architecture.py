@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # gumshoe modules, lowest tier first.
 TIERS: list[set[str]] = [
     {"errors", "fileio", "native", "__init__"},  # no internal imports (native: C extensions)
-    {"config", "tiers"},  # tiers: the tiered-retention arithmetic (numpy only)
+    {"config", "tiers", "sketch"},  # tiers: tiered-retention arithmetic; sketch: uniques (numpy)
     {"schema"},
     {"layout"},  # the directory layout: file names, db.json, lock, atomic write, retention
     {"batch", "rowdecoder", "sharding"},  # rowdecoder: msgspec fast path of batch

@@ -1,0 +1,279 @@
+"""Distinct-count sketches (gumshoe/sketch.py, gumshoe/_sketch.c) against exact Python sets.
+
+Every property runs over both paths: the C kernel (when built) and the numpy path; and the two
+must give identical columns."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from types import ModuleType
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gumshoe import native, sketch
+from gumshoe.sketch import N_REGISTERS, SPARSE_MAX, SketchColumn
+
+PATHS: list[tuple[str, ModuleType | None]] = (
+    [("native", native.sketch)] if native.sketch is not None else []) + [("numpy", None)]
+
+
+@contextlib.contextmanager
+def use(ext: ModuleType | None) -> Iterator[None]:
+    saved = native.sketch
+    native.sketch = ext
+    try:
+        yield
+    finally:
+        native.sketch = saved
+
+
+@pytest.fixture(params=PATHS, ids=[name for name, _ in PATHS])
+def path(request: pytest.FixtureRequest) -> Iterator[str]:
+    with use(request.param[1]):
+        yield request.param[0]
+
+
+def test_the_extension_is_loaded() -> None:
+    if os.environ.get("GUMSHOE_NATIVE") != "0":
+        assert native.sketch is not None, native.why_missing()
+
+
+# -- hashing ------------------------------------------------------------------------------------
+# XXH64, seed 0: the published test values ("" and "a"), the rest checked against libxxhash.
+EXPECTED = {"": 0xEF46DB3751D8E999, "a": 0xD24EC4F1A98C6E5B, "abc": 0x44BC2CF5AD770999,
+            "5": 0x6A81B47405B648ED, "héllo wörld": 0x60041BFEC530413C,
+            "y" * 32: 0x64DA1F1D3495CE66, "q" * 100: 0x9A081E2D827F6447}
+
+
+def test_hashes_are_xxh64_of_the_utf8_bytes(path: str) -> None:
+    hashes, present = sketch.hash_strings(list(EXPECTED))
+    assert present.all()
+    assert hashes.tolist() == list(EXPECTED.values())
+    assert sketch.hash_array(np.array(list(EXPECTED))).tolist() == list(EXPECTED.values())
+    assert [sketch._xxh64_py(k.encode()) for k in EXPECTED] == list(EXPECTED.values())
+
+
+def test_an_integer_is_its_decimal_text(path: str) -> None:
+    hashes, present = sketch.hash_strings([5, "5", -17, "-17", 2**70, str(2**70), None])
+    assert hashes[0] == hashes[1] == EXPECTED["5"] == sketch.hash_ints(np.array([5]))[0]
+    assert hashes[2] == hashes[3] == sketch.hash_ints(np.array([-17]))[0]
+    assert hashes[4] == hashes[5]
+    assert present.tolist() == [True] * 6 + [False] and hashes[6] == 0
+
+
+@pytest.mark.parametrize("bad", [1.5, True, b"x", [1]])
+def test_other_identities_are_refused_by_position(path: str, bad: object) -> None:
+    with pytest.raises(TypeError, match="item 1: an identity must be a string or an integer"):
+        sketch.hash_strings(["a", bad])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text(max_size=70),
+                          st.integers(-2**63, 2**63 - 1), st.integers())))
+def test_native_hashing_equals_the_python_reference(values: list[object]) -> None:
+    results = []
+    for _, ext in PATHS:
+        with use(ext):
+            results.append(sketch.hash_strings(values))
+    for hashes, present in results[1:]:
+        assert np.array_equal(hashes, results[0][0]) and np.array_equal(present, results[0][1])
+    strings = [v for v in values if isinstance(v, str)]
+    ints = np.array([v for v in values if isinstance(v, int) and -2**63 <= v < 2**63], np.int64)
+    for _, ext in PATHS:
+        with use(ext):
+            assert sketch.hash_array(np.array(strings, dtype=str)).tolist() == \
+                [sketch._xxh64_py(s.encode()) for s in strings]
+            assert sketch.hash_ints(ints).tolist() == \
+                [sketch._xxh64_py(str(v).encode()) for v in ints.tolist()]
+
+
+def test_dictionary_hashing_gathers_by_code(path: str) -> None:
+    words = np.array(["x", "yy", "zzz"])
+    codes = np.array([2, 0, 0, 1])
+    assert sketch.hash_array(words)[codes].tolist() == \
+        sketch.hash_strings(["zzz", "x", "x", "yy"])[0].tolist()
+
+
+def test_hashes_are_the_same_in_another_process() -> None:
+    code = ("from gumshoe import sketch; print(sketch.hash_strings(['visitor-1', 7])[0].tolist())")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True, env={**os.environ, "PYTHONHASHSEED": seed}).stdout
+            for seed in ("1", "2")}
+    assert outs == {str(sketch.hash_strings(["visitor-1", 7])[0].tolist()) + "\n"}
+
+
+# -- sketches -----------------------------------------------------------------------------------
+def reference(groups: np.ndarray, hashes: np.ndarray, n_groups: int) -> list[set[int]]:
+    sets: list[set[int]] = [set() for _ in range(n_groups)]
+    for g, h in zip(groups.tolist(), hashes.tolist()):
+        sets[g].add(h)
+    return sets
+
+
+@st.composite
+def pairs(draw: st.DrawFn, big: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
+    """(group, hash) pairs: a few groups, identities from a pool (repeats within and across
+    groups); with `big`, one group sees more than SPARSE_MAX identities."""
+    n_groups = draw(st.integers(1, 6))
+    n = draw(st.integers(0, 300))
+    pool = draw(st.integers(1, 400))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    groups = rng.integers(0, n_groups, n)
+    ids = rng.integers(0, pool, n)
+    if big:
+        extra = draw(st.integers(SPARSE_MAX - 5, 3 * SPARSE_MAX))
+        groups = np.concatenate([groups, np.zeros(extra, np.int64)])
+        ids = np.concatenate([ids, rng.integers(0, 10**9, extra)])
+    return groups.astype(np.int64), sketch.hash_ints(ids), n_groups
+
+
+def sparse_sets(col: SketchColumn) -> list[set[int] | None]:
+    off = col.offsets()
+    dense = set(col.dense_rows.tolist())
+    return [None if i in dense else set(col.hashes[off[i]:off[i + 1]].tolist())
+            for i in range(len(col))]
+
+
+@settings(max_examples=40, deadline=None)
+@given(pairs())
+def test_small_sets_are_exact(p: tuple[np.ndarray, np.ndarray, int]) -> None:
+    groups, hashes, n_groups = p
+    expected = reference(groups, hashes, n_groups)
+    for _, ext in PATHS:
+        with use(ext):
+            col = SketchColumn.from_identities(groups, hashes, n_groups)
+            assert sparse_sets(col) == expected
+            for i in range(n_groups):  # sorted, unique
+                assert col.row_hashes(i).tolist() == sorted(expected[i])
+            est, exact = col.estimate()
+            assert est.tolist() == [len(s) for s in expected] and exact.all()
+
+
+@settings(max_examples=25, deadline=None)
+@given(pairs(big=True), st.data())
+def test_union_of_parts_is_the_sketch_of_the_whole(p: tuple[np.ndarray, np.ndarray, int],
+                                                   data: st.DataObject) -> None:
+    """Split the pairs into rows (parts) any way, sketch the rows, unite them in any order:
+    the same representation as sketching the whole at once (associative, commutative)."""
+    groups, hashes, n_groups = p
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    n_rows = data.draw(st.integers(1, 20))
+    row_of_pair = rng.integers(0, n_rows, len(hashes))
+    # each row belongs to one group: row r's pairs are those of one group
+    key = groups * n_rows + row_of_pair
+    uniq, row = np.unique(key, return_inverse=True)
+    group_of_row = uniq // n_rows
+    results = []
+    for _, ext in PATHS:
+        with use(ext):
+            whole = SketchColumn.from_identities(groups, hashes, n_groups)
+            rows = SketchColumn.from_identities(row.ravel(), hashes, len(uniq))
+            perm = rng.permutation(len(uniq))
+            shuffled = rows.take(perm)
+            assert shuffled.union_rows(group_of_row[perm], n_groups) == whole
+            # in two steps: rows -> halves -> groups
+            half = np.arange(len(uniq)) % 2
+            mid = rows.union_rows(group_of_row * 2 + half, 2 * n_groups)
+            assert mid.union_rows(np.arange(2 * n_groups) // 2, n_groups) == whole
+            # the query form: selected rows and their groups
+            assert sketch.union(rows, perm, group_of_row[perm], n_groups) == whole
+            results.append(whole)
+    assert all(r == results[0] for r in results)
+    assert 0 in results[0].dense_rows.tolist() or len(set(hashes[groups == 0].tolist())) \
+        <= SPARSE_MAX
+    est, exact = results[0].estimate()
+    expected = reference(groups, hashes, n_groups)
+    for g in range(n_groups):
+        if exact[g]:
+            assert est[g] == len(expected[g])
+        else:
+            assert abs(est[g] / len(expected[g]) - 1) < 0.05
+
+
+@pytest.mark.parametrize("n", [2049, 5000, 50_000, 1_000_000])
+def test_dense_estimates_are_within_tolerance(path: str, n: int) -> None:
+    hashes = sketch.hash_ints(np.arange(n) + 10**12)
+    col = SketchColumn.from_identities(np.zeros(n, np.int64), hashes, 1)
+    est, exact = col.estimate()
+    assert not exact[0] and col.dense_rows.tolist() == [0] and len(col.hashes) == 0
+    assert abs(est[0] / n - 1) < 4 * 0.0081  # 4 standard errors at p = 14
+
+
+def test_estimator_at_the_ends() -> None:
+    assert sketch.estimate_registers(np.zeros((1, N_REGISTERS), np.uint8)).tolist() == [0.0]
+    full = np.full((1, N_REGISTERS), 51, np.uint8)  # saturated: Ertl's estimator says infinity
+    assert sketch.estimate_registers(full).tolist() == [np.inf]
+
+
+def test_empty_and_none(path: str) -> None:
+    hashes, present = sketch.hash_strings([None, "a", None])
+    col = SketchColumn.from_identities(np.array([0, 1, 1])[present], hashes[present], 3)
+    est, exact = col.estimate()
+    assert est.tolist() == [0, 1, 0] and exact.all()
+    nothing = SketchColumn.from_identities(np.zeros(0, np.int64), np.zeros(0, np.uint64), 2)
+    assert nothing == SketchColumn.empty(2)
+    assert sketch.union(col, np.zeros(3, np.bool_), np.zeros(0, np.int64), 1) == \
+        SketchColumn.empty(1)
+    assert SketchColumn.concat([]) == SketchColumn.empty(0)
+
+
+def test_bad_groups_are_refused(path: str) -> None:
+    col = SketchColumn.from_identities(np.array([0, 1]), sketch.hash_ints(np.array([1, 2])), 2)
+    with pytest.raises(ValueError, match="out of range"):
+        col.union_rows(np.array([0, 5]), 2)
+    with pytest.raises(ValueError, match="group ids"):
+        col.union_rows(np.array([0]), 2)
+
+
+def mixed_column() -> SketchColumn:
+    rng = np.random.default_rng(7)
+    groups = np.concatenate([rng.integers(0, 50, 3000), np.full(5000, 3), np.full(3000, 40)])
+    ids = np.concatenate([rng.integers(0, 400, 3000), rng.integers(0, 10**9, 8000)])
+    return SketchColumn.from_identities(groups, sketch.hash_ints(ids), 50)
+
+
+def test_serialisation_round_trip(path: str, tmp_path: object) -> None:
+    col = mixed_column()
+    assert col.dense_rows.tolist() == [3, 40] and col.lens.dtype == np.uint8
+    arrays = col.to_arrays()
+    assert set(arrays) == {"len", "hash", "rows", "reg"}
+    assert SketchColumn.from_arrays(arrays) == col
+    assert SketchColumn.from_arrays({k: v.copy() for k, v in arrays.items()}) == col
+    assert col.nbytes == sum(a.nbytes for a in arrays.values())
+    bad = dict(arrays, len=arrays["len"][:-1])
+    with pytest.raises(ValueError, match="inconsistent"):
+        SketchColumn.from_arrays(bad)
+
+
+def test_take_concat_and_masks(path: str) -> None:
+    col = mixed_column()
+    a, b = col.take(np.arange(0, 25)), col.take(np.arange(25, 50))
+    assert SketchColumn.concat([a, b]) == col
+    rows = np.array([40, 3, 3, 7, 12])
+    taken = col.take(rows)
+    assert taken.dense_rows.tolist() == [0, 1, 2]
+    assert taken.union_rows(np.array([0, 1, 1, 0, 2]), 3) == \
+        sketch.union(col, rows, np.array([0, 1, 1, 0, 2]), 3)
+    mask = np.zeros(50, np.bool_)
+    mask[[3, 7, 12, 40]] = True
+    assert sketch.union(col, mask, np.zeros(4, np.int64), 1) == \
+        sketch.union(col, np.array([3, 7, 12, 40]), np.zeros(4, np.int64), 1)
+
+
+def test_native_and_numpy_columns_are_identical() -> None:
+    if len(PATHS) < 2:
+        pytest.skip("gumshoe._sketch is not loaded")
+    cols = []
+    for _, ext in PATHS:
+        with use(ext):
+            col = mixed_column()
+            groups = np.random.default_rng(3).integers(0, 4, len(col))
+            cols.append((col, col.union_rows(groups, 4)))
+    assert cols[0][0] == cols[1][0] and cols[0][1] == cols[1][1]
