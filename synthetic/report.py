@@ -10,6 +10,20 @@ DUCK_TARGET = 1.5  # low-cardinality groupings: >= 1.5x DuckDB's speed (issue 3)
 IDEAL_TARGET = 1.2  # queries within 20% of the ideal kernel
 
 
+KEEP_MARKER = "<!-- synthetic.run rewrites what is above this line and keeps what is below -->"
+
+
+def keep_tail(text: str, path: Any) -> str:
+    """`text` with the part of the existing file at `path` from KEEP_MARKER on appended: the
+    other benchmarks' sections (bulk import, a billion rows, sketches) survive a full run."""
+    try:
+        old = path.read_text()
+    except OSError:
+        return text
+    at = old.find(KEEP_MARKER)
+    return text if at < 0 else text.rstrip("\n") + "\n\n" + old[at:]
+
+
 def _n(v: Any, digits: int = 0) -> str:
     if v is None:
         return "-"

@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "report.md").write_text(text)
     results = args.results or (None if quick or args.rows else HERE / "RESULTS.md")
     if results is not None:
-        results.write_text(text)
+        results.write_text(report.keep_tail(text, results))
     print(text)
     log(f"wrote {args.out / 'report.md'} and {args.out / 'results.json'}"
         + (f" and {results}" if results else ""))
