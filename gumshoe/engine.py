@@ -43,8 +43,10 @@ from .partials import (
     empty_partial,
     finalize,
     merge,
+    query_kinds,
     reduce_groups,
 )
+from .kinds import SUM, Kind
 from .schema import Schema
 from .snapshot import IntervalView, Snapshot
 
@@ -158,6 +160,7 @@ class Scanner:
         self.metric_filter = query.has_metric_filter(self.schema)
         self.sum_dtypes = {c: self.schema.column(c).store_dtype  # type: ignore[union-attr]
                            for c in query.metric_columns}
+        self.kinds = query_kinds(query)  # min/max columns: reduced by their kind, not summed
         self.kernels = native.kernels  # the fused C kernel, or None: the numpy kernels
         self.split: list[str] = []  # integer sums summed in two halves (split_sums)
         self.extent: tuple[int, int] | None = None  # first and last interval scanned
@@ -245,7 +248,7 @@ class Scanner:
         at most `count` inputs of the declared type per row), the scan sums `v >> 32` and
         `v & 0xffffffff` instead: neither can wrap below 2**31 rows, and `exact_sums` adds
         them up exactly."""
-        cols = [c for c, dt in self.sum_dtypes.items() if dt.kind in "iu"]
+        cols = [c for c, dt in self.sum_dtypes.items() if dt.kind in "iu" and c not in self.kinds]
         if not cols:
             return
         declared = [max(abs(int(x)) for x in self.schema.column(c).value_range)  # type: ignore
@@ -382,7 +385,7 @@ class Scanner:
     def scan(self, items: list[Item]) -> Partial:
         if self.split:
             items = self._split_items(items)
-        if self.dense and self.kernels is not None:
+        if self.dense and self.kernels is not None and not self.kinds:
             return self._scan_fused(items)
         if not self.parts:
             return self._scan_total(items)
@@ -437,7 +440,8 @@ class Scanner:
 
     def _scan_total(self, items: list[Item]) -> Partial:
         count = 0
-        sums = {c: self.sum_dtypes[c].type(0) for c in self.sum_dtypes}
+        kinds = self.kinds
+        sums = {c: self._kind(c).identity(dt) for c, dt in self.sum_dtypes.items()}
         for start, block, _ in self._each(items):
             rows = self._rows(block, start)
             if rows is False:
@@ -445,14 +449,23 @@ class Scanner:
             sel = _selector(rows)
             count += int(sel(block.count).sum())
             for c in sums:
-                sums[c] = sums[c] + sel(block.metrics[c]).sum(dtype=self.sum_dtypes[c])
+                if c in kinds:
+                    kind = kinds[c]
+                    sums[c] = kind.ufunc(sums[c], kind.total(sel(block.metrics[c]))[0])
+                else:
+                    sums[c] = sums[c] + sel(block.metrics[c]).sum(dtype=self.sum_dtypes[c])
         return Partial([], [], np.array([count], np.int64),
-                       {c: np.array([v], self.sum_dtypes[c]) for c, v in sums.items()})
+                       {c: np.array([v], self.sum_dtypes[c]) for c, v in sums.items()},
+                       kinds=kinds)
+
+    def _kind(self, column: str) -> Kind:
+        return self.kinds.get(column, SUM)
 
     def _scan_dense(self, items: list[Item]) -> Partial:
         k = self.key_space
+        kinds = self.kinds
         acc_count = np.zeros(k, np.int64)
-        acc = {c: np.zeros(k, dt) for c, dt in self.sum_dtypes.items()}
+        acc = {c: self._kind(c).empty(k, dt) for c, dt in self.sum_dtypes.items()}
         for start, block, stats in self._each(items):
             rows = self._rows(block, start)
             if rows is False:
@@ -487,15 +500,23 @@ class Scanner:
             if key is None:  # only time groupings: one group for the whole block
                 acc_count[scalar] += int(count.sum())
                 for c, out in acc.items():
-                    out[scalar] += sel(block.metrics[c]).sum(dtype=out.dtype)
+                    if c in kinds:
+                        out[scalar] = kinds[c].ufunc(out[scalar],
+                                                     kinds[c].total(sel(block.metrics[c]))[0])
+                    else:
+                        out[scalar] += sel(block.metrics[c]).sum(dtype=out.dtype)
                 continue
             acc_count += _bincount_exact(key, count, k, None, acc_count.dtype)
             for c, out in acc.items():
-                out += _bincount_exact(key, sel(block.metrics[c]), k, stats.get("m:" + c),
-                                       out.dtype)
+                if c in kinds:  # min/max into the accumulator in place (no sorting)
+                    kinds[c].scatter(out, key, sel(block.metrics[c]))
+                else:
+                    out += _bincount_exact(key, sel(block.metrics[c]), k, stats.get("m:" + c),
+                                           out.dtype)
         present = np.flatnonzero(acc_count)
         keys, nils = self._decode_dense(present)
-        return Partial(keys, nils, acc_count[present], {c: v[present] for c, v in acc.items()})
+        return Partial(keys, nils, acc_count[present], {c: v[present] for c, v in acc.items()},
+                       kinds=kinds)
 
     def _decode_dense(self, index: np.ndarray) -> tuple[list[np.ndarray],
                                                         list[np.ndarray | None]]:
@@ -526,7 +547,8 @@ class Scanner:
             count = sel(block.count).astype(np.int64, copy=False)  # stored narrow: widen
             sums = {c: sel(block.metrics[c]).astype(dt, copy=False)
                     for c, dt in self.sum_dtypes.items()}
-            partials.append(reduce_groups(keys, nils, count, sums, False, self.max_groups))
+            partials.append(reduce_groups(keys, nils, count, sums, False, self.max_groups,
+                                          self.kinds))
         if not partials:
             return empty_partial(self.query, self.sum_dtypes)
         return merge(partials, self.max_groups)
