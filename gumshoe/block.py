@@ -2,7 +2,8 @@
 
 Imports schema only. A Block holds N rows as one array per column: the roll-up count, each
 dimension (values, or dictionary codes for strings) with an optional nil mask, each metric in
-its wide (64-bit) dtype: a sum, or a min/max with the kind's identity for no value (kinds.py). Segments, memtable chunks and query inputs are all Blocks.
+its wide (64-bit) dtype: a sum, or a min/max with the kind's identity for no value (kinds.py).
+Segments, memtable chunks and query inputs are all Blocks.
 """
 
 from __future__ import annotations

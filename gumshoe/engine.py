@@ -58,6 +58,7 @@ MIN_TASK_ROWS = 1 << 16  # fewer rows are not worth a task of their own
 # of several intervals, each row's interval start in its dims[START]
 Item = tuple[int | None, Block, dict[str, Any]]
 HI, LO = "\0hi:", "\0lo:"  # the two halves of a split sum (names no column can have)
+_KERNEL_OPS = {"sum": 0, "min": 1, "max": 2}  # native.kernels.accumulate's ops
 START = "\0start"  # a coalesced block's per-row interval starts (a name no column can have)
 COALESCE_ROWS = 4096  # pieces this small (pruned to a few rows) are scanned together
 COALESCE_MIN_PIECES = 8  # ... when there are at least this many
@@ -385,7 +386,7 @@ class Scanner:
     def scan(self, items: list[Item]) -> Partial:
         if self.split:
             items = self._split_items(items)
-        if self.dense and self.kernels is not None and not self.kinds:
+        if self.dense and self.kernels is not None:
             return self._scan_fused(items)
         if not self.parts:
             return self._scan_total(items)
@@ -395,12 +396,16 @@ class Scanner:
 
     def _scan_fused(self, items: list[Item]) -> Partial:
         """Dense accumulation with the C kernel: one call per block does the filter, the group
-        key and every sum in one pass, GIL released (exact: int64/uint64 accumulators)."""
+        key and every sum (and min/max) in one pass, GIL released (exact: int64/uint64
+        accumulators)."""
         k = self.key_space
         strides = [math.prod(p.card for p in self.parts[i + 1:]) for i in range(len(self.parts))]
         acc_count = np.zeros(k, np.int64)
-        acc = {c: np.zeros(k, dt) for c, dt in self.sum_dtypes.items()}
+        acc = {c: self._kind(c).empty(k, dt) for c, dt in self.sum_dtypes.items()}
         accs = (acc_count, *acc.values())
+        # the kernel's op per column (0 sum, 1 min, 2 max); none when every column is a sum
+        ops = (bytes([0, *(_KERNEL_OPS[self._kind(c).name] for c in acc)]) if self.kinds
+               else None)
         accumulate = self.kernels.accumulate  # type: ignore[union-attr]
         for start, block, _ in self._each(items):
             if block.n == 0:
@@ -419,13 +424,17 @@ class Scanner:
                 else:
                     name = p.grouping.column.name
                     parts.append((block.dims[name], p.offset, stride, block.nils[name]))
-            accumulate(base, k, parts, None if mask is True else mask,
-                       (block.count, *(block.metrics[c] for c in acc)), accs)
+            columns = (block.count, *(block.metrics[c] for c in acc))
+            if ops is None:
+                accumulate(base, k, parts, None if mask is True else mask, columns, accs)
+            else:
+                accumulate(base, k, parts, None if mask is True else mask, columns, accs, ops)
         if not self.parts:
-            return Partial([], [], acc_count, acc)
+            return Partial([], [], acc_count, acc, kinds=self.kinds)
         present = np.flatnonzero(acc_count)
         keys, nils = self._decode_dense(present)
-        return Partial(keys, nils, acc_count[present], {c: v[present] for c, v in acc.items()})
+        return Partial(keys, nils, acc_count[present], {c: v[present] for c, v in acc.items()},
+                       kinds=self.kinds)
 
     def _rows(self, block: Block, start: int | None) -> np.ndarray | bool:
         """The filter's rows of a block: True (all), False (none) or their positions. Filtered

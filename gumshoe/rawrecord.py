@@ -19,9 +19,10 @@ Unix seconds (a float timestamp was floored); a string dimension is its dictiona
 distinct codes and their strings (strings cost once per distinct value; decoded, each row gets
 its string, None for nil); numeric dimensions are their column's dtype with a nil mask; metrics
 are in their 64-bit sum types, a nil metric being 0 (a min/max: its kind's identity, with a
-nil mask), a float32 metric the float32 value it was rounded to; `count` only for batches whose rows carry roll-up counts (pre-rolled-up binary
-batches, as `gumtool import --url` sends). Integer arrays are narrowed before compression (the
-values minus their minimum in the smallest unsigned type that holds them).
+nil mask), a float32 metric the float32 value it was rounded to; `count` only for batches whose
+rows carry roll-up counts (pre-rolled-up binary batches, as `gumtool import --url` sends).
+Integer arrays are narrowed before compression (the values minus their minimum in the smallest
+unsigned type that holds them).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Column types and the Schema: names, roles, numpy storage dtypes, equivalence checks.
 
-Imports only config, errors and kinds (a metric column's kind: sum, min or max). A Schema is frozen; it is built from the [schema] section of a
-config and persisted in the database metadata (`to_json` / `from_json`).
+Imports only config, errors and kinds (a metric column's kind: sum, min or max). A Schema is
+frozen; it is built from the [schema] section of a config and persisted in the database
+metadata (`to_json` / `from_json`).
 """
 
 from __future__ import annotations

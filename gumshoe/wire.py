@@ -1,9 +1,10 @@
 """The router <-> shard binary forms (msgpack): partial results, and validated insert batches.
 
-Imports schema, kinds, batch, errors and partials. Numeric columns travel as raw little-endian bytes with
-their dtype; strings as lists (None for nil); a partial's extent (the first and last interval
-its shard scanned, for zero-fill) as a pair or nil, its granularity (seconds, when coarser than
-the query asked) as an integer or absent. A decoded partial merges with `partials.merge`
+Imports schema, kinds, batch, errors and partials. Numeric columns travel as raw little-endian
+bytes with their dtype; strings as lists (None for nil); a partial's extent (the first and last
+interval its shard scanned, for zero-fill) as a pair or nil, its granularity (seconds, when
+coarser than the query asked) as an integer or absent, the kinds of its min/max columns by name
+(absent: all sums). A decoded partial merges with `partials.merge`
 exactly as a shard merges its own intervals. A batch validated by the router travels as
 columns, so a shard skips JSON decoding and row validation and only checks, vectorised, that
 the columns fit its schema.

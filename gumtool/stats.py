@@ -95,7 +95,7 @@ def interval_stats(db: StoredDB, start: int) -> dict[str, Any]:
     for m in schema.metrics:
         vals = [b.metrics[m.name] for b in blocks if b.n]
         if not m.kind.is_sum:  # a min/max row without a value holds the identity: skip it
-            vals = [v[~m.kind.missing(v.astype(m.store_dtype))] for v in vals]
+            vals = [v[v.astype(m.store_dtype) != m.kind.identity(m.store_dtype)] for v in vals]
             vals = [v for v in vals if len(v)]
         out["cols"][m.name] = {
             "min": min((_scalar(v.min()) for v in vals), default=None),

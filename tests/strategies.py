@@ -1,8 +1,8 @@
 """Hypothesis strategies: schemas, valid rows, invalid batches and queries.
 
 - ``schema_configs()`` / ``schemas()``: random schemas with dimensions of every type (numeric,
-  float, ``string:uintN``), every metric type (sums, ``min:``/``max:`` of each), several interval durations and small segment
-  sizes (so intervals split into several segments).
+  float, ``string:uintN``), every metric type (sums, ``min:``/``max:`` of each), several interval
+  durations and small segment sizes (so intervals split into several segments).
 - ``rows(schema)``: valid raw rows with nils, missing keys, integral floats for integer
   columns, boundary values and timestamps spread over many intervals. Values come from small
   per-column pools (``value_pool``) so that rows collide and roll up.
