@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -217,4 +220,26 @@ def test_same_answers_after_restarts(tmp_path: Any) -> None:
     finally:
         if proc.proc is not None and proc.proc.poll() is None:
             assert proc.stop() == 0, proc.log_text()
+        proc.client.close()
+
+
+def test_the_readme_example_runs_as_written(tmp_path: Any) -> None:
+    """README: the [schema] of "Min and max metrics" and the query of "Query language"."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    toml = re.search(r"\*\*Min and max metrics\.\*\*.*?```toml\n(.*?)```", readme, re.DOTALL)
+    query = re.search(r"the fastest and slowest load per page:\s*`(.*?)`;", readme, re.DOTALL)
+    assert toml is not None and query is not None
+    proc = ServerProcess(write_config(tmp_path, "MEMORY", schema=toml.group(1)),
+                         tmp_path / "server.log").start()
+    try:
+        rows = [{"at": T0, "page": "/", "views": 1, "fastest_ms": 120, "slowest_ms": 120},
+                {"at": T0 + 1, "page": "/", "views": 1, "fastest_ms": 80, "slowest_ms": 80},
+                {"at": T0 + 2, "page": "/about", "views": 1}]
+        assert proc.insert(rows).status_code == 200
+        assert results(proc, json.loads(query.group(1).replace("\n  ", " "))) == [
+            {"page": "/", "views": 2, "fastest_ms": 80, "slowest_ms": 120, "rowCount": 2},
+            {"page": "/about", "views": 1, "fastest_ms": None, "slowest_ms": None,
+             "rowCount": 1}]
+    finally:
+        assert proc.stop() == 0, proc.log_text()
         proc.client.close()
