@@ -37,6 +37,8 @@ import numpy as np
 
 from . import native
 from .batch import TIMESTAMP_MAX, Batch, Factor
+from .errors import InsertError
+from .kinds import fill
 from .schema import Column, Schema
 
 
@@ -92,7 +94,8 @@ class RowDecoder:
         return self._scanned(body, now)
 
     def _scanned(self, body: bytes, now: int | None) -> Batch | None:
-        if not use_scan or native.jsonl is None or len(self._scan_fields) > 64:
+        if (not use_scan or native.jsonl is None or len(self._scan_fields) > 64
+                or self.schema.uniques):  # uniques identities: hashed by batch.parse_rows
             return None
         cap = body.count(b"{") if now is None else native.jsonl.lines(body)
         outs = tuple(np.empty(cap, _SCAN_DTYPE[k]) for k in self._scan_kinds)
@@ -131,12 +134,19 @@ class RowDecoder:
                 arr = values.astype(col.dtype)
             if col.role == "dimension":
                 dims[col.name], dim_nils[col.name] = arr, (nil if has_nil else None)
-            else:
-                metrics[col.name] = arr.astype(col.store_dtype, copy=False)
+                continue
+            try:  # min/max: no value is the kind's identity (a reserved value: declined)
+                metrics[col.name] = fill(col.kind, col.dtype, col.name,
+                                         arr.astype(col.store_dtype, copy=False),
+                                         nil if has_nil else None)
+            except InsertError:
+                return None
         return Batch(n, ts.astype(np.int64), dims, dim_nils, metrics)
 
     def _decode(self, body: bytes) -> Batch | None:
         """The msgspec path (see the module docstring)."""
+        if self.schema.uniques:  # declined: batch.parse_rows hashes the identities
+            return None
         nulls = b"null" in body  # then None is not always an absent key: decode those as UNSET
         try:
             rows = self._decoders[nulls].decode(body)
@@ -173,8 +183,9 @@ class RowDecoder:
                     return None
                 if col.role == "dimension":
                     dims[col.name], nils[col.name] = arr, nil
-                else:
-                    metrics[col.name] = arr.astype(col.store_dtype, copy=False)
+                else:  # min/max: no value is the kind's identity
+                    metrics[col.name] = fill(col.kind, col.dtype, col.name,
+                                             arr.astype(col.store_dtype, copy=False), nil)
             # without null in the body, every None is an absent key
             present += n - (absent if nulls else 0 if nil is None else int(nil.sum()))
         if key_count(body, present) != present:  # a duplicate key (or uncountable)

@@ -29,6 +29,7 @@ from gumshoe.rawformat import (
 from gumshoe.batch import Batch
 from gumshoe.rawrecord import Encoded, concat, decode, encode_block, payload
 from gumshoe.schema import Schema
+from gumtool.reindex import to_batch
 
 from .helpers import T0, accepted, sample_rows
 
@@ -115,6 +116,25 @@ def test_values_as_accepted_float32_and_counts() -> None:
     assert text.decode().split("\r\n") == [
         "at,w,_count,m,n,__count", f"{T0 + 1},{f32},,{f32},-5,1",
         f'{T0},,"",0.0,{2**62},3', ""]
+
+
+def test_min_max_without_a_value_are_null_as_accepted() -> None:
+    """A min/max row without a value holds its kind's identity; the record marks it nil, so
+    the raw rows show null (and `gumtool reindex` rebuilds the identity)."""
+    s = Schema.from_config(SchemaConfig(
+        segment_size=10**6, interval_duration=3600, timestamp_column=("at", "uint32"),
+        dimension_columns=(), metric_columns=(("lo", "min:int16"), ("hi", "max:float64"),
+                                              ("v", "uint8"))))
+    batch = parse_rows(s, [{"at": T0, "lo": -3, "hi": 2.5, "v": 1}, {"at": T0, "lo": None},
+                           {"at": T0 + 1, "hi": -1.0}])
+    chunk = decode(payload(0, 0.0, None, encode_batch(s, batch)), 1)[1]
+    assert chunk is not None
+    assert rows_of(b"".join(ndjson([chunk]))) == [
+        {"at": T0, "lo": -3, "hi": 2.5, "v": 1}, {"at": T0, "lo": None, "hi": None, "v": 0},
+        {"at": T0 + 1, "lo": None, "hi": -1.0, "v": 0}]
+    rebuilt = to_batch(chunk, s)  # gumtool reindex: the stored values as inserted
+    for m in s.metrics:
+        assert rebuilt.metrics[m.name].tolist() == batch.metrics[m.name].tolist()
 
 
 def test_csv_quotes_what_needs_quoting() -> None:

@@ -126,6 +126,24 @@ def test_metric_narrowing_checks_the_stored_sums(tmp_path: Path,
             in capsys.readouterr().err)
 
 
+def test_min_max_metrics_change_type_never_kind(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    T = 1_700_000_000
+    src = _db_with(tmp_path, [["d", "uint8"]], [["lo", "min:int32"], ["hi", "max:uint16"]],
+                   [{"at": T, "d": 1, "lo": -4, "hi": 9}, {"at": T, "d": 1, "lo": 6, "hi": 2},
+                    {"at": T, "d": 2}])
+    new = write_config(tmp_path / "new.toml", tmp_path / "new", dims=[["d", "uint8"]],
+                       metrics=[["lo", "min:int64"], ["hi", "max:uint64"], ["top", "max:int8"]])
+    assert run("migrate", "--old-db-path", str(src), "--new-db-config", str(new), "-q") == 0
+    got = [(r["d"], r["lo"], r["hi"], r["top"]) for r in dump(new)]
+    assert got == [(1, -4, 9, None), (2, None, None, None)]  # no value stays null
+    bad = write_config(tmp_path / "bad.toml", tmp_path / "bad", dims=[["d", "uint8"]],
+                       metrics=[["lo", "int64"], ["hi", "max:uint16"]])
+    assert run("migrate", "--old-db-path", str(src), "--new-db-config", str(bad), "-q") == 1
+    assert ("column 'lo': a min metric cannot become a sum metric (min:int32 -> int64)"
+            in capsys.readouterr().err)
+
+
 def test_too_many_strings_for_a_narrower_code_type(tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     T = 1_700_000_000

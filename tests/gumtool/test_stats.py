@@ -81,3 +81,19 @@ def test_empty_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert (s["intervals"], s["rows"], s["input_rows"], s["compression_ratio"]) == (0, 0, 0, None)
     assert s["metrics"][0] == {"name": "visits", "type": "uint8", "min": None, "max": None,
                                "sum": 0}
+
+
+def test_stats_of_min_max_metrics(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A min/max metric: its extremes over the rows that had a value (a row without one holds
+    the kind's identity, which is no value), and no sum (a sum of minima means nothing)."""
+    metrics = [["visits", "uint8"], ["lo", "min:int64"], ["hi", "max:float32"]]
+    cfg = write_config(tmp_path / "c.toml", tmp_path / "db", metrics=metrics)
+    rows = [{"at": 1_700_000_000 + i, "name": "a", "visits": 1, "lo": v, "hi": v / 4}
+            for i, v in enumerate([5, -3, 8])] + [{"at": 1_700_000_100, "name": "b"}]
+    build_db(cfg, [rows])
+    got = {m["name"]: (m["min"], m["max"], m["sum"])
+           for m in stats(tmp_path / "db", capsys)["metrics"]}
+    # stored rows: "a" rolled up (lo -3, hi 2.0) and "b" without values
+    assert got == {"visits": (0, 3, 3), "lo": (-3, -3, None), "hi": (2.0, 2.0, None)}
+    assert run("stats", "--dir", str(tmp_path / "db"), "-q") == 0  # the table prints <nil>
+    assert "<nil>" in capsys.readouterr().out
