@@ -544,7 +544,8 @@ class DB:
             # a new run (docs/storage.md section 6); past max_runs, the smallest runs merge
             # into it (the size-tiered merges are the background's: `merge`)
             n = old.nruns
-            merge = [i for i in cap_plan(old.run_rows() + [rolled.n], self.max_runs) if i < n]
+            # (the new run counted as the smallest: it is always in the merge)
+            merge = [i for i in cap_plan(old.run_rows() + [0], self.max_runs) if i < n]
             if merge:
                 segs = old.run_segments()
                 rolled = rollup(self.schema, [s.block for i in merge for s in segs[i]]
