@@ -137,7 +137,7 @@ class DB:
         self.stats = {"inserted_rows": 0, "inserted_batches": 0, "rejected_rows": 0,
                       "flushes": 0, "last_flush_seconds": 0.0, "compactions": 0,
                       "compacted_rows": 0, "compaction_seconds": 0.0, "dropped_intervals": 0,
-                      "merges": 0, "merged_rows": 0}
+                      "merges": 0, "merged_rows": 0, "flush_merged_runs": 0}
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
         if self.dir is not None:
@@ -547,6 +547,7 @@ class DB:
             # (the new run counted as the smallest: it is always in the merge)
             merge = [i for i in cap_plan(old.run_rows() + [0], self.max_runs) if i < n]
             if merge:
+                self.stats["flush_merged_runs"] += len(merge)
                 segs = old.run_segments()
                 rolled = rollup(self.schema, [s.block for i in merge for s in segs[i]]
                                 + [rolled])
@@ -703,6 +704,7 @@ class DB:
                 if self.failed or self.closed:
                     return False
                 intervals = self.intervals
+            self._touched = {s: t for s, t in self._touched.items() if s in intervals}
             plans = self._merge_plans(intervals, settle)
             if not plans:
                 return False

@@ -142,6 +142,10 @@ class _StorageCollector:
                                     value=db.last_updated)
         yield CounterMetricFamily("gumshoe_flushes", "Flushes completed.",
                                   value=db.stats.get("flushes", 0))
+        yield CounterMetricFamily("gumshoe_merges", "Merges of runs committed (docs/storage.md "
+                                  "section 6).", value=db.stats.get("merges", 0))
+        yield CounterMetricFamily("gumshoe_merged_rows", "Stored rows of runs merged.",
+                                  value=db.stats.get("merged_rows", 0))
         if getattr(db, "tiers", None) is not None:
             yield from _tier_metrics(db, stats)
 
