@@ -24,6 +24,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import logging
+import resource
 import threading
 import time
 import zlib
@@ -79,6 +80,15 @@ MERGE_SETTLE = 300.0  # seconds without a flush before a past interval's runs me
 MAX_MERGE_ROWS = 4_000_000  # stored rows merged per commit, at most (one interval may exceed)
 
 
+def _nofile_limit() -> int:
+    """The soft limit of open file descriptors (RLIMIT_NOFILE), or 4096 when unknown."""
+    try:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (OSError, ValueError):
+        return 4096
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class InsertResult:
     inserted: int  # rows applied
@@ -126,6 +136,9 @@ class DB:
         # each interval's last flush (a past interval quiet for merge_settle seconds is
         # merged into one run)
         self.fanout, self.max_runs, self.merge_settle = FANOUT, MAX_RUNS, MERGE_SETTLE
+        # every mapped segment holds a file descriptor: past this many segments, the
+        # intervals with the most runs merge to one first
+        self.segment_budget = max(1024, _nofile_limit() // 2)
         self._touched: dict[int, float] = {}
         # the flushed intervals' views, for `snapshot` (remade when `intervals` is swapped)
         self._views: tuple[Any, tuple[IntervalView, ...], list[int]] = (None, (), [])
@@ -695,6 +708,13 @@ class DB:
                 plans[start] = tuple(range(iv.nruns))
             elif plan := merge_plan(iv.run_rows(), self.fanout, self.max_runs):
                 plans[start] = plan
+        excess = sum(len(iv.segments) for iv in intervals.values()) - self.segment_budget
+        for start in sorted((s for s in intervals if intervals[s].nruns > 1),
+                            key=lambda s: -intervals[s].nruns):
+            if excess <= 0:
+                break
+            plans[start] = tuple(range(intervals[start].nruns))
+            excess -= intervals[start].nruns - 1
         return plans
 
     def _merge_step(self, settle: float) -> bool:

@@ -2,16 +2,16 @@
 
 Imports schema, layout, block and segment. A **run** is a rolled-up list of segments written at
 once (its own generation): within a run every dimension key appears once, in key order across
-its segments. A flush appends a new run to each interval it touches (`append`) rather than
-rewriting it, and a merge (db.py, in the background) combines runs (`keep_runs`) as
-`merge_plan` says: size-tiered, as LSM stores do. Keys may repeat across runs: a query merges
-them as it merges unflushed rows, and `rolled` is the one roll-up of all runs (for metric
-filters), kept as long as the interval is (docs/storage.md section 6). An interval knows its
-duration (with tiers, a re-rolled interval is coarser than new ones) and,
-per segment, whether the segment's rows are in roll-up order: by the dimensions in schema
-order, each nil first, then ascending values. Roll-up writes them so; the flag is checked, not
-assumed (a segment written by another tool may not be: `key_sorted`), and lets a query turn an
-equality filter on the leading dimensions into row ranges by binary search (engine.py).
+its segments. A flush appends a new run to each interval it touches rather than rewriting it,
+and a merge (db.py, in the background) combines runs as `merge_plan` says, size-tiered as LSM
+stores do (both: `keep_runs`). Keys may repeat across runs: a query merges them as it merges
+unflushed rows, and `rolled` is the one roll-up of all runs (for metric filters), kept as long
+as the interval is (docs/storage.md section 6). An interval knows its duration (with tiers, a
+re-rolled interval is coarser than new ones) and, per segment, whether the segment's rows are
+in roll-up order: by the dimensions in schema order, each nil first, then ascending values.
+Roll-up writes them so; the flag is checked, not assumed (a segment written by another tool may
+not be: `key_sorted`), and lets a query turn an equality filter on the leading dimensions into
+row ranges by binary search (engine.py).
 """
 
 from __future__ import annotations
@@ -102,14 +102,6 @@ class Interval:
             self._rolled.append(blocks[0] if len(blocks) == 1 and self.nruns == 1
                                 else rollup(schema, blocks))
         return self._rolled[0]
-
-    def append(self, run: Interval) -> Interval:
-        """This interval with `run` (a one-run interval of a newer generation, built by
-        `build_interval`) as its newest run."""
-        assert run.start == self.start and run.nruns == 1 and run.generation > self.generation
-        return dataclasses.replace(
-            self, generation=run.generation, segments=self.segments + run.segments,
-            sorted=self.sorted + run.sorted, runs=self.run_list + run.run_list, _rolled=[])
 
     def keep_runs(self, keep: Sequence[int], merged: Interval | None) -> Interval:
         """This interval with only the runs at the indices `keep` (in their order), then

@@ -22,9 +22,8 @@ Scenarios (the synthetic data set's schema, synthetic/data.py; durability "os"):
 Bytes written = the sizes of the new segment files, dictionary files and db.json, per flush
 and per merge; the **write-ahead log is excluded** (every design writes each row to it once).
 The denominator, **new rolled-up data**, is the bytes of the segment files that each flush's
-new rows take rolled up on their own: measured by a third pass that only appends runs (never
-merges: the least a flush can write in this file format; its answers must equal the runs'
-pass's). The amplification is also given without db.json and against the column bytes of
+new rows take rolled up on their own: measured by a third pass that flushes each batch into
+an empty database of its own (the least a flush can write in this file format). The amplification is also given without db.json and against the column bytes of
 those runs (without segment headers: a run of a few rows is mostly header). The anchor of
 the late scenario is cut to its first `--anchor-flushes` flushes (each rewrites every
 interval: gigabytes otherwise) and compared with those flushes' share of the new data. Query
@@ -153,13 +152,15 @@ def run(path: Path, work: list[list[Any]], clock: list[float], end: float, mode:
     """Flush each batch (then the background's merge), then end the period and merge all;
     the bytes written, and (runs) query latencies before and after the final merge. Modes:
     "runs"; "anchor" (max_runs 1: each flush rewrites its intervals whole, as before runs);
-    "append" (runs never merged: its flushes write exactly each flush's new rolled-up
-    data, the denominator)."""
+    "alone" (the denominator: `alone`)."""
     meter = Meter()
     out: dict[str, Any] = {}
+    if mode == "alone":
+        return alone(path, work, clock, meter)
     with meter.patched():
         db = open_db(path, clock)
-        db.max_runs = {"anchor": 1, "append": 10**9}.get(mode, db.max_runs)
+        if mode == "anchor":
+            db.max_runs = 1
         t0 = time.perf_counter()
         out["flushed"] = []  # bytes of flush segments after each flush
         for rows in work:
@@ -168,33 +169,46 @@ def run(path: Path, work: list[list[Any]], clock: list[float], end: float, mode:
             db.flush()
             out["flushed"].append(meter.bytes.get(("flush", "segments"), 0))
             meter.phase = "merge"
-            if mode != "append":
-                db.merge()  # as the flush loop does: size-tiered; just-flushed intervals stay
+            db.merge()  # as the flush loop does: size-tiered; just-flushed intervals stay
         out["seconds"] = round(time.perf_counter() - t0, 2)
         snap = db.snapshot()
         out["runs_before_final_merge"] = sum(v.runs for v in snap.intervals)
         out["max_runs_per_interval"] = max((v.runs for v in snap.intervals), default=0)
         out["flush_merged_runs"] = db.stats["flush_merged_runs"]
-        if mode == "append":
-            assert out["flush_merged_runs"] == 0
-            out["answers"] = answers(db)
-            db.close()
-        else:
-            if mode == "runs":
-                out["latency_ms_runs"] = latency(db, repeats)
-                before = answers(db)
-            clock[0] = end  # the period is over: every interval is merged to one run
-            meter.phase = "final"
-            db.merge(settle=0)
-            assert all(v.runs == 1 for v in db.snapshot().intervals)
-            if mode == "runs":
-                out["latency_ms_merged"] = latency(db, repeats)
-                assert answers(db) == before, "the merge changed an answer"
-            out["answers"] = answers(db)
-            db.close()
+        if mode == "runs":
+            out["latency_ms_runs"] = latency(db, repeats)
+            before = answers(db)
+        clock[0] = end  # the period is over: every interval is merged to one run
+        meter.phase = "final"
+        db.merge(settle=0)
+        assert all(v.runs == 1 for v in db.snapshot().intervals)
+        if mode == "runs":
+            out["latency_ms_merged"] = latency(db, repeats)
+            assert answers(db) == before, "the merge changed an answer"
+        out["answers"] = answers(db)
+        db.close()
     out["bytes"] = {f"{p}/{k}": v for (p, k), v in sorted(meter.bytes.items())}
     out["column_bytes"] = meter.column_bytes
     out["meter"] = meter
+    return out
+
+
+def alone(path: Path, work: list[list[Any]], clock: list[float], meter: Meter
+          ) -> dict[str, Any]:
+    """The denominator: each batch flushed into an empty database of its own, so the segment
+    files written are exactly that flush's new rows rolled up (never merged with anything)."""
+    out: dict[str, Any] = {"flushed": []}
+    with meter.patched():
+        for rows in work:
+            shutil.rmtree(path, ignore_errors=True)
+            db = open_db(path, clock)
+            db.insert(rows)
+            db.flush()
+            db.close()
+            out["flushed"].append(meter.bytes.get(("flush", "segments"), 0))
+    shutil.rmtree(path, ignore_errors=True)
+    out["meter"] = meter
+    out["column_bytes"] = meter.column_bytes
     return out
 
 
@@ -216,29 +230,25 @@ def scenario(name: str, base: Path | None, work: list[list[Any]], start: float, 
     """Runs, then the anchor over the first `anchor_flushes` batches (None: all; it rewrites
     every touched interval per flush, so it is cut short where that would write gigabytes)."""
     results = {}
-    for mode in ("append", "runs", "anchor"):
+    for mode in ("alone", "runs", "anchor"):
         d = tmp / f"{name}-{mode}"
         shutil.rmtree(d, ignore_errors=True)
-        if base is not None:
+        if base is not None and mode != "alone":
             shutil.copytree(base, d)
         results[mode] = run(d, work if mode != "anchor" else work[:anchor_flushes], [start],
                             end, mode, repeats)
         shutil.rmtree(d, ignore_errors=True)
-    append = results.pop("append")
+    alone_ = results.pop("alone")
     runs, anchor = results["runs"], results["anchor"]
-    assert runs["answers"] == append["answers"], "runs and appends answer differently"
     if anchor_flushes is None or anchor_flushes >= len(work):
         assert runs["answers"] == anchor["answers"], "runs and the anchor answer differently"
-    new = append["meter"].bytes[("flush", "segments")]  # each flush's new run, alone
-    new_cols = append["column_bytes"]["flush"]
+    new = alone_["meter"].bytes[("flush", "segments")]  # each flush's new run, alone
+    new_cols = alone_["column_bytes"]["flush"]
     out: dict[str, Any] = {"flushes": len(work), "rows_per_flush": len(work[0]),
-                           "new_rolled_up_bytes": new, "new_column_bytes": new_cols,
-                           "never_merged": {"runs": append["runs_before_final_merge"],
-                                            "max_runs_per_interval":
-                                                append["max_runs_per_interval"]}}
+                           "new_rolled_up_bytes": new, "new_column_bytes": new_cols}
     for mode, res in results.items():
         n = len(res["flushed"])
-        scale = append["flushed"][n - 1] / new  # the anchor's flushes' share of the new bytes
+        scale = alone_["flushed"][n - 1] / new  # the anchor's flushes' share of the new bytes
         out[mode] = {"flushes": n,
                      "amplification": amplification(res, round(new * scale),
                                                     round(new_cols * scale)),

@@ -194,3 +194,20 @@ def test_stats_and_debug_rows_do_not_double_count(tmp_path: Path) -> None:
     db.merge(settle=0)
     assert storage_stats(db.snapshot()).rows == 1
     db.close()
+
+
+def test_past_the_segment_budget_the_intervals_with_most_runs_merge(tmp_path: Path) -> None:
+    """Every mapped segment holds a file descriptor: over `segment_budget` segments, a merge
+    takes the intervals with the most runs down to one, even one just flushed into."""
+    now = [T0 + 3 * HOUR + 10]
+    db = DB(make_config(tmp_path / "db"), clock=lambda: now[0])
+    for i in range(4):
+        db.insert([{"at": T0 + h * HOUR, "name": f"n{i}", "visits": 1} for h in range(i + 1)])
+        db.flush()
+    assert [v.runs for v in db.snapshot().intervals] == [4, 3, 2, 1]
+    assert db.merge() == 0  # flushed just now; no size level holds 8 runs
+    db.segment_budget = 8  # 10 segments: the interval of 4 runs merges
+    assert db.merge() == 1
+    assert [v.runs for v in db.snapshot().intervals] == [1, 3, 2, 1]
+    check_files(db)
+    db.close()
