@@ -77,6 +77,7 @@ log = logging.getLogger(__name__)
 
 COMPACT_EVERY = 60.0  # seconds between compactor runs (the server's loop, the auto flusher)
 MERGE_SETTLE = 300.0  # seconds without a flush before a past interval's runs merge into one
+MERGE_EVERY = 30.0  # seconds between background merges (after a flush; each commits db.json)
 MAX_MERGE_ROWS = 4_000_000  # stored rows merged per commit, at most (one interval may exceed)
 
 
@@ -140,6 +141,7 @@ class DB:
         # intervals with the most runs merge to one first
         self.segment_budget = max(1024, _nofile_limit() // 2)
         self._touched: dict[int, float] = {}
+        self._next_merge = 0.0  # monotonic time of the next background merge
         # the flushed intervals' views, for `snapshot` (remade when `intervals` is swapped)
         self._views: tuple[Any, tuple[IntervalView, ...], list[int]] = (None, (), [])
         self.last_updated: int | None = None  # the largest row timestamp ever inserted
@@ -695,6 +697,14 @@ class DB:
             steps += 1
         return steps
 
+    def merge_if_due(self) -> int:
+        """`merge`, at most every MERGE_EVERY seconds (the flush loops call this after each
+        flush: merges then gather several flushes' runs into one commit each)."""
+        if time.monotonic() < self._next_merge:
+            return 0
+        self._next_merge = time.monotonic() + MERGE_EVERY
+        return self.merge()
+
     def _merge_plans(self, intervals: dict[int, Interval], settle: float
                      ) -> dict[int, tuple[int, ...]]:
         """start -> the runs to merge, of each interval with something to merge."""
@@ -791,7 +801,7 @@ class DB:
         while not self._stop.wait(self.config.flush_interval):
             try:
                 self.flush()
-                self.merge()
+                self.merge_if_due()
                 if self.tiers is not None and time.monotonic() >= next_compaction:
                     next_compaction = time.monotonic() + COMPACT_EVERY
                     self.compact()

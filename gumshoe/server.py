@@ -382,7 +382,7 @@ class ShardServer:
 
     async def flush_loop(self) -> None:
         """Flush every flush_interval (after the previous flush ended, as the original), then
-        merge the runs that are due (DB.merge)."""
+        merge the runs that are due (DB.merge_if_due: at most every 30 s)."""
         while True:
             await asyncio.sleep(self.config.flush_interval)
             if self.db is None:
@@ -395,8 +395,8 @@ class ShardServer:
                 continue
             self.metrics.flush_duration.observe(time.perf_counter() - t0)
             try:  # the runs the flushes appended (docs/storage.md section 6)
-                if hasattr(self.db, "merge"):
-                    await run_in_threadpool(self.db.merge)
+                if hasattr(self.db, "merge_if_due"):
+                    await run_in_threadpool(self.db.merge_if_due)
             except Exception:
                 log.exception("merging runs failed")
 

@@ -15,9 +15,9 @@ Scenarios (the synthetic data set's schema, synthetic/data.py; durability "os"):
   interval has been quiet for `merge_settle` seconds).
 - **late**: `--days` days of hourly intervals already stored (`--base-rows` rows an hour,
   merged to one run each, not counted), then `--late-flushes` flushes of `--late-batch` rows
-  with times spread uniformly over those days, each followed by the background's merge (the
-  intervals are past, but each was just flushed into: size-tiered only); then every interval
-  is merged to one run.
+  with times spread uniformly over those days, the background's merge after every
+  `--merge-every`-th (the intervals are past, but each was just flushed into: size-tiered
+  only); then every interval is merged to one run.
 
 Bytes written = the sizes of the new segment files, dictionary files and db.json, per flush
 and per merge; the **write-ahead log is excluded** (every design writes each row to it once).
@@ -148,7 +148,7 @@ def answers(db: DB) -> list[Any]:
 
 
 def run(path: Path, work: list[list[Any]], clock: list[float], end: float, mode: str,
-        repeats: int) -> dict[str, Any]:
+        repeats: int, merge_every: int) -> dict[str, Any]:
     """Flush each batch (then the background's merge), then end the period and merge all;
     the bytes written, and (runs) query latencies before and after the final merge. Modes:
     "runs"; "anchor" (max_runs 1: each flush rewrites its intervals whole, as before runs);
@@ -169,7 +169,10 @@ def run(path: Path, work: list[list[Any]], clock: list[float], end: float, mode:
             db.flush()
             out["flushed"].append(meter.bytes.get(("flush", "segments"), 0))
             meter.phase = "merge"
-            db.merge()  # as the flush loop does: size-tiered; just-flushed intervals stay
+            if len(out["flushed"]) % merge_every == 0:
+                # as the flush loop does (every 30 s, flushes every 10 s): size-tiered;
+                # just-flushed intervals keep their runs
+                db.merge()
         out["seconds"] = round(time.perf_counter() - t0, 2)
         snap = db.snapshot()
         out["runs_before_final_merge"] = sum(v.runs for v in snap.intervals)
@@ -226,7 +229,8 @@ def amplification(res: dict[str, Any], new: int, new_columns: int) -> dict[str, 
 
 
 def scenario(name: str, base: Path | None, work: list[list[Any]], start: float, end: float,
-             tmp: Path, repeats: int, anchor_flushes: int | None) -> dict[str, Any]:
+             tmp: Path, repeats: int, anchor_flushes: int | None, merge_every: int
+             ) -> dict[str, Any]:
     """Runs, then the anchor over the first `anchor_flushes` batches (None: all; it rewrites
     every touched interval per flush, so it is cut short where that would write gigabytes)."""
     results = {}
@@ -236,7 +240,7 @@ def scenario(name: str, base: Path | None, work: list[list[Any]], start: float, 
         if base is not None and mode != "alone":
             shutil.copytree(base, d)
         results[mode] = run(d, work if mode != "anchor" else work[:anchor_flushes], [start],
-                            end, mode, repeats)
+                            end, mode, repeats, merge_every)
         shutil.rmtree(d, ignore_errors=True)
     alone_ = results.pop("alone")
     runs, anchor = results["runs"], results["anchor"]
@@ -275,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--anchor-flushes", type=int, default=20,
                    help="late: the anchor's flushes, the first N (20; it rewrites every "
                         "interval per flush)")
+    p.add_argument("--merge-every", type=int, default=3,
+                   help="the background merge after every N-th flush (3: flushes every 10 s, "
+                        "merges at most every 30 s, as the server's flush loop)")
     p.add_argument("--repeats", type=int, default=5, help="query timing: best of N (5)")
     p.add_argument("--dir", help="scratch directory (default: a temporary one)")
     p.add_argument("--out", help="also write the results as JSON to this file")
@@ -287,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         stream = list(batches(args.flushes, args.batch, 1, 1, spread=False))
         doc["stream"] = scenario("stream", None, stream, data.T0 + 1800,
-                                 data.T0 + 2 * data.HOUR, tmp, args.repeats, None)
+                                 data.T0 + 2 * data.HOUR, tmp, args.repeats, None,
+                                 args.merge_every)
         del stream
         if args.out:  # the first scenario's figures, should the second fail
             Path(args.out).write_text(json.dumps(doc, indent=1, default=str) + "\n")
@@ -304,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         db.close()
         late = list(batches(args.late_flushes, args.late_batch, hours, 3, spread=True))
         doc["late"] = scenario("late", base, late, clock[0], clock[0] + 3600, tmp,
-                               args.repeats, args.anchor_flushes)
+                               args.repeats, args.anchor_flushes, args.merge_every)
         doc["seconds"] = round(time.perf_counter() - t, 1)
     finally:
         if not args.dir:
