@@ -76,8 +76,8 @@ class StoredDB:
     """A database directory opened read-only, locked for as long as it is open.
 
     `starts` lists the interval starts (flushed or only in the write-ahead log); `blocks(start)`
-    returns that interval's stored blocks (its segments, rolled up, then any unflushed rows,
-    not rolled up); `duration(start)` its duration (with tiers, re-rolled intervals are
+    returns that interval's stored blocks (its segments, each run rolled up, then any unflushed
+    rows, not rolled up; `runs(start)` says how many runs); `duration(start)` its duration (with tiers, re-rolled intervals are
     coarser; `meta.watermarks` says which times are); `strings(name)` is the code -> string
     table of a string dimension; `last_updated` the largest row timestamp ever inserted (None:
     unknown).
@@ -159,6 +159,12 @@ class StoredDB:
         im = self.intervals.get(start)
         flushed = im.rows if im else 0
         return flushed + sum(b.n for b in self.pending.get(start, ()))
+
+    def runs(self, start: int) -> int:
+        """Flushed runs of an interval (keys may repeat across runs: docs/storage.md
+        section 6); 0: none flushed."""
+        im = self.intervals.get(start)
+        return len(im.run_list) if im else 0
 
     def segment_files(self, start: int) -> list[str]:
         im = self.intervals.get(start)

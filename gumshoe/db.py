@@ -24,6 +24,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import logging
+import resource
 import threading
 import time
 import zlib
@@ -45,7 +46,15 @@ from .errors import (
     StorageFailedError,
     TransientStorageError,
 )
-from .interval import Interval, build_interval, open_interval
+from .interval import (
+    FANOUT,
+    MAX_RUNS,
+    Interval,
+    build_interval,
+    cap_plan,
+    merge_plan,
+    open_interval,
+)
 from .layout import (
     DictMeta,
     DirLock,
@@ -67,6 +76,18 @@ from .wal import Record, ReplayProgress, WriteAheadLog
 log = logging.getLogger(__name__)
 
 COMPACT_EVERY = 60.0  # seconds between compactor runs (the server's loop, the auto flusher)
+MERGE_SETTLE = 300.0  # seconds without a flush before a past interval's runs merge into one
+MERGE_EVERY = 30.0  # seconds between background merges (after a flush; each commits db.json)
+MAX_MERGE_ROWS = 4_000_000  # stored rows merged per commit, at most (one interval may exceed)
+
+
+def _nofile_limit() -> int:
+    """The soft limit of open file descriptors (RLIMIT_NOFILE), or 4096 when unknown."""
+    try:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (OSError, ValueError):
+        return 4096
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -112,6 +133,15 @@ class DB:
         # per tier boundary: times before it are stored at the coarser tier (tiers.py)
         self.watermarks: tuple[int, ...] = self.tiers.initial_watermarks() if self.tiers else ()
         self._committed: Meta | None = None  # db.json as last written (compaction's base)
+        # runs (docs/storage.md section 6): size-tiered merging, and the monotonic time of
+        # each interval's last flush (a past interval quiet for merge_settle seconds is
+        # merged into one run)
+        self.fanout, self.max_runs, self.merge_settle = FANOUT, MAX_RUNS, MERGE_SETTLE
+        # every mapped segment holds a file descriptor: past this many segments, the
+        # intervals with the most runs merge to one first
+        self.segment_budget = max(1024, _nofile_limit() // 2)
+        self._touched: dict[int, float] = {}
+        self._next_merge = 0.0  # monotonic time of the next background merge
         # the flushed intervals' views, for `snapshot` (remade when `intervals` is swapped)
         self._views: tuple[Any, tuple[IntervalView, ...], list[int]] = (None, (), [])
         self.last_updated: int | None = None  # the largest row timestamp ever inserted
@@ -121,7 +151,8 @@ class DB:
         self.archive: Archive | None = None  # the raw archive ([archive]), the log's sidecar
         self.stats = {"inserted_rows": 0, "inserted_batches": 0, "rejected_rows": 0,
                       "flushes": 0, "last_flush_seconds": 0.0, "compactions": 0,
-                      "compacted_rows": 0, "compaction_seconds": 0.0, "dropped_intervals": 0}
+                      "compacted_rows": 0, "compaction_seconds": 0.0, "dropped_intervals": 0,
+                      "merges": 0, "merged_rows": 0, "flush_merged_runs": 0}
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
         if self.dir is not None:
@@ -419,7 +450,8 @@ class DB:
         if self._views[0] is not self.intervals:
             ivs = [self.intervals[s] for s in sorted(self.intervals)]
             self._views = (self.intervals, tuple(
-                IntervalView(iv.start, iv.segments, (), iv.duration, iv.sorted) for iv in ivs),
+                IntervalView(iv.start, iv.segments, (), iv.duration, iv.sorted, iv)
+                for iv in ivs),
                 [iv.start for iv in ivs])
         return self._views[1], self._views[2]
 
@@ -515,16 +547,31 @@ class DB:
             if cutoff is not None and start < cutoff:
                 continue
             old = intervals.get(start)
-            blocks = (old.blocks if old else []) + [m.intervals[start].compact() for m in mems
-                                                    if start in m.intervals]
-            gen = old.generation + 1 if old else 0
+            blocks = [m.intervals[start].compact() for m in mems if start in m.intervals]
             # one compacted memtable block alone is rolled up already (a second roll-up
             # would sort it again to change nothing)
-            rolled = blocks[0] if len(blocks) == 1 and not old else rollup(self.schema, blocks)
-            intervals[start] = build_interval(self.schema, start, gen, rolled, self.dir, fsync,
-                                              written, duration=self.duration_at(start))
-            if old and self.dir is not None:
-                dead.extend(self.dir / f for f in old.filenames())
+            rolled = blocks[0] if len(blocks) == 1 else rollup(self.schema, blocks)
+            if old is None:
+                intervals[start] = build_interval(self.schema, start, 0, rolled, self.dir,
+                                                  fsync, written,
+                                                  duration=self.duration_at(start))
+                continue
+            # a new run (docs/storage.md section 6); past max_runs, the smallest runs merge
+            # into it (the size-tiered merges are the background's: `merge`)
+            n = old.nruns
+            # (the new run counted as the smallest: it is always in the merge)
+            merge = [i for i in cap_plan(old.run_rows() + [0], self.max_runs) if i < n]
+            if merge:
+                self.stats["flush_merged_runs"] += len(merge)
+                segs = old.run_segments()
+                rolled = rollup(self.schema, [s.block for i in merge for s in segs[i]]
+                                + [rolled])
+                if self.dir is not None:
+                    dead.extend(self.dir / f for i in merge for f in old.run_filenames(i))
+            run = build_interval(self.schema, start, old.generation + 1, rolled, self.dir,
+                                 fsync, written, duration=old.duration)
+            intervals[start] = old.keep_runs([i for i in range(n) if i not in merge], run)
+            self._touched[start] = time.monotonic()
         if cutoff is not None:
             for start in [s for s in intervals if s < cutoff]:
                 old = intervals.pop(start)
@@ -634,6 +681,112 @@ class DB:
             self.stats["last_compaction_seconds"] = time.perf_counter() - t0
             return True
 
+    # -- merging runs -------------------------------------------------------------------------
+    def merge(self, max_steps: int | None = None, settle: float | None = None) -> int:
+        """Merge intervals' runs (docs/storage.md section 6), one committed step at a time,
+        until nothing is due, `max_steps` steps are done or the database closes: runs of
+        similar size as `interval.merge_plan` says, and every run of an interval before the
+        current one that no flush touched for `settle` seconds (default `merge_settle`; 0:
+        every past interval). Returns the steps committed. The background's work (the
+        server's flush loop, the auto flusher); errors as `compact`'s."""
+        steps = 0
+        while not self._stop.is_set() and not self.failed:
+            if (max_steps is not None and steps >= max_steps) or not self._merge_step(
+                    self.merge_settle if settle is None else settle):
+                break
+            steps += 1
+        return steps
+
+    def merge_if_due(self) -> int:
+        """`merge`, at most every MERGE_EVERY seconds (the flush loops call this after each
+        flush: merges then gather several flushes' runs into one commit each)."""
+        if time.monotonic() < self._next_merge:
+            return 0
+        self._next_merge = time.monotonic() + MERGE_EVERY
+        return self.merge()
+
+    def _merge_plans(self, intervals: dict[int, Interval], settle: float
+                     ) -> dict[int, tuple[int, ...]]:
+        """start -> the runs to merge, of each interval with something to merge."""
+        current = self.current_start(int(self.clock()))
+        now = time.monotonic()
+        plans = {}
+        for start, iv in intervals.items():
+            if iv.nruns < 2:
+                continue
+            if start < current and now - self._touched.get(start, -np.inf) >= settle:
+                plans[start] = tuple(range(iv.nruns))
+            elif plan := merge_plan(iv.run_rows(), self.fanout, self.max_runs):
+                plans[start] = plan
+        excess = sum(len(iv.segments) for iv in intervals.values()) - self.segment_budget
+        for start in sorted((s for s in intervals if intervals[s].nruns > 1),
+                            key=lambda s: -intervals[s].nruns):
+            if excess <= 0:
+                break
+            plans[start] = tuple(range(intervals[start].nruns))
+            excess -= intervals[start].nruns - 1
+        return plans
+
+    def _merge_step(self, settle: float) -> bool:
+        with self._flush_lock:  # no flush meanwhile: the intervals and db.json stay as read
+            t0 = time.perf_counter()
+            with self._write_lock:
+                if self.failed or self.closed:
+                    return False
+                intervals = self.intervals
+            self._touched = {s: t for s, t in self._touched.items() if s in intervals}
+            plans = self._merge_plans(intervals, settle)
+            if not plans:
+                return False
+            new: dict[int, Interval] = {}
+            dead: list[Path] = []
+            written: list[Path] = []
+            rows = 0
+            try:
+                fsync = self.config.durability == "fsync"
+                for start in sorted(plans):
+                    if rows >= MAX_MERGE_ROWS:
+                        break  # the rest in the next step
+                    iv, plan = intervals[start], plans[start]
+                    segs = iv.run_segments()
+                    blocks = [s.block for i in plan for s in segs[i]]
+                    rows += sum(b.n for b in blocks)
+                    run = build_interval(self.schema, start, iv.generation + 1,
+                                         rollup(self.schema, blocks), self.dir, fsync,
+                                         written, duration=iv.duration)
+                    new[start] = iv.keep_runs([i for i in range(iv.nruns) if i not in plan],
+                                              run)
+                    if self.dir is not None:
+                        dead.extend(self.dir / f for i in plan for f in iv.run_filenames(i))
+                after = {**intervals, **new}
+                if self.dir is not None:
+                    assert self._committed is not None
+                    if fsync:
+                        fileio.fsync_dir(self.dir)
+                    meta = dataclasses.replace(
+                        self._committed, schema=self.schema,
+                        intervals=tuple(after[s].meta() for s in sorted(after)))
+                    write_meta(self.dir, meta, fsync=fsync)  # the commit point
+                    self._committed = meta
+            except OSError as e:
+                if fileio.is_transient(e):
+                    self._forget(written)
+                    log.warning("merge postponed: %s (the next run retries)", e)
+                    raise TransientStorageError(f"merge postponed: {e}") from e
+                self._fail(f"merge failed: {e}")
+                raise StorageFailedError(f"merge failed: {e}") from e
+            except BaseException as e:  # a bug, not the disk: fail-stop as a flush does
+                self._fail(f"merge failed: {e!r}")
+                raise
+            with self._write_lock:
+                self.intervals = after
+            for p in dead:
+                p.unlink(missing_ok=True)
+            self.stats["merges"] += 1
+            self.stats["merged_rows"] += rows
+            self.stats["last_merge_seconds"] = time.perf_counter() - t0
+            return True
+
     def current_start(self, start: int) -> int:
         """The start of the interval that now holds the time `start` (after a watermark moved,
         a finer interval's start maps to its coarser bucket)."""
@@ -648,6 +801,7 @@ class DB:
         while not self._stop.wait(self.config.flush_interval):
             try:
                 self.flush()
+                self.merge_if_due()
                 if self.tiers is not None and time.monotonic() >= next_compaction:
                     next_compaction = time.monotonic() + COMPACT_EVERY
                     self.compact()

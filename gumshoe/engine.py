@@ -296,7 +296,9 @@ class Scanner:
         of its segments (small, usually) to `pieces`."""
         if self.metric_filter and not view.fully_rolled_up:
             # Metric filters apply to rolled-up rows: combine flushed and unflushed rows first.
-            items.append((view.start, _rolled_up(self.schema, view.blocks), {}))
+            blocks = view.rollup_inputs(self.schema)  # several runs: their roll-up, cached
+            block = _rolled_up(self.schema, blocks) if view.mem else blocks[0]
+            items.append((view.start, block, {}))
             return
         f = self.filter
         if f is None or not f.restrictions:

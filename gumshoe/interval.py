@@ -1,40 +1,56 @@
-"""Intervals: one time bucket of rolled-up rows, stored as a list of segments.
+"""Intervals: one time bucket of rolled-up rows, stored as one or more runs of segments.
 
-Imports schema, layout, block and segment. Within an interval every dimension key appears once, in key
-order across its segments; a flush that adds rows writes a new generation of the interval. An
-interval knows its duration (with tiers, a re-rolled interval is coarser than new ones) and,
-per segment, whether the segment's rows are in roll-up order: by the dimensions in schema
-order, each nil first, then ascending values. Roll-up writes them so; the flag is checked, not
-assumed (a segment written by another tool may not be: `key_sorted`), and lets a query turn an
-equality filter on the leading dimensions into row ranges by binary search (engine.py).
+Imports schema, layout, block and segment. A **run** is a rolled-up list of segments written at
+once (its own generation): within a run every dimension key appears once, in key order across
+its segments. A flush appends a new run to each interval it touches rather than rewriting it,
+and a merge (db.py, in the background) combines runs as `merge_plan` says, size-tiered as LSM
+stores do (both: `keep_runs`). Keys may repeat across runs: a query merges them as it merges
+unflushed rows, and `rolled` is the one roll-up of all runs (for metric filters), kept as long
+as the interval is (docs/storage.md section 6). An interval knows its duration (with tiers, a
+re-rolled interval is coarser than new ones) and, per segment, whether the segment's rows are
+in roll-up order: by the dimensions in schema order, each nil first, then ascending values.
+Roll-up writes them so; the flag is checked, not assumed (a segment written by another tool may
+not be: `key_sorted`), and lets a query turn an equality filter on the leading dimensions into
+row ranges by binary search (engine.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import mmap
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from .block import Block
+from .block import Block, rollup
 from .errors import CorruptDataError
 from .layout import IntervalMeta, SegmentMeta, segment_filename
 from .schema import Schema
 from .segment import Segment, narrow_dtype, write_segment
 
 
+FANOUT = 8  # runs of one size level merged at once
+MAX_RUNS = 24  # runs per interval, at most (a flush beyond it merges the smallest)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Interval:
     start: int
-    generation: int
-    segments: tuple[Segment, ...]
+    generation: int  # the newest run's
+    segments: tuple[Segment, ...]  # run after run
     duration: int = 0  # seconds (set by build_interval and open_interval)
     sorted: tuple[bool, ...] = ()  # per segment: in roll-up order (key_sorted)
+    # (generation, segments) per run, oldest first, when there are several (layout.IntervalMeta)
+    runs: tuple[tuple[int, int], ...] = ()
+    # the roll-up of all runs once made (`rolled`); never compared
+    _rolled: list[Block] = dataclasses.field(default_factory=list, compare=False, repr=False)
 
     @property
     def rows(self) -> int:
+        """Rows stored (with several runs, an upper bound of the rolled-up rows)."""
         return sum(s.rows for s in self.segments)
 
     @property
@@ -45,15 +61,99 @@ class Interval:
     def blocks(self) -> list[Block]:
         return [s.block for s in self.segments]
 
+    @property
+    def run_list(self) -> tuple[tuple[int, int], ...]:
+        """(generation, segments) of each run, oldest first."""
+        return self.runs or ((self.generation, len(self.segments)),)
+
+    @property
+    def nruns(self) -> int:
+        return max(len(self.runs), 1)
+
+    def run_segments(self) -> list[tuple[Segment, ...]]:
+        """The segments of each run, oldest first."""
+        out, i = [], 0
+        for _, n in self.run_list:
+            out.append(self.segments[i:i + n])
+            i += n
+        return out
+
+    def run_rows(self) -> list[int]:
+        return [sum(s.rows for s in segs) for segs in self.run_segments()]
+
+    def run_filenames(self, run: int) -> list[str]:
+        gen, n = self.run_list[run]
+        return [segment_filename(self.start, gen, i) for i in range(n)]
+
     def filenames(self) -> list[str]:
-        return [segment_filename(self.start, self.generation, i)
-                for i in range(len(self.segments))]
+        return [f for r in range(len(self.run_list)) for f in self.run_filenames(r)]
 
     def meta(self) -> IntervalMeta:
         """Its entry in the metadata."""
         return IntervalMeta(self.start, self.generation, tuple(
             SegmentMeta(name, s.rows) for name, s in zip(self.filenames(), self.segments)),
-            self.duration)
+            self.duration, self.runs)
+
+    def rolled(self, schema: Schema) -> Block:
+        """All runs rolled up into one block (each key once), made once per interval (an
+        interval never changes: a flush or merge makes a new one)."""
+        if not self._rolled:
+            blocks = self.blocks
+            self._rolled.append(blocks[0] if len(blocks) == 1 and self.nruns == 1
+                                else rollup(schema, blocks))
+        return self._rolled[0]
+
+    def keep_runs(self, keep: Sequence[int], merged: Interval | None) -> Interval:
+        """This interval with only the runs at the indices `keep` (in their order), then
+        `merged` (a one-run interval of a newer generation, if any) as its newest run."""
+        segs = self.run_segments()
+        sorted_flags = self.run_sorted()
+        runs = [self.run_list[i] for i in keep]
+        segments = [s for i in keep for s in segs[i]]
+        flags = [f for i in keep for f in sorted_flags[i]]
+        gen = self.run_list[keep[-1]][0] if keep else self.generation
+        if merged is not None:
+            assert merged.nruns == 1 and merged.generation > self.generation
+            runs.append((merged.generation, len(merged.segments)))
+            segments.extend(merged.segments)
+            flags.extend(merged.sorted)
+            gen = merged.generation
+        assert runs, "an interval keeps at least one run"
+        return dataclasses.replace(self, generation=gen, segments=tuple(segments),
+                                   sorted=tuple(flags), runs=tuple(runs) if len(runs) > 1
+                                   else (), _rolled=[])
+
+    def run_sorted(self) -> list[tuple[bool, ...]]:
+        out, i = [], 0
+        for _, n in self.run_list:
+            out.append(self.sorted[i:i + n])
+            i += n
+        return out
+
+
+def merge_plan(rows: Sequence[int], fanout: int = FANOUT, max_runs: int = MAX_RUNS
+               ) -> tuple[int, ...]:
+    """Which runs (indices, ascending) to merge into one, size-tiered: a run's level is
+    floor(log_fanout(rows)); the runs of the lowest level that holds `fanout` or more are
+    merged (each row is rewritten about once per level: log_fanout of the interval's growth).
+    Else, over `max_runs` runs, the smallest ones, down to `max_runs`. () : nothing to do."""
+    if len(rows) < 2:
+        return ()
+    levels = [int(math.log(max(r, 1)) / math.log(fanout) + 1e-9) for r in rows]
+    for level in sorted(set(levels)):
+        same = tuple(i for i, lv in enumerate(levels) if lv == level)
+        if len(same) >= fanout:
+            return same
+    return cap_plan(rows, max_runs)
+
+
+def cap_plan(rows: Sequence[int], max_runs: int = MAX_RUNS) -> tuple[int, ...]:
+    """Over `max_runs` runs: the smallest ones (indices, ascending), whose merge into one
+    leaves `max_runs`; else (). A flush applies it (the size-tiered rest is background)."""
+    if len(rows) <= max_runs:
+        return ()
+    smallest = sorted(range(len(rows)), key=lambda i: rows[i])[:len(rows) - max_runs + 1]
+    return tuple(sorted(smallest))
 
 
 def key_sorted(schema: Schema, block: Block) -> bool:
@@ -135,7 +235,7 @@ def open_interval(schema: Schema, directory: Path, meta: IntervalMeta,
         for seg in segments:
             _release(seg)
     return Interval(meta.start, meta.generation, tuple(segments),
-                    meta.duration or schema.interval_duration, ordered)
+                    meta.duration or schema.interval_duration, ordered, meta.runs)
 
 
 def _release(segment: Segment) -> None:

@@ -16,9 +16,11 @@ alone). Beside a destination, gumtool builds a new database in a hidden director
 
 db.json (format "gumshoe/2") is a JSON object: `format`, `schema`, `wal_seq` (the last log
 record the segments cover), `last_updated` (the largest row timestamp ever inserted, or null),
-`intervals` (each: `start`, `generation`, `segments`: [{`file`, `rows`}], and `duration` in
+`intervals` (each: `start`, `generation`, `segments`: [{`file`, `rows`}], `duration` in
 seconds when it is not the schema's `interval_duration`: a re-rolled interval of a coarser
-tier), with tiers `watermarks` (one per tier boundary, tiers.py), `dictionaries`
+tier, and `runs` when the interval holds more than one run: [[generation, segments], ...],
+oldest first, generations ascending, the last one the interval's `generation`; the segments
+list them run after run, each named by its run's generation (docs/storage.md section 6)), with tiers `watermarks` (one per tier boundary, tiers.py), `dictionaries`
 (column -> {`file`, `generation`, `size`, `crc32` of the file's bytes}), `batch_ids` (id -> the
 time it was applied) and `crc32`: the crc32 of the canonical JSON of everything else, so a damaged
 db.json never passes for a good one. Format "gumshoe/1" (written before checksums and
@@ -163,21 +165,34 @@ class IntervalMeta:
     generation: int
     segments: tuple[SegmentMeta, ...]
     duration: int = 0  # seconds; 0: the schema's interval_duration (as read: always set)
+    # (generation, segments) per run, oldest first, when there are several; (): one run, of
+    # `generation`, holding every segment
+    runs: tuple[tuple[int, int], ...] = ()
 
     @property
     def rows(self) -> int:
+        """Rows stored: with several runs a key may be stored once per run, so this is an
+        upper bound of the interval's rolled-up rows."""
         return sum(s.rows for s in self.segments)
+
+    @property
+    def run_list(self) -> tuple[tuple[int, int], ...]:
+        """(generation, segments) of each run, oldest first (one run: the interval's)."""
+        return self.runs or ((self.generation, len(self.segments)),)
 
     def filenames(self) -> list[str]:
         return [s.file for s in self.segments]
 
     def to_json(self, base: int = 0) -> dict[str, Any]:
         """Its db.json entry; `duration` only when it is not `base` (the schema's
-        interval_duration), so a database without tiers writes what it always wrote."""
+        interval_duration) and `runs` only when there are several, so a database without
+        tiers or runs writes what it always wrote."""
         out: dict[str, Any] = {"start": self.start, "generation": self.generation,
                                "segments": [s.to_json() for s in self.segments]}
         if self.duration and self.duration != base:
             out["duration"] = self.duration
+        if len(self.runs) > 1:
+            out["runs"] = [[g, n] for g, n in self.runs]
         return out
 
     @classmethod
@@ -189,15 +204,42 @@ class IntervalMeta:
         segs = obj.get("segments")
         if not isinstance(segs, list):
             raise _damaged(path, f"{where}: no 'segments' list")
+        runs = _runs(obj, gen, len(segs), path, where)
+        names = [segment_filename(start, g, i) for g, n in runs or ((gen, len(segs)),)
+                 for i in range(n)]
         out = []
         for i, s in enumerate(segs):
             w = f"{where}.segments[{i}]"
             file = _str(s, "file", path, w)
-            if file != segment_filename(start, gen, i):
-                raise _damaged(path, f"{w}.file: {file!r}, expected "
-                                     f"{segment_filename(start, gen, i)!r}")
+            if file != names[i]:
+                raise _damaged(path, f"{w}.file: {file!r}, expected {names[i]!r}")
             out.append(SegmentMeta(file, _int(s, "rows", path, w)))
-        return cls(start, gen, tuple(out), duration)
+        return cls(start, gen, tuple(out), duration, runs)
+
+
+def _runs(obj: dict[str, Any], gen: int, segments: int, path: Path | str,
+          where: str) -> tuple[tuple[int, int], ...]:
+    """An interval entry's `runs` (absent: one run): at least two [generation, segments]
+    pairs, generations ascending and the last the interval's, each run one segment or more,
+    together the interval's segments."""
+    if "runs" not in obj:
+        return ()
+    raw = obj["runs"]
+    if not isinstance(raw, list) or len(raw) < 2 or not all(
+            isinstance(r, list) and len(r) == 2 and all(
+                isinstance(x, int) and not isinstance(x, bool) for x in r) for r in raw):
+        raise _damaged(path, f"{where}.runs: not a list of at least two [generation, "
+                             "segments] pairs")
+    runs = tuple((g, n) for g, n in raw)
+    if any(g < 0 or n < 1 for g, n in runs):
+        raise _damaged(path, f"{where}.runs: a negative generation or a run without segments")
+    if any(a[0] >= b[0] for a, b in itertools.pairwise(runs)) or runs[-1][0] != gen:
+        raise _damaged(path, f"{where}.runs: generations are not ascending to the interval's "
+                             f"generation {gen}")
+    if sum(n for _, n in runs) != segments:
+        raise _damaged(path, f"{where}.runs: {sum(n for _, n in runs)} segments, the interval "
+                             f"lists {segments}")
+    return runs
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -32,10 +32,14 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 class IntervalStats:
     start: int
     segments: int
-    rows: int  # physical (rolled-up) rows in flushed segments
+    # physical rows in flushed segments: rolled up within each run; with several runs (not
+    # yet merged, docs/storage.md section 6) a key may be stored once per run, so an upper
+    # bound of the interval's rolled-up rows
+    rows: int
     bytes: int  # bytes of flushed segments
     unflushed_rows: int  # rows in the memtable (not yet rolled up with the segments)
     duration: int = 0  # seconds (with tiers, re-rolled intervals are coarser)
+    runs: int = 0  # flushed runs (0: nothing flushed yet)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -54,6 +58,10 @@ class StorageStats:
     @property
     def bytes(self) -> int:
         return sum(iv.bytes for iv in self.intervals)
+
+    @property
+    def runs(self) -> int:
+        return sum(iv.runs for iv in self.intervals)
 
     @property
     def unflushed_rows(self) -> int:
@@ -83,6 +91,7 @@ def storage_stats(snapshot: Any) -> StorageStats:
             bytes=sum(s.nbytes for s in iv.segments),
             unflushed_rows=sum(b.n for b in iv.mem),
             duration=int(iv.duration or snapshot.schema.interval_duration),
+            runs=iv.runs,
         ))
     return StorageStats(tuple(out), dict(snapshot.dict_sizes))
 
@@ -111,8 +120,11 @@ class _StorageCollector:
         for name, doc, value in (
             ("gumshoe_intervals", "Intervals held (flushed or not).", len(stats.intervals)),
             ("gumshoe_segments", "Flushed segments.", stats.segments),
-            ("gumshoe_rows", "Physical (rolled-up) rows in flushed segments.", stats.rows),
+            ("gumshoe_rows", "Physical rows in flushed segments (rolled up per run; an "
+             "upper bound of rolled-up rows while runs are unmerged).", stats.rows),
             ("gumshoe_bytes", "Bytes of flushed segments.", stats.bytes),
+            ("gumshoe_runs", "Flushed runs (one per flushed interval once merged).",
+             stats.runs),
             ("gumshoe_unflushed_rows", "Rows waiting in the memtable for the next flush.",
              stats.unflushed_rows),
             ("gumshoe_storage_failed", "1 when a storage failure made the DB refuse writes.",
@@ -130,6 +142,10 @@ class _StorageCollector:
                                     value=db.last_updated)
         yield CounterMetricFamily("gumshoe_flushes", "Flushes completed.",
                                   value=db.stats.get("flushes", 0))
+        yield CounterMetricFamily("gumshoe_merges", "Merges of runs committed (docs/storage.md "
+                                  "section 6).", value=db.stats.get("merges", 0))
+        yield CounterMetricFamily("gumshoe_merged_rows", "Stored rows of runs merged.",
+                                  value=db.stats.get("merged_rows", 0))
         if getattr(db, "tiers", None) is not None:
             yield from _tier_metrics(db, stats)
 
@@ -258,6 +274,7 @@ def metricz_json(config: Any, snapshot: Any) -> dict[str, Any]:
             "unflushed_rows": stats.unflushed_rows,
             "logical_rows": logical,
             "bytes": stats.bytes,
+            "runs": stats.runs,
             "compression_ratio": round(logical / physical, 2) if physical else None,
         },
         "intervals": [dataclasses.asdict(iv) for iv in reversed(stats.intervals)],

@@ -179,10 +179,10 @@ def debug_rows(snapshot: Any, limit: int = DEBUG_ROWS) -> list[dict[str, Any]] |
     for iv in snapshot.intervals:
         if len(out) >= limit:
             break
-        # Flushed segments hold each key once; unflushed chunks may repeat keys (a single
-        # chunk too, so IntervalView.fully_rolled_up is not relied on here).
+        # A flushed run holds each key once; unflushed chunks (a single one too) and runs
+        # may repeat keys.
         blocks = iv.blocks
-        block = rollup(schema, blocks) if iv.mem else concat(schema, blocks)
+        block = rollup(schema, blocks) if iv.mem or iv.runs > 1 else concat(schema, blocks)
         n = min(block.n, limit - len(out))
         columns = _column_values(snapshot, block, n)
         counts = block.count[:n].tolist()
@@ -393,7 +393,8 @@ class ShardServer:
         log.info("ready: database %s open", self.config.database_dir)
 
     async def flush_loop(self) -> None:
-        """Flush every flush_interval (after the previous flush ended, as the original)."""
+        """Flush every flush_interval (after the previous flush ended, as the original), then
+        merge the runs that are due (DB.merge_if_due: at most every 30 s)."""
         while True:
             await asyncio.sleep(self.config.flush_interval)
             if self.db is None:
@@ -403,8 +404,13 @@ class ShardServer:
                 await run_in_threadpool(self.db.flush)
             except Exception:
                 log.exception("periodic flush failed")
-            else:
-                self.metrics.flush_duration.observe(time.perf_counter() - t0)
+                continue
+            self.metrics.flush_duration.observe(time.perf_counter() - t0)
+            try:  # the runs the flushes appended (docs/storage.md section 6)
+                if hasattr(self.db, "merge_if_due"):
+                    await run_in_threadpool(self.db.merge_if_due)
+            except Exception:
+                log.exception("merging runs failed")
 
     async def compact_loop(self) -> None:
         """With tiers: the compactor, once the database is open and every COMPACT_EVERY

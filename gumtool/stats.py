@@ -67,7 +67,7 @@ def _scalar(v: Any) -> Any:
 def interval_stats(db: StoredDB, start: int) -> dict[str, Any]:
     schema = db.schema
     blocks = db.blocks(start)
-    if start in db.pending:  # as a flush would store them
+    if start in db.pending or db.runs(start) > 1:  # as a flush and merge would store them
         blocks = [rollup(schema, blocks)]
     out: dict[str, Any] = {"rows": sum(b.n for b in blocks),
                            "input_rows": sum(b.logical_rows for b in blocks), "cols": {}}

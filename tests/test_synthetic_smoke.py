@@ -31,3 +31,20 @@ def test_quick_mode_at_a_tiny_size(tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert "| by_country (low-card.) |" in report
     assert "every answer matched DuckDB's" in report
+
+
+def test_write_amplification_bench_at_a_tiny_size(tmp_path):
+    """bench_writeamp: runs answer as the never-merged appends and the old rewrite do (it
+    checks), and write less than the rewrite."""
+    from synthetic import bench_writeamp
+
+    out = tmp_path / "writeamp.json"
+    assert bench_writeamp.main(["--flushes", "20", "--batch", "300", "--days", "1",
+                                "--base-rows", "200", "--late-flushes", "10",
+                                "--late-batch", "500", "--anchor-flushes", "10",
+                                "--repeats", "1", "--dir", str(tmp_path / "scratch"),
+                                "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    for scenario in ("stream", "late"):
+        amp = {m: doc[scenario][m]["amplification"]["stream"] for m in ("runs", "anchor")}
+        assert 1 <= amp["runs"] < amp["anchor"], (scenario, amp)

@@ -3,7 +3,9 @@ in small steps while late rows arrive (into re-rolled ranges too) and flushes ru
 at random moments (start-up recovery, inserts, compaction steps, flushes); after every kill the
 database must hold every acknowledged batch exactly once and no other batch in part -- a
 re-rolled interval and its sources are never both counted, never neither -- with its intervals
-at their tiers' durations, never overlapping. A last run compacts to the end. A quick version
+at their tiers' durations, never overlapping. Flushes add runs, and merges of runs are
+killed too (a merged run and its sources are never both counted). A last run compacts to the
+end. A quick version
 runs by default, a long one with --runslow."""
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def crash_compaction(tmp_path: Path, cycles: int, seed: int, max_delay: float) -
     lag, durations = verify(cfg, ledger)
     assert lag > 0 and durations == {300}
     batches = tmp_path / "batches.json"
-    steps = 0
+    steps = merges = 0
     for _ in range(cycles):
         batches.write_text(json.dumps(ledger.plan(40)))
         run = Run([sys.executable, str(CHILD), str(cfg), str(now), str(batches), "300"])
@@ -72,8 +74,11 @@ def crash_compaction(tmp_path: Path, cycles: int, seed: int, max_delay: float) -
                 ledger.acked.add(int(line.split()[1]))
             elif line.startswith("STEP "):
                 steps += int(line.split()[1])
+            elif line.startswith("MERGE "):
+                merges += int(line.split()[1])
         verify(cfg, ledger)
     assert steps > 0, "no kill came after a compaction step"
+    assert merges > 0, "no kill came after a merge of runs"
     batches.write_text(json.dumps(ledger.plan(0)))  # retry what is unacknowledged, then finish
     run = Run([sys.executable, str(CHILD), str(cfg), str(now), str(batches), "300"])
     assert run.proc.wait(300) == 0, run.kill()

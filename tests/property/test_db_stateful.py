@@ -1,5 +1,5 @@
-"""A state machine over the DB: random valid and invalid batches, flushes, clock moves,
-closes and reopens (clean, and without the final flush), compared after every step with the
+"""A state machine over the DB: random valid and invalid batches, flushes (each a new run of
+the intervals it touches), merges of runs, clock moves, closes and reopens (clean, and without the final flush), compared after every step with the
 reference roll-up of the accepted raw rows.
 
 Model: the raw rows accepted so far. An insert drops the rows whose interval is out of
@@ -9,6 +9,7 @@ intervals that are out of retention at that moment; an invalid batch changes not
 
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 from typing import Any
@@ -39,8 +40,11 @@ class DBMachine(RuleBasedStateMachine):
 
     # -- set-up ----------------------------------------------------------------------------
     @initialize(sc=schema_configs(), disk=st.booleans(), retention=st.sampled_from([0, 0, 1]),
-                base=st.sampled_from(TIMESTAMP_BASES[:2]))
-    def open_db(self, sc: SchemaConfig, disk: bool, retention: int, base: int) -> None:
+                base=st.sampled_from(TIMESTAMP_BASES[:2]), fanout=st.sampled_from([2, 3, 8]),
+                max_runs=st.sampled_from([1, 3, 24]))
+    def open_db(self, sc: SchemaConfig, disk: bool, retention: int, base: int, fanout: int,
+                max_runs: int) -> None:
+        self.runs_config = (fanout, max_runs)
         self.schema = Schema.from_config(sc)
         d = sc.interval_duration
         self.base = base
@@ -48,8 +52,12 @@ class DBMachine(RuleBasedStateMachine):
         self.now = base + retention * DAY + (MAX_INTERVALS // 2 + 1) * d
         self.config: Config = make_config(f"{self.tmp}/db" if disk else "MEMORY", schema=sc,
                                           retention_days=retention)
-        self.db = DB(self.config, clock=lambda: self.now)
+        self.open()
         self.strings_seen = {c.name: set() for c in self.schema.string_dimensions}
+
+    def open(self) -> None:
+        self.db = DB(self.config, clock=lambda: self.now)
+        self.db.fanout, self.db.max_runs = self.runs_config
 
     def cutoff(self) -> int | None:
         if not self.config.retention_days:
@@ -113,6 +121,17 @@ class DBMachine(RuleBasedStateMachine):
         if self.db.dir is not None:
             check_files(self.db)
 
+    @rule(settle=st.sampled_from([0.0, math.inf]), steps=st.sampled_from([None, 1]))
+    def merge(self, settle: float, steps: int | None) -> None:
+        """Merge runs: size-tiered only (inf), or every past interval to one run (0)."""
+        assert self.db is not None
+        runs = sum(v.runs for v in self.db.snapshot().intervals)
+        done = self.db.merge(max_steps=steps, settle=settle)
+        after = sum(v.runs for v in self.db.snapshot().intervals)
+        assert after <= runs and (after < runs) == (done > 0)
+        if self.db.dir is not None:
+            check_files(self.db)
+
     @rule(hours=st.sampled_from([1, 5, 30]))
     def advance_clock(self, hours: int) -> None:
         self.now += hours * 3600
@@ -123,7 +142,7 @@ class DBMachine(RuleBasedStateMachine):
         assert self.db is not None
         self.db.close()
         self.drop_expired()
-        self.db = DB(self.config, clock=lambda: self.now)
+        self.open()
         check_files(self.db)
 
     @precondition(lambda self: self.db is not None and self.db.dir is not None)
@@ -132,7 +151,7 @@ class DBMachine(RuleBasedStateMachine):
         """A process that stops without its final flush: the write-ahead log has the rows."""
         assert self.db is not None
         self.db.close(flush=False)
-        self.db = DB(self.config, clock=lambda: self.now)
+        self.open()
 
     # -- checks ----------------------------------------------------------------------------
     @invariant()

@@ -24,6 +24,7 @@ from gumshoe.service import query_rows
 
 from .. import reference
 from ..kernels import PATHS, use_kernels
+from ..storage.contents import RunPlan, load_in_runs, run_plans
 from ..strategies import TIMESTAMP_BASES, filters, queries, rows, schema_configs
 from .test_query_vs_reference import assert_rows_equal
 
@@ -61,7 +62,8 @@ def lead_filters(draw: st.DrawFn, schema: Schema, data: list[dict[str, Any]],
 
 
 @st.composite
-def cases(draw: st.DrawFn) -> tuple[Any, list[dict[str, Any]], list[dict[str, Any]], str]:
+def cases(draw: st.DrawFn) -> tuple[Any, list[dict[str, Any]], list[dict[str, Any]], str,
+                                    RunPlan]:
     sc = draw(schema_configs(max_dimensions=3).filter(lambda sc: sc.dimension_columns))
     schema = Schema.from_config(sc)
     base = draw(st.sampled_from(TIMESTAMP_BASES))
@@ -73,25 +75,28 @@ def cases(draw: st.DrawFn) -> tuple[Any, list[dict[str, Any]], list[dict[str, An
         q = {k: v for k, v in q.items() if k.lower() not in ("filters", "filter")}
         q["filters"] = [draw(lead_filters(schema, data, base))]
         qs.append(q)
-    where = draw(st.sampled_from(["flushed", "split"]))
-    return sc, data, qs, where
+    where = draw(st.sampled_from(["flushed", "split", "runs"]))
+    return sc, data, qs, where, draw(run_plans(len(data)))
 
 
 @settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
           max_examples=60)
 @given(cases())
 def test_pruned_scans_match_reference(case: tuple[Any, list[dict[str, Any]],
-                                                  list[dict[str, Any]], str]) -> None:
-    sc, data, qs, where = case
+                                                  list[dict[str, Any]], str, RunPlan]) -> None:
+    sc, data, qs, where, plan = case
     with tempfile.TemporaryDirectory(prefix="gumshoe-prune-") as d:
         cfg = load_config().replace(database_dir=d, retention_days=0, durability="none",
                                     schema=sc)
         db = DB(cfg)
         try:
-            half = len(data) // 2 if where == "split" else len(data)
-            db.insert(data[:half])
-            db.flush()
-            db.insert(data[half:])  # unflushed blocks are scanned whole
+            if where == "runs":  # each run's segments are sorted, pruned on their own
+                load_in_runs(db, data, plan)
+            else:
+                half = len(data) // 2 if where == "split" else len(data)
+                db.insert(data[:half])
+                db.flush()
+                db.insert(data[half:])  # unflushed blocks are scanned whole
             schema = db.schema
             table = reference.rollup(schema, data)
             for q in qs:

@@ -17,6 +17,7 @@ from gumshoe.service import query_rows
 
 from .. import reference
 from ..kernels import PATHS, use_kernels
+from ..storage.contents import RunPlan, load_in_runs, run_plans
 from ..strategies import TIMESTAMP_BASES, queries, rows, schema_configs
 
 
@@ -40,25 +41,29 @@ def assert_rows_equal(got: list[dict[str, Any]], want: list[dict[str, Any]]) -> 
 
 
 @st.composite
-def cases(draw: st.DrawFn) -> tuple[Any, list[dict[str, Any]], list[dict[str, Any]], str]:
+def cases(draw: st.DrawFn) -> tuple[Any, list[dict[str, Any]], list[dict[str, Any]], str,
+                                    RunPlan]:
     sc = draw(schema_configs())
     schema = Schema.from_config(sc)
     base = draw(st.sampled_from(TIMESTAMP_BASES))
     data = draw(rows(schema, base=base, max_size=40))
     qs = draw(st.lists(queries(schema, base=base), min_size=1, max_size=4))
-    where = draw(st.sampled_from(["memtable", "flushed", "split"]))
-    return sc, data, qs, where
+    where = draw(st.sampled_from(["memtable", "flushed", "split", "runs"]))
+    plan = draw(run_plans(len(data)))
+    return sc, data, qs, where, plan
 
 
 @settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(cases())
 def test_engine_matches_reference(case: tuple[Any, list[dict[str, Any]],
-                                              list[dict[str, Any]], str]) -> None:
-    sc, data, qs, where = case
+                                              list[dict[str, Any]], str, RunPlan]) -> None:
+    sc, data, qs, where, plan = case
     cfg = load_config().replace(database_dir="MEMORY", retention_days=0)
     db = DB(cfg.replace(schema=sc))
     schema = db.schema
-    if where == "split":
+    if where == "runs":  # intervals of several runs, merged or not (docs/storage.md 6)
+        load_in_runs(db, data, plan)
+    elif where == "split":
         db.insert(data[: len(data) // 2])
         db.flush()
         db.insert(data[len(data) // 2:])

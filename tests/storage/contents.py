@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from hypothesis import strategies as st
 
 from gumshoe.batch import parse_rows
 from gumshoe.block import Block
@@ -148,7 +151,7 @@ def _key(schema: Schema, block: Block, i: int) -> tuple[Any, ...]:
 
 def check_structure(snap: Snapshot) -> None:
     """Storage invariants of a snapshot: aligned ascending intervals; segments of at most
-    rows_per_segment rows or segment_size bytes of columns; flushed keys unique and in key order across an interval's
+    rows_per_segment rows or segment_size bytes of columns; flushed keys unique and in key order across each run's
     segments; counts >= 1; nil cells hold 0; codes inside the snapshot's dictionaries."""
     schema = snap.schema
     starts = [iv.start for iv in snap.intervals]
@@ -158,15 +161,19 @@ def check_structure(snap: Snapshot) -> None:
         assert len(set(d.values[:snap.dict_sizes[name]])) == snap.dict_sizes[name]
     for iv in snap.intervals:
         assert iv.blocks, "an interval without rows"
-        keys = []
-        for seg in iv.segments:
-            assert seg.rows >= 1
-            data = seg.block.count.nbytes + sum(a.nbytes for a in seg.block.metrics.values()) \
-                + sum(a.nbytes + (0 if nil is None else nil.nbytes) for a, nil in
-                      zip(seg.block.dims.values(), seg.block.nils.values()))
-            assert seg.rows <= schema.rows_per_segment or data <= schema.segment_size
-            keys += [_key(schema, seg.block, i) for i in range(seg.rows)]
-        assert keys == sorted(set(keys)), "flushed keys repeat or are out of order"
+        runs = iv.interval.run_segments() if iv.interval is not None else [iv.segments]
+        assert sum(map(len, runs)) == len(iv.segments) and iv.runs == len(runs) or not runs[0]
+        for segments in runs:
+            keys = []
+            for seg in segments:
+                assert seg.rows >= 1
+                data = seg.block.count.nbytes + sum(
+                    a.nbytes for a in seg.block.metrics.values()) + sum(
+                    a.nbytes + (0 if nil is None else nil.nbytes) for a, nil in
+                    zip(seg.block.dims.values(), seg.block.nils.values()))
+                assert seg.rows <= schema.rows_per_segment or data <= schema.segment_size
+                keys += [_key(schema, seg.block, i) for i in range(seg.rows)]
+            assert keys == sorted(set(keys)), "a run's keys repeat or are out of order"
         for block in iv.blocks:
             if block.n:
                 assert int(block.count.min()) >= 1
@@ -177,3 +184,45 @@ def check_structure(snap: Snapshot) -> None:
                     assert not values[nil].any(), f"nil cells of {d.name} are not 0"
                 if d.is_string and block.n:
                     assert int(values.max()) < max(1, snap.dict_sizes[d.name])
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+    """How a test loads rows as several runs (docs/storage.md section 6): cut into `cuts`
+    flushed pieces (a flush each; the last piece stays unflushed when `tail`), `merges[i]`:
+    merge after the i-th flush (None: no, 0.0: every past interval to one run, inf: only
+    size-tiered), with the DB's `fanout` and `max_runs` (1: every flush rewrites the interval
+    whole, as before runs)."""
+
+    cuts: tuple[int, ...]
+    merges: tuple[float | None, ...]
+    fanout: int = 2
+    max_runs: int = 24
+    tail: bool = False
+
+
+@st.composite
+def run_plans(draw: st.DrawFn, n: int) -> RunPlan:
+    """A RunPlan for `n` rows."""
+    k = draw(st.integers(1, 6))
+    cuts = tuple(sorted(draw(st.lists(st.integers(0, n), min_size=k, max_size=k))))
+    merges = tuple(draw(st.lists(st.sampled_from([None, None, 0.0, math.inf]),
+                                 min_size=k, max_size=k)))
+    return RunPlan(cuts, merges, draw(st.sampled_from([2, 3, 8])),
+                   draw(st.sampled_from([1, 2, 3, 24])), draw(st.booleans()))
+
+
+def load_in_runs(db: DB, data: list[dict[str, Any]], plan: RunPlan) -> None:
+    """Insert `data` as `plan` says: a flush per piece (a new run for each interval it
+    touches), merges in between."""
+    db.fanout, db.max_runs = plan.fanout, plan.max_runs
+    lo = 0
+    for cut, merge in zip(plan.cuts, plan.merges):
+        db.insert(data[lo:cut])
+        db.flush()
+        if merge is not None:
+            db.merge(settle=merge)
+        lo = cut
+    db.insert(data[lo:])
+    if not plan.tail:
+        db.flush()

@@ -279,18 +279,25 @@ def test_t11_t13_generations_and_old_files(tmp_path: Path) -> None:
     assert seg_files(d) == ["interval.0.generation0000.segment0000.seg"]
     assert dict_files(d) == ["dictionary.dim1.generation0001.json"]
     db.insert([{"at": 0, "dim1": "a", "metric1": 1}])
-    db.flush()
-    assert seg_files(d) == ["interval.0.generation0001.segment0000.seg"]
+    db.flush()  # a second run, not a rewrite (docs/storage.md section 6)
+    assert seg_files(d) == ["interval.0.generation0000.segment0000.seg",
+                            "interval.0.generation0001.segment0000.seg"]
     assert dict_files(d) == ["dictionary.dim1.generation0001.json"]  # no new strings
+    assert json.loads((d / "db.json").read_text())["intervals"][0]["runs"] == [[0, 1], [1, 1]]
+    check_files(db)
+    assert db.merge(settle=0) == 1  # a past interval: its runs merge into one
+    assert seg_files(d) == ["interval.0.generation0002.segment0000.seg"]
+    assert "runs" not in json.loads((d / "db.json").read_text())["intervals"][0]
     db.insert([{"at": 0, "dim1": "b", "metric1": 1}, {"at": HOUR, "dim1": "a"}])
     db.flush()
     assert seg_files(d) == ["interval.0.generation0002.segment0000.seg",
+                            "interval.0.generation0003.segment0000.seg",
                             f"interval.{HOUR}.generation0000.segment0000.seg"]
     assert dict_files(d) == ["dictionary.dim1.generation0002.json"]
     assert json.loads((d / "dictionary.dim1.generation0002.json").read_text()) == ["a", "b"]
     check_files(db)
     db.flush()  # nothing new: nothing rewritten
-    assert seg_files(d)[0] == "interval.0.generation0002.segment0000.seg"
+    assert seg_files(d)[1] == "interval.0.generation0003.segment0000.seg"
     db.close()
     with DB(cfg) as db:
         check(db, [{"at": 0, "dim1": "a", "metric1": 1}] * 2 + [
@@ -458,7 +465,8 @@ def test_t5_retention_at_flush_drops_whole_intervals(tmp_path: Path) -> None:
     db.flush()
     cutoff = now[0] - DAY - HOUR
     check(db, raw + [{"at": T0 - 12 * HOUR, "dim1": "b", "metric1": 2}], cutoff)
-    assert len(db.snapshot().intervals) == 2 and len(seg_files(d)) == 2
+    # the T0-12h interval holds a second run
+    assert len(db.snapshot().intervals) == 2 and len(seg_files(d)) == 3
     check_files(db)
     # unflushed rows whose interval ages out before the flush are dropped by it
     db.insert([{"at": T0 - 14 * HOUR, "dim1": "c", "metric1": 3}])
