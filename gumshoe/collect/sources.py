@@ -140,9 +140,9 @@ class RedisSource:
             except Exception as e:  # the sink failed (storage, upstream): keep the items
                 log.warning("%s: the batch was not stored (%s); retrying in %.1fs", self.where,
                             e, delay)
-            finally:
-                with contextlib.suppress(Exception):
-                    await client.aclose()
+            finally:  # bounded: when cancelled mid-command, closing may otherwise wait out
+                with contextlib.suppress(Exception):  # the 30 s socket timeout (a stop hangs)
+                    await asyncio.wait_for(client.aclose(), 2)
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_BACKOFF)
 
