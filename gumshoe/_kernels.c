@@ -1,12 +1,13 @@
 /* gumshoe._kernels: the fused scan kernel of the query engine (gumshoe/engine.py).
  *
- * accumulate(base, k, parts, mask, columns, accs)
+ * accumulate(base, k, parts, mask, columns, accs[, ops])
  *
  *   One pass over a block's rows, in chunks that stay in the L1 cache: the selected rows (mask),
  *   their group key (a mixed-radix sum over the grouping parts) and, for each column, acc[key] +=
- *   value. It replaces numpy's flatnonzero + take + key arithmetic + one bincount per metric
- *   (each a full pass with a temporary array, and float64 weights) with one pass and no
- *   temporaries. The numpy path stays in engine.py; tests compare the two.
+ *   value (or, for a min/max column, acc[key] = min/max(acc[key], value)). It replaces numpy's
+ *   flatnonzero + take + key arithmetic + one bincount per metric (each a full pass with a
+ *   temporary array, and float64 weights) with one pass and no temporaries. The numpy path
+ *   stays in engine.py; tests compare the two.
  *
  *   base    int: the key of every row before the parts are added (constant time codes).
  *   k       int: the accumulators' length; every key must lie in [0, k) (checked).
@@ -17,6 +18,9 @@
  *   columns sequence of arrays (int64, uint64 or float64), each with its accumulator in accs
  *           (the same type, length k, writable). Integer sums wrap like numpy's (two's
  *           complement); the engine bounds them.
+ *   ops     optional bytes, one per column: 0 sum, 1 min, 2 max (metric kinds, kinds.py; the
+ *           accumulators of min/max columns start at the kind's identity). With a min/max
+ *           column no lanes are used.
  *
  * Buffers are taken through the buffer protocol (C-contiguous, 1-d), so numpy arrays over
  * read-only mmaps work; the GIL is released for the loop.
@@ -61,7 +65,11 @@ typedef struct {
     void *target; /* where the sums go: lanes, or the accumulator itself */
     uint64_t *wide; /* a narrow integer column: its chunk widened to 64 bits, else NULL */
     const void *cur; /* the current chunk's values, 64 bits each (row j of the chunk: cur[j]) */
+    int op;       /* OP_SUM, OP_MIN or OP_MAX */
+    int acc_type; /* T_I64, T_U64 or T_F64 */
 } Column;
+
+enum { OP_SUM = 0, OP_MIN = 1, OP_MAX = 2 };
 
 /* The scan loop is compiled twice where the loader can pick one at load time (GCC/Clang on
  * x86-64 Linux with glibc, via ifunc): for AVX2 (4-wide widening, adds and compares; masked
@@ -208,6 +216,42 @@ HOT_INLINE void add_columns(Column *cols, Py_ssize_t ncols, const int64_t *restr
     }
 }
 
+/* acc[key[j]] = min/max(acc[key[j]], v[row j]) for the min/max columns (after the sums in
+ * `cols`), one column at a time; compared in the accumulator's type. */
+#define EXTREME(CTYPE)                                                             \
+    do {                                                                                   \
+        CTYPE *restrict a = col->target;                                                   \
+        const CTYPE *restrict v = col->cur;                                                \
+        FUSED(EXT1);                                                                       \
+    } while (0)
+#define EXT1(K, R) { const int64_t kk = (K); const __typeof__(*v) x = v[(R)];              \
+                     a[kk] = BETTER_OP(x, a[kk]) ? x : a[kk]; }
+HOT_INLINE void extreme_columns(Column *cols, Py_ssize_t ncols, const int64_t *restrict key,
+                                const Py_ssize_t *restrict idx, Py_ssize_t start,
+                                Py_ssize_t cnt, int dense) {
+    const int64_t ls = 0;
+    for (Py_ssize_t q = 0; q < ncols; q++) {
+        Column *col = &cols[q];
+        if (col->op == OP_MIN) {
+#define BETTER_OP(x, y) ((x) < (y))
+            switch (col->acc_type) {
+            case T_I64: EXTREME(int64_t); break;
+            case T_U64: EXTREME(uint64_t); break;
+            default: EXTREME(double); break;
+            }
+#undef BETTER_OP
+        } else {
+#define BETTER_OP(x, y) ((x) > (y))
+            switch (col->acc_type) {
+            case T_I64: EXTREME(int64_t); break;
+            case T_U64: EXTREME(uint64_t); break;
+            default: EXTREME(double); break;
+            }
+#undef BETTER_OP
+        }
+    }
+}
+
 /* v if the mask byte is set, else 0, without a branch (the mask is unpredictable). Floats by
  * their bits: all-zero bits are +0.0. */
 #define PICK_INT(x, b) ((uint64_t)(x) & (uint64_t)-(int64_t)((b) != 0))
@@ -328,8 +372,8 @@ NO_INLINE Py_ssize_t compact(const uint8_t *restrict mc, Py_ssize_t start, Py_ss
  * the stores to the key and accumulator arrays cannot alias them and the simple loops
  * vectorise. Returns 1 when a key falls outside [0, k). */
 CLONES static int scan_rows(Part *parts, Py_ssize_t nparts, Column *cols, Py_ssize_t ncols,
-                            const uint8_t *m, const Program *pg, const Py_ssize_t n,
-                            const int64_t base, const int64_t k) {
+                            Py_ssize_t nsums, const uint8_t *m, const Program *pg,
+                            const Py_ssize_t n, const int64_t base, const int64_t k) {
     int64_t key[CHUNK];
     Py_ssize_t idx[CHUNK];
     const int lanes = cols[0].lanes != NULL;
@@ -353,9 +397,12 @@ CLONES static int scan_rows(Part *parts, Py_ssize_t nparts, Column *cols, Py_ssi
                 }
             }
         }
-        if (dense ? add_parts(parts, nparts, key, idx, start, cnt, 1, base, k)
-                  : add_parts(parts, nparts, key, idx, start, cnt, 0, base, k))
+        if (nparts == 0) {  /* min/max columns without parts: every row has the key `base` */
+            for (Py_ssize_t j = 0; j < cnt; j++) key[j] = base;
+        } else if (dense ? add_parts(parts, nparts, key, idx, start, cnt, 1, base, k)
+                         : add_parts(parts, nparts, key, idx, start, cnt, 0, base, k)) {
             return 1;
+        }
         if (trash) {
             for (Py_ssize_t j = 0; j < cnt; j++) {
                 const int64_t keep = -(int64_t)(mc[j] != 0);
@@ -363,7 +410,9 @@ CLONES static int scan_rows(Part *parts, Py_ssize_t nparts, Column *cols, Py_ssi
             }
         }
         load_chunk(cols, ncols, start, len);
-        add_columns(cols, ncols, key, idx, start, cnt, dense, lanes ? k + 1 : 0);
+        add_columns(cols, nsums, key, idx, start, cnt, dense, lanes ? k + 1 : 0);
+        if (nsums < ncols)
+            extreme_columns(cols + nsums, ncols - nsums, key, idx, start, cnt, dense);
     }
     for (Py_ssize_t q = 0; q < ncols; q++) fold_lanes(&cols[q], k);
     return 0;
@@ -372,11 +421,21 @@ CLONES static int scan_rows(Part *parts, Py_ssize_t nparts, Column *cols, Py_ssi
 static PyObject *accumulate(PyObject *self, PyObject *args) {
     long long base, k;
     PyObject *parts_obj, *mask_obj, *cols_obj, *accs_obj;
-    if (!PyArg_ParseTuple(args, "LLOOOO:accumulate", &base, &k, &parts_obj, &mask_obj,
-                          &cols_obj, &accs_obj))
+    Py_buffer ops = {0};
+    if (!PyArg_ParseTuple(args, "LLOOOO|y*:accumulate", &base, &k, &parts_obj, &mask_obj,
+                          &cols_obj, &accs_obj, &ops))
         return NULL;
+    const uint8_t *op_of = ops.buf;  /* NULL: every column is a sum */
+    if (op_of && ops.len != PySequence_Size(cols_obj)) {
+        PyBuffer_Release(&ops);
+        PyErr_SetString(PyExc_ValueError, "accumulate: ops must have one byte per column");
+        return NULL;
+    }
     PyObject *parts_seq = PySequence_Fast(parts_obj, "parts must be a sequence");
-    if (!parts_seq) return NULL;
+    if (!parts_seq) {
+        if (op_of) PyBuffer_Release(&ops);
+        return NULL;
+    }
     PyObject *cols_seq = PySequence_Fast(cols_obj, "columns must be a sequence");
     PyObject *accs_seq = cols_seq ? PySequence_Fast(accs_obj, "accs must be a sequence") : NULL;
     Part parts[MAX_PARTS];
@@ -384,7 +443,7 @@ static PyObject *accumulate(PyObject *self, PyObject *args) {
     Py_buffer mask;
     Program prog;
     int has_mask = 0, has_prog = 0;
-    Py_ssize_t nparts = 0, ncols = 0, n = -1;
+    Py_ssize_t nparts = 0, ncols = 0, n = -1, nsums = 0;
     PyObject *result = NULL;
     if (!accs_seq) goto done;
     Py_ssize_t want_parts = PySequence_Fast_GET_SIZE(parts_seq);
@@ -394,25 +453,36 @@ static PyObject *accumulate(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "accumulate: bad number of parts, columns or k");
         goto done;
     }
-    for (; ncols < want_cols; ncols++) {
+    /* the sums first (add_columns takes them three at a time), the min/max columns after */
+    for (Py_ssize_t pass = 0; pass < 2; pass++)
+    for (Py_ssize_t i = 0; i < want_cols; i++) {
+        const int op = op_of ? op_of[i] : OP_SUM;
+        if ((op != OP_SUM) != pass) continue;
+        if (op > OP_MAX) {
+            PyErr_SetString(PyExc_ValueError, "accumulate: an op must be 0 (sum), 1 or 2");
+            goto done;
+        }
         Column *c = &cols[ncols];
         c->lanes = NULL;
         c->target = NULL;
         c->wide = NULL;
-        if (get_buffer(PySequence_Fast_GET_ITEM(cols_seq, ncols), &c->values, 0, "column") < 0)
+        c->op = op;
+        if (get_buffer(PySequence_Fast_GET_ITEM(cols_seq, i), &c->values, 0, "column") < 0)
             goto done;
-        if (get_buffer(PySequence_Fast_GET_ITEM(accs_seq, ncols), &c->acc, 1, "acc") < 0) {
+        if (get_buffer(PySequence_Fast_GET_ITEM(accs_seq, i), &c->acc, 1, "acc") < 0) {
             PyBuffer_Release(&c->values);
             goto done;
         }
+        ncols++;
+        nsums += op == OP_SUM;
         c->type = type_of(&c->values);
         Py_ssize_t len = c->values.len / c->values.itemsize;
         if (n < 0) n = len;
         const int acc_type = c->type == T_F64 ? T_F64 : is_signed_type(c->type) ? T_I64 : T_U64;
+        c->acc_type = acc_type;
         if (c->type == T_BAD || c->type == T_BOOL || c->type == T_F32 || c->type >= T_STR ||
             type_of(&c->acc) != acc_type || len != n ||
             c->acc.len / c->acc.itemsize != (Py_ssize_t)k) {
-            ncols++;
             PyErr_SetString(PyExc_ValueError,
                             "accumulate: columns must be integers or float64 of equal length, "
                             "each with an accumulator of length k (int64 for signed, uint64 for "
@@ -456,7 +526,12 @@ static PyObject *accumulate(PyObject *self, PyObject *args) {
         }
     }
 
-    if (nparts == 0) {  /* every row has the key `base`: plain (masked) sums in registers */
+    if (nparts == 0 && (base < 0 || base >= k)) {
+        PyErr_SetString(PyExc_ValueError, "accumulate: a group key is outside [0, k)");
+        goto done;
+    }
+    if (nparts == 0 && nsums == ncols) {  /* every row has the key `base`: plain (masked) sums
+                                           * in registers */
         if (base < 0 || base >= k) {
             PyErr_SetString(PyExc_ValueError, "accumulate: a group key is outside [0, k)");
             goto done;
@@ -470,7 +545,8 @@ static PyObject *accumulate(PyObject *self, PyObject *args) {
         goto done;
     }
 
-    if (k <= MAX_LANE_K && k * LANES * 4 <= n) {  /* the copies cost k * LANES adds to fold */
+    /* the copies cost k * LANES adds to fold; min/max columns take none (nor the trash slot) */
+    if (k <= MAX_LANE_K && k * LANES * 4 <= n && nsums == ncols) {
         for (Py_ssize_t q = 0; q < ncols; q++) {
             cols[q].lanes = PyMem_Calloc((size_t)(k + 1) * LANES, 8);
             if (!cols[q].lanes) {
@@ -491,8 +567,9 @@ static PyObject *accumulate(PyObject *self, PyObject *args) {
     }
     int bad_key;
     Py_BEGIN_ALLOW_THREADS
-    bad_key = scan_rows(parts, nparts, cols, ncols, has_mask ? (const uint8_t *)mask.buf : NULL,
-                        has_prog ? &prog : NULL, n, base, k);
+    bad_key = scan_rows(parts, nparts, cols, ncols, nsums,
+                        has_mask ? (const uint8_t *)mask.buf : NULL, has_prog ? &prog : NULL, n,
+                        base, k);
     Py_END_ALLOW_THREADS
     if (bad_key) {
         PyErr_SetString(PyExc_ValueError, "accumulate: a group key is outside [0, k)");
@@ -516,6 +593,7 @@ done:
     Py_XDECREF(accs_seq);
     Py_XDECREF(cols_seq);
     Py_DECREF(parts_seq);
+    if (op_of) PyBuffer_Release(&ops);
     return result;
 }
 
@@ -570,7 +648,8 @@ static PyMethodDef methods[] = {
     {"lookup", lookup, METH_VARARGS,
      "lookup(lut, codes, out): out[i] = lut[codes[i]], 0 outside the table."},
     {"accumulate", accumulate, METH_VARARGS,
-     "accumulate(base, k, parts, mask, columns, accs): fused filter + group key + sums."},
+     "accumulate(base, k, parts, mask, columns, accs[, ops]): fused filter + group key + "
+     "sums (ops: a byte per column, 0 sum, 1 min, 2 max)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from . import native
 from .errors import InsertError
+from .kinds import fill
 from .schema import Column, Schema
 
 _NoneType = type(None)
@@ -273,10 +274,16 @@ def _gather(schema: Schema, rows: list[Any]) -> Batch | None:
             dims[col.name] = np.empty(n, col.dtype)
             spec.append((col.name, col.dtype.name, dims[col.name], nils[col.name]))
     metrics = {col.name: np.empty(n, col.store_dtype) for col in schema.metrics}
-    spec += [(col.name, col.dtype.name, metrics[col.name], None) for col in schema.metrics]
+    metric_nils = {col.name: None if col.kind.is_sum else np.empty(n, bool)
+                   for col in schema.metrics}  # min/max: no value is the kind's identity
+    spec += [(col.name, col.dtype.name, metrics[col.name], metric_nils[col.name])
+             for col in schema.metrics]
     out = _rows_ext.gather(rows, spec)
     if out is None:
         return None
+    for col in schema.metrics:
+        metrics[col.name] = fill(col.kind, col.dtype, col.name, metrics[col.name],
+                                 metric_nils[col.name])
     nil_counts, strings = out
     strings = iter(strings)
     for col, nil_count in zip(schema.dimensions, nil_counts[1:]):
@@ -366,5 +373,7 @@ def parse_rows(schema: Schema, rows: Any) -> Batch:
     for col in schema.metrics:
         values = _column_values(rows, col.name)
         arr, nil = _numbers(values, col, allow_nil=True)
-        metrics[col.name] = arr.astype(col.store_dtype, copy=False)  # nil metric: 0
+        # nil metric: 0 in a sum, the kind's identity in a min/max
+        metrics[col.name] = fill(col.kind, col.dtype, col.name,
+                                 arr.astype(col.store_dtype, copy=False), nil)
     return Batch(n, ts, dims, nils, metrics)

@@ -2,7 +2,8 @@
 
 Imports schema only. A Block holds N rows as one array per column: the roll-up count, each
 dimension (values, or dictionary codes for strings) with an optional nil mask, each metric in
-its wide sum dtype. Segments, memtable chunks and query inputs are all Blocks.
+its wide (64-bit) dtype: a sum, or a min/max with the kind's identity for no value (kinds.py).
+Segments, memtable chunks and query inputs are all Blocks.
 """
 
 from __future__ import annotations
@@ -189,7 +190,8 @@ def sort_keys(key: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def rollup(schema: Schema, blocks: list[Block]) -> Block:
-    """Roll up rows with identical dimension values (nil included): counts and metrics summed.
+    """Roll up rows with identical dimension values (nil included): counts and sums added,
+    min/max metrics reduced by their kind (`ufunc.reduceat` over the sorted rows).
 
     The result is ordered by dimension key and holds each key once. Vectorised: dimension
     columns become one mixed-radix int64 key (or a lexicographic sort when too wide), the key
@@ -205,7 +207,9 @@ def rollup(schema: Schema, blocks: list[Block]) -> Block:
     dims = schema.dimensions
     if not dims:
         return Block(1, block.count.sum(keepdims=True), {}, {},
-                     {m.name: block.metrics[m.name].sum(keepdims=True) for m in schema.metrics})
+                     {m.name: (block.metrics[m.name].sum(keepdims=True) if m.kind.is_sum
+                               else m.kind.total(block.metrics[m.name]))
+                      for m in schema.metrics})
     parts = [dense_codes(block.dims[d.name], block.nils[d.name]) for d in dims]
     packed = group_key(parts, n)
     if packed is not None:
@@ -242,5 +246,7 @@ def rollup(schema: Schema, blocks: list[Block]) -> Block:
         reduce(block.count),
         {d.name: block.dims[d.name][first] for d in dims},
         nils,
-        {m.name: reduce(block.metrics[m.name]) for m in schema.metrics},
+        {m.name: (reduce(block.metrics[m.name]) if m.kind.is_sum
+                  else m.kind.reduceat(block.metrics[m.name][order], starts))
+         for m in schema.metrics},
     )

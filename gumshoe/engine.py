@@ -43,8 +43,10 @@ from .partials import (
     empty_partial,
     finalize,
     merge,
+    query_kinds,
     reduce_groups,
 )
+from .kinds import SUM, Kind
 from .schema import Schema
 from .snapshot import IntervalView, Snapshot
 
@@ -56,6 +58,7 @@ MIN_TASK_ROWS = 1 << 16  # fewer rows are not worth a task of their own
 # of several intervals, each row's interval start in its dims[START]
 Item = tuple[int | None, Block, dict[str, Any]]
 HI, LO = "\0hi:", "\0lo:"  # the two halves of a split sum (names no column can have)
+_KERNEL_OPS = {"sum": 0, "min": 1, "max": 2}  # native.kernels.accumulate's ops
 START = "\0start"  # a coalesced block's per-row interval starts (a name no column can have)
 COALESCE_ROWS = 4096  # pieces this small (pruned to a few rows) are scanned together
 COALESCE_MIN_PIECES = 8  # ... when there are at least this many
@@ -158,6 +161,7 @@ class Scanner:
         self.metric_filter = query.has_metric_filter(self.schema)
         self.sum_dtypes = {c: self.schema.column(c).store_dtype  # type: ignore[union-attr]
                            for c in query.metric_columns}
+        self.kinds = query_kinds(query)  # min/max columns: reduced by their kind, not summed
         self.kernels = native.kernels  # the fused C kernel, or None: the numpy kernels
         self.split: list[str] = []  # integer sums summed in two halves (split_sums)
         self.extent: tuple[int, int] | None = None  # first and last interval scanned
@@ -245,7 +249,7 @@ class Scanner:
         at most `count` inputs of the declared type per row), the scan sums `v >> 32` and
         `v & 0xffffffff` instead: neither can wrap below 2**31 rows, and `exact_sums` adds
         them up exactly."""
-        cols = [c for c, dt in self.sum_dtypes.items() if dt.kind in "iu"]
+        cols = [c for c, dt in self.sum_dtypes.items() if dt.kind in "iu" and c not in self.kinds]
         if not cols:
             return
         declared = [max(abs(int(x)) for x in self.schema.column(c).value_range)  # type: ignore
@@ -392,12 +396,16 @@ class Scanner:
 
     def _scan_fused(self, items: list[Item]) -> Partial:
         """Dense accumulation with the C kernel: one call per block does the filter, the group
-        key and every sum in one pass, GIL released (exact: int64/uint64 accumulators)."""
+        key and every sum (and min/max) in one pass, GIL released (exact: int64/uint64
+        accumulators)."""
         k = self.key_space
         strides = [math.prod(p.card for p in self.parts[i + 1:]) for i in range(len(self.parts))]
         acc_count = np.zeros(k, np.int64)
-        acc = {c: np.zeros(k, dt) for c, dt in self.sum_dtypes.items()}
+        acc = {c: self._kind(c).empty(k, dt) for c, dt in self.sum_dtypes.items()}
         accs = (acc_count, *acc.values())
+        # the kernel's op per column (0 sum, 1 min, 2 max); none when every column is a sum
+        ops = (bytes([0, *(_KERNEL_OPS[self._kind(c).name] for c in acc)]) if self.kinds
+               else None)
         accumulate = self.kernels.accumulate  # type: ignore[union-attr]
         for start, block, _ in self._each(items):
             if block.n == 0:
@@ -416,13 +424,17 @@ class Scanner:
                 else:
                     name = p.grouping.column.name
                     parts.append((block.dims[name], p.offset, stride, block.nils[name]))
-            accumulate(base, k, parts, None if mask is True else mask,
-                       (block.count, *(block.metrics[c] for c in acc)), accs)
+            columns = (block.count, *(block.metrics[c] for c in acc))
+            if ops is None:
+                accumulate(base, k, parts, None if mask is True else mask, columns, accs)
+            else:
+                accumulate(base, k, parts, None if mask is True else mask, columns, accs, ops)
         if not self.parts:
-            return Partial([], [], acc_count, acc)
+            return Partial([], [], acc_count, acc, kinds=self.kinds)
         present = np.flatnonzero(acc_count)
         keys, nils = self._decode_dense(present)
-        return Partial(keys, nils, acc_count[present], {c: v[present] for c, v in acc.items()})
+        return Partial(keys, nils, acc_count[present], {c: v[present] for c, v in acc.items()},
+                       kinds=self.kinds)
 
     def _rows(self, block: Block, start: int | None) -> np.ndarray | bool:
         """The filter's rows of a block: True (all), False (none) or their positions. Filtered
@@ -437,7 +449,8 @@ class Scanner:
 
     def _scan_total(self, items: list[Item]) -> Partial:
         count = 0
-        sums = {c: self.sum_dtypes[c].type(0) for c in self.sum_dtypes}
+        kinds = self.kinds
+        sums = {c: self._kind(c).identity(dt) for c, dt in self.sum_dtypes.items()}
         for start, block, _ in self._each(items):
             rows = self._rows(block, start)
             if rows is False:
@@ -445,14 +458,23 @@ class Scanner:
             sel = _selector(rows)
             count += int(sel(block.count).sum())
             for c in sums:
-                sums[c] = sums[c] + sel(block.metrics[c]).sum(dtype=self.sum_dtypes[c])
+                if c in kinds:
+                    kind = kinds[c]
+                    sums[c] = kind.ufunc(sums[c], kind.total(sel(block.metrics[c]))[0])
+                else:
+                    sums[c] = sums[c] + sel(block.metrics[c]).sum(dtype=self.sum_dtypes[c])
         return Partial([], [], np.array([count], np.int64),
-                       {c: np.array([v], self.sum_dtypes[c]) for c, v in sums.items()})
+                       {c: np.array([v], self.sum_dtypes[c]) for c, v in sums.items()},
+                       kinds=kinds)
+
+    def _kind(self, column: str) -> Kind:
+        return self.kinds.get(column, SUM)
 
     def _scan_dense(self, items: list[Item]) -> Partial:
         k = self.key_space
+        kinds = self.kinds
         acc_count = np.zeros(k, np.int64)
-        acc = {c: np.zeros(k, dt) for c, dt in self.sum_dtypes.items()}
+        acc = {c: self._kind(c).empty(k, dt) for c, dt in self.sum_dtypes.items()}
         for start, block, stats in self._each(items):
             rows = self._rows(block, start)
             if rows is False:
@@ -487,15 +509,23 @@ class Scanner:
             if key is None:  # only time groupings: one group for the whole block
                 acc_count[scalar] += int(count.sum())
                 for c, out in acc.items():
-                    out[scalar] += sel(block.metrics[c]).sum(dtype=out.dtype)
+                    if c in kinds:
+                        out[scalar] = kinds[c].ufunc(out[scalar],
+                                                     kinds[c].total(sel(block.metrics[c]))[0])
+                    else:
+                        out[scalar] += sel(block.metrics[c]).sum(dtype=out.dtype)
                 continue
             acc_count += _bincount_exact(key, count, k, None, acc_count.dtype)
             for c, out in acc.items():
-                out += _bincount_exact(key, sel(block.metrics[c]), k, stats.get("m:" + c),
-                                       out.dtype)
+                if c in kinds:  # min/max into the accumulator in place (no sorting)
+                    kinds[c].scatter(out, key, sel(block.metrics[c]))
+                else:
+                    out += _bincount_exact(key, sel(block.metrics[c]), k, stats.get("m:" + c),
+                                           out.dtype)
         present = np.flatnonzero(acc_count)
         keys, nils = self._decode_dense(present)
-        return Partial(keys, nils, acc_count[present], {c: v[present] for c, v in acc.items()})
+        return Partial(keys, nils, acc_count[present], {c: v[present] for c, v in acc.items()},
+                       kinds=kinds)
 
     def _decode_dense(self, index: np.ndarray) -> tuple[list[np.ndarray],
                                                         list[np.ndarray | None]]:
@@ -526,7 +556,8 @@ class Scanner:
             count = sel(block.count).astype(np.int64, copy=False)  # stored narrow: widen
             sums = {c: sel(block.metrics[c]).astype(dt, copy=False)
                     for c, dt in self.sum_dtypes.items()}
-            partials.append(reduce_groups(keys, nils, count, sums, False, self.max_groups))
+            partials.append(reduce_groups(keys, nils, count, sums, False, self.max_groups,
+                                          self.kinds))
         if not partials:
             return empty_partial(self.query, self.sum_dtypes)
         return merge(partials, self.max_groups)

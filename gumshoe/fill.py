@@ -7,7 +7,7 @@ they bound it, else from the data's extent (the first and last interval the quer
 `Partial.extent`, a union over shards through the router). The range is cut to whole
 intervals, then every bucket from the one holding its first interval start to the one holding
 its last is emitted (without timeTransform: every interval start). Missing groups get zero
-sums and rowCount 0 (so averages are null).
+sums and rowCount 0 (so averages are null), and min/max their kind's identity (null).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import numpy as np
 from . import timebuckets
 from .block import dense_codes, group_key
 from .errors import QueryError
+from .kinds import SUM, Kind
 from .query import Compare, Filter, Logical, Match, Query
 
 UINT32_MAX = 2**32 - 1
@@ -122,9 +123,12 @@ def _too_many(where: str, limit: int, rows: int | None) -> QueryError:
 
 def zero_fill(query: Query, keys: list[np.ndarray], nils: list[np.ndarray | None],
               count: np.ndarray, sums: dict[str, np.ndarray], extent: tuple[int, int] | None,
-              max_groups: int | None) -> tuple[list[np.ndarray], list[np.ndarray | None],
-                                               np.ndarray, dict[str, np.ndarray]]:
-    """The groups with every missing (bucket, other groupings) combination added as zeros."""
+              max_groups: int | None, kinds: dict[str, Kind] | None = None
+              ) -> tuple[list[np.ndarray], list[np.ndarray | None], np.ndarray,
+                         dict[str, np.ndarray]]:
+    """The groups with every missing (bucket, other groupings) combination added as zeros
+    (min/max columns of `kinds`: their identity, so they answer null)."""
+    kinds = kinds or {}
     gi = next(i for i, g in enumerate(query.groupings) if g.fill)
     where = f"groupings[{gi}].fill"
     limit = DEFAULT_LIMIT if max_groups is None else max_groups
@@ -157,11 +161,11 @@ def zero_fill(query: Query, keys: list[np.ndarray], nils: list[np.ndarray | None
             out_keys.append(np.repeat(k[first], nb))
             out_nils.append(None if nil is None else np.repeat(nil[first], nb))
     return out_keys, out_nils, _place(count, pos, total), {
-        c: _place(v, pos, total) for c, v in sums.items()}
+        c: _place(v, pos, total, kinds.get(c, SUM)) for c, v in sums.items()}
 
 
-def _place(values: np.ndarray, pos: np.ndarray, total: int) -> np.ndarray:
-    out = np.zeros(total, values.dtype)
+def _place(values: np.ndarray, pos: np.ndarray, total: int, kind: Kind = SUM) -> np.ndarray:
+    out = kind.empty(total, values.dtype)
     out[pos] = values
     return out
 

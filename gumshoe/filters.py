@@ -507,8 +507,12 @@ class CompiledFilter:
             return bool(self.prune(start, f))
         if col.role == "metric":
             arr = block.metrics[col.name]
-            return _number_in(arr, f.value) if f.op == "in" else _number_leaf(arr, f.op,
-                                                                               f.value)
+            leaf = _number_in(arr, f.value) if f.op == "in" else _number_leaf(arr, f.op,
+                                                                              f.value)
+            missing = col.kind.missing(arr)  # a min/max without a value: as a nil dimension
+            if missing is None or not missing.any():
+                return leaf
+            return _with_nil(leaf, missing, f.op == "!=")
         nil = block.nils[col.name]
         arr = block.dims[col.name]
         if f.op == "in":

@@ -179,7 +179,10 @@ SCHEMAS: dict[str, Obj] = {
     "Query": {"type": "object", "description": "keys are matched case-insensitively; an "
               "unknown key is a 400", "properties": {
                   "aggregates": {"type": "array", "items": {"type": "object", "properties": {
-                      "type": {"type": "string", "enum": ["sum", "average"]},
+                      "type": {"type": "string", "enum": ["sum", "average", "min", "max"],
+                               "description": "sum/average of a summed metric (the "
+                               "default), min of a min:<type> metric, max of a max:<type> "
+                               "one; any other pairing is a 400"},
                       "column": _STRING, "name": _STRING}}},
                   "groupings": {"type": "array", "items": {"oneOf": [_STRING, {
                       "type": "object", "properties": {
@@ -203,10 +206,19 @@ SCHEMAS: dict[str, Obj] = {
         # tiers: the coarsest stored interval the answer used, when coarser than asked
         "granularity": _STRING}},
     "Column": {"type": "object", "properties": {"name": _STRING, "type": _STRING}},
+    "Metric": {"type": "object", "properties": {
+        "name": _STRING,
+        "type": {"type": "string", "description": "uint8 ... float64 (a summed metric), or "
+                 "min:<numeric type> / max:<numeric type> (the smallest / largest input "
+                 "value through roll-up)"},
+        "kind": {"type": "string", "enum": ["sum", "min", "max"]},
+        "aggregates": {"type": "array", "items": _STRING,
+                       "description": "the aggregate types this metric answers"}}},
     "Schema": {"type": "object", "properties": {
         "timestamp": _ref("Column"),
         "dimensions": {"type": "array", "items": _ref("Column")},
-        "metrics": {"type": "array", "items": _ref("Column")},
+        "metrics": {"type": "array", "items": _ref("Metric")},
+        "aggregateTypes": {"type": "array", "items": _STRING},
         "interval": _STRING,
         "tiers": {"type": "array", "items": {"type": "array", "items": _STRING}}}},
 }

@@ -1,7 +1,10 @@
-"""Partial results: per-group sums, the associative merge of partials, and the finishing step
-that makes result rows. (Filters are compiled in filters.py.)
+"""Partial results: per-group sums (and minima/maxima), the associative merge of partials, and
+the finishing step that makes result rows. (Filters are compiled in filters.py.)
 
-Imports schema, block, query (the AST), expression, having and fill; never opens files. The
+Imports kinds, schema, block, query (the AST), expression, having and fill; never opens files.
+Each aggregated column's values combine by its metric kind (`Partial.kinds`, kinds.py): sums
+add, min/max take the extreme, a group without a min/max value holds the kind's identity and
+answers null. The
 same Partial and `merge` serve a block, an interval, a whole shard and the router (over
 decoded keys). `finalize` works on the merged groups only: zero-fill, aggregates,
 post-aggregations, having, orderBy, offset and limit, in that order.
@@ -18,6 +21,7 @@ import numpy as np
 from . import expression, fill, having
 from .block import dense_codes, group_key, string_ranks
 from .errors import QueryError
+from .kinds import SUM, Kind
 from .query import ROW_COUNT, Grouping, Query
 
 EXACT_FLOAT_SUM = 2**53  # float64 (bincount) sums of integers are exact below this
@@ -34,7 +38,7 @@ class Partial:
     keys: list[np.ndarray]
     nils: list[np.ndarray | None]
     count: np.ndarray  # int64 rowCount per group
-    sums: dict[str, np.ndarray]  # metric column -> per-group sum
+    sums: dict[str, np.ndarray]  # metric column -> per-group sum (or min/max: see kinds)
     decoded: bool = False
     # The first and last interval start the scan read (None: none), for zero-fill's time
     # range; merging takes the union, so through the router it covers every shard.
@@ -48,10 +52,21 @@ class Partial:
     # (a time grouping or timestamp filter finer than a stored, re-rolled interval; engine.py),
     # else None; merging takes the coarsest, so through the router it covers every shard
     granularity: int | None = None
+    # the kind of each column of `sums` that is not a sum (min, max); carried by merge and wire
+    kinds: dict[str, Kind] = dataclasses.field(default_factory=dict)
 
     @property
     def groups(self) -> int:
         return len(self.count)
+
+    def kind(self, column: str) -> Kind:
+        return self.kinds.get(column, SUM)
+
+
+def query_kinds(query: Query) -> dict[str, Kind]:
+    """The kinds of the query's aggregated columns that are not sums."""
+    return {a.column.name: a.column.kind for a in query.aggregates
+            if not a.column.kind.is_sum}
 
 
 def empty_partial(query: Query, sum_dtypes: dict[str, np.dtype], decoded: bool = False
@@ -59,8 +74,10 @@ def empty_partial(query: Query, sum_dtypes: dict[str, np.dtype], decoded: bool =
     n = 0 if query.groupings else 1
     keys = [np.zeros(0, object if (decoded and g.column.is_string) else _key_dtype(g))
             for g in query.groupings]
+    kinds = query_kinds(query)
     return Partial(keys, [None] * len(keys), np.zeros(n, np.int64),
-                   {c: np.zeros(n, dt) for c, dt in sum_dtypes.items()}, decoded)
+                   {c: kinds.get(c, SUM).empty(n, dt) for c, dt in sum_dtypes.items()}, decoded,
+                   kinds=kinds)
 
 
 def _key_dtype(g: Grouping) -> np.dtype:
@@ -81,8 +98,8 @@ def union_extent(extents: Iterable[tuple[int, int] | None]) -> tuple[int, int] |
 
 
 def merge(partials: list[Partial], max_groups: int | None = None) -> Partial:
-    """Combine partials: groups with equal keys (nil equal to nil) are summed, extents
-    united."""
+    """Combine partials: groups with equal keys (nil equal to nil) are combined (sums added,
+    min/max by their kind), extents united."""
     extent = union_extent(p.extent for p in partials)
     if max_groups is None:
         max_groups = next((p.max_groups for p in partials if p.max_groups is not None), None)
@@ -98,23 +115,27 @@ def _merge_groups(partials: list[Partial], max_groups: int | None) -> Partial:
     first = partials[0]
     count = np.concatenate([p.count for p in partials])
     sums = {c: np.concatenate([p.sums[c] for p in partials]) for c in first.sums}
+    kinds = first.kinds
     if not first.keys:
         return Partial([], [], np.array([count.sum()], np.int64),
-                       {c: _reduce_sums(c, v, None, np.zeros(1, np.intp))
-                        for c, v in sums.items()}, first.decoded)
+                       {c: _reduce(c, kinds.get(c, SUM), v, None, np.zeros(1, np.intp))
+                        for c, v in sums.items()}, first.decoded, kinds=kinds)
     keys, nils = [], []
     for i in range(len(first.keys)):
         keys.append(np.concatenate([p.keys[i] for p in partials]))
         parts = [p.nils[i] for p in partials]
         nils.append(None if all(x is None for x in parts) else np.concatenate(
             [np.zeros(p.groups, bool) if x is None else x for p, x in zip(partials, parts)]))
-    return reduce_groups(keys, nils, count, sums, first.decoded, max_groups)
+    return reduce_groups(keys, nils, count, sums, first.decoded, max_groups, kinds)
 
 
 def reduce_groups(keys: list[np.ndarray], nils: list[np.ndarray | None], count: np.ndarray,
                   sums: dict[str, np.ndarray], decoded: bool,
-                  max_groups: int | None = None) -> Partial:
-    """Sum the rows of equal keys (sort-based, vectorised)."""
+                  max_groups: int | None = None, kinds: dict[str, Kind] | None = None
+                  ) -> Partial:
+    """Combine the rows of equal keys (sort-based, vectorised): sums added, the columns of
+    `kinds` reduced by their kind."""
+    kinds = kinds or {}
     n = len(count)
     parts = [dense_codes(_sortable(k, nil), nil) for k, nil in zip(keys, nils)]
     packed = group_key(parts, n)
@@ -137,9 +158,19 @@ def reduce_groups(keys: list[np.ndarray], nils: list[np.ndarray | None], count: 
         [k[first] for k in keys],
         [None if nil is None else nil[first] for nil in nils],
         np.add.reduceat(count[order], starts) if n else count,
-        {c: (_reduce_sums(c, v, order, starts) if n else v) for c, v in sums.items()},
+        {c: (_reduce(c, kinds.get(c, SUM), v, order, starts) if n else v)
+         for c, v in sums.items()},
         decoded,
+        kinds=kinds,
     )
+
+
+def _reduce(name: str, kind: Kind, v: np.ndarray, order: np.ndarray | None,
+            starts: np.ndarray) -> np.ndarray:
+    """Per run of (ordered) rows: the sum (never wrapped) or the kind's reduction."""
+    if kind.is_sum:
+        return _reduce_sums(name, v, order, starts)
+    return kind.reduceat(v if order is None else v[order], starts)
 
 
 def _reduce_sums(name: str, v: np.ndarray, order: np.ndarray | None,
@@ -200,7 +231,7 @@ def decode(partial: Partial, query: Query, strings: Callable[[str], np.ndarray],
         key_ranks.append(rank)
     return Partial(keys, partial.nils, partial.count, partial.sums, True, partial.extent,
                    partial.max_groups, key_ranks if ranks is not None else None,
-                   partial.granularity)
+                   partial.granularity, partial.kinds)
 
 
 def _json_values(keys: np.ndarray, nil: np.ndarray | None) -> list[Any]:
@@ -228,18 +259,30 @@ def _sort_key(values: np.ndarray, nil: np.ndarray | None, descending: bool) -> l
 
 
 def _outputs(query: Query, count: np.ndarray, sums: dict[str, np.ndarray]
-             ) -> dict[str, np.ndarray]:
-    """Aggregate values per group: sums, and averages (float64, NaN for no rows)."""
+             ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Aggregate values per group: sums, averages (float64, NaN for no rows) and min/max;
+    and, per min/max output, where it is null (the group saw no value: the identity)."""
     outputs: dict[str, np.ndarray] = {}
+    nulls: dict[str, np.ndarray] = {}
     for a in query.aggregates:
         s = sums[a.column.name]
         if a.type == "sum":
             outputs[a.name] = s
+        elif a.type in ("min", "max"):
+            outputs[a.name] = s
+            nulls[a.name] = a.column.kind.missing(s)  # type: ignore[assignment]
         else:
             with np.errstate(divide="ignore", invalid="ignore"):
                 outputs[a.name] = np.where(count > 0, s.astype(np.float64) /
                                            np.maximum(count, 1), np.nan)
-    return outputs
+    return outputs, nulls
+
+
+def _null_of(v: np.ndarray, null: np.ndarray | None) -> np.ndarray | None:
+    """Where an output is null: its min/max null mask, or NaN of a float output."""
+    if null is not None:
+        return null
+    return np.isnan(v) if v.dtype.kind == "f" else None
 
 
 def _as_float(values: np.ndarray, nil: np.ndarray | None) -> np.ndarray:
@@ -258,16 +301,17 @@ def finalize(query: Query, partial: Partial) -> list[dict[str, Any]]:
     ranks = partial.ranks  # string keys' ranks, to order by integers (see Partial.ranks)
     if query.fill is not None:
         keys, nils, count, sums = fill.zero_fill(query, keys, nils, count, sums,
-                                                 partial.extent, partial.max_groups)
+                                                 partial.extent, partial.max_groups,
+                                                 partial.kinds)
         ranks = None
     n = len(count)
-    outputs = _outputs(query, count, sums)
+    outputs, nulls = _outputs(query, count, sums)
     if query.post_aggregations or query.having is not None:
         columns: dict[str, tuple[np.ndarray, np.ndarray | None]] = {ROW_COUNT: (count, None)}
         for g, k, nil in zip(query.groupings, keys, nils):
             columns[g.name] = (k, nil)
         for name, v in outputs.items():
-            columns[name] = (v, np.isnan(v) if v.dtype.kind == "f" else None)
+            columns[name] = (v, _null_of(v, nulls.get(name)))
         used = {r.name for p in query.post_aggregations for r in expression.refs(p.expr)}
         numbers = {name: _as_float(*columns[name]) for name in used if name in columns}
         for p in query.post_aggregations:
@@ -282,6 +326,7 @@ def finalize(query: Query, partial: Partial) -> list[dict[str, Any]]:
                     ranks = [None if r is None else r[keep] for r in ranks]
                 count = count[keep]
                 outputs = {name: v[keep] for name, v in outputs.items()}
+                nulls = {name: v[keep] for name, v in nulls.items()}
                 n = len(keep)
     order: np.ndarray | None = None
     if n > 1 and (query.groupings or query.order_by):
@@ -295,9 +340,9 @@ def finalize(query: Query, partial: Partial) -> list[dict[str, Any]]:
                 sort_keys.extend(_sort_key(*by_name[o.name], o.descending))
             else:
                 v = count if o.name == ROW_COUNT else outputs[o.name]
-                null = np.isnan(v) if v.dtype.kind == "f" else None
+                null = _null_of(v, nulls.get(o.name))
                 if null is not None and null.any():  # null (average of nothing) is smallest
-                    v = np.where(null, 0.0, v)
+                    v = np.where(null, v.dtype.type(0), v)
                 sort_keys.extend(_sort_key(v, null, o.descending))
         order = np.lexsort(sort_keys)
     if query.limit is not None or query.offset:
@@ -312,7 +357,9 @@ def finalize(query: Query, partial: Partial) -> list[dict[str, Any]]:
                                                  None if nil is None else take(nil))))
     for name, v in outputs.items():
         values = take(v).tolist()
-        if v.dtype.kind == "f":
+        if name in nulls:
+            values = _json_values(take(v), take(nulls[name]))
+        elif v.dtype.kind == "f":
             values = [None if x != x else x for x in values]
         columns_out.append((name, values))
     columns_out.append((ROW_COUNT, take(count).tolist()))

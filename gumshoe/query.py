@@ -23,11 +23,12 @@ MATCH_TYPES = textmatch.MATCH_TYPES
 FILTER_TYPES = (*COMPARISONS, "in", *MATCH_TYPES, "and", "or", "not")
 HAVING_TYPES = (*COMPARISONS, "in", "and", "or", "not")
 ROW_COUNT = "rowCount"
+AGGREGATE_TYPES = ("sum", "average", "min", "max")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Aggregate:
-    type: str  # "sum" | "average"
+    type: str  # "sum" | "average" | "min" | "max" (the column's kind decides: kinds.py)
     column: Column
     name: str
 
@@ -276,15 +277,21 @@ def _column(schema: Schema, value: Any, path: str) -> Column:
 
 def _aggregate(schema: Schema, obj: Any, path: str) -> Aggregate:
     f = _fields(obj, path, ("type", "column", "name"))
-    kind = f.get("type", "sum")
-    if kind is None:
-        kind = "sum"
-    if not isinstance(kind, str) or kind.lower() not in ("sum", "average"):
-        raise QueryError(f"{path}.type: bad aggregate type {_describe(kind)} (sum or average)")
+    kind = f.get("type")
+    if kind is not None and (not isinstance(kind, str) or kind.lower() not in AGGREGATE_TYPES):
+        raise QueryError(f"{path}.type: bad aggregate type {_describe(kind)} "
+                         f"({', '.join(AGGREGATE_TYPES[:-1])} or {AGGREGATE_TYPES[-1]})")
     col = _column(schema, f.get("column"), path)
     if col.role != "metric":
         raise QueryError(f"{path}: {col.name!r} is a {col.role}, not a metric")
-    return Aggregate(kind.lower(), col, _name(f.get("name"), col.name, path))
+    # no type: the column's own (sum, as the original, for a summed metric; min/max for theirs)
+    kind = col.kind.aggregates[0] if kind is None else kind.lower()
+    if kind not in col.kind.aggregates:
+        raise QueryError(f"{path}: {kind} of {col.name!r} ({col.type_name}) is not possible: a "
+                         f"{col.kind.name} metric answers {' or '.join(col.kind.aggregates)}"
+                         + (" (its stored values are sums, not the inputs)"
+                            if col.kind.is_sum else ""))
+    return Aggregate(kind, col, _name(f.get("name"), col.name, path))
 
 
 def _grouping(schema: Schema, obj: Any, path: str) -> Grouping:

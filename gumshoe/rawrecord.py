@@ -18,10 +18,11 @@ archived live and one archived again from the log at recovery are the same. Time
 Unix seconds (a float timestamp was floored); a string dimension is its dictionary codes, the
 distinct codes and their strings (strings cost once per distinct value; decoded, each row gets
 its string, None for nil); numeric dimensions are their column's dtype with a nil mask; metrics
-are in their 64-bit sum types, a nil metric being 0, a float32 metric the float32 value it was
-rounded to; `count` only for batches whose rows carry roll-up counts (pre-rolled-up binary
-batches, as `gumtool import --url` sends). Integer arrays are narrowed before compression (the
-values minus their minimum in the smallest unsigned type that holds them).
+are in their 64-bit sum types, a nil metric being 0 (a min/max: its kind's identity, with a
+nil mask), a float32 metric the float32 value it was rounded to; `count` only for batches whose
+rows carry roll-up counts (pre-rolled-up binary batches, as `gumtool import --url` sends).
+Integer arrays are narrowed before compression (the values minus their minimum in the smallest
+unsigned type that holds them).
 """
 
 from __future__ import annotations
@@ -238,8 +239,11 @@ def encode_block(schema: Schema, timestamps: np.ndarray, count: np.ndarray,
                 + [added[c - size] for c in uniq[uniq >= size].tolist()])
         cols.append([d.name, "dimension", {"c": _pack(codes), "u": _pack(uniq), "s": text},
                      mask])
-    for m in schema.metrics:
-        cols.append([m.name, "metric", {"a": _pack(metrics[m.name])}, None])
+    for m in schema.metrics:  # a min/max without a value: nil (it holds the kind's identity)
+        missing = m.kind.missing(metrics[m.name])
+        mask = (np.ascontiguousarray(missing).tobytes()
+                if missing is not None and missing.any() else None)
+        cols.append([m.name, "metric", {"a": _pack(metrics[m.name])}, mask])
     counted = bool((count != 1).any())
     body = _compress({"ts": _pack(timestamps), "count": _pack(count) if counted else None,
                       "cols": cols})

@@ -35,8 +35,13 @@ from typing import Annotated, Any, Optional, Union
 import msgspec
 import numpy as np
 
+<<<<<<< HEAD
 from . import native
 from .batch import TIMESTAMP_MAX, Batch, Factor
+=======
+from .batch import TIMESTAMP_MAX, Batch
+from .kinds import fill
+>>>>>>> 1063f4f
 from .schema import Column, Schema
 
 
@@ -173,8 +178,9 @@ class RowDecoder:
                     return None
                 if col.role == "dimension":
                     dims[col.name], nils[col.name] = arr, nil
-                else:
-                    metrics[col.name] = arr.astype(col.store_dtype, copy=False)
+                else:  # min/max: no value is the kind's identity
+                    metrics[col.name] = fill(col.kind, col.dtype, col.name,
+                                             arr.astype(col.store_dtype, copy=False), nil)
             # without null in the body, every None is an absent key
             present += n - (absent if nulls else 0 if nil is None else int(nil.sum()))
         if key_count(body, present) != present:  # a duplicate key (or uncountable)

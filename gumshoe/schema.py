@@ -1,7 +1,8 @@
 """Column types and the Schema: names, roles, numpy storage dtypes, equivalence checks.
 
-Imports only config and errors. A Schema is frozen; it is built from the [schema] section of a
-config and persisted in the database metadata (`to_json` / `from_json`).
+Imports only config, errors and kinds (a metric column's kind: sum, min or max). A Schema is
+frozen; it is built from the [schema] section of a config and persisted in the database
+metadata (`to_json` / `from_json`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 
 from .config import Config, SchemaConfig, format_duration
 from .errors import ClientError, ConfigError, SchemaMismatchError
+from .kinds import SUM, Kind, parse_type, wide_dtype
 from .tiers import Tiers
 
 NUMERIC_TYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
@@ -23,23 +25,22 @@ _MAX_NAME_BYTES = 200  # dictionary file names embed the column name
 
 
 def sum_dtype(dtype: np.dtype) -> np.dtype:
-    """The dtype a metric of `dtype` is stored and summed in: wide enough never to wrap."""
-    if dtype.kind == "f":
-        return np.dtype(np.float64)
-    if dtype == np.uint64:
-        return np.dtype(np.uint64)
-    return np.dtype(np.int64)
+    """The dtype a metric of `dtype` is stored and summed in: wide enough never to wrap
+    (every kind keeps its values in this 64-bit type)."""
+    return wide_dtype(dtype)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Column:
-    """One column. `dtype` is the declared value type (codes for string dimensions)."""
+    """One column. `dtype` is the declared value type (codes for string dimensions); a
+    metric's `kind` says how its rolled-up values combine (kinds.py)."""
 
     name: str
-    type_name: str  # as written in the config: "uint8", "string:uint16", ...
+    type_name: str  # as written in the config: "uint8", "string:uint16", "min:int32", ...
     role: str  # "timestamp" | "dimension" | "metric"
     dtype: np.dtype
     is_string: bool = False
+    kind: Kind = SUM
 
     @property
     def is_float(self) -> bool:
@@ -81,13 +82,15 @@ def _parse_column(name: str, type_name: str, role: str) -> Column:
             raise ConfigError(f"got type {base!r} for column {name!r} (must be uint8, uint16 or "
                               "uint32)")
         return Column(name, type_name, role, np.dtype(base), is_string=True)
-    if type_name not in NUMERIC_TYPES:
-        strings = "" if role == "metric" else ", or string:" + "/".join(STRING_CODE_TYPES)
+    kind, base = parse_type(type_name) if role == "metric" else (SUM, type_name)
+    if base not in NUMERIC_TYPES:
+        strings = (", each also as min:<type> or max:<type>" if role == "metric"
+                   else ", or string:" + "/".join(STRING_CODE_TYPES))
         raise ConfigError(f"column {name!r}: bad type: {type_name} (valid types: "
                           f"{', '.join(NUMERIC_TYPES)}{strings})")
     if role == "timestamp" and type_name != "uint32":
         raise ConfigError(f"timestamp column ({name!r}) must be uint32")
-    return Column(name, type_name, role, np.dtype(type_name))
+    return Column(name, type_name, role, np.dtype(base), kind=kind)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -241,9 +244,16 @@ def describe(config: Config) -> dict[str, Any]:
     def col(pair: tuple[str, str]) -> dict[str, str]:
         return {"name": pair[0], "type": pair[1]}
 
+    def metric(pair: tuple[str, str]) -> dict[str, Any]:
+        # its kind (sum, min, max) and the aggregates it answers
+        kind = parse_type(pair[1])[0]
+        return {**col(pair), "kind": kind.name, "aggregates": list(kind.aggregates)}
+
+    metrics = [metric(c) for c in s.metric_columns]
     return {"timestamp": col(s.timestamp_column),
             "dimensions": [col(c) for c in s.dimension_columns],
-            "metrics": [col(c) for c in s.metric_columns],
+            "metrics": metrics,
+            "aggregateTypes": list(dict.fromkeys(a for m in metrics for a in m["aggregates"])),
             "interval": format_duration(s.interval_duration),
             "retention_days": config.retention_days,
             **({"tiers": [[format_duration(d), format_duration(k)] for d, k in s.tiers]}

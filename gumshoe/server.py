@@ -163,7 +163,10 @@ def _column_values(snapshot: Any, block: Block, n: int) -> dict[str, list[Any]]:
             values = [None if is_nil else v for v, is_nil in zip(values, flags, strict=True)]
         out[d.name] = values
     for m in schema.metrics:
-        out[m.name] = block.metrics[m.name][:n].tolist()
+        values = block.metrics[m.name][:n]
+        missing = m.kind.missing(values)  # a min/max without a value: null
+        out[m.name] = values.tolist() if missing is None else [
+            None if x else v for v, x in zip(values.tolist(), missing.tolist(), strict=True)]
     return out
 
 

@@ -1,9 +1,10 @@
 """The router <-> shard binary forms (msgpack): partial results, and validated insert batches.
 
-Imports schema, batch, errors and partials. Numeric columns travel as raw little-endian bytes with
-their dtype; strings as lists (None for nil); a partial's extent (the first and last interval
-its shard scanned, for zero-fill) as a pair or nil, its granularity (seconds, when coarser than
-the query asked) as an integer or absent. A decoded partial merges with `partials.merge`
+Imports schema, kinds, batch, errors and partials. Numeric columns travel as raw little-endian
+bytes with their dtype; strings as lists (None for nil); a partial's extent (the first and last
+interval its shard scanned, for zero-fill) as a pair or nil, its granularity (seconds, when
+coarser than the query asked) as an integer or absent, the kinds of its min/max columns by name
+(absent: all sums). A decoded partial merges with `partials.merge`
 exactly as a shard merges its own intervals. A batch validated by the router travels as
 columns, so a shard skips JSON decoding and row validation and only checks, vectorised, that
 the columns fit its schema.
@@ -20,6 +21,7 @@ import numpy as np
 
 from .batch import Batch, Factor
 from .errors import ClientError, InsertError
+from .kinds import KINDS, Kind
 from .partials import Partial
 from .schema import Schema
 
@@ -70,6 +72,8 @@ def encode_partial(p: Partial) -> bytes:
         "sums": {c: _enc(v) for c, v in p.sums.items()},
         "extent": None if p.extent is None else [int(p.extent[0]), int(p.extent[1])],
         **({"granularity": int(p.granularity)} if p.granularity else {}),
+        # the columns of `sums` that merge by min/max (absent: every column is a sum)
+        **({"kinds": {c: k.name for c, k in p.kinds.items()}} if p.kinds else {}),
     }, use_bin_type=True)
 
 
@@ -86,7 +90,16 @@ def decode_partial(data: bytes) -> Partial:
         decoded=True,
         extent=_extent(obj.get("extent")),  # absent from a shard of an older version: None
         granularity=_granularity(obj.get("granularity")),
+        kinds=_kinds(obj.get("kinds")),
     )
+
+
+def _kinds(value: Any) -> dict[str, Kind]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(v in KINDS for v in value.values()):
+        raise ValueError(f"bad partial kinds {value!r}")
+    return {str(c): KINDS[v] for c, v in value.items()}
 
 
 def _granularity(value: Any) -> int | None:
@@ -201,7 +214,10 @@ def _check(schema: Schema, n: int, ts: np.ndarray, dims: dict[str, object],
         if not isinstance(v, np.ndarray) or v.dtype != m.store_dtype or len(v) != n:
             fail(f"column {m.name!r} must be {n} values of {m.store_dtype}")
         lo, hi = m.value_range
-        if not n:
+        missing = m.kind.missing(v)  # a min/max row without a value holds the identity
+        if missing is not None:
+            v = v[~missing]
+        if not len(v):
             continue
         if m.dtype.kind == "f":
             if not np.isfinite(v).all() or float(np.abs(v).max()) > hi:
@@ -215,7 +231,7 @@ def _check(schema: Schema, n: int, ts: np.ndarray, dims: dict[str, object],
             fail(f"counts must be in [1, {MAX_COUNT}]")
         for m in schema.metrics:  # a rolled-up value sums at most `count` declared values
             v = metrics[m.name]
-            if n and m.dtype.kind != "f":
+            if n and m.dtype.kind != "f" and m.kind.is_sum:
                 lo, hi = m.value_range
                 wide = v.astype(object)
                 c = counts.astype(object)

@@ -276,7 +276,15 @@ def prepare(decoded: Decoded, plan: Plan, rules: Rules
             arr, nil = numbers_of(v.get(t.field) if t.field else None, col, n, problems,
                                   t.field or col.name)
         if col.role == "metric":
-            metrics[col.name] = arr.astype(col.store_dtype, copy=False)
+            reserved = col.kind.reserved(col.dtype)
+            if reserved is not None:  # a min/max's identity is no input: a bad line
+                bad = arr == reserved if nil is None else (arr == reserved) & ~nil
+                if bad.any():
+                    problems.add(bad, lambda i, c=col, f=t.field or col.name:
+                                 f"field {f!r}: {int(c.kind.reserved(c.dtype))} is reserved "
+                                 f"in a {c.type_name} metric (it stands for no value)")
+            # min/max: no value (and a skipped line) holds the kind's identity
+            metrics[col.name] = col.kind.fill_missing(arr.astype(col.store_dtype), nil)
         else:
             numbers[col.name] = (arr, nil)
     identity = None
@@ -390,7 +398,14 @@ def json_body(rows: Rows, schema: Schema) -> bytes:
                 cols.append(obj.tolist())
     for m in schema.metrics:
         names.append(m.name)
-        cols.append(rows.metrics[m.name].astype(m.dtype, copy=False).tolist())
+        values = rows.metrics[m.name]
+        missing = m.kind.missing(values)
+        if missing is None or not missing.any():
+            cols.append(values.astype(m.dtype, copy=False).tolist())
+        else:  # a min/max without a value: null
+            obj = values.astype(object)
+            obj[missing] = None
+            cols.append(obj.tolist())
     records = list(map(dict, map(zip, itertools.repeat(names), zip(*cols))))
     return orjson.dumps(records)
 

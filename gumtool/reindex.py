@@ -112,10 +112,11 @@ def to_batch(chunk: RawChunk, schema: Schema) -> Batch:
     for m in schema.metrics:
         col = chunk.columns.get(m.name)
         if col is None:
-            metrics[m.name] = np.zeros(n, m.store_dtype)
+            metrics[m.name] = m.kind.empty(n, m.store_dtype)
         else:  # single rows must fit the declared type; rolled-up sums its sum type
             target = m.store_dtype if chunk.count is not None else m.dtype
-            metrics[m.name] = _numbers(col, m, target, "raw value").astype(m.store_dtype)
+            metrics[m.name] = m.kind.fill_missing(
+                _numbers(col, m, target, "raw value").astype(m.store_dtype), col.nil)
     counts = None if chunk.count is None else chunk.count.astype(COUNT_DTYPE)
     return Batch(n, chunk.ts, dims, nils, metrics, counts)
 

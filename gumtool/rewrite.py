@@ -41,13 +41,18 @@ def describe_changes(src: Schema, dst: Schema) -> list[str]:
     for d in (*dst.dimensions, *dst.metrics):
         s = src.column(d.name)
         if s is None:
-            notes.append(f"add {d.role} {d.name} ({d.type_name}): "
-                         f"{'nil' if d.role == 'dimension' else '0'} in every stored row")
+            empty = ("nil" if d.role == "dimension" else "0" if d.kind.is_sum
+                     else "no value")
+            notes.append(f"add {d.role} {d.name} ({d.type_name}): {empty} in every stored row")
             continue
         if s.role != d.role:
             raise ConversionError(f"column {d.name!r} is a {s.role} column in the source "
                                   f"database and a {d.role} column in the new config; a column "
                                   "cannot change between dimension and metric")
+        if s.role == "metric" and s.kind != d.kind:
+            raise ConversionError(f"column {d.name!r}: a {s.kind.name} metric cannot become a "
+                                  f"{d.kind.name} metric ({s.type_name} -> {d.type_name}): "
+                                  "its stored values are not the inputs")
         if s.is_string != d.is_string:
             raise ConversionError(f"column {d.name!r}: conversion between string and non-string "
                                   f"columns is not allowed ({s.type_name} -> {d.type_name})")
@@ -163,9 +168,14 @@ def convert(block: Block, src: StoredDB, key: Any, dst: Schema,
     metrics = {}
     for m in dst.metrics:
         s = src.schema.column(m.name)
-        metrics[m.name] = (np.zeros(n, m.store_dtype) if s is None else
-                           cast_exact(block.metrics[s.name], m.store_dtype, m, None,
-                                      "stored sum"))
+        if s is None:
+            metrics[m.name] = m.kind.empty(n, m.store_dtype)
+            continue
+        values = block.metrics[s.name]
+        missing = s.kind.missing(values.astype(s.store_dtype, copy=False))
+        # a min/max without a value: the identity of the new stored type
+        metrics[m.name] = m.kind.fill_missing(
+            cast_exact(values, m.store_dtype, m, missing, f"stored {m.kind.name}"), missing)
     return Block(n, block.count, dims, nils, metrics)
 
 

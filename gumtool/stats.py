@@ -94,10 +94,14 @@ def interval_stats(db: StoredDB, start: int) -> dict[str, Any]:
         out["cols"][d.name] = {"min": lo, "max": hi, "nil_rows": nil_rows, "used": used}
     for m in schema.metrics:
         vals = [b.metrics[m.name] for b in blocks if b.n]
+        if not m.kind.is_sum:  # a min/max row without a value holds the identity: skip it
+            vals = [v[v.astype(m.store_dtype) != m.kind.identity(m.store_dtype)] for v in vals]
+            vals = [v for v in vals if len(v)]
         out["cols"][m.name] = {
             "min": min((_scalar(v.min()) for v in vals), default=None),
             "max": max((_scalar(v.max()) for v in vals), default=None),
-            "sum": sum((exact_sum(v) for v in vals), 0 if m.store_dtype.kind != "f" else 0.0)}
+            "sum": (sum((exact_sum(v) for v in vals), 0 if m.store_dtype.kind != "f" else 0.0)
+                    if m.kind.is_sum else None)}  # a sum of minima would mean nothing
     return out
 
 
@@ -151,7 +155,8 @@ def collect(db: StoredDB, parallelism: int, progress: Any = None) -> dict[str, A
     for m in schema.metrics:
         cols = [p["cols"][m.name] for p in parts]
         entry = {"name": m.name, "type": m.type_name, "min": None, "max": None,
-                 "sum": sum((c["sum"] for c in cols), 0 if m.store_dtype.kind != "f" else 0.0)}
+                 "sum": (sum((c["sum"] for c in cols), 0 if m.store_dtype.kind != "f" else 0.0)
+                         if m.kind.is_sum else None)}
         for c in cols:
             entry["min"] = _combine(entry["min"], c["min"], min)
             entry["max"] = _combine(entry["max"], c["max"], max)

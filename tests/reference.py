@@ -4,7 +4,8 @@ Deliberately slow and obvious: plain dicts, one Python statement per row, no num
 compare the real engine with it. Two entry points:
 
 - ``rollup(schema, rows)``: the rolled-up table of a list of accepted raw row dicts, as
-  ``{(interval_start, dims_tuple): {"count": n, <metric>: sum, ...}}``.
+  ``{(interval_start, dims_tuple): {"count": n, <metric>: sum, ...}}`` (a min/max metric:
+  the smallest/largest input, None when no row had one).
 - ``evaluate(schema, table, query)``: the result rows of a (valid) query dict over such a table.
 - ``bucket_start(t, unit, zone)`` / ``bucket_range``: calendar buckets computed with zoneinfo's
   own rules only (the model for gumshoe/timebuckets.py).
@@ -133,6 +134,15 @@ def stored_value(col: Column, v: Any) -> Any:
     return int(v)  # integral floats such as 3.0 are accepted for integer columns
 
 
+def stored_metric(m: Column, v: Any) -> Any:
+    """What one raw row's metric value is stored as: the value, or without one 0 (a sum) or
+    the kind's identity (min: the stored type's maximum or inf; max: its minimum or -inf)."""
+    v = stored_value(m, v)
+    if v is not None:
+        return v
+    return m.kind.identity(m.store_dtype).item()
+
+
 def timestamp(v: float) -> int:
     return math.floor(v)
 
@@ -146,17 +156,35 @@ def row_key(schema: Schema, row: dict[str, Any]) -> Key:
     return start, tuple(stored_value(d, row.get(d.name)) for d in schema.dimensions)
 
 
+def empty_value(m: Column) -> Any:
+    """A metric's value over no input: 0 for a sum, None for a min/max."""
+    if m.kind.name != "sum":
+        return None
+    return 0.0 if m.is_float else 0
+
+
+def combine(m: Column, a: Any, b: Any) -> Any:
+    """Two rolled-up values of metric `m` combined: added, or the smaller/larger (None: no
+    value)."""
+    if m.kind.name == "sum":
+        return a + b
+    if a is None or b is None:
+        return b if a is None else a
+    return min(a, b) if m.kind.name == "min" else max(a, b)
+
+
 def rollup(schema: Schema, rows: list[dict[str, Any]]) -> Table:
     """Roll up accepted raw rows: one entry per (interval start, dimension values)."""
     table: Table = {}
     for row in rows:
         entry = table.setdefault(row_key(schema, row),
-                                 {"count": 0, **{m.name: (0.0 if m.is_float else 0)
+                                 {"count": 0, **{m.name: empty_value(m)
                                                  for m in schema.metrics}})
         entry["count"] += 1
         for m in schema.metrics:
             v = stored_value(m, row.get(m.name))
-            entry[m.name] += 0 if v is None else v
+            if v is not None:
+                entry[m.name] = combine(m, entry[m.name], v)
     return table
 
 
@@ -425,7 +453,7 @@ def evaluate(schema: Schema, table: Table, query: dict[str, Any]) -> list[dict[s
     filters = _get(query, "filters") or []
 
     def zero() -> dict[str, Any]:
-        return {"count": 0, **{m.name: 0 for m in schema.metrics}}
+        return {"count": 0, **{m.name: empty_value(m) for m in schema.metrics}}
 
     groups: dict[tuple[Any, ...], dict[str, Any]] = {}
     if not groupings:
@@ -440,7 +468,7 @@ def evaluate(schema: Schema, table: Table, query: dict[str, Any]) -> list[dict[s
         acc = groups.setdefault(tuple(gkey), zero())
         acc["count"] += entry["count"]
         for m in schema.metrics:
-            acc[m.name] += entry[m.name]
+            acc[m.name] = combine(m, acc[m.name], entry[m.name])
 
     filled = [i for i, g in enumerate(groupings) if g[4]]
     if filled:
@@ -461,7 +489,7 @@ def evaluate(schema: Schema, table: Table, query: dict[str, Any]) -> list[dict[s
         acc = groups[gkey]
         row: dict[str, Any] = {}
         for atype, column, name in aggregates:
-            if atype == "sum":
+            if atype in ("sum", "min", "max"):
                 row[name] = acc[column]
             else:
                 row[name] = acc[column] / acc["count"] if acc["count"] else None

@@ -1,8 +1,8 @@
 """Hypothesis strategies: schemas, valid rows, invalid batches and queries.
 
 - ``schema_configs()`` / ``schemas()``: random schemas with dimensions of every type (numeric,
-  float, ``string:uintN``), every metric type, several interval durations and small segment
-  sizes (so intervals split into several segments).
+  float, ``string:uintN``), every metric type (sums, ``min:``/``max:`` of each), several interval
+  durations and small segment sizes (so intervals split into several segments).
 - ``rows(schema)``: valid raw rows with nils, missing keys, integral floats for integer
   columns, boundary values and timestamps spread over many intervals. Values come from small
   per-column pools (``value_pool``) so that rows collide and roll up.
@@ -30,6 +30,7 @@ from gumshoe.schema import NUMERIC_TYPES, Column, Schema
 
 STRING_TYPES = ("string:uint8", "string:uint16", "string:uint32")
 DIMENSION_TYPES = NUMERIC_TYPES + STRING_TYPES
+METRIC_TYPES = NUMERIC_TYPES + tuple(f"{k}:{t}" for k in ("min", "max") for t in NUMERIC_TYPES)
 INTERVAL_DURATIONS = (60, 300, 3600, 86400)
 # Interval-aligned for every duration above; the last one sits near the end of uint32 time.
 TIMESTAMP_BASES = (0, 1_699_920_000, 2**32 - 30 * 86400 - 2**32 % 86400)
@@ -63,6 +64,9 @@ def value_pool(col: Column) -> list[Any]:
         if col.dtype.itemsize == 8:
             lo, hi = max(lo, -(2**40)), min(hi, 2**40 + 1)
         cands = [0, 1, 2, 100, hi, hi - 1, lo, -1]
+        # a min/max of a 64-bit type reserves its identity (max:uint64: 0)
+        reserved = col.kind.reserved(col.dtype)
+        cands = [v for v in cands if reserved is None or v != int(reserved)]
     else:
         cands = [0, 1, 2, 7, -1, -2, lo, lo + 1, hi, hi - 1, 2**31, 2**53 + 1]
     return sorted({v for v in cands if lo <= v <= hi})
@@ -71,7 +75,7 @@ def value_pool(col: Column) -> list[Any]:
 @st.composite
 def schema_configs(draw: st.DrawFn, max_dimensions: int = 4, max_metrics: int = 3,
                    dimension_types: tuple[str, ...] = DIMENSION_TYPES,
-                   metric_types: tuple[str, ...] = NUMERIC_TYPES) -> SchemaConfig:
+                   metric_types: tuple[str, ...] = METRIC_TYPES) -> SchemaConfig:
     """A random valid [schema] section (segment sizes small: a few to ~40 rows/segment)."""
     n_dims = draw(st.integers(0, max_dimensions))
     n_mets = draw(st.integers(1, max_metrics))
@@ -165,6 +169,9 @@ def _bad_values(col: Column) -> list[tuple[str, Any]]:
         out += [("range", hi + 1), ("range", lo - 1), ("range", 2**64), ("range", -(2**63) - 1),
                 ("range", float(hi) * 4 + 8), ("fraction", 2.5), ("fraction", -0.5),
                 ("fraction", 2.9)]
+    reserved = col.kind.reserved(col.dtype) if col.role == "metric" else None
+    if reserved is not None:  # a min/max's identity (min:int64's max, max:uint64's 0, ...)
+        out.append(("reserved", int(reserved)))
     return out
 
 
@@ -266,7 +273,7 @@ def queries(draw: st.DrawFn, schema: Schema, base: int | None = None,
 
     aggregates = []
     for i, m in enumerate(draw(st.lists(st.sampled_from(schema.metrics), max_size=3))):
-        a: dict[str, Any] = {"type": draw(st.sampled_from(["sum", "average"])), "column": m.name}
+        a: dict[str, Any] = {"type": draw(st.sampled_from(m.kind.aggregates)), "column": m.name}
         if a["type"] == "sum" and draw(st.booleans()):
             del a["type"]  # a missing type means sum
         name = m.name if m.name not in used and draw(st.booleans()) else f"agg{i}"

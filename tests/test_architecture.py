@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # gumshoe modules, lowest tier first.
 TIERS: list[set[str]] = [
     {"errors", "fileio", "native", "__init__"},  # no internal imports (native: C extensions)
+    {"kinds"},  # metric kinds: sum, min, max (their identities and reductions)
     {"config", "tiers", "sketch"},  # tiers: tiered-retention arithmetic; sketch: uniques (numpy)
     {"schema"},
     {"layout"},  # the directory layout: file names, db.json, lock, atomic write, retention

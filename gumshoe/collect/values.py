@@ -23,6 +23,7 @@ import numpy as np
 
 from ..batch import TIMESTAMP_MAX, Batch
 from ..errors import InsertError
+from ..kinds import fill
 from ..schema import Column, Schema
 
 _INT64_MAX, _INT64_MIN = np.iinfo(np.int64).max, np.iinfo(np.int64).min
@@ -245,10 +246,11 @@ def text_batch(schema: Schema, columns: dict[str, Sequence[str]], n: int, now: i
     for col in schema.metrics:
         values = columns.get(col.name)
         if values is None:
-            metrics[col.name] = np.zeros(n, col.store_dtype)
-        else:
-            metrics[col.name] = numbers(values, col, where)[0].astype(col.store_dtype,
-                                                                      copy=False)
+            metrics[col.name] = col.kind.empty(n, col.store_dtype)
+        else:  # min/max: no value is the kind's identity
+            arr, nil = numbers(values, col, where)
+            metrics[col.name] = fill(col.kind, col.dtype, col.name,
+                                     arr.astype(col.store_dtype, copy=False), nil)
     return Batch(n, ts, dims, nils, metrics)
 
 

@@ -229,5 +229,6 @@ def test_a_bad_column_type_lists_the_valid_ones() -> None:
                                           r"int8, .* float64, or string:uint8/uint16/uint32\)"):
         Schema.from_config(parse_config(
             '[schema]\ndimension_columns = [["age", "uint7"]]').schema)
-    with pytest.raises(ConfigError, match=r"bad type: string \(valid types: .*float64\)$"):
+    with pytest.raises(ConfigError, match=r"bad type: string \(valid types: .*float64, each also "
+                                          r"as min:<type> or max:<type>\)$"):
         Schema.from_config(parse_config('[schema]\nmetric_columns = [["m", "string"]]').schema)

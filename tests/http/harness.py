@@ -80,14 +80,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def write_config(directory: Path, db: str | Path, tables: str = "", **keys: Any) -> Path:
+def write_config(directory: Path, db: str | Path, tables: str = "", schema: str = SCHEMA,
+                 **keys: Any) -> Path:
     """A config file for tests: retention off, no periodic flush unless asked. `tables` is
-    TOML text appended after [schema] (e.g. an [auth] table)."""
+    TOML text appended after [schema] (e.g. an [auth] table); `schema` replaces SCHEMA."""
     settings = {"database_dir": str(db), "retention_days": 0, "flush_interval": "1h",
                 "durability": "os", **keys}
     lines = [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
     path = directory / "config.toml"
-    path.write_text("\n".join(lines) + "\n" + SCHEMA + "\n" + tables)
+    path.write_text("\n".join(lines) + "\n" + schema + "\n" + tables)
     return path
 
 

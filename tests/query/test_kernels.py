@@ -11,6 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gumshoe.kinds import MAX, MIN, SUM
+
 from ..kernels import BUILT
 
 CODE_TYPES = [np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.int64, np.uint64]
@@ -28,7 +30,7 @@ def test_the_extension_is_built() -> None:
 
 
 def model(base: int, k: int, parts: list[Any], mask: np.ndarray | None,
-          columns: list[np.ndarray]) -> list[np.ndarray]:
+          columns: list[np.ndarray], ops: bytes | None = None) -> list[np.ndarray]:
     n = len(columns[0])
     key = np.full(n, base, np.int64)
     for codes, offset, stride, nil in parts:
@@ -38,11 +40,15 @@ def model(base: int, k: int, parts: list[Any], mask: np.ndarray | None,
         key += c
     sel = np.ones(n, bool) if mask is None else mask
     out = []
-    for col in columns:
-        acc = np.zeros(k, acc_dtype(col))
-        np.add.at(acc, key[sel], col[sel].astype(acc.dtype))
+    for i, col in enumerate(columns):
+        kind = KINDS[(ops or bytes(len(columns)))[i]]
+        acc = kind.empty(k, acc_dtype(col))
+        kind.ufunc.at(acc, key[sel], col[sel].astype(acc.dtype))
         out.append(acc)
     return out
+
+
+KINDS = {0: SUM, 1: MIN, 2: MAX}  # the kernel's ops
 
 
 def acc_dtype(col: np.ndarray) -> np.dtype:
@@ -104,6 +110,31 @@ def test_accumulate_matches_the_numpy_model(kernels: ModuleType, call: tuple[Any
             np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-3)
         else:
             np.testing.assert_array_equal(got, want)
+
+
+@settings(max_examples=150)
+@given(calls(), st.data())
+def test_accumulate_min_max_matches_the_numpy_model(kernels: ModuleType, call: tuple[Any, ...],
+                                                    data: st.DataObject) -> None:
+    """Min/max columns (ops 1, 2) among sums, in any order, from their kinds' identities."""
+    base, k, parts, mask, columns = call
+    ops = bytes(data.draw(st.lists(st.sampled_from([0, 1, 2]), min_size=len(columns),
+                                   max_size=len(columns))))
+    accs = [KINDS[op].empty(k, acc_dtype(c)) for op, c in zip(ops, columns)]
+    kernels.accumulate(base, k, parts, mask, columns, accs, ops)
+    for got, want, op in zip(accs, model(base, k, parts, mask, columns, ops), ops):
+        if got.dtype.kind == "f" and op == 0:
+            np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-3)
+        else:
+            np.testing.assert_array_equal(got, want)
+
+
+def test_accumulate_refuses_bad_ops(kernels: ModuleType) -> None:
+    part = [(np.array([0, 1], np.uint8), 0, 1, None)]
+    col, acc = np.array([1, 2], np.int64), np.zeros(2, np.int64)
+    for ops in (b"\3", b"\1\1"):
+        with pytest.raises(ValueError):
+            kernels.accumulate(0, 2, part, None, [col], [acc], ops)
 
 
 def test_accumulate_adds_to_what_is_there(kernels: ModuleType) -> None:

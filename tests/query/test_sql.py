@@ -498,7 +498,7 @@ def as_sql(draw: st.DrawFn, query: dict[str, Any], schema: Schema) -> str:
                         _ident(name) if way == "alias" and aliased else expr)
     for a in q.get("aggregates") or []:
         a = _keys(a)
-        func = "avg" if a.get("type") == "average" else "sum"
+        func = {"average": "avg", "min": "min", "max": "max"}.get(a.get("type", "sum"), "sum")
         name = a.get("name", a["column"])
         item = f"{func}({_ident(a['column'])})"
         arithmetic[name] = item

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ..http.harness import ServerProcess, free_port, write_config
+from ..http.harness import SCHEMA, ServerProcess, free_port, write_config
 
 
 class RouterProcess(ServerProcess):
@@ -28,16 +28,19 @@ class RouterProcess(ServerProcess):
 
 
 class Cluster:
-    def __init__(self, tmp: Path, n_shards: int = 3) -> None:
+    def __init__(self, tmp: Path, n_shards: int = 3, schema: str = SCHEMA) -> None:
         self.shards = []
         for i in range(n_shards):
             d = tmp / f"shard{i}"
             d.mkdir()
-            self.shards.append(ServerProcess(write_config(d, d / "db"), d / "server.log"))
+            self.shards.append(ServerProcess(write_config(d, d / "db", schema=schema),
+                                             d / "server.log"))
         lone = tmp / "lone"
         lone.mkdir()
-        self.lone = ServerProcess(write_config(lone, lone / "db"), lone / "server.log")
-        self.router = RouterProcess(write_config(tmp, "MEMORY"), tmp / "router.log",
+        self.lone = ServerProcess(write_config(lone, lone / "db", schema=schema),
+                                  lone / "server.log")
+        self.router = RouterProcess(write_config(tmp, "MEMORY", schema=schema),
+                                    tmp / "router.log",
                                     [f"127.0.0.1:{s.port}" for s in self.shards],
                                     extra=("--timeout", "5"))
 

@@ -17,6 +17,7 @@ from gumshoe.layout import META
 from gumshoe.dictionary import Dictionary
 from gumshoe.schema import Schema
 from gumshoe.snapshot import Snapshot
+from tests import reference
 from tests.reference import Table
 
 Row = tuple[tuple[Any, ...], dict[str, Any]]  # (dimension values, {"count", metrics})
@@ -43,19 +44,30 @@ def block_rows(schema: Schema, block: Block, strings: Mapping[str, Sequence[str]
     for m in schema.metrics:  # segments store integer sums in the narrowest type that fits
         dt = block.metrics[m.name].dtype
         assert dt.kind == m.store_dtype.kind and dt.itemsize <= m.store_dtype.itemsize
+        missing = m.kind.missing(block.metrics[m.name].astype(m.store_dtype))
+        if missing is not None:  # a min/max without a value: None, as in the reference
+            metrics[m.name] = [None if x else v for v, x in zip(metrics[m.name],
+                                                                 missing.tolist())]
     for i in range(block.n):
         key = tuple(c[i] for c in cols)
         out.append((key, {"count": counts[i], **{k: v[i] for k, v in metrics.items()}}))
     return out
 
 
-def add_row(table: Table, key: Any, entry: dict[str, Any]) -> None:
+def add_row(table: Table, key: Any, entry: dict[str, Any], schema: Schema | None = None
+            ) -> None:
+    """Add a rolled-up row to `table` (metrics combined by their kind when `schema` is given,
+    else added)."""
     acc = table.get(key)
     if acc is None:
         table[key] = dict(entry)
-    else:
-        for k, v in entry.items():
-            acc[k] += v
+        return
+    acc["count"] += entry["count"]
+    for k, v in entry.items():
+        if k == "count":
+            continue
+        col = None if schema is None else schema.column(k)
+        acc[k] = acc[k] + v if col is None else reference.combine(col, acc[k], v)
 
 
 def snapshot_table(snap: Snapshot) -> Table:
@@ -65,7 +77,7 @@ def snapshot_table(snap: Snapshot) -> Table:
     for iv in snap.intervals:
         for block in iv.blocks:
             for key, entry in block_rows(snap.schema, block, strings):
-                add_row(table, (iv.start, key), entry)
+                add_row(table, (iv.start, key), entry, snap.schema)
     return table
 
 

@@ -59,7 +59,7 @@ def check_batch(schema: Schema, raw: list[dict[str, Any]]) -> None:
     for m in schema.metrics:
         arr = b.metrics[m.name]
         assert arr.dtype == m.store_dtype
-        assert arr.tolist() == [reference.stored_value(m, r.get(m.name)) or 0 for r in raw]
+        assert arr.tolist() == [reference.stored_metric(m, r.get(m.name)) for r in raw]
 
 
 @given(st.data())

@@ -53,7 +53,7 @@ def rolled_by_interval(schema: Schema, raw: list[dict[str, Any]], pieces: int = 
         results.append((start, out))
         for key, entry in block_rows(schema, out, strings_of(dictionaries)):
             assert (start, key) not in table, "a key appears twice in a rolled-up block"
-            add_row(table, (start, key), entry)
+            add_row(table, (start, key), entry, schema)
     return table, results, dictionaries
 
 

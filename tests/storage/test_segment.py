@@ -21,6 +21,7 @@ from gumshoe.errors import CorruptDataError
 from gumshoe.schema import NUMERIC_TYPES, Schema
 from gumshoe.segment import MAGIC, Segment, encode_segment, write_segment
 from tests.storage.contents import block_rows, encode, strings_of
+from tests.strategies import METRIC_TYPES
 
 ALL_DIMS = [(f"d_{t}", t) for t in (*NUMERIC_TYPES, "string:uint8", "string:uint16",
                                     "string:uint32")]
@@ -206,14 +207,38 @@ def test_in_memory_segment_matches_disk_stats(
                              if k.startswith("m:") and isinstance(lo, int)}
 
 
+@pytest.mark.parametrize("without_values", [False, True])
+def test_min_max_columns_narrow_unless_a_row_has_no_value(tmp_path: Path,
+                                                          without_values: bool) -> None:
+    """docs/storage.md §2: min/max are narrowed as sums are; the identity of a row without a
+    value (int64 max for a min, int64 min for a max) keeps its column wide."""
+    schema = make(dims=[("d", "uint8")], mets=[("lo", "min:uint8"), ("hi", "max:int32")])
+    raw: list[dict[str, Any]] = [{"at": 0, "d": 1, "lo": 3, "hi": -4},
+                                 {"at": 0, "d": 2, "lo": 200, "hi": 5}]
+    if without_values:
+        raw.append({"at": 0, "d": 3})
+    dictionaries: dict[str, Any] = {}
+    block = encode(schema, raw, dictionaries)[0]
+    path = tmp_path / "m.seg"
+    write_segment(path, schema, block, fsync=False)
+    seg = Segment.open(path, schema, verify=True)
+    wide = np.dtype(np.int64)
+    assert seg.block.metrics["lo"].dtype == (wide if without_values else np.int16)
+    assert seg.block.metrics["hi"].dtype == (wide if without_values else np.int8)
+    rows = block_rows(schema, seg.block, strings_of(dictionaries))
+    assert rows == block_rows(schema, block, strings_of(dictionaries))
+    assert [(e["lo"], e["hi"]) for _, e in rows] == [(3, -4), (200, 5)] + (
+        [(None, None)] if without_values else [])
+
+
 @st.composite
 def blocks(draw: st.DrawFn) -> tuple[Schema, Block]:
     """Arbitrary column contents (any bit patterns, incl. NaN and -0.0 for floats)."""
     n_dims = draw(st.integers(0, 3))
     dims = [(f"d{i}", draw(st.sampled_from([*NUMERIC_TYPES, "string:uint8", "string:uint32"])))
             for i in range(n_dims)]
-    mets = [(f"m{i}", draw(st.sampled_from(NUMERIC_TYPES))) for i in range(draw(st.integers(1,
-                                                                                           3)))]
+    mets = [(f"m{i}", draw(st.sampled_from(METRIC_TYPES))) for i in range(draw(st.integers(1,
+                                                                                          3)))]
     schema = make(dims=dims, mets=mets)
     n = draw(st.integers(0, 50))
     count = draw(hnp.arrays(np.int64, n))

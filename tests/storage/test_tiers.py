@@ -1,6 +1,7 @@
 """Tiered retention: [schema] tiers, the tier arithmetic, interval durations and watermarks in
 db.json, rows assigned by the watermarks (insert, replay, late data), the compactor (re-roll,
-drop, step by step, memtable rows moved along) -- against the reference model."""
+drop, step by step, memtable rows moved along; sums, minima and maxima) -- against the
+reference model."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ durability = "none"
 segment_size = "2KB"
 timestamp_column = ["at", "uint32"]
 dimension_columns = [["app", "uint16"], ["name", "string:uint8"]]
-metric_columns = [["value", "uint32"]]
+metric_columns = [["value", "uint32"], ["low", "min:int16"], ["peak", "max:float32"]]
 tiers = {tiers}
 """
 
@@ -52,9 +53,13 @@ def open_db(directory: str | Path, now: list[int], **kw: Any) -> DB:
 
 def make_rows(n: int, span: int, seed: int = 0, now: int = NOW) -> list[dict[str, Any]]:
     rng = np.random.default_rng(seed)
-    return [{"at": int(now - rng.integers(0, span)), "app": int(rng.integers(0, 6)),
-             "name": f"e{int(rng.integers(0, 5))}", "value": int(rng.integers(0, 50))}
+    rows = [{"at": int(now - rng.integers(0, span)), "app": int(rng.integers(0, 6)),
+             "name": f"e{int(rng.integers(0, 5))}", "value": int(rng.integers(0, 50)),
+             "low": int(rng.integers(-2**15, 2**15)), "peak": float(rng.integers(-8, 8)) / 4}
             for _ in range(n)]
+    for r in rows[::7]:  # min/max without a value: re-rolled as the kind's identity
+        del r["low"], r["peak"]
+    return rows
 
 
 def stored(db: DB, raw: list[dict[str, Any]]) -> reference.Table:
