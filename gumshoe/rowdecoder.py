@@ -35,13 +35,10 @@ from typing import Annotated, Any, Optional, Union
 import msgspec
 import numpy as np
 
-<<<<<<< HEAD
 from . import native
 from .batch import TIMESTAMP_MAX, Batch, Factor
-=======
-from .batch import TIMESTAMP_MAX, Batch
+from .errors import InsertError
 from .kinds import fill
->>>>>>> 1063f4f
 from .schema import Column, Schema
 
 
@@ -136,8 +133,13 @@ class RowDecoder:
                 arr = values.astype(col.dtype)
             if col.role == "dimension":
                 dims[col.name], dim_nils[col.name] = arr, (nil if has_nil else None)
-            else:
-                metrics[col.name] = arr.astype(col.store_dtype, copy=False)
+                continue
+            try:  # min/max: no value is the kind's identity (a reserved value: declined)
+                metrics[col.name] = fill(col.kind, col.dtype, col.name,
+                                         arr.astype(col.store_dtype, copy=False),
+                                         nil if has_nil else None)
+            except InsertError:
+                return None
         return Batch(n, ts.astype(np.int64), dims, dim_nils, metrics)
 
     def _decode(self, body: bytes) -> Batch | None:
