@@ -94,7 +94,8 @@ class RowDecoder:
         return self._scanned(body, now)
 
     def _scanned(self, body: bytes, now: int | None) -> Batch | None:
-        if not use_scan or native.jsonl is None or len(self._scan_fields) > 64:
+        if (not use_scan or native.jsonl is None or len(self._scan_fields) > 64
+                or self.schema.uniques):  # uniques identities: hashed by batch.parse_rows
             return None
         cap = body.count(b"{") if now is None else native.jsonl.lines(body)
         outs = tuple(np.empty(cap, _SCAN_DTYPE[k]) for k in self._scan_kinds)
@@ -144,6 +145,8 @@ class RowDecoder:
 
     def _decode(self, body: bytes) -> Batch | None:
         """The msgspec path (see the module docstring)."""
+        if self.schema.uniques:  # declined: batch.parse_rows hashes the identities
+            return None
         nulls = b"null" in body  # then None is not always an absent key: decode those as UNSET
         try:
             rows = self._decoders[nulls].decode(body)

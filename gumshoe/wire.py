@@ -131,6 +131,9 @@ def encode_batch(batch: Batch) -> bytes:
         "nils": {k: (None if v is None else v.tobytes()) for k, v in batch.nils.items()},
         "metrics": {k: _enc(v) for k, v in batch.metrics.items()},
         "counts": None if batch.counts is None else _enc(batch.counts),
+        # uniques columns: identity hashes and presence, hashed once where the rows arrived
+        **({"ids": {k: [_enc(h), _enc(p)] for k, (h, p) in batch.identities.items()}}
+           if batch.identities else {}),
     }, use_bin_type=True)
 
 
@@ -173,13 +176,28 @@ def decode_batch(schema: Schema, data: bytes) -> Batch:
             nils[d.name] = mask.view(bool)
         metrics = {m.name: _dec(obj["metrics"][m.name]) for m in schema.metrics}
         counts = None if obj.get("counts") is None else _dec(obj["counts"])
+        ids = _identities(schema, n, obj.get("ids", {}))
     except (KeyError, TypeError, ValueError, AttributeError, msgpack.UnpackException) as e:
         if isinstance(e, InsertError):
             raise
         raise InsertError(f"binary insert body: malformed batch ({type(e).__name__}: {e})"
                           ) from None
     _check(schema, n, ts, dims, nils, metrics, counts)
-    return Batch(n, ts, dims, nils, metrics, counts)
+    return Batch(n, ts, dims, nils, metrics, counts, identities=ids)
+
+
+def _identities(schema: Schema, n: int, obj: Any) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    if not isinstance(obj, dict) or set(obj) != {c.name for c in schema.uniques}:
+        raise InsertError("binary insert body: ids must name exactly the columns "
+                          f"{sorted(c.name for c in schema.uniques)}")
+    out = {}
+    for c in schema.uniques:
+        h, p = (_dec(x) for x in obj[c.name])
+        if h.dtype != np.uint64 or p.dtype != np.bool_ or len(h) != n or len(p) != n:
+            raise InsertError(f"binary insert body: ids of {c.name!r} must be {n} uint64 "
+                              "hashes and {n} presence flags")
+        out[c.name] = (h, p)
+    return out
 
 
 def _check(schema: Schema, n: int, ts: np.ndarray, dims: dict[str, object],

@@ -24,6 +24,7 @@ from gumshoe.block import Block, rollup
 from gumshoe.bulk import BulkError, NewDB, StoredDB, StringTable
 from gumshoe.config import Config, format_duration
 from gumshoe.schema import Column, Schema
+from gumshoe.sketch import SketchColumn
 from gumshoe.sharding import shard_of
 
 from .progress import Progress
@@ -176,7 +177,10 @@ def convert(block: Block, src: StoredDB, key: Any, dst: Schema,
         # a min/max without a value: the identity of the new stored type
         metrics[m.name] = m.kind.fill_missing(
             cast_exact(values, m.store_dtype, m, missing, f"stored {m.kind.name}"), missing)
-    return Block(n, block.count, dims, nils, metrics)
+    # uniques sketches carry over as they are (a new uniques column: no identities yet)
+    sketches = {u.name: (block.sketches[u.name] if u.name in block.sketches
+                         else SketchColumn.empty(n)) for u in dst.uniques}
+    return Block(n, block.count, dims, nils, metrics, sketches)
 
 
 # -- where stored intervals go ---------------------------------------------------------------
