@@ -38,6 +38,7 @@ from .query import Grouping, Query
 from .partials import (
     EXACT_FLOAT_SUM,
     Partial,
+    approximate_outputs,
     check_sums,
     decode,
     empty_partial,
@@ -45,9 +46,12 @@ from .partials import (
     merge,
     query_kinds,
     reduce_groups,
+    sketch_columns,
+    value_columns,
 )
 from .kinds import SUM, Kind
 from .schema import Schema
+from .sketch import SketchColumn, union
 from .snapshot import IntervalView, Snapshot
 
 DENSE_MAX_GROUPS = 1 << 20  # largest key space accumulated densely per task
@@ -160,8 +164,13 @@ class Scanner:
                       and self.key_space <= DENSE_MAX_GROUPS)
         self.metric_filter = query.has_metric_filter(self.schema)
         self.sum_dtypes = {c: self.schema.column(c).store_dtype  # type: ignore[union-attr]
-                           for c in query.metric_columns}
+                           for c in value_columns(query)}
         self.kinds = query_kinds(query)  # min/max columns: reduced by their kind, not summed
+        # uniques columns: sketches united per group (sketch.union) by the sorted scan (the
+        # dense and fused kernels accumulate values only)
+        self.sketches = sketch_columns(query)
+        if self.sketches:
+            self.dense = False
         self.kernels = native.kernels  # the fused C kernel, or None: the numpy kernels
         self.split: list[str] = []  # integer sums summed in two halves (split_sums)
         self.extent: tuple[int, int] | None = None  # first and last interval scanned
@@ -451,12 +460,18 @@ class Scanner:
         count = 0
         kinds = self.kinds
         sums = {c: self._kind(c).identity(dt) for c, dt in self.sum_dtypes.items()}
+        sketches: dict[str, list[SketchColumn]] = {c: [SketchColumn.empty(1)]
+                                                   for c in self.sketches}
         for start, block, _ in self._each(items):
             rows = self._rows(block, start)
             if rows is False:
                 continue
             sel = _selector(rows)
             count += int(sel(block.count).sum())
+            for c, parts in sketches.items():  # the block's selected rows as one sketch
+                n_sel = block.n if rows is True else len(rows)
+                parts.append(union(block.sketches[c], None if rows is True else rows,
+                                   np.zeros(n_sel, np.int64), 1))
             for c in sums:
                 if c in kinds:
                     kind = kinds[c]
@@ -465,7 +480,9 @@ class Scanner:
                     sums[c] = sums[c] + sel(block.metrics[c]).sum(dtype=self.sum_dtypes[c])
         return Partial([], [], np.array([count], np.int64),
                        {c: np.array([v], self.sum_dtypes[c]) for c, v in sums.items()},
-                       kinds=kinds)
+                       kinds=kinds,
+                       sketches={c: SketchColumn.concat(parts).union_rows(
+                           np.zeros(len(parts), np.int64), 1) for c, parts in sketches.items()})
 
     def _kind(self, column: str) -> Kind:
         return self.kinds.get(column, SUM)
@@ -556,8 +573,9 @@ class Scanner:
             count = sel(block.count).astype(np.int64, copy=False)  # stored narrow: widen
             sums = {c: sel(block.metrics[c]).astype(dt, copy=False)
                     for c, dt in self.sum_dtypes.items()}
-            partials.append(reduce_groups(keys, nils, count, sums, False, self.max_groups,
-                                          self.kinds))
+            partials.append(reduce_groups(
+                keys, nils, count, sums, False, self.max_groups, self.kinds,
+                {c: (block.sketches[c], None if rows is True else rows) for c in self.sketches}))
         if not partials:
             return empty_partial(self.query, self.sum_dtypes)
         return merge(partials, self.max_groups)
@@ -594,7 +612,8 @@ def _slice(block: Block, lo: int, hi: int) -> Block:
     """Rows [lo, hi) of a block: views of its columns (nil masks kept, even if all False)."""
     return Block(hi - lo, block.count[lo:hi], {k: v[lo:hi] for k, v in block.dims.items()},
                  {k: (None if v is None else v[lo:hi]) for k, v in block.nils.items()},
-                 {k: v[lo:hi] for k, v in block.metrics.items()})
+                 {k: v[lo:hi] for k, v in block.metrics.items()},
+                 {k: v.take(np.arange(lo, hi)) for k, v in block.sketches.items()})
 
 
 def _concat_pieces(schema: Schema, pieces: list[Piece]) -> Block:
@@ -619,7 +638,10 @@ def _concat_pieces(schema: Schema, pieces: list[Piece]) -> Block:
     count = np.concatenate([b.count[lo:hi] for _, b, _, lo, hi in pieces], dtype=np.int64)
     metrics = {m.name: np.concatenate([b.metrics[m.name][lo:hi] for _, b, _, lo, hi in pieces],
                                       dtype=m.store_dtype) for m in schema.metrics}
-    return Block(n, count, dims, nils, metrics)
+    sketches = {u.name: SketchColumn.concat([b.sketches[u.name].take(np.arange(lo, hi))
+                                             for _, b, _, lo, hi in pieces])
+                for u in schema.uniques}
+    return Block(n, count, dims, nils, metrics, sketches)
 
 
 def _piece_stats(pieces: list[Piece]) -> dict[str, Any]:
@@ -684,6 +706,7 @@ class Prepared:
         self.tasks = self.scanner.tasks(snapshot, self.threads)
         self.scanner.split_sums(self.tasks)
         self.cancel = self.scanner.cancel = cancel or threading.Event()
+        self.approximate: list[str] = []  # set by `rows` (see `extra`)
 
     def rows_to_scan(self) -> int:
         """Rows of the blocks the plan scans (after pruning)."""
@@ -714,13 +737,18 @@ class Prepared:
                          self.snapshot.ranks)
         if self.cancel.is_set():
             raise QueryCancelled
+        self.approximate = approximate_outputs(self.query, partial)
         return finalize(self.query, partial)
 
     def extra(self) -> dict[str, Any]:
         """Response fields beside the rows: `granularity` (e.g. "1d") when the answer used
-        stored intervals coarser than the query's time grouping or filter asked."""
+        stored intervals coarser than the query's time grouping or filter asked, and (after
+        `rows`) `approximate`: the uniques outputs some group answers with an HLL estimate."""
         g = self.scanner.granularity
-        return {} if g is None else {"granularity": format_duration(g)}
+        out: dict[str, Any] = {} if g is None else {"granularity": format_duration(g)}
+        if self.approximate:
+            out["approximate"] = self.approximate
+        return out
 
     def decoded_partial(self, executor: Executor | None = None) -> Partial:
         """The mergeable partial with string keys decoded (what a shard sends a router)."""

@@ -20,6 +20,7 @@ import msgpack
 import numpy as np
 
 from .batch import Batch, Factor
+from .sketch import SketchColumn
 from .errors import ClientError, InsertError
 from .kinds import KINDS, Kind
 from .partials import Partial
@@ -74,6 +75,9 @@ def encode_partial(p: Partial) -> bytes:
         **({"granularity": int(p.granularity)} if p.granularity else {}),
         # the columns of `sums` that merge by min/max (absent: every column is a sum)
         **({"kinds": {c: k.name for c, k in p.kinds.items()}} if p.kinds else {}),
+        # uniques columns: each group's sketch (SketchColumn.to_arrays), merged by the router
+        **({"sketches": {c: {a: _enc(v) for a, v in col.to_arrays().items()}
+                         for c, col in p.sketches.items()}} if p.sketches else {}),
     }, use_bin_type=True)
 
 
@@ -91,6 +95,8 @@ def decode_partial(data: bytes) -> Partial:
         extent=_extent(obj.get("extent")),  # absent from a shard of an older version: None
         granularity=_granularity(obj.get("granularity")),
         kinds=_kinds(obj.get("kinds")),
+        sketches={str(c): SketchColumn.from_arrays({a: _dec(v) for a, v in col.items()})
+                  for c, col in obj.get("sketches", {}).items()},
     )
 
 

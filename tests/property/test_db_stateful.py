@@ -38,7 +38,7 @@ class DBMachine(RuleBasedStateMachine):
         self.strings_seen: dict[str, set[str]] = {}
 
     # -- set-up ----------------------------------------------------------------------------
-    @initialize(sc=schema_configs(), disk=st.booleans(), retention=st.sampled_from([0, 0, 1]),
+    @initialize(sc=schema_configs(uniques=True), disk=st.booleans(), retention=st.sampled_from([0, 0, 1]),
                 base=st.sampled_from(TIMESTAMP_BASES[:2]))
     def open_db(self, sc: SchemaConfig, disk: bool, retention: int, base: int) -> None:
         self.schema = Schema.from_config(sc)
