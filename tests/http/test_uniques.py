@@ -6,7 +6,10 @@ same answers after restarts (the write-ahead log replayed, then segments reopene
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -209,4 +212,27 @@ def test_same_answers_after_restarts(tmp_path: Any) -> None:
     finally:
         if proc.proc is not None and proc.proc.poll() is None:
             assert proc.stop() == 0, proc.log_text()
+        proc.client.close()
+
+
+def test_the_readme_example_runs_as_written(tmp_path: Any) -> None:
+    """README: the [schema] of "Distinct counts" and its query in "Query language"."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    toml = re.search(r"\*\*Distinct counts \(`uniques`\)\.\*\*.*?```toml\n(.*?)```", readme,
+                     re.DOTALL)
+    query = re.search(r"distinct visitors per page:\s*`(.*?)`;", readme, re.DOTALL)
+    assert toml is not None and query is not None
+    proc = ServerProcess(write_config(tmp_path, "MEMORY", schema=toml.group(1)),
+                         tmp_path / "server.log").start()
+    try:
+        rows = [{"at": T0, "page": "/", "views": 1, "visitors": "ann"},
+                {"at": T0 + 1, "page": "/", "views": 1, "visitors": "bob"},
+                {"at": T0 + 2, "page": "/", "views": 1, "visitors": "ann"},
+                {"at": T0 + 3, "page": "/about", "views": 1}]
+        assert proc.insert(rows).status_code == 200
+        assert results(proc, json.loads(query.group(1).replace("\n  ", " "))) == [
+            {"page": "/", "visitors": 2, "rowCount": 3},
+            {"page": "/about", "visitors": 0, "rowCount": 1}]
+    finally:
+        assert proc.stop() == 0, proc.log_text()
         proc.client.close()
