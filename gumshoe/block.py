@@ -221,8 +221,7 @@ def rollup(schema: Schema, blocks: list[Block]) -> Block:
                      {m.name: (block.metrics[m.name].sum(keepdims=True) if m.kind.is_sum
                                else m.kind.total(block.metrics[m.name]))
                       for m in schema.metrics},
-                     {u.name: block.sketches[u.name].union_rows(np.zeros(n, np.int64), 1)
-                      for u in schema.uniques})
+                     {u.name: block.sketches[u.name].united() for u in schema.uniques})
     parts = [dense_codes(block.dims[d.name], block.nils[d.name]) for d in dims]
     packed = group_key(parts, n)
     if packed is not None:

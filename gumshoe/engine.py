@@ -51,7 +51,7 @@ from .partials import (
 )
 from .kinds import SUM, Kind
 from .schema import Schema
-from .sketch import SketchColumn, union
+from .sketch import SketchColumn
 from .snapshot import IntervalView, Snapshot
 
 DENSE_MAX_GROUPS = 1 << 20  # largest key space accumulated densely per task
@@ -460,18 +460,15 @@ class Scanner:
         count = 0
         kinds = self.kinds
         sums = {c: self._kind(c).identity(dt) for c, dt in self.sum_dtypes.items()}
-        sketches: dict[str, list[SketchColumn]] = {c: [SketchColumn.empty(1)]
-                                                   for c in self.sketches}
+        sketches = {c: [SketchColumn.empty(1)] for c in self.sketches}  # a sketch per block
         for start, block, _ in self._each(items):
             rows = self._rows(block, start)
             if rows is False:
                 continue
             sel = _selector(rows)
             count += int(sel(block.count).sum())
-            for c, parts in sketches.items():  # the block's selected rows as one sketch
-                n_sel = block.n if rows is True else len(rows)
-                parts.append(union(block.sketches[c], None if rows is True else rows,
-                                   np.zeros(n_sel, np.int64), 1))
+            for c, parts in sketches.items():
+                parts.append(block.sketches[c].united(None if rows is True else rows))
             for c in sums:
                 if c in kinds:
                     kind = kinds[c]
@@ -481,8 +478,7 @@ class Scanner:
         return Partial([], [], np.array([count], np.int64),
                        {c: np.array([v], self.sum_dtypes[c]) for c, v in sums.items()},
                        kinds=kinds,
-                       sketches={c: SketchColumn.concat(parts).union_rows(
-                           np.zeros(len(parts), np.int64), 1) for c, parts in sketches.items()})
+                       sketches={c: SketchColumn.concat(p).united() for c, p in sketches.items()})
 
     def _kind(self, column: str) -> Kind:
         return self.kinds.get(column, SUM)

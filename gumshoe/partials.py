@@ -138,8 +138,7 @@ def _merge_groups(partials: list[Partial], max_groups: int | None) -> Partial:
         return Partial([], [], np.array([count.sum()], np.int64),
                        {c: _reduce(c, kinds.get(c, SUM), v, None, np.zeros(1, np.intp))
                         for c, v in sums.items()}, first.decoded, kinds=kinds,
-                       sketches={c: col.union_rows(np.zeros(len(col), np.int64), 1)
-                                 for c, col in sketches.items()})
+                       sketches={c: col.united() for c, col in sketches.items()})
     keys, nils = [], []
     for i in range(len(first.keys)):
         keys.append(np.concatenate([p.keys[i] for p in partials]))
