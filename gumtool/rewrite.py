@@ -39,11 +39,11 @@ def describe_changes(src: Schema, dst: Schema) -> list[str]:
     """Check that `src` can be rewritten as `dst` (columns matched by name) and describe the
     changes. Raises ConversionError for a role change or a string <-> number change."""
     notes = []
-    for d in (*dst.dimensions, *dst.metrics):
+    for d in (*dst.dimensions, *dst.metrics, *dst.uniques):
         s = src.column(d.name)
         if s is None:
             empty = ("nil" if d.role == "dimension" else "0" if d.kind.is_sum
-                     else "no value")
+                     else "no identity" if d.kind.is_sketch else "no value")
             notes.append(f"add {d.role} {d.name} ({d.type_name}): {empty} in every stored row")
             continue
         if s.role != d.role:
@@ -59,7 +59,7 @@ def describe_changes(src: Schema, dst: Schema) -> list[str]:
                                   f"columns is not allowed ({s.type_name} -> {d.type_name})")
         if s.type_name != d.type_name:
             notes.append(f"convert {d.name}: {s.type_name} -> {d.type_name}")
-    for s in (*src.dimensions, *src.metrics):
+    for s in (*src.dimensions, *src.metrics, *src.uniques):
         if dst.column(s.name) is None:
             extra = " (rows that become identical are rolled up together)" \
                 if s.role == "dimension" else ""

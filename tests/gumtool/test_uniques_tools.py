@@ -87,3 +87,23 @@ def test_stats_reads_a_uniques_database(tmp_path: Path,
     assert run("stats", "--dir", str(tmp_path / "db"), "--json", "-q") == 0
     out = json.loads(capsys.readouterr().out)
     assert out["input_rows"] == 300 and out["rows"] > 0
+
+
+def test_migrate_keeps_adds_and_refuses_uniques(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    old = config(tmp_path / "old.toml", tmp_path / "old")
+    build_db(old, [rows_with_identities(400, 2)])
+    expected = answers(old, QUERIES)
+    new = write_config(tmp_path / "new.toml", tmp_path / "new",
+                       metrics=[*UMETRICS, ["who2", "uniques"]], segment_size="2KB")
+    assert run("migrate", "--old-db-path", str(tmp_path / "old"), "--new-db-config",
+               str(new)) == 0
+    assert "add metric who2 (uniques): no identity in every stored row" in \
+        capsys.readouterr().err
+    assert answers(new, QUERIES) == expected
+    assert answers(new, [{"aggregates": [{"column": "who2"}]}])[0][0]["who2"] == 0
+    bad = write_config(tmp_path / "bad.toml", tmp_path / "bad",
+                       metrics=[*METRICS, ["who", "uint32"]])
+    assert run("migrate", "--old-db-path", str(tmp_path / "old"), "--new-db-config",
+               str(bad)) != 0
+    assert "a uniques metric cannot become a sum metric" in capsys.readouterr().err
