@@ -166,11 +166,9 @@ class Scanner:
         self.sum_dtypes = {c: self.schema.column(c).store_dtype  # type: ignore[union-attr]
                            for c in value_columns(query)}
         self.kinds = query_kinds(query)  # min/max columns: reduced by their kind, not summed
-        # uniques columns: sketches united per group (sketch.union) by the sorted scan (the
-        # dense and fused kernels accumulate values only)
+        # uniques: sketches united per group by the sorted scan (dense kernels sum values only)
         self.sketches = sketch_columns(query)
-        if self.sketches:
-            self.dense = False
+        self.dense = self.dense and not self.sketches
         self.kernels = native.kernels  # the fused C kernel, or None: the numpy kernels
         self.split: list[str] = []  # integer sums summed in two halves (split_sums)
         self.extent: tuple[int, int] | None = None  # first and last interval scanned
@@ -208,6 +206,9 @@ class Scanner:
         else:
             largest = max((sum(b.n for _, b, _ in items) for items in tasks), default=0)
             scan = 3 * width * largest * busy
+        # uniques: the per-group sketches are at most the scanned sketches (x2: the merge)
+        scan += 2 * sum(b.sketches[c].nbytes for items in tasks for _, b, _ in items
+                        for c in self.sketches)
         shown = groups if self.query.limit is None else min(groups, self.query.limit)
         outputs = len(self.parts) + len(self.query.aggregates) + 1
         result = shown * (120 + 70 * outputs)  # Python dicts and values, then JSON
