@@ -86,6 +86,10 @@ def decode_partial(data: bytes) -> Partial:
     if not isinstance(obj, dict) or obj.get("v") != VERSION:
         raise ValueError("not a gumshoe partial (version "
                          f"{obj.get('v') if isinstance(obj, dict) else '?'})")
+    sketches = {str(c): SketchColumn.from_arrays({a: _dec(v) for a, v in col.items()})
+                for c, col in obj.get("sketches", {}).items()}
+    if any(len(col) != len(obj["count"]["b"]) // 8 for col in sketches.values()):
+        raise ValueError("partial sketches do not match its groups")
     return Partial(
         [_dec(k) for k in obj["keys"]],
         [None if nil is None else np.frombuffer(nil, bool) for nil in obj["nils"]],
@@ -95,8 +99,7 @@ def decode_partial(data: bytes) -> Partial:
         extent=_extent(obj.get("extent")),  # absent from a shard of an older version: None
         granularity=_granularity(obj.get("granularity")),
         kinds=_kinds(obj.get("kinds")),
-        sketches={str(c): SketchColumn.from_arrays({a: _dec(v) for a, v in col.items()})
-                  for c, col in obj.get("sketches", {}).items()},
+        sketches=sketches,
     )
 
 

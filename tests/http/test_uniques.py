@@ -140,11 +140,14 @@ def test_sql_count_distinct(server: ServerProcess) -> None:
     assert [(x["country"], x["v"]) for x in r.json()["results"]] == [("CA", 1), ("US", 3)]
 
 
-def test_schema_describes_the_kind(server: ServerProcess) -> None:
+def test_schema_and_debug_rows_describe_the_kind(server: ServerProcess) -> None:
     schema = server.client.get("/schema").json()
     kinds = {m["name"]: (m["type"], m["kind"], m["aggregates"]) for m in schema["metrics"]}
     assert kinds["visitors"] == ("uniques", "uniques", ["uniques"])
     assert "uniques" in schema["aggregateTypes"]
+    rows = server.client.get("/debug/rows").json()  # per interval and key: its distinct count
+    assert [(r["RowMap"]["country"], r["RowMap"]["visitors"]) for r in rows] == [
+        ("US", 2), ("CA", 0), ("US", 1), ("CA", 1)]  # keys in dictionary-code order
 
 
 def test_csv_and_ndjson_identities_are_text(tmp_path: Any) -> None:
