@@ -4,6 +4,7 @@ of identities, the batch wire, roll-up, the write-ahead log, segments, restart, 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from gumshoe.collect.values import text_batch
 from gumshoe.config import parse_config
 from gumshoe.db import DB
 from gumshoe.errors import ConfigError, InsertError
+from gumshoe.rowdecoder import decoder_for
 from gumshoe.schema import Schema, describe
 from gumshoe.sketch import SPARSE_MAX
 from tests import reference
@@ -97,6 +99,37 @@ def test_identities_are_hashed_once_at_validation() -> None:
     t_hashes, t_present = text.identities["who"]
     assert t_present.tolist() == [True, False, True]
     assert t_hashes[0] == hashes[1] and t_hashes[2] == hashes[0]
+
+
+@pytest.mark.parametrize("body", [
+    [{"at": T0, "who": "x"}, {"at": T0, "who": 5}, {"at": T0, "who": "5"}, {"at": T0}],
+    [{"at": T0, "who": None}, {"at": T0, "who": "日本", "visits": 2}, {"at": T0, "who": -7}],
+    [{"at": T0, "who": 2**64 + 1}],  # beyond 64 bits: declined to the validator
+    [{"at": T0, "who": 1.5}], [{"at": T0, "who": True}], [{"at": T0, "who": [1]}],
+])
+def test_the_msgspec_path_hashes_as_the_validator(body: list[dict[str, Any]]) -> None:
+    """rowdecoder's msgspec path takes uniques identities or declines: never another answer
+    than batch.parse_rows (which names a bad row)."""
+    schema = schema_of()
+    raw = json.dumps(body).encode()
+    got = decoder_for(schema).decode(raw)
+    try:
+        want = parse_rows(schema, body)
+    except InsertError:
+        assert got is None
+        return
+    if got is None:
+        assert any(isinstance(r.get("who"), int) and abs(r["who"]) >= 2**63 for r in body)
+        return
+    for a, b in zip(got.identities["who"], want.identities["who"]):
+        assert np.array_equal(a, b)
+    assert np.array_equal(got.metrics["visits"], want.metrics["visits"])
+
+
+def test_a_duplicate_identity_key_is_declined_to_the_validator() -> None:
+    schema = schema_of()
+    body = b'[{"at": %d, "who": "a", "who": "b"}]' % T0
+    assert decoder_for(schema).decode(body) is None
 
 
 @pytest.mark.parametrize("value, got", [(1.5, "a number"), (True, "a boolean"),
