@@ -187,6 +187,11 @@ def test_many_identities_are_an_approximate_estimate(tmp_path: Any) -> None:
         ca, us = by["results"]
         assert ca["visitors"] == n // 4  # still sparse: exact
         assert abs(us["visitors"] - 3 * n // 4) < 0.03 * n
+        for fmt in ("csv", "stream"):  # said in every format, as a header
+            r = proc.client.post("/query", params={"format": fmt}, json={"aggregates": AGGS})
+            assert r.status_code == 200 and r.headers["Gumshoe-Approximate"] == "visitors"
+        r = proc.client.post("/query", json={"aggregates": [{"column": "visits"}]})
+        assert "Gumshoe-Approximate" not in r.headers and "approximate" not in r.json()
     finally:
         assert proc.stop() == 0, proc.log_text()
         proc.client.close()
