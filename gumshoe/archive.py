@@ -532,6 +532,9 @@ def open_archive(config: Config, schema: Schema, clock: Callable[[], float] = ti
     d = archive_dir(config)
     if d is None:
         return None
+    if schema.uniques:  # a record keeps raw values; uniques keep only identity hashes
+        raise ConfigError(f"[archive] enabled: the raw archive does not keep uniques metrics "
+                          f"yet ({', '.join(u.name for u in schema.uniques)}); turn one off")
     return Archive(d, schema, config.archive.rotate, config.archive.keep,
                    config.durability == "fsync", clock, flushed_seq, dictionaries)
 

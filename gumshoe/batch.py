@@ -22,11 +22,13 @@ from . import native
 from .errors import InsertError
 from .kinds import fill
 from .schema import Column, Schema
+from .sketch import hash_strings
 
 _NoneType = type(None)
 _NUMBER: frozenset[type] = frozenset((int, float))
 _NUMBER_OR_NONE: frozenset[type] = frozenset((int, float, _NoneType))
 _STRING_OR_NONE: frozenset[type] = frozenset((str, _NoneType))
+_IDENTITY: frozenset[type] = frozenset((str, int, _NoneType))
 TIMESTAMP_MAX = 2**32 - 1
 _rows_ext = native.rows  # the C fast path, or None (tests set it to None for the Python path)
 
@@ -68,6 +70,10 @@ class Batch:
     metrics: dict[str, np.ndarray]  # the column's store dtype (int64 / uint64 / float64)
     counts: np.ndarray | None = None  # int64 roll-up counts; None means 1 per row
     row_index: np.ndarray | None = None  # each row's index in the request; None: 0..n-1
+    # per `uniques` metric: (uint64 identity hash per row, bool: the row has an identity),
+    # hashed once here (sketch.hash_strings); 0 where absent
+    identities: dict[str, tuple[np.ndarray, np.ndarray]] = dataclasses.field(
+        default_factory=dict)
 
     def take(self, index: np.ndarray) -> Batch:
         """The rows at `index` (a boolean mask or integer positions). Errors about the result
@@ -79,7 +85,8 @@ class Batch:
                      {k: (None if v is None else v[pos]) for k, v in self.nils.items()},
                      {k: v[pos] for k, v in self.metrics.items()},
                      None if self.counts is None else self.counts[pos],
-                     pos if self.row_index is None else self.row_index[pos])
+                     pos if self.row_index is None else self.row_index[pos],
+                     {k: (h[pos], p[pos]) for k, (h, p) in self.identities.items()})
 
 
 def check_future(batch: Batch, ts_name: str, max_future: float,
@@ -257,9 +264,25 @@ def _strings(values: list[Any], col: Column) -> tuple[list[Any], np.ndarray | No
     return values, nil
 
 
+def identities(values: list[Any], col: Column, where: str = ""
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """One `uniques` column's JSON values (a string or an integer per row; null or missing:
+    no identity) -> (uint64 hashes, bool present), hashed once (sketch.hash_strings: 5 and
+    "5" are one identity)."""
+    types = set(map(type, values))
+    if not types <= _IDENTITY:
+        i = _first(values, _IDENTITY)
+        raise InsertError(f"rows[{i}].{col.name}: expected a string or an integer identity "
+                          f"(uniques), got {_json_type(values[i])}{where}")
+    return hash_strings(values)
+
+
 def _gather(schema: Schema, rows: list[Any]) -> Batch | None:
-    """The batch through the C extension (see gumshoe/_rows.c), or None when it declines."""
+    """The batch through the C extension (see gumshoe/_rows.c), or None when it declines
+    (always for a schema with `uniques` columns: their identities are Python's to hash)."""
     assert _rows_ext is not None
+    if schema.uniques:
+        return None
     n = len(rows)
     ts = np.empty(n, np.int64)
     spec: list[tuple[str, str, np.ndarray | None, np.ndarray | None]] = [
@@ -376,4 +399,5 @@ def parse_rows(schema: Schema, rows: Any) -> Batch:
         # nil metric: 0 in a sum, the kind's identity in a min/max
         metrics[col.name] = fill(col.kind, col.dtype, col.name,
                                  arr.astype(col.store_dtype, copy=False), nil)
-    return Batch(n, ts, dims, nils, metrics)
+    ids = {col.name: identities(_column_values(rows, col.name), col) for col in schema.uniques}
+    return Batch(n, ts, dims, nils, metrics, identities=ids)

@@ -1,9 +1,11 @@
 """Columnar blocks of rows and the vectorised roll-up kernel.
 
-Imports schema only. A Block holds N rows as one array per column: the roll-up count, each
+Imports schema and sketch. A Block holds N rows as one array per column: the roll-up count, each
 dimension (values, or dictionary codes for strings) with an optional nil mask, each metric in
 its wide (64-bit) dtype: a sum, or a min/max with the kind's identity for no value (kinds.py).
-Segments, memtable chunks and query inputs are all Blocks.
+Each `uniques` metric is a ragged sketch column (`sketches`, sketch.SketchColumn: one
+mergeable distinct-count sketch per row; empty for schemas without one). Segments, memtable
+chunks and query inputs are all Blocks.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import dataclasses
 import numpy as np
 
 from .schema import COUNT_DTYPE, Schema
+from .sketch import SketchColumn
 
 _INT64_MAX = np.iinfo(np.int64).max
 _EXACT = 2**53  # float64 holds every integer below this exactly
@@ -25,6 +28,7 @@ class Block:
     dims: dict[str, np.ndarray]
     nils: dict[str, np.ndarray | None]  # bool, None when no row is nil
     metrics: dict[str, np.ndarray]
+    sketches: dict[str, SketchColumn] = dataclasses.field(default_factory=dict)
 
     @property
     def logical_rows(self) -> int:
@@ -37,6 +41,8 @@ class Block:
             {k: v[index] for k, v in self.dims.items()},
             {k: (None if v is None else v[index]) for k, v in self.nils.items()},
             {k: v[index] for k, v in self.metrics.items()},
+            {k: v.take(np.flatnonzero(index) if index.dtype == bool else index)
+             for k, v in self.sketches.items()},
         )
 
     def slice(self, start: int, stop: int) -> Block:
@@ -48,6 +54,7 @@ class Block:
             {k: (None if v is None or not v[start:stop].any() else v[start:stop])
              for k, v in self.nils.items()},
             {k: v[start:stop] for k, v in self.metrics.items()},
+            {k: v.take(np.arange(start, stop)) for k, v in self.sketches.items()},
         )
 
 
@@ -58,6 +65,7 @@ def empty_block(schema: Schema) -> Block:
         {d.name: np.zeros(0, d.dtype) for d in schema.dimensions},
         {d.name: None for d in schema.dimensions},
         {m.name: np.zeros(0, m.store_dtype) for m in schema.metrics},
+        {u.name: SketchColumn.empty(0) for u in schema.uniques},
     )
 
 
@@ -96,6 +104,8 @@ def concat(schema: Schema, blocks: list[Block]) -> Block:
         nils,
         {m.name: np.concatenate([b.metrics[m.name] for b in blocks], dtype=m.store_dtype)
          for m in schema.metrics},
+        {u.name: SketchColumn.concat([b.sketches[u.name] for b in blocks])
+         for u in schema.uniques},
     )
 
 
@@ -191,7 +201,8 @@ def sort_keys(key: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
 
 def rollup(schema: Schema, blocks: list[Block]) -> Block:
     """Roll up rows with identical dimension values (nil included): counts and sums added,
-    min/max metrics reduced by their kind (`ufunc.reduceat` over the sorted rows).
+    min/max metrics reduced by their kind (`ufunc.reduceat` over the sorted rows), uniques
+    sketches united per group (SketchColumn.union_rows).
 
     The result is ordered by dimension key and holds each key once. Vectorised: dimension
     columns become one mixed-radix int64 key (or a lexicographic sort when too wide), the key
@@ -209,7 +220,8 @@ def rollup(schema: Schema, blocks: list[Block]) -> Block:
         return Block(1, block.count.sum(keepdims=True), {}, {},
                      {m.name: (block.metrics[m.name].sum(keepdims=True) if m.kind.is_sum
                                else m.kind.total(block.metrics[m.name]))
-                      for m in schema.metrics})
+                      for m in schema.metrics},
+                     {u.name: block.sketches[u.name].united() for u in schema.uniques})
     parts = [dense_codes(block.dims[d.name], block.nils[d.name]) for d in dims]
     packed = group_key(parts, n)
     if packed is not None:
@@ -249,4 +261,5 @@ def rollup(schema: Schema, blocks: list[Block]) -> Block:
         {m.name: (reduce(block.metrics[m.name]) if m.kind.is_sum
                   else m.kind.reduceat(block.metrics[m.name][order], starts))
          for m in schema.metrics},
+        {u.name: block.sketches[u.name].union_rows(group, len(starts)) for u in schema.uniques},
     )

@@ -66,7 +66,8 @@ def schema_config(schema: Schema, **changes: Any) -> SchemaConfig:
                       interval_duration=schema.interval_duration,
                       timestamp_column=(schema.timestamp.name, schema.timestamp.type_name),
                       dimension_columns=tuple((c.name, c.type_name) for c in schema.dimensions),
-                      metric_columns=tuple((c.name, c.type_name) for c in schema.metrics),
+                      metric_columns=tuple((c.name, c.type_name)
+                                           for c in (*schema.metrics, *schema.uniques)),
                       tiers=schema.tiers)
     return dataclasses.replace(sc, **changes)
 

@@ -70,6 +70,7 @@ from .layout import (
 )
 from .memtable import Memtable
 from .schema import COUNT_DTYPE, Schema
+from .sketch import SketchColumn
 from .snapshot import IntervalView, Snapshot
 from .wal import Record, ReplayProgress, WriteAheadLog
 
@@ -264,6 +265,10 @@ class DB:
         """Re-apply one logged batch. Every dictionary must have the size it had when the batch
         was first applied, so its codes (and the strings it adds) mean the same again."""
         block = rec.block
+        for u in self.schema.uniques:
+            if u.name not in block.sketches or len(block.sketches[u.name]) != block.n:
+                raise CorruptDataError(f"write-ahead log record {rec.seq}: uniques column "
+                                       f"{u.name!r} does not match the schema")
         for col in self.schema.dimensions + self.schema.metrics:
             v = (block.metrics if col.role == "metric" else block.dims).get(col.name)
             nil = block.nils.get(col.name) if col.role != "metric" else None
@@ -391,7 +396,13 @@ class DB:
             else:
                 dims[d.name] = values
         count = batch.counts if batch.counts is not None else np.ones(batch.n, COUNT_DTYPE)
-        return Block(batch.n, count, dims, dict(batch.nils), dict(batch.metrics)), new_strings
+        sketches = {}  # uniques: a row's sketch holds its one identity (or none)
+        for u in self.schema.uniques:
+            hashes, present = batch.identities[u.name]
+            rows = np.flatnonzero(present)
+            sketches[u.name] = SketchColumn.from_identities(rows, hashes[rows], batch.n)
+        return (Block(batch.n, count, dims, dict(batch.nils), dict(batch.metrics), sketches),
+                new_strings)
 
     def _apply(self, starts: np.ndarray, block: Block, new_strings: dict[str, list[str]]) -> None:
         for name, new in new_strings.items():

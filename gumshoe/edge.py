@@ -303,11 +303,14 @@ async def query_response(rows: list[dict[str, Any]], elapsed: float, fmt: str,
     """Result rows as JSON (`{"duration_ms", "results", ...extra}`), the original's NDJSON
     stream (a header line, then a row per line) or CSV (a header of the query's output names,
     then a row per line). Large results are encoded off the loop, in chunks. `elapsed`
-    (seconds) also goes into a `Server-Timing: query;dur=<ms>` header, to the microsecond, and
-    a granularity (tiers) into a `Gumshoe-Granularity` header."""
+    (seconds) also goes into a `Server-Timing: query;dur=<ms>` header, to the microsecond, a
+    granularity (tiers) into a `Gumshoe-Granularity` header, and the approximate outputs
+    (uniques estimates) into `Gumshoe-Approximate` (names joined by commas)."""
     timing = {"Server-Timing": f"query;dur={elapsed * 1000:.3f}"}
     if extra and "granularity" in extra:  # tiers: said in every format, not only in JSON
         timing["Gumshoe-Granularity"] = str(extra["granularity"])
+    if extra and extra.get("approximate"):  # uniques estimates: likewise in every format
+        timing["Gumshoe-Approximate"] = ",".join(extra["approximate"])
     duration_ms = int(elapsed * 1000)
     if fmt == "csv":
         assert query is not None, "CSV needs the query for its header"

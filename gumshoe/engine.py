@@ -38,6 +38,7 @@ from .query import Grouping, Query
 from .partials import (
     EXACT_FLOAT_SUM,
     Partial,
+    approximate_outputs,
     check_sums,
     decode,
     empty_partial,
@@ -45,9 +46,12 @@ from .partials import (
     merge,
     query_kinds,
     reduce_groups,
+    sketch_columns,
+    value_columns,
 )
 from .kinds import SUM, Kind
 from .schema import Schema
+from .sketch import SketchColumn
 from .snapshot import IntervalView, Snapshot
 
 DENSE_MAX_GROUPS = 1 << 20  # largest key space accumulated densely per task
@@ -160,8 +164,11 @@ class Scanner:
                       and self.key_space <= DENSE_MAX_GROUPS)
         self.metric_filter = query.has_metric_filter(self.schema)
         self.sum_dtypes = {c: self.schema.column(c).store_dtype  # type: ignore[union-attr]
-                           for c in query.metric_columns}
+                           for c in value_columns(query)}
         self.kinds = query_kinds(query)  # min/max columns: reduced by their kind, not summed
+        # uniques: sketches united per group by the sorted scan (dense kernels sum values only)
+        self.sketches = sketch_columns(query)
+        self.dense = self.dense and not self.sketches
         self.kernels = native.kernels  # the fused C kernel, or None: the numpy kernels
         self.split: list[str] = []  # integer sums summed in two halves (split_sums)
         self.extent: tuple[int, int] | None = None  # first and last interval scanned
@@ -199,6 +206,9 @@ class Scanner:
         else:
             largest = max((sum(b.n for _, b, _ in items) for items in tasks), default=0)
             scan = 3 * width * largest * busy
+        # uniques: the per-group sketches are at most the scanned sketches (x2: the merge)
+        scan += 2 * sum(b.sketches[c].nbytes for items in tasks for _, b, _ in items
+                        for c in self.sketches)
         shown = groups if self.query.limit is None else min(groups, self.query.limit)
         outputs = len(self.parts) + len(self.query.aggregates) + 1
         result = shown * (120 + 70 * outputs)  # Python dicts and values, then JSON
@@ -453,12 +463,15 @@ class Scanner:
         count = 0
         kinds = self.kinds
         sums = {c: self._kind(c).identity(dt) for c, dt in self.sum_dtypes.items()}
+        sketches = {c: [SketchColumn.empty(1)] for c in self.sketches}  # a sketch per block
         for start, block, _ in self._each(items):
             rows = self._rows(block, start)
             if rows is False:
                 continue
             sel = _selector(rows)
             count += int(sel(block.count).sum())
+            for c, parts in sketches.items():
+                parts.append(block.sketches[c].united(None if rows is True else rows))
             for c in sums:
                 if c in kinds:
                     kind = kinds[c]
@@ -467,7 +480,8 @@ class Scanner:
                     sums[c] = sums[c] + sel(block.metrics[c]).sum(dtype=self.sum_dtypes[c])
         return Partial([], [], np.array([count], np.int64),
                        {c: np.array([v], self.sum_dtypes[c]) for c, v in sums.items()},
-                       kinds=kinds)
+                       kinds=kinds,
+                       sketches={c: SketchColumn.concat(p).united() for c, p in sketches.items()})
 
     def _kind(self, column: str) -> Kind:
         return self.kinds.get(column, SUM)
@@ -558,8 +572,9 @@ class Scanner:
             count = sel(block.count).astype(np.int64, copy=False)  # stored narrow: widen
             sums = {c: sel(block.metrics[c]).astype(dt, copy=False)
                     for c, dt in self.sum_dtypes.items()}
-            partials.append(reduce_groups(keys, nils, count, sums, False, self.max_groups,
-                                          self.kinds))
+            partials.append(reduce_groups(
+                keys, nils, count, sums, False, self.max_groups, self.kinds,
+                {c: (block.sketches[c], None if rows is True else rows) for c in self.sketches}))
         if not partials:
             return empty_partial(self.query, self.sum_dtypes)
         return merge(partials, self.max_groups)
@@ -596,7 +611,8 @@ def _slice(block: Block, lo: int, hi: int) -> Block:
     """Rows [lo, hi) of a block: views of its columns (nil masks kept, even if all False)."""
     return Block(hi - lo, block.count[lo:hi], {k: v[lo:hi] for k, v in block.dims.items()},
                  {k: (None if v is None else v[lo:hi]) for k, v in block.nils.items()},
-                 {k: v[lo:hi] for k, v in block.metrics.items()})
+                 {k: v[lo:hi] for k, v in block.metrics.items()},
+                 {k: v.take(np.arange(lo, hi)) for k, v in block.sketches.items()})
 
 
 def _concat_pieces(schema: Schema, pieces: list[Piece]) -> Block:
@@ -621,7 +637,10 @@ def _concat_pieces(schema: Schema, pieces: list[Piece]) -> Block:
     count = np.concatenate([b.count[lo:hi] for _, b, _, lo, hi in pieces], dtype=np.int64)
     metrics = {m.name: np.concatenate([b.metrics[m.name][lo:hi] for _, b, _, lo, hi in pieces],
                                       dtype=m.store_dtype) for m in schema.metrics}
-    return Block(n, count, dims, nils, metrics)
+    sketches = {u.name: SketchColumn.concat([b.sketches[u.name].take(np.arange(lo, hi))
+                                             for _, b, _, lo, hi in pieces])
+                for u in schema.uniques}
+    return Block(n, count, dims, nils, metrics, sketches)
 
 
 def _piece_stats(pieces: list[Piece]) -> dict[str, Any]:
@@ -686,6 +705,7 @@ class Prepared:
         self.tasks = self.scanner.tasks(snapshot, self.threads)
         self.scanner.split_sums(self.tasks)
         self.cancel = self.scanner.cancel = cancel or threading.Event()
+        self.approximate: list[str] = []  # set by `rows` (see `extra`)
 
     def rows_to_scan(self) -> int:
         """Rows of the blocks the plan scans (after pruning)."""
@@ -716,13 +736,18 @@ class Prepared:
                          self.snapshot.ranks)
         if self.cancel.is_set():
             raise QueryCancelled
+        self.approximate = approximate_outputs(self.query, partial)
         return finalize(self.query, partial)
 
     def extra(self) -> dict[str, Any]:
         """Response fields beside the rows: `granularity` (e.g. "1d") when the answer used
-        stored intervals coarser than the query's time grouping or filter asked."""
+        stored intervals coarser than the query's time grouping or filter asked, and (after
+        `rows`) `approximate`: the uniques outputs some group answers with an HLL estimate."""
         g = self.scanner.granularity
-        return {} if g is None else {"granularity": format_duration(g)}
+        out: dict[str, Any] = {} if g is None else {"granularity": format_duration(g)}
+        if self.approximate:
+            out["approximate"] = self.approximate
+        return out
 
     def decoded_partial(self, executor: Executor | None = None) -> Partial:
         """The mergeable partial with string keys decoded (what a shard sends a router)."""

@@ -71,7 +71,10 @@ def concat(schema: Schema, batches: list[Batch]) -> Batch:
                               for m in schema.metrics},
                  None if all(c is None for c in counts) else np.concatenate(
                      [np.ones(b.n, np.int64) if c is None else c
-                      for b, c in zip(batches, counts, strict=True)]))
+                      for b, c in zip(batches, counts, strict=True)]),
+                 identities={u.name: (np.concatenate([b.identities[u.name][0] for b in batches]),
+                                      np.concatenate([b.identities[u.name][1] for b in batches]))
+                             for u in schema.uniques})
 
 
 class FunnelMetrics:

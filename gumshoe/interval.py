@@ -191,6 +191,7 @@ def rows_per_segment(schema: Schema, block: Block, narrow: bool) -> int:
     for d in schema.dimensions:
         width += d.dtype.itemsize + (block.nils[d.name] is not None)
     width += sum(narrow_dtype(block.metrics[m.name]).itemsize for m in schema.metrics)
+    width += -(-sum(s.nbytes for s in block.sketches.values()) // block.n)  # uniques: mean
     return max(schema.rows_per_segment, schema.segment_size // width)
 
 

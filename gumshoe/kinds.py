@@ -1,7 +1,8 @@
 """Metric kinds (docs/storage.md §2): how a metric column's values are kept and combined.
 
 Imports errors only (numpy). A metric column's kind comes from its config type: a plain
-numeric type is a `sum`, `min:<numeric>` a `min`, `max:<numeric>` a `max`. Every path that
+numeric type is a `sum`, `min:<numeric>` a `min`, `max:<numeric>` a `max`, `uniques` a distinct count (a
+sketch per rolled-up row, kept apart from the numeric metrics: `Schema.uniques`). Every path that
 combines rolled-up values (roll-up, scan, merge of partials on a shard and in the router)
 asks the column's Kind for its reduction instead of switching on names, so a new kind is one
 more Kind here (and its storage).
@@ -43,6 +44,10 @@ class Kind:
     @property
     def is_sum(self) -> bool:
         return self.name == "sum"
+
+    @property
+    def is_sketch(self) -> bool:
+        return self.name == "uniques"
 
     def identity(self, store: np.dtype) -> Any:
         """The value of a row (or group) that saw no input, in the stored type `store`."""
@@ -97,12 +102,18 @@ class Kind:
 SUM = Kind("sum", np.add, ("sum", "average"))
 MIN = Kind("min", np.minimum, ("min",))
 MAX = Kind("max", np.maximum, ("max",))
-KINDS = {k.name: k for k in (SUM, MIN, MAX)}
+# distinct counts (docs/storage.md §3): a row holds a sketch (sketch.SketchColumn), not a
+# value; sketches combine by sketch.union, never by `ufunc` (bitwise_or stands in, unused)
+UNIQUES = Kind("uniques", np.bitwise_or, ("uniques",))
+KINDS = {k.name: k for k in (SUM, MIN, MAX, UNIQUES)}
 PREFIXED = (MIN, MAX)  # kinds written `<kind>:<numeric type>` in a config
 
 
 def parse_type(type_name: str) -> tuple[Kind, str]:
-    """(kind, numeric type) of a metric type as written in a config."""
+    """(kind, numeric type) of a metric type as written in a config (`uniques`: no numeric
+    type; its rows hold identity hashes, uint64)."""
+    if type_name == "uniques":
+        return UNIQUES, "uint64"
     for kind in PREFIXED:
         prefix = kind.name + ":"
         if type_name.startswith(prefix):

@@ -179,10 +179,12 @@ SCHEMAS: dict[str, Obj] = {
     "Query": {"type": "object", "description": "keys are matched case-insensitively; an "
               "unknown key is a 400", "properties": {
                   "aggregates": {"type": "array", "items": {"type": "object", "properties": {
-                      "type": {"type": "string", "enum": ["sum", "average", "min", "max"],
+                      "type": {"type": "string",
+                               "enum": ["sum", "average", "min", "max", "uniques"],
                                "description": "sum/average of a summed metric (the "
                                "default), min of a min:<type> metric, max of a max:<type> "
-                               "one; any other pairing is a 400"},
+                               "one, uniques (a distinct count) of a uniques one; any other "
+                               "pairing is a 400"},
                       "column": _STRING, "name": _STRING}}},
                   "groupings": {"type": "array", "items": {"oneOf": [_STRING, {
                       "type": "object", "properties": {
@@ -204,14 +206,17 @@ SCHEMAS: dict[str, Obj] = {
         "results": {"type": "array", "items": {"type": "object"}},
         "missingShards": {"type": "array", "items": _STRING},
         # tiers: the coarsest stored interval the answer used, when coarser than asked
-        "granularity": _STRING}},
+        "granularity": _STRING,
+        # uniques outputs whose answer, for some group, is an HLL estimate (not exact)
+        "approximate": {"type": "array", "items": _STRING}}},
     "Column": {"type": "object", "properties": {"name": _STRING, "type": _STRING}},
     "Metric": {"type": "object", "properties": {
         "name": _STRING,
         "type": {"type": "string", "description": "uint8 ... float64 (a summed metric), or "
                  "min:<numeric type> / max:<numeric type> (the smallest / largest input "
-                 "value through roll-up)"},
-        "kind": {"type": "string", "enum": ["sum", "min", "max"]},
+                 "value through roll-up), or uniques (a distinct count of string or integer "
+                 "identities, kept as a mergeable sketch)"},
+        "kind": {"type": "string", "enum": ["sum", "min", "max", "uniques"]},
         "aggregates": {"type": "array", "items": _STRING,
                        "description": "the aggregate types this metric answers"}}},
     "Schema": {"type": "object", "properties": {

@@ -4,8 +4,10 @@ the finishing step that makes result rows. (Filters are compiled in filters.py.)
 Imports kinds, schema, block, query (the AST), expression, having and fill; never opens files.
 Each aggregated column's values combine by its metric kind (`Partial.kinds`, kinds.py): sums
 add, min/max take the extreme, a group without a min/max value holds the kind's identity and
-answers null. The
-same Partial and `merge` serve a block, an interval, a whole shard and the router (over
+answers null. A uniques aggregate's column keeps a sketch per group instead
+(`Partial.sketches`, sketch.SketchColumn), united by `merge` (sketch.union) and turned into
+integer estimates only by `finalize` (`estimates`), which says which outputs are approximate.
+The same Partial and `merge` serve a block, an interval, a whole shard and the router (over
 decoded keys). `finalize` works on the merged groups only: zero-fill, aggregates,
 post-aggregations, having, orderBy, offset and limit, in that order.
 """
@@ -23,6 +25,7 @@ from .block import dense_codes, group_key, string_ranks
 from .errors import QueryError
 from .kinds import SUM, Kind
 from .query import ROW_COUNT, Grouping, Query
+from .sketch import SketchColumn, union
 
 EXACT_FLOAT_SUM = 2**53  # float64 (bincount) sums of integers are exact below this
 
@@ -54,6 +57,8 @@ class Partial:
     granularity: int | None = None
     # the kind of each column of `sums` that is not a sum (min, max); carried by merge and wire
     kinds: dict[str, Kind] = dataclasses.field(default_factory=dict)
+    # uniques columns: a sketch per group (sketch.SketchColumn), united by merge and wire
+    sketches: dict[str, SketchColumn] = dataclasses.field(default_factory=dict)
 
     @property
     def groups(self) -> int:
@@ -64,9 +69,20 @@ class Partial:
 
 
 def query_kinds(query: Query) -> dict[str, Kind]:
-    """The kinds of the query's aggregated columns that are not sums."""
+    """The kinds of the query's aggregated value columns that are not sums (min, max)."""
     return {a.column.name: a.column.kind for a in query.aggregates
-            if not a.column.kind.is_sum}
+            if not a.column.kind.is_sum and not a.column.kind.is_sketch}
+
+
+def sketch_columns(query: Query) -> tuple[str, ...]:
+    """The query's uniques columns (aggregated as sketches, not values)."""
+    return tuple(dict.fromkeys(a.column.name for a in query.aggregates
+                               if a.column.kind.is_sketch))
+
+
+def value_columns(query: Query) -> tuple[str, ...]:
+    """The query's columns aggregated as values (sums, min, max)."""
+    return tuple(c for c in query.metric_columns if c not in sketch_columns(query))
 
 
 def empty_partial(query: Query, sum_dtypes: dict[str, np.dtype], decoded: bool = False
@@ -77,7 +93,7 @@ def empty_partial(query: Query, sum_dtypes: dict[str, np.dtype], decoded: bool =
     kinds = query_kinds(query)
     return Partial(keys, [None] * len(keys), np.zeros(n, np.int64),
                    {c: kinds.get(c, SUM).empty(n, dt) for c, dt in sum_dtypes.items()}, decoded,
-                   kinds=kinds)
+                   kinds=kinds, sketches={c: SketchColumn.empty(n) for c in sketch_columns(query)})
 
 
 def _key_dtype(g: Grouping) -> np.dtype:
@@ -115,27 +131,34 @@ def _merge_groups(partials: list[Partial], max_groups: int | None) -> Partial:
     first = partials[0]
     count = np.concatenate([p.count for p in partials])
     sums = {c: np.concatenate([p.sums[c] for p in partials]) for c in first.sums}
+    sketches = {c: SketchColumn.concat([p.sketches[c] for p in partials])
+                for c in first.sketches}
     kinds = first.kinds
     if not first.keys:
         return Partial([], [], np.array([count.sum()], np.int64),
                        {c: _reduce(c, kinds.get(c, SUM), v, None, np.zeros(1, np.intp))
-                        for c, v in sums.items()}, first.decoded, kinds=kinds)
+                        for c, v in sums.items()}, first.decoded, kinds=kinds,
+                       sketches={c: col.united() for c, col in sketches.items()})
     keys, nils = [], []
     for i in range(len(first.keys)):
         keys.append(np.concatenate([p.keys[i] for p in partials]))
         parts = [p.nils[i] for p in partials]
         nils.append(None if all(x is None for x in parts) else np.concatenate(
             [np.zeros(p.groups, bool) if x is None else x for p, x in zip(partials, parts)]))
-    return reduce_groups(keys, nils, count, sums, first.decoded, max_groups, kinds)
+    return reduce_groups(keys, nils, count, sums, first.decoded, max_groups, kinds,
+                         {c: (col, None) for c, col in sketches.items()})
 
 
 def reduce_groups(keys: list[np.ndarray], nils: list[np.ndarray | None], count: np.ndarray,
                   sums: dict[str, np.ndarray], decoded: bool,
-                  max_groups: int | None = None, kinds: dict[str, Kind] | None = None
+                  max_groups: int | None = None, kinds: dict[str, Kind] | None = None,
+                  sketches: dict[str, tuple[SketchColumn, np.ndarray | None]] | None = None
                   ) -> Partial:
     """Combine the rows of equal keys (sort-based, vectorised): sums added, the columns of
-    `kinds` reduced by their kind."""
+    `kinds` reduced by their kind, `sketches` (a column and its rows giving these rows in
+    order, None: all) united per group (sketch.union)."""
     kinds = kinds or {}
+    sketches = sketches or {}
     n = len(count)
     parts = [dense_codes(_sortable(k, nil), nil) for k, nil in zip(keys, nils)]
     packed = group_key(parts, n)
@@ -154,6 +177,12 @@ def reduce_groups(keys: list[np.ndarray], nils: list[np.ndarray | None], count: 
         raise QueryError(f"query produces more than {max_groups} groups (max_groups); add "
                          "filters or coarser groupings")
     first = order[starts]
+    united = {}
+    if sketches:
+        group = np.empty(n, np.int64)  # each row's group number
+        if n:
+            group[order] = np.concatenate(([0], np.cumsum(boundary)))
+        united = {c: union(col, rows, group, len(starts)) for c, (col, rows) in sketches.items()}
     return Partial(
         [k[first] for k in keys],
         [None if nil is None else nil[first] for nil in nils],
@@ -162,6 +191,7 @@ def reduce_groups(keys: list[np.ndarray], nils: list[np.ndarray | None], count: 
          for c, v in sums.items()},
         decoded,
         kinds=kinds,
+        sketches=united,
     )
 
 
@@ -231,7 +261,7 @@ def decode(partial: Partial, query: Query, strings: Callable[[str], np.ndarray],
         key_ranks.append(rank)
     return Partial(keys, partial.nils, partial.count, partial.sums, True, partial.extent,
                    partial.max_groups, key_ranks if ranks is not None else None,
-                   partial.granularity, partial.kinds)
+                   partial.granularity, partial.kinds, partial.sketches)
 
 
 def _json_values(keys: np.ndarray, nil: np.ndarray | None) -> list[Any]:
@@ -271,6 +301,8 @@ def _outputs(query: Query, count: np.ndarray, sums: dict[str, np.ndarray]
         elif a.type in ("min", "max"):
             outputs[a.name] = s
             nulls[a.name] = a.column.kind.missing(s)  # type: ignore[assignment]
+        elif a.type == "uniques":  # the estimates (`estimates`): integers, 0 for no identity
+            outputs[a.name] = s
         else:
             with np.errstate(divide="ignore", invalid="ignore"):
                 outputs[a.name] = np.where(count > 0, s.astype(np.float64) /
@@ -292,12 +324,27 @@ def _as_float(values: np.ndarray, nil: np.ndarray | None) -> np.ndarray:
     return out
 
 
+def estimates(partial: Partial) -> dict[str, np.ndarray]:
+    """Per uniques column: the integer estimate per group (int64; exact while a group's sketch
+    holds at most sketch.SPARSE_MAX identities, else from its HLL registers)."""
+    return {c: np.rint(col.estimate()[0]).astype(np.int64)
+            for c, col in partial.sketches.items()}
+
+
+def approximate_outputs(query: Query, partial: Partial) -> list[str]:
+    """The uniques outputs some group of `partial` (merged) answers with an HLL estimate: the
+    response's `approximate` list (empty: every answer is exact)."""
+    columns = {c for c, col in partial.sketches.items() if len(col.dense_rows)}
+    return [a.name for a in query.aggregates if a.type == "uniques" and a.column.name in columns]
+
+
 def finalize(query: Query, partial: Partial) -> list[dict[str, Any]]:
     """Result rows (Python scalars only) from a decoded partial: zero-fill, aggregates
     (average = sum / rowCount, null for no rows), post-aggregations, having, then ordered by
     `orderBy` then grouping values (nil first), cut to `offset` and `limit`."""
     assert partial.decoded or not any(g.column.is_string for g in query.groupings)
-    keys, nils, count, sums = partial.keys, partial.nils, partial.count, partial.sums
+    keys, nils, count = partial.keys, partial.nils, partial.count
+    sums = {**partial.sums, **estimates(partial)}  # a uniques column as its estimates
     ranks = partial.ranks  # string keys' ranks, to order by integers (see Partial.ranks)
     if query.fill is not None:
         keys, nils, count, sums = fill.zero_fill(query, keys, nils, count, sums,

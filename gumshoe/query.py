@@ -23,12 +23,12 @@ MATCH_TYPES = textmatch.MATCH_TYPES
 FILTER_TYPES = (*COMPARISONS, "in", *MATCH_TYPES, "and", "or", "not")
 HAVING_TYPES = (*COMPARISONS, "in", "and", "or", "not")
 ROW_COUNT = "rowCount"
-AGGREGATE_TYPES = ("sum", "average", "min", "max")
+AGGREGATE_TYPES = ("sum", "average", "min", "max", "uniques")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Aggregate:
-    type: str  # "sum" | "average" | "min" | "max" (the column's kind decides: kinds.py)
+    type: str  # "sum" | "average" | "min" | "max" | "uniques" (the column's kind decides)
     column: Column
     name: str
 
@@ -266,12 +266,17 @@ def _name(value: Any, default: str, path: str) -> str:
     return value
 
 
-def _column(schema: Schema, value: Any, path: str) -> Column:
+def _column(schema: Schema, value: Any, path: str, sketch: bool = False) -> Column:
+    """The column named by `value`; a uniques metric (no value per row, only a sketch) only
+    where `sketch` (an aggregate)."""
     if not isinstance(value, str):
         raise QueryError(f"{path}.column: expected a column name, got {_describe(value)}")
     col = schema.column(value)
     if col is None:
         raise QueryError(f"{path}.column: unknown column {value!r}")
+    if col.kind.is_sketch and not sketch:
+        raise QueryError(f"{path}.column: {value!r} is a uniques metric: it answers only a "
+                         "uniques aggregate (it cannot be filtered or grouped by)")
     return col
 
 
@@ -281,7 +286,7 @@ def _aggregate(schema: Schema, obj: Any, path: str) -> Aggregate:
     if kind is not None and (not isinstance(kind, str) or kind.lower() not in AGGREGATE_TYPES):
         raise QueryError(f"{path}.type: bad aggregate type {_describe(kind)} "
                          f"({', '.join(AGGREGATE_TYPES[:-1])} or {AGGREGATE_TYPES[-1]})")
-    col = _column(schema, f.get("column"), path)
+    col = _column(schema, f.get("column"), path, sketch=True)
     if col.role != "metric":
         raise QueryError(f"{path}: {col.name!r} is a {col.role}, not a metric")
     # no type: the column's own (sum, as the original, for a summed metric; min/max for theirs)

@@ -48,7 +48,14 @@ from .edge import create_app as create_edge_app
 from .errors import ConfigError, GumshoeError, QueryError
 from .metrics import CONTENT_TYPE_LATEST, RouterMetrics, request_hook
 from .query import Query, parse_query
-from .partials import Partial, empty_partial, finalize, merge
+from .partials import (
+    Partial,
+    approximate_outputs,
+    empty_partial,
+    finalize,
+    merge,
+    value_columns,
+)
 from .schema import Schema, describe
 from .sharding import shard_of
 
@@ -247,26 +254,30 @@ class Router:
         if failed and not query.allow_partial:
             raise min(failed, key=lambda e: (e.status >= 500, e.status))
         payloads = [r.content for r in responses if not isinstance(r, ShardError)]
-        rows, granularity = await run_in_threadpool(self._finish, query, payloads)
+        rows, granularity, approximate = await run_in_threadpool(self._finish, query, payloads)
         self.metrics.queries.inc()
         self.stats["queries"] += 1
         extra: dict[str, Any] = {"granularity": granularity} if granularity else {}
+        if approximate:
+            extra["approximate"] = approximate
         if query.allow_partial:
             extra["missingShards"] = [e.shard for e in failed]
         return await query_response(rows, time.perf_counter() - t0, fmt, extra, query=query)
 
     def _finish(self, query: Query, payloads: list[bytes]
-                ) -> tuple[list[dict[str, Any]], str | None]:
-        """The result rows and the granularity (the coarsest of the shards', when coarser
-        than asked)."""
+                ) -> tuple[list[dict[str, Any]], str | None, list[str]]:
+        """The result rows, the granularity (the coarsest of the shards', when coarser
+        than asked) and the approximate uniques outputs (the shards' sketches merged, never
+        their estimates)."""
         partials: list[Partial] = [wire.decode_partial(p) for p in payloads]
         if not partials:
             dtypes = {c: self.schema.column(c).store_dtype  # type: ignore[union-attr]
-                      for c in query.metric_columns}
+                      for c in value_columns(query)}
             partials = [empty_partial(query, dtypes, decoded=True)]
         merged = merge(partials, self.config.max_groups)
         g = merged.granularity
-        return finalize(query, merged), (format_duration(g) if g else None)
+        return (finalize(query, merged), (format_duration(g) if g else None),
+                approximate_outputs(query, merged))
 
     # -- other routes -----------------------------------------------------------------------
     async def dimension_tables(self, request: Request) -> Response:

@@ -14,6 +14,9 @@ so the server's insert threads decode bodies in parallel. It declines anything e
 range checks below decline what parse_rows would refuse, so msgspec and then parse_rows see
 every unusual or bad body.
 
+A `uniques` column is decoded by msgspec as a string or an integer (bool and float refused)
+and hashed there (sketch.hash_strings); the C scanner declines such schemas.
+
 Duplicate keys in a row (`{"visits": 1, "visits": 2}`) would silently keep the last value in
 msgspec and orjson alike, so they are counted out: the distinct keys decoded (in a body
 without `null`, a None field is an absent key, so the nil masks give the count for free; a body
@@ -40,9 +43,12 @@ from .batch import TIMESTAMP_MAX, Batch, Factor
 from .errors import InsertError
 from .kinds import fill
 from .schema import Column, Schema
+from .sketch import hash_strings
 
 
 def _field_type(col: Column) -> Any:
+    if col.kind.is_sketch:  # a uniques identity: a string or an integer (not bool or float)
+        return Optional[Union[str, int]]  # noqa: UP007,UP045
     if col.is_string:
         return Optional[str]  # noqa: UP045 (msgspec needs runtime type objects)
     if col.dtype.kind == "f":
@@ -58,7 +64,7 @@ class RowDecoder:
 
     def __init__(self, schema: Schema) -> None:
         self.schema = schema
-        self.columns = (*schema.dimensions, *schema.metrics)
+        self.columns = (*schema.dimensions, *schema.metrics, *schema.uniques)
         # two decoders: absent fields as None (bodies without null), or as UNSET
         self._decoders = [self._decoder_with(absent) for absent in (None, msgspec.UNSET)]
         self._getters = [operator.attrgetter(f"c{i}") for i in range(len(self.columns) + 1)]
@@ -94,7 +100,8 @@ class RowDecoder:
         return self._scanned(body, now)
 
     def _scanned(self, body: bytes, now: int | None) -> Batch | None:
-        if not use_scan or native.jsonl is None or len(self._scan_fields) > 64:
+        if (not use_scan or native.jsonl is None or len(self._scan_fields) > 64
+                or self.schema.uniques):  # uniques identities: hashed by the msgspec path
             return None
         cap = body.count(b"{") if now is None else native.jsonl.lines(body)
         outs = tuple(np.empty(cap, _SCAN_DTYPE[k]) for k in self._scan_kinds)
@@ -163,13 +170,18 @@ class RowDecoder:
         dims: dict[str, Any] = {}
         nils: dict[str, np.ndarray | None] = {}
         metrics: dict[str, np.ndarray] = {}
+        ids: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         present = n  # distinct keys decoded: the timestamp of every row, and the fields below
         for col, get in zip(self.columns, self._getters[1:]):
             values = list(map(get, rows))
             absent = values.count(msgspec.UNSET) if nulls else 0
             if absent:
                 values = list(map(_UNSET_AS_NONE, values, values))
-            if col.is_string:
+            if col.kind.is_sketch:  # uniques: hashed once here, as batch.parse_rows does
+                hashes, has = hash_strings(values)
+                ids[col.name] = (hashes, has)
+                nil = None if has.all() else ~has
+            elif col.is_string:
                 nil = _nil_mask(values) if None in values else None
                 dims[col.name], nils[col.name] = values, nil
             else:
@@ -187,7 +199,7 @@ class RowDecoder:
             present += n - (absent if nulls else 0 if nil is None else int(nil.sum()))
         if key_count(body, present) != present:  # a duplicate key (or uncountable)
             return None
-        return Batch(n, ts, dims, nils, metrics)
+        return Batch(n, ts, dims, nils, metrics, identities=ids)
 
 
 use_scan = True  # tests turn the C scanner off to check the msgspec path alone

@@ -83,8 +83,10 @@ def _parse_column(name: str, type_name: str, role: str) -> Column:
                               "uint32)")
         return Column(name, type_name, role, np.dtype(base), is_string=True)
     kind, base = parse_type(type_name) if role == "metric" else (SUM, type_name)
+    if kind.is_sketch:
+        return Column(name, type_name, role, np.dtype(base), kind=kind)
     if base not in NUMERIC_TYPES:
-        strings = (", each also as min:<type> or max:<type>" if role == "metric"
+        strings = (", each also as min:<type> or max:<type>, or uniques" if role == "metric"
                    else ", or string:" + "/".join(STRING_CODE_TYPES))
         raise ConfigError(f"column {name!r}: bad type: {type_name} (valid types: "
                           f"{', '.join(NUMERIC_TYPES)}{strings})")
@@ -102,6 +104,9 @@ class Schema:
     interval_duration: int  # seconds
     # [schema] tiers: (duration, keep) pairs in seconds, finest first (tiers.py); () = none
     tiers: tuple[tuple[int, int], ...] = ()
+    # `uniques` metric columns (distinct counts: a sketch per row, Block.sketches), kept apart
+    # from `metrics` (the numeric columns every sum/min/max path iterates)
+    uniques: tuple[Column, ...] = ()
     _by_name: dict[str, Column] = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -111,15 +116,17 @@ class Schema:
     def from_config(cls, sc: SchemaConfig) -> Schema:
         ts = _parse_column(sc.timestamp_column[0], sc.timestamp_column[1], "timestamp")
         dims = tuple(_parse_column(n, t, "dimension") for n, t in sc.dimension_columns)
-        mets = tuple(_parse_column(n, t, "metric") for n, t in sc.metric_columns)
-        if not mets:
+        every = tuple(_parse_column(n, t, "metric") for n, t in sc.metric_columns)
+        if not every:
             raise ConfigError("schema must include at least one metric column")
+        mets = tuple(m for m in every if not m.kind.is_sketch)
+        uniques = tuple(m for m in every if m.kind.is_sketch)
         seen: set[str] = set()
-        for col in (ts, *dims, *mets):
+        for col in (ts, *dims, *every):
             if col.name in seen:
                 raise ConfigError(f"duplicate column name {col.name!r}")
             seen.add(col.name)
-        schema = cls(ts, dims, mets, sc.segment_size, sc.interval_duration, sc.tiers)
+        schema = cls(ts, dims, mets, sc.segment_size, sc.interval_duration, sc.tiers, uniques)
         if schema.row_bytes > sc.segment_size:
             raise ConfigError(f"schema.segment_size: {sc.segment_size} bytes cannot hold one row "
                               f"({schema.row_bytes} bytes)")
@@ -128,7 +135,7 @@ class Schema:
     # -- look-ups -------------------------------------------------------------------------
     @property
     def columns(self) -> tuple[Column, ...]:
-        return (self.timestamp, *self.dimensions, *self.metrics)
+        return (self.timestamp, *self.dimensions, *self.metrics, *self.uniques)
 
     def column(self, name: str) -> Column | None:
         return self._by_name.get(name)
@@ -164,7 +171,7 @@ class Schema:
         return {
             "timestamp_column": [self.timestamp.name, self.timestamp.type_name],
             "dimension_columns": [[d.name, d.type_name] for d in self.dimensions],
-            "metric_columns": [[m.name, m.type_name] for m in self.metrics],
+            "metric_columns": [[m.name, m.type_name] for m in (*self.metrics, *self.uniques)],
             "segment_size": self.segment_size,
             "interval_duration": self.interval_duration,
             **({"tiers": [list(t) for t in self.tiers]} if self.tiers else {}),
@@ -195,7 +202,8 @@ class Schema:
                             f"{self.timestamp.type_name}, config has {other.timestamp.name}:"
                             f"{other.timestamp.type_name}")
         for kind, a, b in (("dimension", self.dimensions, other.dimensions),
-                           ("metric", self.metrics, other.metrics)):
+                           ("metric", self.metrics, other.metrics),
+                           ("uniques metric", self.uniques, other.uniques)):
             if [(c.name, c.type_name) for c in a] != [(c.name, c.type_name) for c in b]:
                 problems.append(f"{kind} columns are [{fmt(a)}], config has [{fmt(b)}]")
         if self.segment_size != other.segment_size:
@@ -245,7 +253,7 @@ def describe(config: Config) -> dict[str, Any]:
         return {"name": pair[0], "type": pair[1]}
 
     def metric(pair: tuple[str, str]) -> dict[str, Any]:
-        # its kind (sum, min, max) and the aggregates it answers
+        # its kind (sum, min, max, uniques) and the aggregates it answers
         kind = parse_type(pair[1])[0]
         return {**col(pair), "kind": kind.name, "aggregates": list(kind.aggregates)}
 

@@ -11,7 +11,9 @@ Imports schema and block. File layout (little-endian):
     column data, each column 64-byte aligned at its offset
 
 Column names: "count", "d:<dim>", "n:<dim>" (nil mask, present only when a row is nil),
-"m:<metric>". The count and integer metrics are stored in the narrowest integer type of their
+"m:<metric>", and per uniques metric its sketch column's four ragged arrays
+"u:<metric>:len" (n narrow unsigned), ":hash" (uint64), ":rows" (int64), ":reg" (uint8 registers,
+2^14 per dense row): sketch.SketchColumn.to_arrays. The count and integer metrics are stored in the narrowest integer type of their
 kind that holds the segment's values (version 3; a rolled-up count of 1..200 takes 1 byte, not
 8): a scan reads a quarter of the bytes. They are widened wherever they are summed (block.concat,
 the query kernels). Version 2 files (every column at its full width) still open.
@@ -33,6 +35,7 @@ import numpy as np
 
 from . import fileio
 from .block import Block
+from .sketch import SketchColumn
 from .errors import CorruptDataError
 from .schema import Schema
 
@@ -73,6 +76,9 @@ def _columns_of(schema: Schema, block: Block) -> list[tuple[str, np.ndarray]]:
         if nil is not None:
             cols.append(("n:" + d.name, nil))
     cols.extend(("m:" + m.name, block.metrics[m.name]) for m in schema.metrics)
+    for u in schema.uniques:
+        cols.extend((f"u:{u.name}:{part}", arr)
+                    for part, arr in block.sketches[u.name].to_arrays().items())
     return cols
 
 
@@ -164,7 +170,8 @@ class Segment:
         for name, arr in _columns_of(schema, block):
             if name.startswith("m:") and block.n:
                 stats[name] = (_stat(arr.min()), _stat(arr.max()))
-        return cls(block, stats, schema.row_bytes * block.n)
+        return cls(block, stats, schema.row_bytes * block.n
+                   + sum(s.nbytes for s in block.sketches.values()))
 
     @classmethod
     def open(cls, path: Path, schema: Schema, verify: bool = False) -> Segment:
@@ -196,7 +203,8 @@ class Segment:
             raise CorruptDataError(f"{path}: unsupported segment version {header.get('version')}")
 
         def column(name: str, dtype: np.dtype, required: bool = True,
-                   narrow: bool = False) -> np.ndarray | None:
+                   narrow: bool = False, rows: int | None = n) -> np.ndarray | None:
+            """Column `name` of `rows` values (None: any number, a ragged sketch array)."""
             e = entries.get(name)
             if e is None:
                 if required:
@@ -207,13 +215,14 @@ class Segment:
                 if (stored.kind == dtype.kind and stored.itemsize <= dtype.itemsize
                         and stored.byteorder in "=|<"):
                     dtype = stored
-            if np.dtype(e["dtype"]) != dtype or e["nbytes"] != n * dtype.itemsize:
+            count = e["nbytes"] // dtype.itemsize if rows is None else rows
+            if np.dtype(e["dtype"]) != dtype or e["nbytes"] != count * dtype.itemsize:
                 raise CorruptDataError(f"{path}: column {name!r} is {e['dtype']} x "
-                                       f"{e['nbytes']}B, expected {dtype.str} x {n} rows")
+                                       f"{e['nbytes']}B, expected {dtype.str} x {count} rows")
             if e["offset"] + e["nbytes"] > size:
                 raise CorruptDataError(f"{path}: column {name!r} runs past the end of the file "
                                        f"(offset {e['offset']}, file {size} bytes)")
-            arr = np.frombuffer(mm, dtype=dtype, count=n, offset=e["offset"])
+            arr = np.frombuffer(mm, dtype=dtype, count=count, offset=e["offset"])
             if verify and zlib.crc32(arr.view(np.uint8).data) != e["crc32"]:
                 raise CorruptDataError(f"{path}: checksum mismatch in column {name!r} at offset "
                                        f"{e['offset']}")
@@ -228,7 +237,19 @@ class Segment:
             metrics = {m.name: column("m:" + m.name, m.store_dtype, narrow=True)
                        for m in schema.metrics}
             stats = {name: (e["min"], e["max"]) for name, e in entries.items() if "min" in e}
+            sketches = {}
+            for u in schema.uniques:
+                lens_entry = entries.get(f"u:{u.name}:len")
+                lens_dtype = np.dtype(lens_entry["dtype"]) if lens_entry else np.dtype(np.uint8)
+                if lens_dtype.kind != "u" or lens_dtype.itemsize > 4:
+                    raise CorruptDataError(f"{path}: column 'u:{u.name}:len' is {lens_dtype}")
+                arrays: dict[str, Any] = {
+                    "len": column(f"u:{u.name}:len", lens_dtype),
+                    "hash": column(f"u:{u.name}:hash", np.dtype(np.uint64), rows=None),
+                    "rows": column(f"u:{u.name}:rows", np.dtype(np.int64), rows=None),
+                    "reg": column(f"u:{u.name}:reg", np.dtype(np.uint8), rows=None)}
+                sketches[u.name] = SketchColumn.from_arrays(arrays)
         except (ValueError, KeyError, TypeError) as e:
             raise CorruptDataError(f"{path}: bad segment header ({e!r})") from None
-        block = Block(n, count, dims, nils, metrics)  # type: ignore[arg-type]
+        block = Block(n, count, dims, nils, metrics, sketches)  # type: ignore[arg-type]
         return cls(block, stats, size, path)

@@ -302,6 +302,11 @@ class SketchColumn:
         """Row i joins group group_of_row[i]: the sketches of n_groups rows (roll-up, merge)."""
         return union(self, None, group_of_row, n_groups)
 
+    def united(self, rows: np.ndarray | None = None) -> SketchColumn:
+        """One sketch of rows `rows` (all when None) united: a total without groupings."""
+        n = len(self) if rows is None else len(rows)
+        return union(self, rows, np.zeros(n, np.int64), 1)
+
     def estimate(self) -> tuple[np.ndarray, np.ndarray]:
         """(per-row estimate float64, per-row is_exact bool): a sparse row's exact size, a
         dense row's register estimate."""

@@ -59,6 +59,7 @@ import numpy as np
 
 from . import fileio
 from .block import Block
+from .sketch import SketchColumn
 from .errors import CorruptDataError, StorageFailedError, TransientStorageError
 from .layout import wal_filename, wal_files
 
@@ -208,6 +209,10 @@ def encode_payload(batch_id: str | None, t: float, timestamps: np.ndarray, block
         "nils": {k: (None if v is None else np.ascontiguousarray(v).tobytes())
                  for k, v in block.nils.items()},
         "metrics": {k: _arr(v) for k, v in block.metrics.items()},
+        # uniques: each sketch column's four arrays (SketchColumn.to_arrays), raw
+        **({"sketches": {k: {a: [v.dtype.str, np.ascontiguousarray(v).tobytes()]
+                             for a, v in col.to_arrays().items()}
+                         for k, col in block.sketches.items()}} if block.sketches else {}),
         "new": new_strings,
         "sizes": dict_sizes,
     }, use_bin_type=True)
@@ -236,7 +241,10 @@ def decode_payload(seq: int, payload: bytes) -> Record:
 
     block = Block(n, arr(obj["count"]), {k: arr(v) for k, v in obj["dims"].items()},
                   {k: (None if v is None else arr(v, bool)) for k, v in obj["nils"].items()},
-                  {k: arr(v) for k, v in obj["metrics"].items()})
+                  {k: arr(v) for k, v in obj["metrics"].items()},
+                  {k: SketchColumn.from_arrays({a: np.frombuffer(b, np.dtype(t))
+                                               for a, (t, b) in col.items()})
+                   for k, col in obj.get("sketches", {}).items()})
     return Record(seq, obj["id"], float(obj["t"]), arr(obj["ts"]), block,
                   {k: list(v) for k, v in obj["new"].items()},
                   {k: int(v) for k, v in obj["sizes"].items()})

@@ -20,6 +20,7 @@ import msgpack
 import numpy as np
 
 from .batch import Batch, Factor
+from .sketch import SketchColumn
 from .errors import ClientError, InsertError
 from .kinds import KINDS, Kind
 from .partials import Partial
@@ -74,6 +75,9 @@ def encode_partial(p: Partial) -> bytes:
         **({"granularity": int(p.granularity)} if p.granularity else {}),
         # the columns of `sums` that merge by min/max (absent: every column is a sum)
         **({"kinds": {c: k.name for c, k in p.kinds.items()}} if p.kinds else {}),
+        # uniques columns: each group's sketch (SketchColumn.to_arrays), merged by the router
+        **({"sketches": {c: {a: _enc(v) for a, v in col.to_arrays().items()}
+                         for c, col in p.sketches.items()}} if p.sketches else {}),
     }, use_bin_type=True)
 
 
@@ -82,6 +86,10 @@ def decode_partial(data: bytes) -> Partial:
     if not isinstance(obj, dict) or obj.get("v") != VERSION:
         raise ValueError("not a gumshoe partial (version "
                          f"{obj.get('v') if isinstance(obj, dict) else '?'})")
+    sketches = {str(c): SketchColumn.from_arrays({a: _dec(v) for a, v in col.items()})
+                for c, col in obj.get("sketches", {}).items()}
+    if any(len(col) != len(obj["count"]["b"]) // 8 for col in sketches.values()):
+        raise ValueError("partial sketches do not match its groups")
     return Partial(
         [_dec(k) for k in obj["keys"]],
         [None if nil is None else np.frombuffer(nil, bool) for nil in obj["nils"]],
@@ -91,6 +99,7 @@ def decode_partial(data: bytes) -> Partial:
         extent=_extent(obj.get("extent")),  # absent from a shard of an older version: None
         granularity=_granularity(obj.get("granularity")),
         kinds=_kinds(obj.get("kinds")),
+        sketches=sketches,
     )
 
 
@@ -131,6 +140,9 @@ def encode_batch(batch: Batch) -> bytes:
         "nils": {k: (None if v is None else v.tobytes()) for k, v in batch.nils.items()},
         "metrics": {k: _enc(v) for k, v in batch.metrics.items()},
         "counts": None if batch.counts is None else _enc(batch.counts),
+        # uniques columns: identity hashes and presence, hashed once where the rows arrived
+        **({"ids": {k: [_enc(h), _enc(p)] for k, (h, p) in batch.identities.items()}}
+           if batch.identities else {}),
     }, use_bin_type=True)
 
 
@@ -173,13 +185,28 @@ def decode_batch(schema: Schema, data: bytes) -> Batch:
             nils[d.name] = mask.view(bool)
         metrics = {m.name: _dec(obj["metrics"][m.name]) for m in schema.metrics}
         counts = None if obj.get("counts") is None else _dec(obj["counts"])
+        ids = _identities(schema, n, obj.get("ids", {}))
     except (KeyError, TypeError, ValueError, AttributeError, msgpack.UnpackException) as e:
         if isinstance(e, InsertError):
             raise
         raise InsertError(f"binary insert body: malformed batch ({type(e).__name__}: {e})"
                           ) from None
     _check(schema, n, ts, dims, nils, metrics, counts)
-    return Batch(n, ts, dims, nils, metrics, counts)
+    return Batch(n, ts, dims, nils, metrics, counts, identities=ids)
+
+
+def _identities(schema: Schema, n: int, obj: Any) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    if not isinstance(obj, dict) or set(obj) != {c.name for c in schema.uniques}:
+        raise InsertError("binary insert body: ids must name exactly the columns "
+                          f"{sorted(c.name for c in schema.uniques)}")
+    out = {}
+    for c in schema.uniques:
+        h, p = (_dec(x) for x in obj[c.name])
+        if h.dtype != np.uint64 or p.dtype != np.bool_ or len(h) != n or len(p) != n:
+            raise InsertError(f"binary insert body: ids of {c.name!r} must be {n} uint64 "
+                              "hashes and {n} presence flags")
+        out[c.name] = (h, p)
+    return out
 
 
 def _check(schema: Schema, n: int, ts: np.ndarray, dims: dict[str, object],

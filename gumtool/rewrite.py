@@ -24,6 +24,7 @@ from gumshoe.block import Block, rollup
 from gumshoe.bulk import BulkError, NewDB, StoredDB, StringTable
 from gumshoe.config import Config, format_duration
 from gumshoe.schema import Column, Schema
+from gumshoe.sketch import SketchColumn
 from gumshoe.sharding import shard_of
 
 from .progress import Progress
@@ -38,11 +39,11 @@ def describe_changes(src: Schema, dst: Schema) -> list[str]:
     """Check that `src` can be rewritten as `dst` (columns matched by name) and describe the
     changes. Raises ConversionError for a role change or a string <-> number change."""
     notes = []
-    for d in (*dst.dimensions, *dst.metrics):
+    for d in (*dst.dimensions, *dst.metrics, *dst.uniques):
         s = src.column(d.name)
         if s is None:
             empty = ("nil" if d.role == "dimension" else "0" if d.kind.is_sum
-                     else "no value")
+                     else "no identity" if d.kind.is_sketch else "no value")
             notes.append(f"add {d.role} {d.name} ({d.type_name}): {empty} in every stored row")
             continue
         if s.role != d.role:
@@ -58,7 +59,7 @@ def describe_changes(src: Schema, dst: Schema) -> list[str]:
                                   f"columns is not allowed ({s.type_name} -> {d.type_name})")
         if s.type_name != d.type_name:
             notes.append(f"convert {d.name}: {s.type_name} -> {d.type_name}")
-    for s in (*src.dimensions, *src.metrics):
+    for s in (*src.dimensions, *src.metrics, *src.uniques):
         if dst.column(s.name) is None:
             extra = " (rows that become identical are rolled up together)" \
                 if s.role == "dimension" else ""
@@ -176,7 +177,10 @@ def convert(block: Block, src: StoredDB, key: Any, dst: Schema,
         # a min/max without a value: the identity of the new stored type
         metrics[m.name] = m.kind.fill_missing(
             cast_exact(values, m.store_dtype, m, missing, f"stored {m.kind.name}"), missing)
-    return Block(n, block.count, dims, nils, metrics)
+    # uniques sketches carry over as they are (a new uniques column: no identities yet)
+    sketches = {u.name: (block.sketches[u.name] if u.name in block.sketches
+                         else SketchColumn.empty(n)) for u in dst.uniques}
+    return Block(n, block.count, dims, nils, metrics, sketches)
 
 
 # -- where stored intervals go ---------------------------------------------------------------

@@ -26,6 +26,7 @@ import zoneinfo
 from typing import Any
 
 from gumshoe.schema import Column, Schema
+from gumshoe.sketch import _xxh64_py  # checked against published XXH64 values (test_sketch)
 
 Key = tuple[int, tuple[Any, ...]]  # (interval start, dimension values with None for nil)
 Table = dict[Key, dict[str, Any]]  # key -> {"count": int, metric: sum}
@@ -156,8 +157,19 @@ def row_key(schema: Schema, row: dict[str, Any]) -> Key:
     return start, tuple(stored_value(d, row.get(d.name)) for d in schema.dimensions)
 
 
+def identity_hash(v: Any) -> int | None:
+    """A uniques identity's hash (XXH64 of its UTF-8 text, an integer as its decimal text, by
+    the pure-Python reference of tests/storage/test_sketch.py); None: no identity."""
+    if v is None:
+        return None
+    return _xxh64_py(str(v).encode("utf-8"))
+
+
 def empty_value(m: Column) -> Any:
-    """A metric's value over no input: 0 for a sum, None for a min/max."""
+    """A metric's value over no input: 0 for a sum, None for a min/max, the empty set of
+    identity hashes for a uniques."""
+    if m.kind.name == "uniques":
+        return frozenset()
     if m.kind.name != "sum":
         return None
     return 0.0 if m.is_float else 0
@@ -168,6 +180,8 @@ def combine(m: Column, a: Any, b: Any) -> Any:
     value)."""
     if m.kind.name == "sum":
         return a + b
+    if m.kind.name == "uniques":
+        return a | b
     if a is None or b is None:
         return b if a is None else a
     return min(a, b) if m.kind.name == "min" else max(a, b)
@@ -179,12 +193,16 @@ def rollup(schema: Schema, rows: list[dict[str, Any]]) -> Table:
     for row in rows:
         entry = table.setdefault(row_key(schema, row),
                                  {"count": 0, **{m.name: empty_value(m)
-                                                 for m in schema.metrics}})
+                                                 for m in (*schema.metrics, *schema.uniques)}})
         entry["count"] += 1
         for m in schema.metrics:
             v = stored_value(m, row.get(m.name))
             if v is not None:
                 entry[m.name] = combine(m, entry[m.name], v)
+        for u in schema.uniques:
+            h = identity_hash(row.get(u.name))
+            if h is not None:
+                entry[u.name] = entry[u.name] | {h}
     return table
 
 
@@ -453,7 +471,8 @@ def evaluate(schema: Schema, table: Table, query: dict[str, Any]) -> list[dict[s
     filters = _get(query, "filters") or []
 
     def zero() -> dict[str, Any]:
-        return {"count": 0, **{m.name: empty_value(m) for m in schema.metrics}}
+        return {"count": 0, **{m.name: empty_value(m)
+                               for m in (*schema.metrics, *schema.uniques)}}
 
     groups: dict[tuple[Any, ...], dict[str, Any]] = {}
     if not groupings:
@@ -467,7 +486,7 @@ def evaluate(schema: Schema, table: Table, query: dict[str, Any]) -> list[dict[s
             gkey.append(None if v is None else _bucket(v, unit, zone))
         acc = groups.setdefault(tuple(gkey), zero())
         acc["count"] += entry["count"]
-        for m in schema.metrics:
+        for m in (*schema.metrics, *schema.uniques):
             acc[m.name] = combine(m, acc[m.name], entry[m.name])
 
     filled = [i for i, g in enumerate(groupings) if g[4]]
@@ -489,7 +508,9 @@ def evaluate(schema: Schema, table: Table, query: dict[str, Any]) -> list[dict[s
         acc = groups[gkey]
         row: dict[str, Any] = {}
         for atype, column, name in aggregates:
-            if atype in ("sum", "min", "max"):
+            if isinstance(acc[column], frozenset):  # uniques (the type may be left out):
+                row[name] = len(acc[column])  # exact below SPARSE_MAX distinct identities
+            elif atype in ("sum", "min", "max"):
                 row[name] = acc[column]
             else:
                 row[name] = acc[column] / acc["count"] if acc["count"] else None

@@ -46,6 +46,8 @@ UNIT_WIDTH = {"minute": 60, "hour": 3600, "day": 86400, "week": 7 * 86400,
 # UTC, DST zones both sides of the equator, 30/45-minute offsets and half-hour DST.
 TIME_ZONES = ("UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata", "Asia/Kathmandu",
               "Australia/Lord_Howe", "America/St_Johns", "Pacific/Chatham", "America/Sao_Paulo")
+# uniques identities: strings and integers (5 and "5" are one identity)
+IDENTITIES = ("a", "b", "5", 5, 7, -3, 0, "", "日本", "Starbuck", 2**63, "x" * 40)
 MATCH_VALUES = ("", "a", "A", "S", "US", "us", "日", "tab", "ü", "Ü", "^a+$", "b|U", ".",
                 "^$", "[a-c]", "A$", "t.*e")
 
@@ -75,7 +77,8 @@ def value_pool(col: Column) -> list[Any]:
 @st.composite
 def schema_configs(draw: st.DrawFn, max_dimensions: int = 4, max_metrics: int = 3,
                    dimension_types: tuple[str, ...] = DIMENSION_TYPES,
-                   metric_types: tuple[str, ...] = METRIC_TYPES) -> SchemaConfig:
+                   metric_types: tuple[str, ...] = METRIC_TYPES,
+                   uniques: bool = False) -> SchemaConfig:
     """A random valid [schema] section (segment sizes small: a few to ~40 rows/segment)."""
     n_dims = draw(st.integers(0, max_dimensions))
     n_mets = draw(st.integers(1, max_metrics))
@@ -83,6 +86,9 @@ def schema_configs(draw: st.DrawFn, max_dimensions: int = 4, max_metrics: int = 
                           max_size=n_dims + n_mets, unique=True))
     dims = tuple((n, draw(st.sampled_from(dimension_types))) for n in names[:n_dims])
     mets = tuple((n, draw(st.sampled_from(metric_types))) for n in names[n_dims:])
+    if uniques and draw(st.booleans()):  # a distinct count beside them (`uniques` metric)
+        at = draw(st.integers(0, len(mets)))
+        mets = (*mets[:at], ("visitors", "uniques"), *mets[at:])
     ts = (draw(st.sampled_from(TIMESTAMP_NAMES)), "uint32")
     interval = draw(st.sampled_from(INTERVAL_DURATIONS))
     probe = Schema.from_config(SchemaConfig(10**9, interval, ts, dims, mets))
@@ -122,12 +128,15 @@ def row(draw: st.DrawFn, schema: Schema, base: int | None = None,
         max_intervals: int = 12) -> dict[str, Any]:
     """One valid raw row: missing keys and nulls (nil dimensions, zero metrics) included."""
     out: dict[str, Any] = {schema.timestamp.name: draw(timestamps(schema, base, max_intervals))}
-    for col in (*schema.dimensions, *schema.metrics):
+    for col in (*schema.dimensions, *schema.metrics, *schema.uniques):
         choice = draw(st.integers(0, 9))
         if choice == 0:
-            continue  # missing: nil dimension / zero metric
+            continue  # missing: nil dimension / zero metric / no identity
         if choice == 1:
             out[col.name] = None
+            continue
+        if col.kind.is_sketch:
+            out[col.name] = draw(st.sampled_from(IDENTITIES))
             continue
         v = draw(st.sampled_from(value_pool(col)))
         out[col.name] = v if col.is_string else _json_number(draw, col, v)
@@ -244,7 +253,7 @@ def filters(draw: st.DrawFn, schema: Schema, base: int | None = None,
         if draw(st.booleans()):
             m["caseInsensitive"] = draw(st.booleans())
         return m
-    col = draw(st.sampled_from(schema.columns))
+    col = draw(st.sampled_from([c for c in schema.columns if not c.kind.is_sketch]))
     is_ts = col.role == "timestamp"
     values = _filter_values(col, schema, base, is_ts)
     if col.role == "metric" or is_ts:
@@ -272,7 +281,8 @@ def queries(draw: st.DrawFn, schema: Schema, base: int | None = None,
     query: dict[str, Any] = {}
 
     aggregates = []
-    for i, m in enumerate(draw(st.lists(st.sampled_from(schema.metrics), max_size=3))):
+    for i, m in enumerate(draw(st.lists(st.sampled_from((*schema.metrics, *schema.uniques)),
+                                        max_size=3))):
         a: dict[str, Any] = {"type": draw(st.sampled_from(m.kind.aggregates)), "column": m.name}
         if a["type"] == "sum" and draw(st.booleans()):
             del a["type"]  # a missing type means sum

@@ -25,6 +25,7 @@ from ..batch import TIMESTAMP_MAX, Batch
 from ..errors import InsertError
 from ..kinds import fill
 from ..schema import Column, Schema
+from ..sketch import hash_strings
 
 _INT64_MAX, _INT64_MIN = np.iinfo(np.int64).max, np.iinfo(np.int64).min
 Where = Callable[[int, str], str]  # (row index, column name) -> "line 3, column visits"
@@ -251,7 +252,11 @@ def text_batch(schema: Schema, columns: dict[str, Sequence[str]], n: int, now: i
             arr, nil = numbers(values, col, where)
             metrics[col.name] = fill(col.kind, col.dtype, col.name,
                                      arr.astype(col.store_dtype, copy=False), nil)
-    return Batch(n, ts, dims, nils, metrics)
+    ids: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for col in schema.uniques:  # a text identity is a string ("5" and 5 are one); empty: none
+        values = columns.get(col.name)
+        ids[col.name] = hash_strings([None] * n if values is None else strings(values)[0])
+    return Batch(n, ts, dims, nils, metrics, identities=ids)
 
 
 def check_columns(schema: Schema, names: Sequence[str], what: Callable[[str], str]) -> None:

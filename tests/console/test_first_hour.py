@@ -230,5 +230,5 @@ def test_a_bad_column_type_lists_the_valid_ones() -> None:
         Schema.from_config(parse_config(
             '[schema]\ndimension_columns = [["age", "uint7"]]').schema)
     with pytest.raises(ConfigError, match=r"bad type: string \(valid types: .*float64, each also "
-                                          r"as min:<type> or max:<type>\)$"):
+                                          r"as min:<type> or max:<type>, or uniques\)$"):
         Schema.from_config(parse_config('[schema]\nmetric_columns = [["m", "string"]]').schema)

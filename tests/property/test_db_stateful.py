@@ -39,9 +39,9 @@ class DBMachine(RuleBasedStateMachine):
         self.strings_seen: dict[str, set[str]] = {}
 
     # -- set-up ----------------------------------------------------------------------------
-    @initialize(sc=schema_configs(), disk=st.booleans(), retention=st.sampled_from([0, 0, 1]),
-                base=st.sampled_from(TIMESTAMP_BASES[:2]), fanout=st.sampled_from([2, 3, 8]),
-                max_runs=st.sampled_from([1, 3, 24]))
+    @initialize(sc=schema_configs(uniques=True), disk=st.booleans(),
+                retention=st.sampled_from([0, 0, 1]), base=st.sampled_from(TIMESTAMP_BASES[:2]),
+                fanout=st.sampled_from([2, 3, 8]), max_runs=st.sampled_from([1, 3, 24]))
     def open_db(self, sc: SchemaConfig, disk: bool, retention: int, base: int, fanout: int,
                 max_runs: int) -> None:
         self.runs_config = (fanout, max_runs)

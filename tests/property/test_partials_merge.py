@@ -47,7 +47,7 @@ def _db(sc: Any) -> DB:
 
 @st.composite
 def cases(draw: st.DrawFn) -> tuple[Any, list[dict[str, Any]], list[dict[str, Any]], int]:
-    sc = draw(schema_configs(max_dimensions=3))
+    sc = draw(schema_configs(max_dimensions=3, uniques=True))
     schema = Schema.from_config(sc)
     base = draw(st.sampled_from(TIMESTAMP_BASES))
     data = draw(rows(schema, base=base, max_size=40))

@@ -43,7 +43,7 @@ def assert_rows_equal(got: list[dict[str, Any]], want: list[dict[str, Any]]) -> 
 @st.composite
 def cases(draw: st.DrawFn) -> tuple[Any, list[dict[str, Any]], list[dict[str, Any]], str,
                                     RunPlan]:
-    sc = draw(schema_configs())
+    sc = draw(schema_configs(uniques=True))
     schema = Schema.from_config(sc)
     base = draw(st.sampled_from(TIMESTAMP_BASES))
     data = draw(rows(schema, base=base, max_size=40))

@@ -49,7 +49,7 @@ def _without_fill(q: dict[str, Any]) -> None:
 
 @st.composite
 def cases(draw: st.DrawFn) -> tuple[Any, list[dict[str, Any]], list[dict[str, Any]], str]:
-    sc = draw(schema_configs())
+    sc = draw(schema_configs(uniques=True))
     tiers = draw(st.sampled_from(TIERS))
     sc = dataclasses.replace(sc, interval_duration=tiers[0][0], tiers=tiers)
     schema = Schema.from_config(sc)

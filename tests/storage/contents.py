@@ -19,6 +19,7 @@ from gumshoe.db import DB
 from gumshoe.layout import META
 from gumshoe.dictionary import Dictionary
 from gumshoe.schema import Schema
+from gumshoe.sketch import SketchColumn
 from gumshoe.snapshot import Snapshot
 from tests import reference
 from tests.reference import Table
@@ -51,6 +52,12 @@ def block_rows(schema: Schema, block: Block, strings: Mapping[str, Sequence[str]
         if missing is not None:  # a min/max without a value: None, as in the reference
             metrics[m.name] = [None if x else v for v, x in zip(metrics[m.name],
                                                                  missing.tolist())]
+    for u in schema.uniques:  # the set of identity hashes of each (sparse) sketch
+        col = block.sketches[u.name]
+        assert len(col) == block.n and not len(col.dense_rows)
+        off = col.offsets().tolist()
+        hashes = col.hashes.tolist()
+        metrics[u.name] = [frozenset(hashes[off[i]:off[i + 1]]) for i in range(block.n)]
     for i in range(block.n):
         key = tuple(c[i] for c in cols)
         out.append((key, {"count": counts[i], **{k: v[i] for k, v in metrics.items()}}))
@@ -100,8 +107,13 @@ def encode(schema: Schema, raw: list[dict[str, Any]],
             dims[d.name] = codes
         else:
             dims[d.name] = batch.dims[d.name]
+    sketches = {}
+    for u in schema.uniques:
+        hashes, present = batch.identities[u.name]
+        rows = np.flatnonzero(present)
+        sketches[u.name] = SketchColumn.from_identities(rows, hashes[rows], batch.n)
     block = Block(batch.n, np.ones(batch.n, np.int64), dims, dict(batch.nils),
-                  dict(batch.metrics))
+                  dict(batch.metrics), sketches)
     return block, schema.interval_start(batch.timestamps)
 
 

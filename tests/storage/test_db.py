@@ -133,7 +133,7 @@ def test_memory_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @given(data=st.data())
 def test_random_batches_flushes_and_reopen(tmp_path_factory: pytest.TempPathFactory,
                                            data: st.DataObject) -> None:
-    sc = data.draw(schema_configs())
+    sc = data.draw(schema_configs(uniques=True))
     cfg = make_config(tmp_path_factory.mktemp("db"), schema=sc)
     db = DB(cfg)
     accepted: list[dict[str, Any]] = []
