@@ -51,7 +51,7 @@ from .partials import (
 )
 from .kinds import SUM, Kind
 from .schema import Schema
-from .sketch import SketchColumn
+from .sketch import SketchColumn, union
 from .snapshot import IntervalView, Snapshot
 
 DENSE_MAX_GROUPS = 1 << 20  # largest key space accumulated densely per task
@@ -166,9 +166,9 @@ class Scanner:
         self.sum_dtypes = {c: self.schema.column(c).store_dtype  # type: ignore[union-attr]
                            for c in value_columns(query)}
         self.kinds = query_kinds(query)  # min/max columns: reduced by their kind, not summed
-        # uniques: sketches united per group by the sorted scan (dense kernels sum values only)
+        # uniques: the dense scan gathers the selected rows' sketches and group keys of every
+        # block, united per group by one C call at the end (the fused kernel sums only)
         self.sketches = sketch_columns(query)
-        self.dense = self.dense and not self.sketches
         self.kernels = native.kernels  # the fused C kernel, or None: the numpy kernels
         self.split: list[str] = []  # integer sums summed in two halves (split_sums)
         self.extent: tuple[int, int] | None = None  # first and last interval scanned
@@ -398,7 +398,7 @@ class Scanner:
     def scan(self, items: list[Item]) -> Partial:
         if self.split:
             items = self._split_items(items)
-        if self.dense and self.kernels is not None:
+        if self.dense and self.kernels is not None and not self.sketches:
             return self._scan_fused(items)
         if not self.parts:
             return self._scan_total(items)
@@ -463,7 +463,7 @@ class Scanner:
         count = 0
         kinds = self.kinds
         sums = {c: self._kind(c).identity(dt) for c, dt in self.sum_dtypes.items()}
-        sketches = {c: [SketchColumn.empty(1)] for c in self.sketches}  # a sketch per block
+        sketches: dict[str, list[SketchColumn]] = {c: [] for c in self.sketches}  # selected rows
         for start, block, _ in self._each(items):
             rows = self._rows(block, start)
             if rows is False:
@@ -471,7 +471,8 @@ class Scanner:
             sel = _selector(rows)
             count += int(sel(block.count).sum())
             for c, parts in sketches.items():
-                parts.append(block.sketches[c].united(None if rows is True else rows))
+                col = block.sketches[c]
+                parts.append(col if rows is True else col.take(rows))
             for c in sums:
                 if c in kinds:
                     kind = kinds[c]
@@ -482,6 +483,7 @@ class Scanner:
                        {c: np.array([v], self.sum_dtypes[c]) for c, v in sums.items()},
                        kinds=kinds,
                        sketches={c: SketchColumn.concat(p).united() for c, p in sketches.items()})
+        # (one union over every block's selected rows: a C call per block cost ~30 us each)
 
     def _kind(self, column: str) -> Kind:
         return self.kinds.get(column, SUM)
@@ -491,6 +493,10 @@ class Scanner:
         kinds = self.kinds
         acc_count = np.zeros(k, np.int64)
         acc = {c: self._kind(c).empty(k, dt) for c, dt in self.sum_dtypes.items()}
+        # uniques: each block's selected sketches and their group keys, united once at the end
+        sk_parts: dict[str, list[SketchColumn]] = {c: [] for c in self.sketches}
+        sk_keys: list[np.ndarray] = []
+        sk_counts: list[np.ndarray] = []  # with sketches the counts too are summed once
         for start, block, stats in self._each(items):
             rows = self._rows(block, start)
             if rows is False:
@@ -522,8 +528,16 @@ class Scanner:
                     key += codes
             sel = _selector(rows)
             count = sel(block.count)
+            if sk_parts:
+                sk_keys.append(np.full(len(count), scalar, np.int64) if key is None
+                               else key.astype(np.int64, copy=False))
+                sk_counts.append(count)
+                for c, parts in sk_parts.items():
+                    col = block.sketches[c]
+                    parts.append(col if index is None else col.take(index))
             if key is None:  # only time groupings: one group for the whole block
-                acc_count[scalar] += int(count.sum())
+                if not sk_parts:
+                    acc_count[scalar] += int(count.sum())
                 for c, out in acc.items():
                     if c in kinds:
                         out[scalar] = kinds[c].ufunc(out[scalar],
@@ -531,17 +545,24 @@ class Scanner:
                     else:
                         out[scalar] += sel(block.metrics[c]).sum(dtype=out.dtype)
                 continue
-            acc_count += _bincount_exact(key, count, k, None, acc_count.dtype)
+            if not sk_parts:
+                acc_count += _bincount_exact(key, count, k, None, acc_count.dtype)
             for c, out in acc.items():
                 if c in kinds:  # min/max into the accumulator in place (no sorting)
                     kinds[c].scatter(out, key, sel(block.metrics[c]))
                 else:
                     out += _bincount_exact(key, sel(block.metrics[c]), k, stats.get("m:" + c),
                                            out.dtype)
+        group_of = np.concatenate(sk_keys) if sk_keys else np.zeros(0, np.int64)
+        if sk_parts and sk_counts:
+            acc_count += _bincount_exact(group_of, np.concatenate(sk_counts), k, None,
+                                         acc_count.dtype)
         present = np.flatnonzero(acc_count)
         keys, nils = self._decode_dense(present)
+        sketches = {c: union(SketchColumn.concat(parts), None, group_of, k).take(present)
+                    for c, parts in sk_parts.items()}
         return Partial(keys, nils, acc_count[present], {c: v[present] for c, v in acc.items()},
-                       kinds=kinds)
+                       kinds=kinds, sketches=sketches)
 
     def _decode_dense(self, index: np.ndarray) -> tuple[list[np.ndarray],
                                                         list[np.ndarray | None]]:
