@@ -48,3 +48,15 @@ def test_write_amplification_bench_at_a_tiny_size(tmp_path):
     for scenario in ("stream", "late"):
         amp = {m: doc[scenario][m]["amplification"]["stream"] for m in ("runs", "anchor")}
         assert 1 <= amp["runs"] < amp["anchor"], (scenario, amp)
+
+
+def test_uniques_query_bench_at_a_tiny_size(capsys):
+    """bench_uniques_query: every grouping's estimates match DuckDB's exact distinct counts
+    group for group (it asserts the same groups; 2,000 events: fewer than 2,048 distinct, so exact)."""
+    from synthetic import bench_uniques_query
+
+    assert bench_uniques_query.main(["--events", "2000", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    for name, _ in bench_uniques_query.GROUPINGS:
+        row = next(line for line in out.splitlines() if line.startswith(f"| {name} |"))
+        assert row.rstrip().endswith("| 0.00% |"), row  # exact: few distinct per group
