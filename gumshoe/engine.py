@@ -222,7 +222,7 @@ class Scanner:
         f = self.filter
         nothing = f is not None and f.matches_nothing()
         views = snapshot.intervals
-        timed = f is not None and bool(f.time_cuts(1))  # the filter compares the timestamp
+        timed = f is not None and f.compares_time()  # then no coalescing (blocks keep a start)
         if timed:  # only starts inside the filter's time bounds can pass: bisect to them
             lo, hi = time_bounds(self.query.filter, self.schema.timestamp.name)
             first = 0 if lo is None else bisect.bisect_left(views, lo, key=_start)

@@ -433,6 +433,16 @@ class CompiledFilter:
         walk(self.f)
         return tuple(sorted(points))
 
+    def compares_time(self) -> bool:
+        """Whether any comparison is on the timestamp (even one with no cut: `at in []`, a
+        time beyond any interval): its blocks then need their interval start."""
+        def walk(f: Filter) -> bool:
+            if isinstance(f, Logical):
+                return any(walk(g) for g in f.operands)
+            return isinstance(f, Compare) and f.column.role == "timestamp"
+
+        return walk(self.f)
+
     def prune(self, start: int, f: Filter | None = None) -> bool | None:
         f = self.f if f is None else f
         if isinstance(f, Match):

@@ -287,3 +287,29 @@ def test_coalesced_pieces_keep_exact_sums(tmp_path: Path) -> None:
     assert [r["big"] for r in out] == [24 * big, 16 * big]
     assert [r["rowCount"] for r in out] == [24, 16]
     db.close()
+
+
+@pytest.mark.parametrize("time_filter", [
+    {"type": "in", "column": "at", "value": []},  # no cut at all
+    {"column": "at", "value": 2**32 - 1},  # not an interval start: no cut either
+    {"type": "!=", "column": "at", "value": 2**32 - 1},
+])
+def test_a_timestamp_comparison_without_cuts_is_not_coalesced(tmp_path: Path,
+                                                              time_filter: Any) -> None:
+    """Found by the pruning property test: a filter comparing the timestamp where no interval
+    start changes its answer must still keep every block's interval start (no coalescing),
+    and answer as the reference."""
+    text = (f'database_dir = "{tmp_path / "db"}"\ndurability = "none"\nretention_days = 0\n'
+            '[schema]\nsegment_size = "1KB"\ninterval_duration = "1h"\n'
+            'timestamp_column = ["at", "uint32"]\ndimension_columns = [["app", "uint16"]]\n'
+            'metric_columns = [["n", "uint32"]]\n')
+    db = DB(parse_config(text))
+    db.insert([{"at": T0 + h * H, "app": a, "n": 1} for h in range(40) for a in range(50)])
+    db.flush()
+    q = {"aggregates": [{"column": "n"}],
+         "filters": [{"type": "and", "filters": [{"column": "app", "value": 7}, time_filter]}]}
+    p, out = run(db, q)
+    assert all(start is not None for t in p.tasks for start, _, _ in t)
+    want = 40 if time_filter.get("type") == "!=" else 0
+    assert (out[0]["n"] if out else 0) == want
+    db.close()
