@@ -22,13 +22,14 @@ and writes them with the next one).
 from __future__ import annotations
 
 import bisect
+import contextlib
 import dataclasses
 import logging
 import resource
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -637,6 +638,41 @@ class DB:
             watermarks = self.watermarks
         return self.tiers.lag(self.clock(), watermarks)
 
+    @contextlib.contextmanager
+    def _background_step(self, what: str, written: list[Path]) -> Iterator[None]:
+        """A compaction or merge step's failure handling: a transient error (no file
+        descriptors, no space) drops the new files and postpones the step (the next run
+        retries); any other disk error or a bug fails the database (fail-stop, as a flush)."""
+        try:
+            yield
+        except OSError as e:
+            if fileio.is_transient(e):
+                self._forget(written)
+                log.warning("%s postponed: %s (the next run retries)", what, e)
+                raise TransientStorageError(f"{what} postponed: {e}") from e
+            self._fail(f"{what} failed: {e}")
+            raise StorageFailedError(f"{what} failed: {e}") from e
+        except BaseException as e:  # a bug, not the disk
+            self._fail(f"{what} failed: {e!r}")
+            raise
+
+    def _commit_intervals(self, after: dict[int, Interval], sync_dir: bool, fsync: bool,
+                          watermarks: tuple[int, ...] | None = None) -> None:
+        """Replace db.json with `after`'s intervals (and `watermarks`): the commit point of
+        a compaction or merge step, once its new files are written (`sync_dir`: fsync the
+        directory first, so their entries are durable before db.json names them)."""
+        if self.dir is None:
+            return
+        assert self._committed is not None
+        if sync_dir:
+            fileio.fsync_dir(self.dir)
+        changes: dict[str, Any] = {} if watermarks is None else {"watermarks": watermarks}
+        meta = dataclasses.replace(self._committed, schema=self.schema,
+                                   intervals=tuple(after[s].meta() for s in sorted(after)),
+                                   **changes)
+        write_meta(self.dir, meta, fsync=fsync)
+        self._committed = meta
+
     def _compact_step(self, max_rows: int) -> bool:
         assert self.tiers is not None
         with self._flush_lock:  # no flush meanwhile: the intervals and db.json stay as read
@@ -652,7 +688,7 @@ class DB:
             if step is None:
                 return False
             written: list[Path] = []
-            try:
+            with self._background_step("compaction", written):
                 fsync = self.config.durability == "fsync"
                 new, dead = compaction.build(self.schema, step, intervals, self.dir, fsync,
                                              written, self.stats)
@@ -661,25 +697,7 @@ class DB:
                 marks = list(watermarks)
                 if step.boundary is not None:
                     marks[step.boundary] = step.watermark
-                if self.dir is not None:
-                    assert self._committed is not None
-                    if fsync and written:
-                        fileio.fsync_dir(self.dir)
-                    meta = dataclasses.replace(
-                        self._committed, schema=self.schema, watermarks=tuple(marks),
-                        intervals=tuple(after[s].meta() for s in sorted(after)))
-                    write_meta(self.dir, meta, fsync=fsync)  # the commit point
-                    self._committed = meta
-            except OSError as e:
-                if fileio.is_transient(e):
-                    self._forget(written)
-                    log.warning("compaction postponed: %s (the next run retries)", e)
-                    raise TransientStorageError(f"compaction postponed: {e}") from e
-                self._fail(f"compaction failed: {e}")
-                raise StorageFailedError(f"compaction failed: {e}") from e
-            except BaseException as e:  # a bug, not the disk: fail-stop as a flush does
-                self._fail(f"compaction failed: {e!r}")
-                raise
+                self._commit_intervals(after, fsync and bool(written), fsync, tuple(marks))
             with self._write_lock:
                 self.intervals = after
                 self.watermarks = tuple(marks)
@@ -753,7 +771,7 @@ class DB:
             dead: list[Path] = []
             written: list[Path] = []
             rows = 0
-            try:
+            with self._background_step("merge", written):
                 fsync = self.config.durability == "fsync"
                 for start in sorted(plans):
                     if rows >= MAX_MERGE_ROWS:
@@ -770,25 +788,7 @@ class DB:
                     if self.dir is not None:
                         dead.extend(self.dir / f for i in plan for f in iv.run_filenames(i))
                 after = {**intervals, **new}
-                if self.dir is not None:
-                    assert self._committed is not None
-                    if fsync:
-                        fileio.fsync_dir(self.dir)
-                    meta = dataclasses.replace(
-                        self._committed, schema=self.schema,
-                        intervals=tuple(after[s].meta() for s in sorted(after)))
-                    write_meta(self.dir, meta, fsync=fsync)  # the commit point
-                    self._committed = meta
-            except OSError as e:
-                if fileio.is_transient(e):
-                    self._forget(written)
-                    log.warning("merge postponed: %s (the next run retries)", e)
-                    raise TransientStorageError(f"merge postponed: {e}") from e
-                self._fail(f"merge failed: {e}")
-                raise StorageFailedError(f"merge failed: {e}") from e
-            except BaseException as e:  # a bug, not the disk: fail-stop as a flush does
-                self._fail(f"merge failed: {e!r}")
-                raise
+                self._commit_intervals(after, fsync, fsync)
             with self._write_lock:
                 self.intervals = after
             for p in dead:
