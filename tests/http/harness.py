@@ -6,6 +6,7 @@ and must exit 0.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -14,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +160,28 @@ class ServerProcess:
 
     def query(self, query: dict[str, Any], **kw: Any) -> httpx.Response:
         return self.client.post("/query", json=query, **kw)
+
+    def results(self, query: dict[str, Any]) -> list[dict[str, Any]]:
+        """The results of a query that must answer 200."""
+        r = self.query(query)
+        assert r.status_code == 200, r.text
+        return list(r.json()["results"])
+
+
+@contextlib.contextmanager
+def loaded_server(tmp: Path, rows: list[dict[str, Any]], schema: str = SCHEMA,
+                  **keys: Any) -> Iterator[ServerProcess]:
+    """A server over a new database in `tmp` holding `rows` (write_config's `schema` and
+    settings); stopped at the end, which must exit 0."""
+    proc = ServerProcess(write_config(tmp, tmp / "db", schema=schema, **keys),
+                         tmp / "server.log").start()
+    try:
+        assert proc.insert(rows).status_code == 200
+        yield proc
+    finally:
+        status = proc.stop()
+        proc.client.close()
+        assert status == 0, proc.log_text()
 
 
 def run_gumshoe(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from .harness import T0, ServerProcess, write_config
+from .harness import T0, ServerProcess, loaded_server, write_config
 
 H = 3600
 SCHEMA = """
@@ -50,36 +50,22 @@ WANT_BY_COUNTRY = [
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    tmp = tmp_path_factory.mktemp("minmax")
-    proc = ServerProcess(write_config(tmp, tmp / "db", schema=SCHEMA),
-                         tmp / "server.log").start()
-    try:
-        assert proc.insert(ROWS).status_code == 200
+    with loaded_server(tmp_path_factory.mktemp("minmax"), ROWS, schema=SCHEMA) as proc:
         yield proc
-    finally:
-        status = proc.stop()
-        proc.client.close()
-        assert status == 0, proc.log_text()
-
-
-def results(server: ServerProcess, query: dict[str, Any]) -> list[dict[str, Any]]:
-    r = server.query(query)
-    assert r.status_code == 200, r.text
-    return r.json()["results"]  # type: ignore[no-any-return]
 
 
 def test_min_and_max_per_group(server: ServerProcess) -> None:
-    assert results(server, BY_COUNTRY) == WANT_BY_COUNTRY
+    assert server.results(BY_COUNTRY) == WANT_BY_COUNTRY
 
 
 def test_null_over_no_rows_and_no_values(server: ServerProcess) -> None:
     nothing = {"aggregates": AGGS, "filters": [{"column": "country", "value": "FR"}]}
-    assert results(server, nothing) == [{"fastest": None, "slowest": None, "lo": None,
+    assert server.results(nothing) == [{"fastest": None, "slowest": None, "lo": None,
                                          "hi": None, "visits": 0, "rowCount": 0}]
     # hour 1 has no rows (zero-fill), hour 2 one row without min/max values
     hourly = {"aggregates": AGGS, "filters": WINDOW,
               "groupings": [{"column": "at", "timeTransform": "hour", "fill": True}]}
-    got = results(server, hourly)
+    got = server.results(hourly)
     assert [r["at"] for r in got] == [T0, T0 + H, T0 + 2 * H, T0 + 3 * H]
     assert [(r["fastest"], r["slowest"], r["lo"], r["hi"], r["visits"], r["rowCount"])
             for r in got] == [(10, 1.5, -5, 7, 3, 2), (None, None, None, None, 0, 0),
@@ -108,7 +94,7 @@ def test_an_aggregate_the_kind_does_not_answer_is_a_400(server: ServerProcess,
 ])
 def test_the_reserved_identity_is_a_400_and_changes_nothing(server: ServerProcess, body: Any,
                                                             content_type: str | None) -> None:
-    before = results(server, BY_COUNTRY)
+    before = server.results(BY_COUNTRY)
     if content_type is None:
         r = server.insert(body)
     else:
@@ -116,7 +102,7 @@ def test_the_reserved_identity_is_a_400_and_changes_nothing(server: ServerProces
     assert r.status_code == 400, r.text
     assert "reserved" in r.json()["error"] and ("hi" in r.json()["error"]
                                                 or "lo" in r.json()["error"])
-    assert results(server, BY_COUNTRY) == before
+    assert server.results(BY_COUNTRY) == before
 
 
 def test_csv_and_ndjson_inserts_keep_the_extremes(tmp_path: Any) -> None:
@@ -130,7 +116,7 @@ def test_csv_and_ndjson_inserts_keep_the_extremes(tmp_path: Any) -> None:
         r = proc.client.put("/insert", content=nd,
                             headers={"content-type": "application/x-ndjson"})
         assert r.status_code == 200, r.text
-        got = results(proc, {"aggregates": AGGS, "groupings": ["country"]})
+        got = proc.results({"aggregates": AGGS, "groupings": ["country"]})
         assert got == [{"country": None, "fastest": None, "slowest": None, "lo": None,
                         "hi": None, "visits": 0, "rowCount": 1},
                        {"country": "US", "fastest": 3, "slowest": 4.0, "lo": None,
@@ -144,23 +130,23 @@ def test_having_order_by_and_post_aggregations_on_min_max(server: ServerProcess)
     q = {**BY_COUNTRY, "orderBy": [{"column": "fastest", "descending": True}],
          "postAggregations": [{"name": "spread", "expression": "hi - lo"}],
          "having": {"type": "<", "column": "fastest", "value": 20}}
-    got = results(server, q)
+    got = server.results(q)
     assert [(r["country"], r["spread"]) for r in got] == [("US", 12.0), ("CA", -91.0)]
     hourly = {"aggregates": AGGS, "filters": WINDOW, "groupings": ["at"],
               "orderBy": [{"column": "fastest"}]}  # null (no value) orders first
-    assert [r["fastest"] for r in results(server, hourly)] == [None, 5, 10]
-    assert [r["at"] for r in results(server, {**hourly, "having": {
+    assert [r["fastest"] for r in server.results(hourly)] == [None, 5, 10]
+    assert [r["at"] for r in server.results({**hourly, "having": {
         "type": "=", "column": "fastest", "value": None}})] == [T0 + 2 * H]
 
 
 def test_metric_filters_test_each_intervals_extreme(server: ServerProcess) -> None:
     q = {"aggregates": AGGS, "groupings": ["at"]}
-    below = results(server, {**q, "filters": [{"type": "<", "column": "fastest", "value": 20}]})
+    below = server.results({**q, "filters": [{"type": "<", "column": "fastest", "value": 20}]})
     assert [r["at"] for r in below] == [T0, T0 + 3 * H]
     # a row without a value behaves as a nil dimension: != matches it, ordered ops do not
-    other = results(server, {**q, "filters": [{"type": "!=", "column": "fastest", "value": 5}]})
+    other = server.results({**q, "filters": [{"type": "!=", "column": "fastest", "value": 5}]})
     assert [r["at"] for r in other] == [T0, T0 + 2 * H]
-    high = results(server, {**q, "filters": [{"type": ">", "column": "slowest", "value": 0}]})
+    high = server.results({**q, "filters": [{"type": ">", "column": "slowest", "value": 0}]})
     assert [r["at"] for r in high] == [T0]
 
 
@@ -205,18 +191,18 @@ def test_same_answers_after_restarts(tmp_path: Any) -> None:
         proc.stop(sig=9)  # unflushed: the write-ahead log is replayed
         proc.start()
         assert proc.insert(ROWS[2:]).status_code == 200
-        assert results(proc, BY_COUNTRY) == WANT_BY_COUNTRY
+        assert proc.results(BY_COUNTRY) == WANT_BY_COUNTRY
         assert proc.stop() == 0  # a clean stop flushes: segments are reopened
         proc.start()
-        assert results(proc, BY_COUNTRY) == WANT_BY_COUNTRY
+        assert proc.results(BY_COUNTRY) == WANT_BY_COUNTRY
         late = {"at": T0 + 5, "country": "US", "fastest": 1, "slowest": 99.0}
         assert proc.insert([late]).status_code == 200  # on top of a flushed interval
         want = [dict(WANT_BY_COUNTRY[0]),
                 {**WANT_BY_COUNTRY[1], "fastest": 1, "slowest": 99.0, "rowCount": 3}]
-        assert results(proc, BY_COUNTRY) == want
+        assert proc.results(BY_COUNTRY) == want
         assert proc.stop() == 0
         proc.start()
-        assert results(proc, BY_COUNTRY) == want
+        assert proc.results(BY_COUNTRY) == want
     finally:
         if proc.proc is not None and proc.proc.poll() is None:
             assert proc.stop() == 0, proc.log_text()
@@ -236,7 +222,7 @@ def test_the_readme_example_runs_as_written(tmp_path: Any) -> None:
                 {"at": T0 + 1, "page": "/", "views": 1, "fastest_ms": 80, "slowest_ms": 80},
                 {"at": T0 + 2, "page": "/about", "views": 1}]
         assert proc.insert(rows).status_code == 200
-        assert results(proc, json.loads(query.group(1).replace("\n  ", " "))) == [
+        assert proc.results(json.loads(query.group(1).replace("\n  ", " "))) == [
             {"page": "/", "views": 2, "fastest_ms": 80, "slowest_ms": 120, "rowCount": 2},
             {"page": "/about", "views": 1, "fastest_ms": None, "slowest_ms": None,
              "rowCount": 1}]

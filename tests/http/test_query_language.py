@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from .harness import T0, ServerProcess, write_config
+from .harness import T0, ServerProcess, loaded_server
 
 H = 3600
 DAY = 86400
@@ -26,22 +26,8 @@ WINDOW = [{"type": ">=", "column": "at", "value": T0},
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A server whose max_groups is small enough to refuse a large zero-fill."""
-    tmp = tmp_path_factory.mktemp("server")
-    proc = ServerProcess(write_config(tmp, tmp / "db", max_groups=1000),
-                         tmp / "server.log").start()
-    try:
-        assert proc.insert(ROWS).status_code == 200
+    with loaded_server(tmp_path_factory.mktemp("server"), ROWS, max_groups=1000) as proc:
         yield proc
-    finally:
-        status = proc.stop()
-        proc.client.close()
-        assert status == 0, proc.log_text()
-
-
-def results(server: ServerProcess, query: dict[str, Any]) -> list[dict[str, Any]]:
-    r = server.query(query)
-    assert r.status_code == 200, r.text
-    return r.json()["results"]  # type: ignore[no-any-return]
 
 
 def test_post_aggregations_having_order_and_offset(server: ServerProcess) -> None:
@@ -50,15 +36,15 @@ def test_post_aggregations_having_order_and_offset(server: ServerProcess) -> Non
          "postAggregations": [{"name": "ctr", "expression": "clicks / visits"}],
          "having": {"type": "<", "column": "ctr", "value": 2},  # not None's 6 / 2
          "orderBy": [{"column": "ctr", "descending": True}]}
-    assert results(server, q) == [
+    assert server.results(q) == [
         {"country": "CA", "clicks": 3, "visits": 2, "ctr": 1.5, "rowCount": 2},
         {"country": "US", "clicks": 4, "visits": 5, "ctr": 0.8, "rowCount": 2},
     ]
-    assert results(server, {**q, "limit": 1, "offset": 1}) == [
+    assert server.results({**q, "limit": 1, "offset": 1}) == [
         {"country": "US", "clicks": 4, "visits": 5, "ctr": 0.8, "rowCount": 2}]
     zero = {**q, "postAggregations": [{"name": "ctr", "expression": "clicks / (visits - 5)"}],
             "having": {"column": "ctr", "value": None}}
-    assert results(server, zero) == [
+    assert server.results(zero) == [
         {"country": "US", "clicks": 4, "visits": 5, "ctr": None, "rowCount": 2}]
 
 
@@ -68,13 +54,13 @@ def test_calendar_day_in_a_zone_with_zero_fill(server: ServerProcess) -> None:
          "aggregates": [{"column": "clicks"}], "filters": WINDOW}
     # Kathmandu is at +05:45: its hours start at :15 UTC, so T0 (a UTC hour) is in the one
     # that began at T0 - 45 minutes; the window's intervals are T0 .. T0 + 3h.
-    assert results(server, q) == [
+    assert server.results(q) == [
         {"h": T0 - 45 * 60, "clicks": 5, "rowCount": 2},
         {"h": T0 + 15 * 60, "clicks": 0, "rowCount": 0},
         {"h": T0 + H + 15 * 60, "clicks": 0, "rowCount": 1},
         {"h": T0 + 2 * H + 15 * 60, "clicks": 8, "rowCount": 2},
     ]
-    week = results(server, {"groupings": [{"column": "at", "name": "w",
+    week = server.results({"groupings": [{"column": "at", "name": "w",
                                            "timeTransform": "week"}], "filters": WINDOW})
     assert len(week) == 1 and (T0 - week[0]["w"]) < 7 * DAY and (week[0]["w"] // DAY + 3) % 7 \
         == 0  # a Monday, 00:00 UTC
@@ -83,14 +69,14 @@ def test_calendar_day_in_a_zone_with_zero_fill(server: ServerProcess) -> None:
 def test_string_matching(server: ServerProcess) -> None:
     q = {"groupings": ["name"], "filters": [{"type": "prefix", "column": "name",
                                              "value": "Star"}]}
-    assert results(server, q) == [{"name": "Starbuck", "rowCount": 1},
+    assert server.results(q) == [{"name": "Starbuck", "rowCount": 1},
                                   {"name": "Starfish", "rowCount": 1}]
     q["filters"] = [{"type": "regex", "column": "name", "value": "^h|^b",
                      "caseInsensitive": True}]
-    assert [r["name"] for r in results(server, q)] == ["Boomer", "helo"]
+    assert [r["name"] for r in server.results(q)] == ["Boomer", "helo"]
     q["filters"] = [{"type": "not", "filter": {"type": "contains", "column": "name",
                                                "value": "o"}}]
-    assert [r["name"] for r in results(server, q)] == [None, "Starbuck", "Starfish"]
+    assert [r["name"] for r in server.results(q)] == [None, "Starbuck", "Starfish"]
 
 
 @pytest.mark.parametrize(("query", "message"), [

@@ -16,7 +16,7 @@ import pytest
 
 from gumshoe.sketch import SPARSE_MAX
 
-from .harness import T0, ServerProcess, write_config
+from .harness import T0, ServerProcess, loaded_server, write_config
 
 H = 3600
 SCHEMA = """
@@ -46,16 +46,8 @@ WANT_BY_COUNTRY = [{"country": "CA", "visitors": 1, "visits": 6, "rowCount": 3},
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    tmp = tmp_path_factory.mktemp("uniques")
-    proc = ServerProcess(write_config(tmp, tmp / "db", schema=SCHEMA),
-                         tmp / "server.log").start()
-    try:
-        assert proc.insert(ROWS).status_code == 200
+    with loaded_server(tmp_path_factory.mktemp("uniques"), ROWS, schema=SCHEMA) as proc:
         yield proc
-    finally:
-        status = proc.stop()
-        proc.client.close()
-        assert status == 0, proc.log_text()
 
 
 def answer(server: ServerProcess, query: dict[str, Any]) -> dict[str, Any]:
@@ -64,24 +56,20 @@ def answer(server: ServerProcess, query: dict[str, Any]) -> dict[str, Any]:
     return r.json()  # type: ignore[no-any-return]
 
 
-def results(server: ServerProcess, query: dict[str, Any]) -> list[dict[str, Any]]:
-    return answer(server, query)["results"]  # type: ignore[no-any-return]
-
-
 def test_distinct_identities_per_group(server: ServerProcess) -> None:
     got = answer(server, BY_COUNTRY)
     assert got["results"] == WANT_BY_COUNTRY
     assert "approximate" not in got  # exact sparse answers are not approximate
-    total = results(server, {"aggregates": [{"column": "visitors"}]})  # no type: uniques
+    total = server.results({"aggregates": [{"column": "visitors"}]})  # no type: uniques
     assert total == [{"visitors": 3, "rowCount": 7}]  # ann, 5, bob over every group
 
 
 def test_zero_fill_and_empty_answers_are_0(server: ServerProcess) -> None:
     nothing = {"aggregates": AGGS, "filters": [{"column": "country", "value": "FR"}]}
-    assert results(server, nothing) == [{"visitors": 0, "visits": 0, "rowCount": 0}]
+    assert server.results(nothing) == [{"visitors": 0, "visits": 0, "rowCount": 0}]
     hourly = {"aggregates": AGGS, "filters": WINDOW,
               "groupings": [{"column": "at", "timeTransform": "hour", "fill": True}]}
-    assert [(r["visitors"], r["rowCount"]) for r in results(server, hourly)] == [
+    assert [(r["visitors"], r["rowCount"]) for r in server.results(hourly)] == [
         (2, 3), (0, 0), (0, 1), (2, 3)]
 
 
@@ -114,22 +102,22 @@ def test_a_uniques_column_cannot_be_filtered_or_grouped(server: ServerProcess,
                                         ([1], "an array")])
 def test_a_bad_identity_is_a_400_and_changes_nothing(server: ServerProcess, value: Any,
                                                      got: str) -> None:
-    before = results(server, BY_COUNTRY)
+    before = server.results(BY_COUNTRY)
     r = server.insert([{"at": T0, "country": "US", "visitors": "x"},
                        {"at": T0, "country": "US", "visitors": value}])
     assert r.status_code == 400, r.text
     assert f"rows[1].visitors: expected a string or an integer identity (uniques), got {got}" \
         in r.json()["error"]
-    assert results(server, BY_COUNTRY) == before
+    assert server.results(BY_COUNTRY) == before
 
 
 def test_having_order_by_and_post_aggregations(server: ServerProcess) -> None:
     q = {**BY_COUNTRY, "orderBy": [{"column": "visitors", "descending": True}],
          "postAggregations": [{"name": "per", "expression": "visits / visitors"}]}
-    assert [(r["country"], r["per"]) for r in results(server, q)] == [("US", 5 / 3),
+    assert [(r["country"], r["per"]) for r in server.results(q)] == [("US", 5 / 3),
                                                                       ("CA", 6.0)]
     q["having"] = {"type": ">", "column": "visitors", "value": 1}
-    assert [r["country"] for r in results(server, q)] == ["US"]
+    assert [r["country"] for r in server.results(q)] == ["US"]
 
 
 def test_sql_count_distinct(server: ServerProcess) -> None:
@@ -162,7 +150,7 @@ def test_csv_and_ndjson_identities_are_text(tmp_path: Any) -> None:
         r = proc.client.put("/insert", content=nd,
                             headers={"content-type": "application/x-ndjson"})
         assert r.status_code == 200, r.text
-        got = results(proc, {"aggregates": AGGS, "groupings": ["country"]})
+        got = proc.results({"aggregates": AGGS, "groupings": ["country"]})
         assert [(r["country"], r["visitors"], r["rowCount"]) for r in got] == [
             (None, 1, 1), ("US", 2, 4)]
     finally:
@@ -206,17 +194,17 @@ def test_same_answers_after_restarts(tmp_path: Any) -> None:
         proc.stop(sig=9)  # unflushed: the write-ahead log is replayed
         proc.start()
         assert proc.insert(ROWS[3:]).status_code == 200
-        assert results(proc, BY_COUNTRY) == WANT_BY_COUNTRY
+        assert proc.results(BY_COUNTRY) == WANT_BY_COUNTRY
         assert proc.stop() == 0  # a clean stop flushes: segments are reopened
         proc.start()
-        assert results(proc, BY_COUNTRY) == WANT_BY_COUNTRY
+        assert proc.results(BY_COUNTRY) == WANT_BY_COUNTRY
         late = {"at": T0 + 5, "country": "US", "visitors": "cy"}
         assert proc.insert([late]).status_code == 200  # on top of a flushed interval
         want = [WANT_BY_COUNTRY[0], {**WANT_BY_COUNTRY[1], "visitors": 4, "rowCount": 5}]
-        assert results(proc, BY_COUNTRY) == want
+        assert proc.results(BY_COUNTRY) == want
         assert proc.stop() == 0
         proc.start()
-        assert results(proc, BY_COUNTRY) == want
+        assert proc.results(BY_COUNTRY) == want
     finally:
         if proc.proc is not None and proc.proc.poll() is None:
             assert proc.stop() == 0, proc.log_text()
@@ -238,7 +226,7 @@ def test_the_readme_example_runs_as_written(tmp_path: Any) -> None:
                 {"at": T0 + 2, "page": "/", "views": 1, "visitors": "ann"},
                 {"at": T0 + 3, "page": "/about", "views": 1}]
         assert proc.insert(rows).status_code == 200
-        assert results(proc, json.loads(query.group(1).replace("\n  ", " "))) == [
+        assert proc.results(json.loads(query.group(1).replace("\n  ", " "))) == [
             {"page": "/", "visitors": 2, "rowCount": 3},
             {"page": "/about", "visitors": 0, "rowCount": 1}]
     finally:
