@@ -3,9 +3,11 @@ server that receives the same rows (the answer the router must reproduce)."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,6 +57,33 @@ class Cluster:
             p.client.close()
         return statuses
 
+    def insert_both(self, rows: list[dict[str, Any]]) -> None:
+        """The same rows through the router and into the lone server."""
+        assert self.router.insert(rows).status_code == 200
+        assert self.lone.insert(rows).status_code == 200
+
+    def same_answer(self, q: dict[str, Any]) -> dict[str, Any]:
+        """The router's answer, which must equal the lone server's (results, and which outputs
+        are approximate)."""
+        a, b = self.router.query(q), self.lone.query(q)
+        assert a.status_code == b.status_code == 200, (a.text, b.text)
+        assert a.json()["results"] == b.json()["results"]
+        assert a.json().get("approximate") == b.json().get("approximate")
+        return dict(a.json())
+
+
+@contextlib.contextmanager
+def loaded_cluster(tmp: Path, schema: str, batches: list[list[dict[str, Any]]]
+                   ) -> Iterator[Cluster]:
+    """A started cluster over `schema` holding `batches` (router and lone server alike)."""
+    c = Cluster(tmp, schema=schema).start()
+    try:
+        for rows in batches:
+            c.insert_both(rows)
+        yield c
+    finally:
+        assert c.stop() == [0] * 5, c.router.log_text()
+
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
@@ -65,4 +94,4 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         assert c.stop() == [0] * 5, c.router.log_text()
 
 
-__all__ = ["Cluster", "RouterProcess", "free_port"]
+__all__ = ["Cluster", "RouterProcess", "free_port", "loaded_cluster"]

@@ -16,7 +16,7 @@ from gumshoe.schema import Schema
 from ..http.harness import T0
 from ..http.test_minmax import AGGS, SCHEMA as MINMAX_SCHEMA
 from ..strategies import queries
-from .conftest import Cluster
+from .conftest import Cluster, loaded_cluster
 
 SCHEMA = Schema.from_config(parse_config(MINMAX_SCHEMA).schema)
 
@@ -43,22 +43,13 @@ def make_rows(n: int, seed: int) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("cluster"), schema=MINMAX_SCHEMA).start()
-    try:
-        for i in range(3):
-            rows = make_rows(300, seed=i)
-            assert c.router.insert(rows).status_code == 200
-            assert c.lone.insert(rows).status_code == 200
+    with loaded_cluster(tmp_path_factory.mktemp("cluster"), MINMAX_SCHEMA,
+                        [make_rows(300, seed=i) for i in range(3)]) as c:
         yield c
-    finally:
-        assert c.stop() == [0] * 5, c.router.log_text()
 
 
 def both(c: Cluster, q: dict[str, Any]) -> list[dict[str, Any]]:
-    a, b = c.router.query(q), c.lone.query(q)
-    assert a.status_code == b.status_code == 200, (a.text, b.text)
-    assert a.json()["results"] == b.json()["results"]
-    return a.json()["results"]  # type: ignore[no-any-return]
+    return list(c.same_answer(q)["results"])
 
 
 @pytest.mark.parametrize("q", [

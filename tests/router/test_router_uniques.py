@@ -17,7 +17,7 @@ from gumshoe.sketch import SPARSE_MAX
 from ..http.harness import T0
 from ..http.test_uniques import AGGS, SCHEMA as UNIQUES_SCHEMA
 from ..strategies import queries
-from .conftest import Cluster
+from .conftest import Cluster, loaded_cluster
 
 SCHEMA = Schema.from_config(parse_config(UNIQUES_SCHEMA).schema)
 
@@ -45,23 +45,11 @@ def make_rows(n: int, seed: int, ids: int = 500) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("cluster"), schema=UNIQUES_SCHEMA).start()
-    try:
-        for i in range(3):
-            rows = make_rows(300, seed=i)
-            assert c.router.insert(rows).status_code == 200
-            assert c.lone.insert(rows).status_code == 200
+    with loaded_cluster(tmp_path_factory.mktemp("cluster"), UNIQUES_SCHEMA,
+                        [make_rows(300, seed=i) for i in range(3)]) as c:
         yield c
-    finally:
-        assert c.stop() == [0] * 5, c.router.log_text()
 
 
-def both(c: Cluster, q: dict[str, Any]) -> dict[str, Any]:
-    a, b = c.router.query(q), c.lone.query(q)
-    assert a.status_code == b.status_code == 200, (a.text, b.text)
-    assert a.json()["results"] == b.json()["results"]
-    assert a.json().get("approximate") == b.json().get("approximate")
-    return a.json()  # type: ignore[no-any-return]
 
 
 @pytest.mark.parametrize("q", [
@@ -73,13 +61,13 @@ def both(c: Cluster, q: dict[str, Any]) -> dict[str, Any]:
      "having": {"type": ">", "column": "visitors", "value": 100}},
 ])
 def test_router_equals_one_server(loaded: Cluster, q: dict[str, Any]) -> None:
-    got = both(loaded, q)["results"]
+    got = loaded.same_answer(q)["results"]
     assert got and any(r["rowCount"] for r in got)
 
 
 def test_the_router_unites_identities_across_shards(loaded: Cluster) -> None:
     rows = [r for i in range(3) for r in make_rows(300, seed=i)]
-    got = both(loaded, {"aggregates": AGGS})
+    got = loaded.same_answer({"aggregates": AGGS})
     assert got["results"][0]["visitors"] == len({str(r["visitors"]) for r in rows
                                                  if r.get("visitors") is not None})
     assert "approximate" not in got
@@ -95,7 +83,7 @@ def test_an_estimate_through_the_router(tmp_path: Any) -> None:
         for lo in range(0, n, 1500):
             assert c.router.insert(rows[lo:lo + 1500]).status_code == 200
             assert c.lone.insert(rows[lo:lo + 1500]).status_code == 200
-        got = both(c, {"aggregates": AGGS, "groupings": ["country"]})
+        got = c.same_answer({"aggregates": AGGS, "groupings": ["country"]})
         assert got["approximate"] == ["visitors"]
         assert abs(got["results"][0]["visitors"] - n) < 0.03 * n
     finally:
@@ -105,4 +93,4 @@ def test_an_estimate_through_the_router(tmp_path: Any) -> None:
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=queries(SCHEMA, base=T0))
 def test_random_queries_router_equals_one_server(loaded: Cluster, data: dict[str, Any]) -> None:
-    both(loaded, data)
+    loaded.same_answer(data)
