@@ -54,7 +54,7 @@ class Block:
             {k: (None if v is None or not v[start:stop].any() else v[start:stop])
              for k, v in self.nils.items()},
             {k: v[start:stop] for k, v in self.metrics.items()},
-            {k: v.take(np.arange(start, stop)) for k, v in self.sketches.items()},
+            {k: v.slice(start, stop) for k, v in self.sketches.items()},
         )
 
 

@@ -633,7 +633,7 @@ def _slice(block: Block, lo: int, hi: int) -> Block:
     return Block(hi - lo, block.count[lo:hi], {k: v[lo:hi] for k, v in block.dims.items()},
                  {k: (None if v is None else v[lo:hi]) for k, v in block.nils.items()},
                  {k: v[lo:hi] for k, v in block.metrics.items()},
-                 {k: v.take(np.arange(lo, hi)) for k, v in block.sketches.items()})
+                 {k: v.slice(lo, hi) for k, v in block.sketches.items()})
 
 
 def _concat_pieces(schema: Schema, pieces: list[Piece]) -> Block:
@@ -658,7 +658,7 @@ def _concat_pieces(schema: Schema, pieces: list[Piece]) -> Block:
     count = np.concatenate([b.count[lo:hi] for _, b, _, lo, hi in pieces], dtype=np.int64)
     metrics = {m.name: np.concatenate([b.metrics[m.name][lo:hi] for _, b, _, lo, hi in pieces],
                                       dtype=m.store_dtype) for m in schema.metrics}
-    sketches = {u.name: SketchColumn.concat([b.sketches[u.name].take(np.arange(lo, hi))
+    sketches = {u.name: SketchColumn.concat([b.sketches[u.name].slice(lo, hi)
                                              for _, b, _, lo, hi in pieces])
                 for u in schema.uniques}
     return Block(n, count, dims, nils, metrics, sketches)

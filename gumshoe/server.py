@@ -168,7 +168,7 @@ def _column_values(snapshot: Any, block: Block, n: int) -> dict[str, list[Any]]:
         out[m.name] = values.tolist() if missing is None else [
             None if x else v for v, x in zip(values.tolist(), missing.tolist(), strict=True)]
     for u in schema.uniques:  # a uniques row: its distinct count (estimate when dense)
-        est = block.sketches[u.name].take(np.arange(n)).estimate()[0]
+        est = block.sketches[u.name].slice(0, n).estimate()[0]
         out[u.name] = np.rint(est).astype(np.int64).tolist()
     return out
 

@@ -286,6 +286,14 @@ class SketchColumn:
         return SketchColumn(_narrow_lens(lens), self.hashes[idx],
                             np.flatnonzero(hit).astype(np.int64), self.registers[pos[hit]])
 
+    def slice(self, lo: int, hi: int) -> SketchColumn:
+        """Rows [lo, hi) as views (the hashes are contiguous: no gather, unlike `take`)."""
+        hi = max(lo, min(hi, len(self.lens)))
+        off = self.offsets()
+        a, b = np.searchsorted(self.dense_rows, [lo, hi])
+        return SketchColumn(self.lens[lo:hi], self.hashes[off[lo]:off[hi]],
+                            self.dense_rows[a:b] - lo, self.registers[a:b])
+
     @staticmethod
     def concat(parts: Sequence[SketchColumn]) -> SketchColumn:
         if not parts:

@@ -267,6 +267,16 @@ def test_take_concat_and_masks(path: str) -> None:
         sketch.union(col, np.array([3, 7, 12, 40]), np.zeros(4, np.int64), 1)
 
 
+@pytest.mark.parametrize("lo, hi", [(0, 50), (0, 25), (25, 50), (3, 4), (4, 40), (41, 50),
+                                    (10, 10), (0, 0), (45, 99)])
+def test_slice_is_take_of_the_range(lo: int, hi: int) -> None:
+    col = mixed_column()  # dense rows 3 and 40
+    want = col.take(np.arange(lo, min(hi, len(col))))
+    got = col.slice(lo, hi)
+    assert got == want and len(got) == len(want)
+    assert np.shares_memory(got.hashes, col.hashes) or len(got.hashes) == 0  # views
+
+
 def test_native_and_numpy_columns_are_identical() -> None:
     if len(PATHS) < 2:
         pytest.skip("gumshoe._sketch is not loaded")
