@@ -359,44 +359,6 @@ static void sort_hashes(uint64_t *a, Py_ssize_t m, uint64_t *tmp, uint32_t *cnt)
     memcpy(a, tmp, (size_t)m * sizeof(uint64_t));
 }
 
-static Py_ssize_t bsearch64(const int64_t *a, Py_ssize_t n, int64_t v) {
-    Py_ssize_t lo = 0, hi = n;
-    while (lo < hi) {
-        Py_ssize_t mid = (lo + hi) / 2;
-        if (a[mid] < v) lo = mid + 1;
-        else hi = mid;
-    }
-    return lo < n && a[lo] == v ? lo : -1;
-}
-
-/* union(lens, offsets, hashes, dense_rows, registers, rows, groups, n_groups, sparse_max)
- *   -> (lens, hashes, dense_groups, registers) as bytes (int64, uint64, int64, uint8).
- *
- * Rows r = rows[i] (or i when rows is None) of a sketch column -- lens: unsigned, 1/2/4/8
- * bytes; offsets: n+1 int64 into the hashes, needed only with rows; dense_rows: sorted int64
- * with their registers, k x 2^14 uint8 -- united per group groups[i] in [0, n_groups). The
- * hashes are first partitioned by group (a counting sort, skipped when the selected rows are
- * consecutive and in group order), then each group's are deduplicated in one reused
- * open-addressing table (sized to the group, so it stays in cache) and sorted, or folded into
- * registers once the group has more than sparse_max distinct hashes or a dense input row. */
-typedef struct {
-    int64_t group, dense;
-} DenseIn;
-
-static int cmp_dense(const void *a, const void *b) {
-    const DenseIn *x = a, *y = b;
-    return x->group < y->group ? -1 : x->group > y->group ? 1 : 0;
-}
-
-static inline int64_t len_at(const void *p, int w, Py_ssize_t i) {
-    switch (w) {
-    case 1: return ((const uint8_t *)p)[i];
-    case 2: return ((const uint16_t *)p)[i];
-    case 4: return ((const uint32_t *)p)[i];
-    default: return (int64_t)((const uint64_t *)p)[i];
-    }
-}
-
 /* The partition buffer of the last call, kept for the next (a fresh one costs a page fault
  * per 4 KiB, as much as the partition itself); taken and given back atomically, so calls on
  * several threads never share it. Only buffers up to SCRATCH_KEEP bytes are kept. */
@@ -425,279 +387,479 @@ static void scratch_give(Scratch *s) {
 }
 
 #define SLACK 2
-#define SEL_ROW(i) (have_rows ? rows[i] : (int64_t)(i))
+
+/* union(blocks, n_groups, sparse_max, with_counts)
+ *   -> (lens, hashes, dense_groups, registers, counts) as bytes (int64, uint64, int64, uint8,
+ *      int64; counts None without with_counts).
+ *
+ * The rows of several sketch columns (the blocks of a scan, read in place: no concatenation)
+ * united per group. blocks: a sequence of (lens, hashes, dense_rows, registers, keys, counts):
+ * lens unsigned, 1/2/4/8 bytes, one per row; hashes uint64, sum(lens) of them, row after row;
+ * dense_rows int64, the rows holding registers (k x 2^14 uint8) instead of hashes; keys the
+ * row's group in [0, n_groups), -1 for a row left out, as an int64 array or one int for every
+ * row; counts (None, or integers of 1/2/4/8 bytes per row) summed per group when with_counts.
+ *
+ * A group's upper bound on distinct hashes (its rows' lens) decides its path. At most
+ * sparse_max ("light"): it stays sparse for sure, so its hashes are partitioned by group (a
+ * counting sort) and each group deduplicated in one reused open-addressing table sized to it,
+ * then sorted. Above ("heavy", or with a dense input row): its hashes go, as the blocks are
+ * read, straight into its own set, which grows while it holds at most sparse_max hashes and
+ * turns into registers after -- no copy of the (mostly) heavy hashes, one sequential read with
+ * software prefetch (this machine's hardware prefetcher alone left the loop waiting on memory:
+ * 73 ms for 23M hashes against 30 ms with it). */
+typedef struct {
+    Py_buffer lb, hb, dr, rg, kb, cb;
+    const void *lens, *counts;
+    const uint64_t *hashes;
+    const int64_t *drows, *keys;
+    const uint8_t *regs;
+    int64_t key; /* every row's group when keys is NULL */
+    int lw, cw;
+    Py_ssize_t n, nh, k;
+} Src;
+
+typedef struct { /* a heavy group: a set of at most sparse_max hashes, then registers */
+    uint64_t *table; /* 0 marks an empty slot; the hash 0 is noted in has_zero */
+    uint8_t *reg;
+    uint32_t cap, m;
+    int has_zero;
+} Heavy;
+
+static inline int64_t uint_at(const void *p, int w, Py_ssize_t i) {
+    switch (w) {
+    case 1: return ((const uint8_t *)p)[i];
+    case 2: return ((const uint16_t *)p)[i];
+    case 4: return ((const uint32_t *)p)[i];
+    default: return (int64_t)((const uint64_t *)p)[i];
+    }
+}
+
+static inline int64_t key_at(const Src *s, Py_ssize_t i) { return s->keys ? s->keys[i] : s->key; }
+
+static int heavy_to_registers(Heavy *s) {
+    s->reg = calloc(N_REG, 1);
+    if (!s->reg) return -1;
+    for (uint32_t t = 0; t < s->cap; t++)
+        if (s->table[t]) reg_add(s->reg, s->table[t]);
+    if (s->has_zero) reg_add(s->reg, 0);
+    free(s->table);
+    s->table = NULL;
+    return 0;
+}
+
+static inline void table_put(uint64_t *table, uint32_t mask, uint64_t v, uint32_t *m) {
+    uint32_t j = (uint32_t)(v ^ (v >> 29)) & mask;
+    while (table[j] && table[j] != v) j = (j + 1) & mask;
+    if (!table[j]) {
+        table[j] = v;
+        (*m)++;
+    }
+}
+
+/* adds v to a heavy group's set (or registers); -1 when out of memory */
+static inline int heavy_add(Heavy *s, uint64_t v, Py_ssize_t sparse_max) {
+    if (s->reg) {
+        reg_add(s->reg, v);
+        return 0;
+    }
+    if (v == 0) {
+        s->m += !s->has_zero;
+        s->has_zero = 1;
+    } else {
+        if (4 * ((size_t)s->m + 1) > 3 * (size_t)s->cap) { /* load above 3/4: double */
+            const uint32_t cap = s->cap ? 2 * s->cap : 64, mask = cap - 1;
+            uint64_t *t = calloc(cap, sizeof(uint64_t));
+            if (!t) return -1;
+            uint32_t m = 0;
+            for (uint32_t i = 0; i < s->cap; i++)
+                if (s->table[i]) table_put(t, mask, s->table[i], &m);
+            free(s->table);
+            s->table = t;
+            s->cap = cap;
+        }
+        table_put(s->table, s->cap - 1, v, &s->m);
+    }
+    if ((Py_ssize_t)s->m > sparse_max) return heavy_to_registers(s);
+    return 0;
+}
+
+#define PREFETCH_AHEAD 128 /* hashes (1 KiB) */
+
+/* Pass 1 over a block: each selected row's hashes added to its group's count, its count to
+ * the group's sum. Returns 1 on a key out of range, 3 when lens and hashes disagree. */
+#define DEFINE_COUNT(LT, NAME)                                                               \
+    static int NAME(const Src *s, int64_t *restrict count, int64_t *restrict cnt_out,       \
+                    Py_ssize_t n_groups) {                                                  \
+        const LT *restrict ln = s->lens;                                                    \
+        const int64_t *restrict keys = s->keys;                                             \
+        int64_t run = 0;                                                                    \
+        int bad = 0;                                                                        \
+        for (Py_ssize_t i = 0; i < s->n; i++) {                                             \
+            const int64_t g = keys[i], len = ln[i];                                         \
+            run += len;                                                                     \
+            if ((uint64_t)g >= (uint64_t)n_groups) {                                        \
+                bad |= g != -1;                                                             \
+                continue;                                                                   \
+            }                                                                               \
+            count[g] += len;                                                                \
+            if (cnt_out) cnt_out[g] += uint_at(s->counts, s->cw, i);                        \
+        }                                                                                   \
+        return bad ? 1 : run != s->nh ? 3 : 0;                                              \
+    }
+DEFINE_COUNT(uint8_t, count_u8)
+DEFINE_COUNT(uint16_t, count_u16)
+DEFINE_COUNT(uint32_t, count_u32)
+DEFINE_COUNT(uint64_t, count_u64)
+
+static int count_block(const Src *s, int64_t *count, int64_t *cnt_out, Py_ssize_t n_groups) {
+    if (!s->keys) { /* one group for every row (or none) */
+        int64_t run = 0;
+        for (Py_ssize_t i = 0; i < s->n; i++) run += uint_at(s->lens, s->lw, i);
+        if (run != s->nh) return 3;
+        if (s->key < 0) return 0;
+        count[s->key] += s->nh;
+        if (cnt_out && s->counts) {
+            int64_t c = 0;
+            for (Py_ssize_t i = 0; i < s->n; i++) c += uint_at(s->counts, s->cw, i);
+            cnt_out[s->key] += c;
+        }
+        return 0;
+    }
+    if (!s->counts) cnt_out = NULL;
+    switch (s->lw) {
+    case 1: return count_u8(s, count, cnt_out, n_groups);
+    case 2: return count_u16(s, count, cnt_out, n_groups);
+    case 4: return count_u32(s, count, cnt_out, n_groups);
+    default: return count_u64(s, count, cnt_out, n_groups);
+    }
+}
+
+/* n hashes into a heavy group: its set while it is one, then its registers. -1: no memory */
+static inline int heavy_add_all(Heavy *st, const uint64_t *restrict h, int64_t n,
+                                Py_ssize_t sparse_max) {
+    int64_t j = 0;
+    for (; j < n && !st->reg; j++)
+        if (heavy_add(st, h[j], sparse_max) < 0) return -1;
+    uint8_t *restrict reg = st->reg;
+    for (; j < n; j++) {
+        __builtin_prefetch(h + j + PREFETCH_AHEAD);
+        reg_add(reg, h[j]);
+    }
+    return 0;
+}
+
+/* Pass 2 over a block: a heavy group's hashes into its set or registers, a light group's
+ * into its partition region (which has SLACK spare slots after it: a row of one or two
+ * hashes is copied as two, no branch on its length). -1: out of memory. */
+#define DEFINE_SPREAD(LT, NAME)                                                              \
+    static int NAME(const Src *s, const int64_t *restrict slot, Heavy *heavy,               \
+                    uint64_t *restrict dst0, int64_t *restrict pos, Py_ssize_t sparse_max) { \
+        const LT *restrict ln = s->lens;                                                    \
+        const int64_t *restrict keys = s->keys;                                             \
+        const uint64_t *restrict h = s->hashes;                                             \
+        const int64_t safe_end = s->nh - 2;                                                 \
+        int64_t a = 0;                                                                      \
+        for (Py_ssize_t i = 0; i < s->n; i++) {                                             \
+            const int64_t g = keys[i], len = ln[i];                                         \
+            __builtin_prefetch(h + a + PREFETCH_AHEAD);                                     \
+            if (g >= 0 && len) {                                                            \
+                const int64_t sl = slot[g];                                                 \
+                if (sl >= 0) {                                                              \
+                    Heavy *st = &heavy[sl];                                                 \
+                    uint8_t *restrict reg = st->reg;                                        \
+                    if (reg) {                                                              \
+                        for (int64_t j = 0; j < len; j++) reg_add(reg, h[a + j]);           \
+                    } else if (heavy_add_all(st, h + a, len, sparse_max) < 0) {             \
+                        return -1;                                                          \
+                    }                                                                       \
+                } else {                                                                    \
+                    uint64_t *dst = dst0 + pos[g];                                          \
+                    if (len <= 2 && a <= safe_end) {                                        \
+                        dst[0] = h[a];                                                      \
+                        dst[1] = h[a + 1];                                                  \
+                    } else {                                                                \
+                        for (int64_t j = 0; j < len; j++) dst[j] = h[a + j];                \
+                    }                                                                       \
+                    pos[g] += len;                                                          \
+                }                                                                           \
+            }                                                                               \
+            a += len;                                                                       \
+        }                                                                                   \
+        return 0;                                                                           \
+    }
+DEFINE_SPREAD(uint8_t, spread_u8)
+DEFINE_SPREAD(uint16_t, spread_u16)
+DEFINE_SPREAD(uint32_t, spread_u32)
+DEFINE_SPREAD(uint64_t, spread_u64)
+
+static int spread_block(const Src *s, const int64_t *slot, Heavy *heavy, uint64_t *dst0,
+                        int64_t *pos, Py_ssize_t sparse_max) {
+    if (!s->keys) { /* every row in one group: its hashes in one run, the rows don't matter */
+        if (s->key < 0 || !s->nh) return 0;
+        if (slot[s->key] >= 0) return heavy_add_all(&heavy[slot[s->key]], s->hashes, s->nh,
+                                                    sparse_max);
+        memcpy(dst0 + pos[s->key], s->hashes, (size_t)s->nh * 8);
+        pos[s->key] += s->nh;
+        return 0;
+    }
+    switch (s->lw) {
+    case 1: return spread_u8(s, slot, heavy, dst0, pos, sparse_max);
+    case 2: return spread_u16(s, slot, heavy, dst0, pos, sparse_max);
+    case 4: return spread_u32(s, slot, heavy, dst0, pos, sparse_max);
+    default: return spread_u64(s, slot, heavy, dst0, pos, sparse_max);
+    }
+}
 
 static PyObject *sketch_union(PyObject *self, PyObject *args) {
-    PyObject *len_obj, *off_obj, *h_obj, *dr_obj, *reg_obj, *rows_obj, *g_obj;
+    PyObject *blocks_obj;
     Py_ssize_t n_groups, sparse_max;
-    if (!PyArg_ParseTuple(args, "OOOOOOOnn:union", &len_obj, &off_obj, &h_obj, &dr_obj,
-                          &reg_obj, &rows_obj, &g_obj, &n_groups, &sparse_max))
+    int with_counts;
+    if (!PyArg_ParseTuple(args, "Onnp:union", &blocks_obj, &n_groups, &sparse_max, &with_counts))
         return NULL;
-    Py_buffer lb = {0}, off = {0}, hb = {0}, dr = {0}, rg = {0}, rw = {0}, gb = {0};
-    const int have_rows = rows_obj != Py_None;
-    PyObject *result = NULL, *out_hashes = NULL, *out_lens = NULL;
-    int64_t *count = NULL, *start = NULL;
-    uint64_t *table = NULL;
+    PyObject *seq = PySequence_Fast(blocks_obj, "union: blocks must be a sequence");
+    if (!seq) return NULL;
+    const Py_ssize_t nb = PySequence_Fast_GET_SIZE(seq);
+    Src *src = calloc(nb ? (size_t)nb : 1, sizeof(Src));
+    PyObject *result = NULL, *out_hashes = NULL, *out_lens = NULL, *out_counts = NULL;
+    int64_t *count = NULL, *start = NULL, *slot = NULL;
+    Heavy *heavy = NULL;
+    Py_ssize_t n_heavy = 0;
+    uint64_t *table = NULL, *sort_tmp = NULL;
+    uint32_t *sort_cnt = NULL;
     Scratch *part = NULL;
-    DenseIn *din = NULL;
     Buf out_r = {0}, out_dg = {0};
-    if (get_buf(len_obj, &lb, 0, 0, "lens") < 0) goto done;
-    if (have_rows && get_buf(off_obj, &off, 0, 8, "offsets") < 0) goto done;
-    if (get_buf(h_obj, &hb, 0, 8, "hashes") < 0) goto done;
-    if (get_buf(dr_obj, &dr, 0, 8, "dense_rows") < 0) goto done;
-    if (get_buf(reg_obj, &rg, 0, 1, "registers") < 0) goto done;
-    if (have_rows && get_buf(rows_obj, &rw, 0, 8, "rows") < 0) goto done;
-    if (get_buf(g_obj, &gb, 0, 8, "groups") < 0) goto done;
-
-    const int lw = (int)lb.itemsize;
-    const void *lens = lb.buf;
-    const int64_t *offs = off.buf, *drows = dr.buf, *rows = rw.buf, *groups = gb.buf;
-    const uint64_t *hashes = hb.buf;
-    const uint8_t *regs = rg.buf;
-    const Py_ssize_t n_rows = lw ? lb.len / lw : 0, k = dr.len / 8, n_sel = gb.len / 8;
-    const Py_ssize_t n_hashes = hb.len / 8;
-    if ((lw != 1 && lw != 2 && lw != 4 && lw != 8) || rg.len != k * N_REG ||
-        (have_rows && (rw.len != gb.len || off.len != (n_rows + 1) * 8 ||
-                       offs[n_rows] != n_hashes)) ||
-        (!have_rows && n_sel != n_rows) || n_groups < 0 || sparse_max < 0) {
-        PyErr_SetString(PyExc_ValueError, "union: inconsistent sketch column or selection");
+    Py_ssize_t got = 0; /* blocks whose buffers are held */
+    if (!src) {
+        PyErr_NoMemory();
         goto done;
+    }
+    if (n_groups < 0 || sparse_max < 0 || sparse_max > (1 << 24)) {
+        PyErr_SetString(PyExc_ValueError, "union: bad n_groups or sparse_max");
+        goto done;
+    }
+    for (; got < nb; got++) {
+        Src *s = &src[got];
+        PyObject *lo, *ho, *dro, *rgo, *ko, *co;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, got), "OOOOOO:union block", &lo, &ho,
+                              &dro, &rgo, &ko, &co))
+            goto done;
+        const int has_keys = !PyLong_Check(ko);
+        if (!has_keys) {
+            s->key = PyLong_AsLongLong(ko);
+            if (s->key == -1 && PyErr_Occurred()) goto done;
+        }
+        if (get_buf(lo, &s->lb, 0, 0, "lens") < 0) goto done;
+        if (get_buf(ho, &s->hb, 0, 8, "hashes") < 0 || get_buf(dro, &s->dr, 0, 8, "dense_rows") < 0 ||
+            get_buf(rgo, &s->rg, 0, 1, "registers") < 0 ||
+            (has_keys && get_buf(ko, &s->kb, 0, 8, "keys") < 0) ||
+            (co != Py_None && get_buf(co, &s->cb, 0, 0, "counts") < 0)) {
+            got++; /* release what this block holds */
+            goto done;
+        }
+        s->lens = s->lb.buf;
+        s->lw = (int)s->lb.itemsize;
+        s->hashes = s->hb.buf;
+        s->drows = s->dr.buf;
+        s->regs = s->rg.buf;
+        s->keys = has_keys ? s->kb.buf : NULL;
+        s->counts = co != Py_None ? s->cb.buf : NULL;
+        s->cw = co != Py_None ? (int)s->cb.itemsize : 0;
+        s->n = s->lw ? s->lb.len / s->lw : 0;
+        s->nh = s->hb.len / 8;
+        s->k = s->dr.len / 8;
+        if ((s->lw != 1 && s->lw != 2 && s->lw != 4 && s->lw != 8) || s->rg.len != s->k * N_REG ||
+            (has_keys && s->kb.len != s->n * 8) ||
+            (s->counts && ((s->cw != 1 && s->cw != 2 && s->cw != 4 && s->cw != 8) ||
+                           s->cb.len != s->n * s->cw)) ||
+            (!has_keys && (s->key < -1 || s->key >= n_groups))) {
+            got++;
+            PyErr_SetString(PyExc_ValueError, "union: inconsistent sketch column or keys");
+            goto done;
+        }
     }
     count = calloc((size_t)n_groups + 1, sizeof(int64_t));
-    start = calloc((size_t)n_groups + 2, sizeof(int64_t));
-    if (!count || !start) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    int err = 0; /* 1: bad group or row, 2: out of memory, 3: lens and hashes disagree */
-    Py_ssize_t n_din = 0, cap_din = 0;
-    int in_order = 1;
-    int64_t base = 0;
-    Py_BEGIN_ALLOW_THREADS
-    /* pass 1: hashes per group; dense input rows; are the rows consecutive, in group order? */
-    int64_t prev_g = 0, prev_r = -1, run = 0;
-    for (Py_ssize_t i = 0; i < n_sel; i++) {
-        const int64_t r = SEL_ROW(i), g = groups[i];
-        if (r < 0 || r >= n_rows || g < 0 || g >= n_groups) {
-            err = 1;
-            break;
-        }
-        if (g < prev_g || (have_rows && i && r != prev_r + 1)) in_order = 0;
-        prev_g = g;
-        prev_r = r;
-        const int64_t len = len_at(lens, lw, r);
-        run += len;
-        count[g] += len;
-        if (len == 0 && k) {
-            const Py_ssize_t d = bsearch64(drows, k, r);
-            if (d >= 0) {
-                if (n_din == cap_din) {
-                    cap_din = cap_din ? 2 * cap_din : 64;
-                    DenseIn *p = realloc(din, (size_t)cap_din * sizeof(DenseIn));
-                    if (!p) {
-                        err = 2;
-                        break;
-                    }
-                    din = p;
-                }
-                din[n_din].group = g;
-                din[n_din++].dense = d;
-            }
-        }
-    }
-    if (!err && !have_rows && run != n_hashes) err = 3;
-    if (!err) {
-        for (Py_ssize_t g = 0; g < n_groups; g++) start[g + 1] = start[g] + count[g];
-        if (n_din > 1) qsort(din, (size_t)n_din, sizeof(DenseIn), cmp_dense);
-        if (in_order && n_sel && have_rows) base = offs[rows[0]];
-    }
-    Py_END_ALLOW_THREADS
-    if (err == 1) {
-        PyErr_SetString(PyExc_ValueError, "union: a row or group index is out of range");
-        goto done;
-    }
-    if (err == 3) {
-        PyErr_SetString(PyExc_ValueError, "union: sum(lens) != len(hashes)");
-        goto done;
-    }
-    if (err == 2) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    /* outputs: the hashes at most all of the input's (pages never written cost nothing and
-     * are given back by the final resize), the lengths one per group */
-    const Py_ssize_t total = (Py_ssize_t)start[n_groups];
-    out_hashes = PyBytes_FromStringAndSize(NULL, total * 8);
+    start = calloc((size_t)n_groups + 1, sizeof(int64_t));
+    slot = malloc(((size_t)n_groups + 1) * sizeof(int64_t));
     out_lens = PyBytes_FromStringAndSize(NULL, n_groups * 8);
-    if (!out_hashes || !out_lens) goto done;
-    uint64_t *oh = (uint64_t *)PyBytes_AS_STRING(out_hashes);
+    if (with_counts) out_counts = PyBytes_FromStringAndSize(NULL, n_groups * 8);
+    if (!count || !start || !slot) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (!out_lens || (with_counts && !out_counts)) goto done;
     int64_t *out_len = (int64_t *)PyBytes_AS_STRING(out_lens);
-    memset(out_len, 0, (size_t)n_groups * 8);
+    int64_t *cnt_out = with_counts ? (int64_t *)PyBytes_AS_STRING(out_counts) : NULL;
+    int err = 0; /* 1: bad key or dense row, 2: out of memory, 3: lens and hashes disagree */
     Py_ssize_t n_out = 0;
+    int64_t total = 0;
     Py_BEGIN_ALLOW_THREADS
-    /* pass 2: the hashes partitioned by group (when in order, each group's hashes are one
-     * contiguous run of the input already) */
-    const uint64_t *src = hashes + base;
-    int64_t slack = 0;
-    if (!in_order) {
-        /* each group's region has SLACK spare slots after it: a row of one or two hashes
-         * is copied as two (no branch on its length; the extra one lands on the group's
-         * next position or its spare slot) */
-        part = scratch_take((size_t)total + SLACK * (size_t)n_groups + 2);
-        if (!part) {
-            err = 2;
-        } else {
-            int64_t *pos = count; /* reused: the write position of each group */
-            for (Py_ssize_t g = 0; g < n_groups; g++) pos[g] = start[g] + SLACK * g;
-            uint64_t *dst0 = part->data;
-            if (have_rows) {
-                for (Py_ssize_t i = 0; i < n_sel; i++) {
-                    const int64_t r = rows[i], a = offs[r], len = offs[r + 1] - a;
-                    uint64_t *dst = dst0 + pos[groups[i]];
-                    for (int64_t j = 0; j < len; j++) dst[j] = hashes[a + j];
-                    pos[groups[i]] += len;
-                }
-            } else {
-#define PARTITION(LT)                                                                      \
-    do {                                                                                   \
-        const LT *ln = (const LT *)lens;                                                   \
-        int64_t a = 0;                                                                     \
-        const int64_t safe_end = n_hashes - 2;                                             \
-        for (Py_ssize_t i = 0; i < n_sel; i++) {                                           \
-            const int64_t len = (int64_t)ln[i], g = groups[i];                             \
-            uint64_t *dst = dst0 + pos[g];                                                 \
-            if (len <= 2 && a <= safe_end) {                                               \
-                dst[0] = hashes[a];                                                        \
-                dst[1] = hashes[a + 1];                                                    \
-            } else {                                                                       \
-                for (int64_t j = 0; j < len; j++) dst[j] = hashes[a + j];                   \
-            }                                                                              \
-            pos[g] += len;                                                                 \
-            a += len;                                                                      \
-        }                                                                                  \
-    } while (0)
-                switch (lw) {
-                case 1: PARTITION(uint8_t); break;
-                case 2: PARTITION(uint16_t); break;
-                case 4: PARTITION(uint32_t); break;
-                default: PARTITION(uint64_t); break;
-                }
-#undef PARTITION
-            }
-            src = part->data;
-            slack = SLACK;
+    memset(out_len, 0, (size_t)n_groups * 8);
+    if (cnt_out) memset(cnt_out, 0, (size_t)n_groups * 8);
+    /* pass 1: the hashes per group (and the counts summed); heavy groups get a set */
+    for (Py_ssize_t b = 0; !err && b < nb; b++) {
+        const Src *s = &src[b];
+        err = count_block(s, count, cnt_out, n_groups);
+        for (Py_ssize_t d = 0; !err && d < s->k; d++) {
+            if (s->drows[d] < 0 || s->drows[d] >= s->n) err = 1;
+            else if (key_at(s, s->drows[d]) >= 0) count[key_at(s, s->drows[d])] |= (int64_t)1 << 62;
         }
     }
-    /* pass 3: per group, deduplicate (one reused table sized to the group), sort or fold */
+    /* light groups' partition offsets; heavy groups' slots */
+    for (Py_ssize_t g = 0; !err && g < n_groups; g++) {
+        if (count[g] > sparse_max) {
+            slot[g] = n_heavy++;
+            start[g + 1] = start[g];
+        } else {
+            slot[g] = -1;
+            start[g + 1] = start[g] + count[g];
+        }
+        total += count[g] & (((int64_t)1 << 62) - 1);
+    }
+    if (!err && n_heavy && !(heavy = calloc((size_t)n_heavy, sizeof(Heavy)))) err = 2;
+    /* dense input rows: their group's registers start as their maximum */
+    for (Py_ssize_t b = 0; !err && b < nb; b++) {
+        const Src *s = &src[b];
+        for (Py_ssize_t d = 0; !err && d < s->k; d++) {
+            const int64_t g = key_at(s, s->drows[d]);
+            if (g < 0) continue;
+            Heavy *h = &heavy[slot[g]];
+            const uint8_t *o = s->regs + d * N_REG;
+            if (!h->reg) {
+                if (!(h->reg = malloc(N_REG))) {
+                    err = 2;
+                    break;
+                }
+                memcpy(h->reg, o, N_REG);
+            } else {
+                for (int j = 0; j < N_REG; j++) h->reg[j] = h->reg[j] > o[j] ? h->reg[j] : o[j];
+            }
+        }
+    }
+    const int64_t light = start[n_groups];
+    if (!err && light && !(part = scratch_take((size_t)light + SLACK * (size_t)n_groups + 2)))
+        err = 2;
+    /* pass 2: heavy groups' hashes into their sets, light groups' into the partition */
+    if (!err) {
+        int64_t *pos = count; /* reused: a light group's write position */
+        for (Py_ssize_t g = 0; g < n_groups; g++) pos[g] = start[g] + SLACK * g;
+        uint64_t *dst0 = part ? part->data : NULL;
+        for (Py_ssize_t b = 0; !err && b < nb; b++)
+            if (spread_block(&src[b], slot, heavy, dst0, pos, sparse_max) < 0) err = 2;
+    }
+    /* outputs: the hashes at most all of the selected rows' (pages never written cost nothing
+     * and are given back by the final resize) */
+    Py_BLOCK_THREADS
+    if (!err) {
+        out_hashes = PyBytes_FromStringAndSize(NULL, total * 8);
+        if (!out_hashes) err = 4;
+    }
+    Py_UNBLOCK_THREADS
+    /* pass 3: per group in order, the sparse hashes sorted, or the registers */
     size_t tcap_max = 16;
     while (tcap_max < 2 * ((size_t)sparse_max + 1)) tcap_max *= 2;
-    uint64_t *sort_tmp = NULL;
-    uint32_t *sort_cnt = NULL;
     if (!err) {
         table = malloc(tcap_max * sizeof(uint64_t));
         sort_tmp = malloc(tcap_max * sizeof(uint64_t));
         sort_cnt = malloc((((size_t)1 << BUCKET_BITS_MAX) + 1) * sizeof(uint32_t));
         if (!table || !sort_tmp || !sort_cnt) err = 2;
     }
-    Py_ssize_t di = 0;
+    uint64_t *oh = out_hashes ? (uint64_t *)PyBytes_AS_STRING(out_hashes) : NULL;
     for (Py_ssize_t g = 0; !err && g < n_groups; g++) {
-        const uint64_t *h = src + start[g] + slack * g;
-        const int64_t nh = start[g + 1] - start[g];
-        const int has_dense = di < n_din && din[di].group == g;
-        if (nh == 0 && !has_dense) continue;
-        uint8_t *reg = NULL;
-        if (has_dense) {
-            if (buf_reserve(&out_r, N_REG) || buf_reserve(&out_dg, 8)) {
-                err = 2;
-                break;
-            }
-            reg = out_r.p + out_r.len;
-            memcpy(reg, regs + din[di].dense * N_REG, N_REG);
-            for (di++; di < n_din && din[di].group == g; di++) {
-                const uint8_t *o = regs + din[di].dense * N_REG;
-                for (int j = 0; j < N_REG; j++) reg[j] = reg[j] > o[j] ? reg[j] : o[j];
-            }
-            for (int64_t j = 0; j < nh; j++) reg_add(reg, h[j]);
-        } else if (nh == 1) {
-            oh[n_out++] = h[0];
-            out_len[g] = 1;
-        } else {
-            size_t tcap = 16;
-            while (tcap < tcap_max && tcap < 2 * (size_t)nh) tcap *= 2;
-            const uint64_t mask = tcap - 1;
-            memset(table, 0, tcap * sizeof(uint64_t));
-            /* each new hash goes to the table (0 marks an empty slot; the hash 0 is only
-             * noted) and straight to the output, which is then sorted in place */
-            uint64_t *o = oh + n_out;
-            Py_ssize_t m = 0;
-            int has_zero = 0;
-            int64_t j = 0;
-            for (; j < nh && m <= sparse_max; j++) {
-                const uint64_t v = h[j];
-                if (v == 0) {
-                    if (!has_zero) o[m++] = 0;
-                    has_zero = 1;
-                    continue;
-                }
-                uint64_t s = (v ^ (v >> 29)) & mask;
-                while (table[s] && table[s] != v) s = (s + 1) & mask;
-                if (!table[s]) {
-                    table[s] = v;
-                    o[m++] = v;
-                }
-            }
-            if (m > sparse_max) { /* too many: registers */
+        uint64_t *o = oh + n_out;
+        Py_ssize_t m = 0;
+        if (slot[g] >= 0) {
+            Heavy *st = &heavy[slot[g]];
+            if (st->reg) {
                 if (buf_reserve(&out_r, N_REG) || buf_reserve(&out_dg, 8)) {
                     err = 2;
                     break;
                 }
-                reg = out_r.p + out_r.len;
-                memset(reg, 0, N_REG);
-                for (Py_ssize_t t = 0; t < m; t++) reg_add(reg, o[t]);
-                for (; j < nh; j++) reg_add(reg, h[j]);
+                memcpy(out_r.p + out_r.len, st->reg, N_REG);
+                out_r.len += N_REG;
+                memcpy(out_dg.p + out_dg.len, &g, 8);
+                out_dg.len += 8;
+                continue;
+            }
+            if (st->has_zero) o[m++] = 0;
+            for (uint32_t t = 0; t < st->cap; t++)
+                if (st->table[t]) o[m++] = st->table[t];
+        } else {
+            const uint64_t *h = part ? part->data + start[g] + SLACK * g : NULL;
+            const int64_t nh = start[g + 1] - start[g];
+            if (nh == 0) continue;
+            if (nh == 1) {
+                o[m++] = h[0];
             } else {
-                sort_hashes(o, m, sort_tmp, sort_cnt);
-                n_out += m;
-                out_len[g] = m;
+                size_t tcap = 16;
+                while (tcap < tcap_max && tcap < 2 * (size_t)nh) tcap *= 2;
+                const uint32_t mask = (uint32_t)tcap - 1;
+                memset(table, 0, tcap * sizeof(uint64_t));
+                /* each new hash goes to the table and straight to the output */
+                int has_zero = 0;
+                for (int64_t j = 0; j < nh; j++) {
+                    const uint64_t v = h[j];
+                    if (v == 0) {
+                        if (!has_zero) o[m++] = 0;
+                        has_zero = 1;
+                        continue;
+                    }
+                    uint32_t t = (uint32_t)(v ^ (v >> 29)) & mask;
+                    while (table[t] && table[t] != v) t = (t + 1) & mask;
+                    if (!table[t]) {
+                        table[t] = v;
+                        o[m++] = v;
+                    }
+                }
             }
         }
-        if (reg) {
-            out_r.len += N_REG;
-            memcpy(out_dg.p + out_dg.len, &g, 8);
-            out_dg.len += 8;
-        }
+        sort_hashes(o, m, sort_tmp, sort_cnt);
+        n_out += m;
+        out_len[g] = m;
     }
     scratch_give(part);
     part = NULL;
-    free(sort_tmp);
-    free(sort_cnt);
     Py_END_ALLOW_THREADS
-    if (err == 2) {
-        PyErr_NoMemory();
+    if (err == 1) {
+        PyErr_SetString(PyExc_ValueError, "union: a key or dense row is out of range");
         goto done;
     }
+    if (err == 3) {
+        PyErr_SetString(PyExc_ValueError, "union: sum(lens) != len(hashes)");
+        goto done;
+    }
+    if (err == 2) PyErr_NoMemory();
+    if (err) goto done;
     if (_PyBytes_Resize(&out_hashes, n_out * 8) < 0) goto done;
-    result = Py_BuildValue("(OOy#y#)", out_lens, out_hashes,
+    result = Py_BuildValue("(OOy#y#O)", out_lens, out_hashes,
                            (const char *)(out_dg.p ? out_dg.p : (uint8_t *)""),
                            (Py_ssize_t)out_dg.len,
                            (const char *)(out_r.p ? out_r.p : (uint8_t *)""),
-                           (Py_ssize_t)out_r.len);
+                           (Py_ssize_t)out_r.len, out_counts ? out_counts : Py_None);
 done:
     Py_XDECREF(out_hashes);
     Py_XDECREF(out_lens);
+    Py_XDECREF(out_counts);
     free(count);
     free(start);
+    free(slot);
     free(table);
-    free(din);
+    free(sort_tmp);
+    free(sort_cnt);
+    for (Py_ssize_t i = 0; heavy && i < n_heavy; i++) {
+        free(heavy[i].table);
+        free(heavy[i].reg);
+    }
+    free(heavy);
     free(out_r.p);
     free(out_dg.p);
-    if (lb.obj) PyBuffer_Release(&lb);
-    if (off.obj) PyBuffer_Release(&off);
-    if (hb.obj) PyBuffer_Release(&hb);
-    if (dr.obj) PyBuffer_Release(&dr);
-    if (rg.obj) PyBuffer_Release(&rg);
-    if (rw.obj) PyBuffer_Release(&rw);
-    if (gb.obj) PyBuffer_Release(&gb);
+    for (Py_ssize_t b = 0; src && b < got; b++) {
+        Src *s = &src[b];
+        Py_buffer *bufs[] = {&s->lb, &s->hb, &s->dr, &s->rg, &s->kb, &s->cb};
+        for (int j = 0; j < 6; j++)
+            if (bufs[j]->obj) PyBuffer_Release(bufs[j]);
+    }
+    free(src);
+    Py_DECREF(seq);
     return result;
 }
 
@@ -751,8 +913,7 @@ static PyMethodDef methods[] = {
     {"hash_fixed", hash_fixed, METH_VARARGS,
      "hash_fixed(data, width, out): XXH64 of fixed-width byte strings (NULs stripped)."},
     {"union", sketch_union, METH_VARARGS,
-     "union(lens, offsets, hashes, dense_rows, registers, rows, groups, n_groups, "
-     "sparse_max)."},
+     "union(blocks, n_groups, sparse_max, with_counts): sketch rows united per group."},
     {"histogram", histogram, METH_VARARGS,
      "histogram(registers, out): per row, how many registers hold each value 0..51."},
     {NULL, NULL, 0, NULL},

@@ -51,7 +51,7 @@ from .partials import (
 )
 from .kinds import SUM, Kind
 from .schema import Schema
-from .sketch import SketchColumn, union
+from .sketch import SketchColumn, union_blocks
 from .snapshot import IntervalView, Snapshot
 
 DENSE_MAX_GROUPS = 1 << 20  # largest key space accumulated densely per task
@@ -463,16 +463,19 @@ class Scanner:
         count = 0
         kinds = self.kinds
         sums = {c: self._kind(c).identity(dt) for c, dt in self.sum_dtypes.items()}
-        sketches: dict[str, list[SketchColumn]] = {c: [] for c in self.sketches}  # selected rows
+        # uniques: every selected block's (sketch column, keys), united in one call at the end
+        sk_parts: dict[str, list[tuple[SketchColumn, np.ndarray | int]]] = {
+            c: [] for c in self.sketches}
         for start, block, _ in self._each(items):
             rows = self._rows(block, start)
             if rows is False:
                 continue
             sel = _selector(rows)
             count += int(sel(block.count).sum())
-            for c, parts in sketches.items():
-                col = block.sketches[c]
-                parts.append(col if rows is True else col.take(rows))
+            if sk_parts:
+                keys = 0 if rows is True else _scatter_keys(block.n, rows, 0)
+                for c, parts in sk_parts.items():
+                    parts.append((block.sketches[c], keys))
             for c in sums:
                 if c in kinds:
                     kind = kinds[c]
@@ -482,8 +485,7 @@ class Scanner:
         return Partial([], [], np.array([count], np.int64),
                        {c: np.array([v], self.sum_dtypes[c]) for c, v in sums.items()},
                        kinds=kinds,
-                       sketches={c: SketchColumn.concat(p).united() for c, p in sketches.items()})
-        # (one union over every block's selected rows: a C call per block cost ~30 us each)
+                       sketches={c: union_blocks(p, 1)[0] for c, p in sk_parts.items()})
 
     def _kind(self, column: str) -> Kind:
         return self.kinds.get(column, SUM)
@@ -493,10 +495,11 @@ class Scanner:
         kinds = self.kinds
         acc_count = np.zeros(k, np.int64)
         acc = {c: self._kind(c).empty(k, dt) for c, dt in self.sum_dtypes.items()}
-        # uniques: each block's selected sketches and their group keys, united once at the end
-        sk_parts: dict[str, list[SketchColumn]] = {c: [] for c in self.sketches}
-        sk_keys: list[np.ndarray] = []
-        sk_counts: list[np.ndarray] = []  # with sketches the counts too are summed once
+        # uniques: every selected block's (sketch column, keys), united in one call at the end,
+        # which sums the counts too (block.count per part)
+        sk_parts: dict[str, list[tuple[SketchColumn, np.ndarray | int]]] = {
+            c: [] for c in self.sketches}
+        sk_counts: list[np.ndarray] = []
         for start, block, stats in self._each(items):
             rows = self._rows(block, start)
             if rows is False:
@@ -529,12 +532,15 @@ class Scanner:
             sel = _selector(rows)
             count = sel(block.count)
             if sk_parts:
-                sk_keys.append(np.full(len(count), scalar, np.int64) if key is None
-                               else key.astype(np.int64, copy=False))
-                sk_counts.append(count)
+                if key is None:
+                    keys: np.ndarray | int = scalar if index is None \
+                        else _scatter_keys(block.n, index, scalar)
+                else:
+                    keys = key.astype(np.int64, copy=False) if index is None \
+                        else _scatter_keys(block.n, index, key)
+                sk_counts.append(block.count)
                 for c, parts in sk_parts.items():
-                    col = block.sketches[c]
-                    parts.append(col if index is None else col.take(index))
+                    parts.append((block.sketches[c], keys))
             if key is None:  # only time groupings: one group for the whole block
                 if not sk_parts:
                     acc_count[scalar] += int(count.sum())
@@ -553,14 +559,15 @@ class Scanner:
                 else:
                     out += _bincount_exact(key, sel(block.metrics[c]), k, stats.get("m:" + c),
                                            out.dtype)
-        group_of = np.concatenate(sk_keys) if sk_keys else np.zeros(0, np.int64)
-        if sk_parts and sk_counts:
-            acc_count += _bincount_exact(group_of, np.concatenate(sk_counts), k, None,
-                                         acc_count.dtype)
+        sketches: dict[str, SketchColumn] = {}
+        for i, (c, parts) in enumerate(sk_parts.items()):
+            united, counts = union_blocks(parts, k, sk_counts if i == 0 else None)
+            if counts is not None:
+                acc_count += counts
+            sketches[c] = united
         present = np.flatnonzero(acc_count)
         keys, nils = self._decode_dense(present)
-        sketches = {c: union(SketchColumn.concat(parts), None, group_of, k).take(present)
-                    for c, parts in sk_parts.items()}
+        sketches = {c: col.take(present) for c, col in sketches.items()}
         return Partial(keys, nils, acc_count[present], {c: v[present] for c, v in acc.items()},
                        kinds=kinds, sketches=sketches)
 
@@ -686,6 +693,14 @@ def _selector(rows: np.ndarray | bool) -> Any:
     if rows is True:
         return lambda a: a
     return lambda a: a.take(rows)
+
+
+def _scatter_keys(n: int, rows: np.ndarray, keys: np.ndarray | int) -> np.ndarray:
+    """A block's per-row group keys for the sketch union: keys at the selected rows, -1
+    (left out) elsewhere."""
+    out = np.full(n, -1, np.int64)
+    out[rows] = keys
+    return out
 
 
 def _bincount_exact(key: np.ndarray, weights: np.ndarray, k: int,

@@ -327,9 +327,9 @@ class SketchColumn:
 
 def union(col: SketchColumn, rows: np.ndarray | None, groups: np.ndarray,
           n_groups: int) -> SketchColumn:
-    """Rows `rows` of `col` (all rows when None; a bool mask is taken as its true positions)
-    united per group: selected row i joins group groups[i] of n_groups. The query kernel: the
-    result is mergeable (a partial), `.estimate()` gives the answers."""
+    """Rows `rows` of `col` (all rows when None; distinct positions; a bool mask is taken as
+    its true positions) united per group: selected row i joins group groups[i] of n_groups.
+    The result is mergeable (a partial); `.estimate()` gives the answers."""
     if rows is not None:
         rows = np.asarray(rows)
         rows = np.flatnonzero(rows) if rows.dtype == np.bool_ else rows.astype(np.int64)
@@ -337,17 +337,55 @@ def union(col: SketchColumn, rows: np.ndarray | None, groups: np.ndarray,
     n_sel = len(col) if rows is None else len(rows)
     if len(groups) != n_sel:
         raise ValueError(f"union: {len(groups)} group ids for {n_sel} rows")
+    if rows is None:
+        keys = groups
+    else:
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(col)):
+            raise ValueError("union: a row or group index is out of range")
+        keys = np.full(len(col), -1, np.int64)
+        keys[rows] = groups
+    return union_blocks([(col, keys)], n_groups)[0]
+
+
+def union_blocks(parts: Sequence[tuple[SketchColumn, np.ndarray | int]], n_groups: int,
+                 counts: Sequence[np.ndarray] | None = None,
+                 ) -> tuple[SketchColumn, np.ndarray | None]:
+    """The rows of several sketch columns (a scan's blocks, read in place) united per group:
+    per part, (column, keys) where keys gives each row's group in [0, n_groups) or -1 (left
+    out), as an int64 array or one int for every row. With `counts` (one integer array per
+    part, a row's weight), also returns their sums per group (int64), else None. The query
+    kernel: the engine unites every selected block of a task in one call."""
     if native.sketch is not None:
-        lens, hashes, dense, regs = native.sketch.union(
-            np.ascontiguousarray(col.lens), None if rows is None else col.offsets(),
-            np.ascontiguousarray(col.hashes, np.uint64),
-            np.ascontiguousarray(col.dense_rows, np.int64),
-            np.ascontiguousarray(col.registers, np.uint8),
-            None if rows is None else np.ascontiguousarray(rows), groups, n_groups, SPARSE_MAX)
-        return SketchColumn(_narrow_lens(np.frombuffer(lens, np.int64)),
-                            np.frombuffer(hashes, np.uint64), np.frombuffer(dense, np.int64),
-                            np.frombuffer(regs, np.uint8).reshape(-1, N_REGISTERS))
-    return _union_numpy(col, rows, groups, n_groups)
+        blocks = [(np.ascontiguousarray(c.lens), np.ascontiguousarray(c.hashes, np.uint64),
+                   np.ascontiguousarray(c.dense_rows, np.int64),
+                   np.ascontiguousarray(c.registers, np.uint8),
+                   int(k) if np.ndim(k) == 0 else np.ascontiguousarray(k, np.int64),
+                   None if counts is None else np.ascontiguousarray(counts[i]))
+                  for i, (c, k) in enumerate(parts)]
+        lens, hashes, dense, regs, sums = native.sketch.union(blocks, n_groups, SPARSE_MAX,
+                                                              counts is not None)
+        col = SketchColumn(_narrow_lens(np.frombuffer(lens, np.int64)),
+                           np.frombuffer(hashes, np.uint64), np.frombuffer(dense, np.int64),
+                           np.frombuffer(regs, np.uint8).reshape(-1, N_REGISTERS))
+        return col, None if sums is None else np.frombuffer(sums, np.int64).copy()
+    cols, keys = [], []
+    for c, k in parts:
+        cols.append(c)
+        keys.append(np.full(len(c), k, np.int64) if np.ndim(k) == 0
+                    else np.asarray(k, np.int64))
+    key = np.concatenate(keys) if keys else np.zeros(0, np.int64)
+    if len(key) and (key.min() < -1 or key.max() >= n_groups):
+        raise ValueError("union: a key or dense row is out of range")
+    rows = np.flatnonzero(key >= 0)
+    col = SketchColumn.concat(cols)
+    united = _union_numpy(col, None if len(rows) == len(key) else rows, key[rows], n_groups)
+    sums = None
+    if counts is not None:
+        weights = np.concatenate([np.asarray(w, np.int64) for w in counts]) if counts \
+            else np.zeros(0, np.int64)
+        sums = np.zeros(n_groups, np.int64)
+        np.add.at(sums, key[rows], weights[rows])
+    return united, sums
 
 
 def _union_numpy(col: SketchColumn, rows: np.ndarray | None, groups: np.ndarray,

@@ -84,7 +84,9 @@ def test_native_hashing_equals_the_python_reference(values: list[object]) -> Non
             results.append(sketch.hash_strings(values))
     for hashes, present in results[1:]:
         assert np.array_equal(hashes, results[0][0]) and np.array_equal(present, results[0][1])
-    strings = [v for v in values if isinstance(v, str)]
+    # numpy's fixed-width strings cannot hold a trailing NUL (they are padded with NULs), so
+    # such a string never reaches hash_array as itself
+    strings = [v for v in values if isinstance(v, str) and not v.endswith("\x00")]
     ints = np.array([v for v in values if isinstance(v, int) and -2**63 <= v < 2**63], np.int64)
     for _, ext in PATHS:
         with use(ext):
