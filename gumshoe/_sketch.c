@@ -495,6 +495,7 @@ static inline int heavy_add(Heavy *s, uint64_t v, Py_ssize_t sparse_max) {
         int64_t run = 0;                                                                    \
         int bad = 0;                                                                        \
         for (Py_ssize_t i = 0; i < s->n; i++) {                                             \
+            __builtin_prefetch(keys + i + 64);                                              \
             const int64_t g = keys[i], len = ln[i];                                         \
             run += len;                                                                     \
             if ((uint64_t)g >= (uint64_t)n_groups) {                                        \
@@ -536,54 +537,83 @@ static int count_block(const Src *s, int64_t *count, int64_t *cnt_out, Py_ssize_
 
 /* n hashes into a heavy group: its set while it is one, then its registers. -1: no memory */
 static inline int heavy_add_all(Heavy *st, const uint64_t *restrict h, int64_t n,
-                                Py_ssize_t sparse_max) {
+                                Py_ssize_t sparse_max, uint8_t **reg) {
     int64_t j = 0;
     for (; j < n && !st->reg; j++)
         if (heavy_add(st, h[j], sparse_max) < 0) return -1;
-    uint8_t *restrict reg = st->reg;
+    uint8_t *restrict r = st->reg;
+    *reg = r;
     for (; j < n; j++) {
         __builtin_prefetch(h + j + PREFETCH_AHEAD);
-        reg_add(reg, h[j]);
+        reg_add(r, h[j]);
     }
     return 0;
 }
 
-/* Pass 2 over a block: a heavy group's hashes into its set or registers, a light group's
- * into its partition region (which has SLACK spare slots after it: a row of one or two
- * hashes is copied as two, no branch on its length). -1: out of memory. */
+/* Pass 2 over a block, CHUNK hashes at a time: first each hash's group (a row's key written
+ * four times, then the position moves by the row's length: no branch on it below five), then
+ * each hash into its group's registers or, the rare case, into a heavy group's set or a light
+ * group's partition region (one unpredictable branch on a row's length of one to a few hashes
+ * cost ~15 cycles per row). reg[g] (g >= -1) is the
+ * group's registers once it has them. -1: out of memory. */
+#define CHUNK 1024
+typedef struct {
+    uint8_t **reg; /* indexed by g >= -1 */
+    const int64_t *slot;
+    Heavy *heavy;
+    uint64_t *dst0;
+    int64_t *pos;
+    Py_ssize_t sparse_max;
+} Spread;
+
+static int place(const Spread *sp, int64_t g, uint64_t v) {
+    if (g < 0) return 0;
+    if (sp->slot[g] < 0) {
+        sp->dst0[sp->pos[g]++] = v;
+        return 0;
+    }
+    Heavy *st = &sp->heavy[sp->slot[g]];
+    if (heavy_add(st, v, sp->sparse_max) < 0) return -1;
+    sp->reg[g] = st->reg;
+    return 0;
+}
+
 #define DEFINE_SPREAD(LT, NAME)                                                              \
-    static int NAME(const Src *s, const int64_t *restrict slot, Heavy *heavy,               \
-                    uint64_t *restrict dst0, int64_t *restrict pos, Py_ssize_t sparse_max) { \
+    static int NAME(const Src *s, const Spread *sp) {                                       \
         const LT *restrict ln = s->lens;                                                    \
         const int64_t *restrict keys = s->keys;                                             \
         const uint64_t *restrict h = s->hashes;                                             \
-        const int64_t safe_end = s->nh - 2;                                                 \
+        uint8_t **const reg = sp->reg;                                                      \
+        int64_t gk[CHUNK + 4];                                                              \
+        Py_ssize_t i = 0;                                                                   \
         int64_t a = 0;                                                                      \
-        for (Py_ssize_t i = 0; i < s->n; i++) {                                             \
-            const int64_t g = keys[i], len = ln[i];                                         \
-            __builtin_prefetch(h + a + PREFETCH_AHEAD);                                     \
-            if (g >= 0 && len) {                                                            \
-                const int64_t sl = slot[g];                                                 \
-                if (sl >= 0) {                                                              \
-                    Heavy *st = &heavy[sl];                                                 \
-                    uint8_t *restrict reg = st->reg;                                        \
-                    if (reg) {                                                              \
-                        for (int64_t j = 0; j < len; j++) reg_add(reg, h[a + j]);           \
-                    } else if (heavy_add_all(st, h + a, len, sparse_max) < 0) {             \
-                        return -1;                                                          \
-                    }                                                                       \
-                } else {                                                                    \
-                    uint64_t *dst = dst0 + pos[g];                                          \
-                    if (len <= 2 && a <= safe_end) {                                        \
-                        dst[0] = h[a];                                                      \
-                        dst[1] = h[a + 1];                                                  \
-                    } else {                                                                \
-                        for (int64_t j = 0; j < len; j++) dst[j] = h[a + j];                \
-                    }                                                                       \
-                    pos[g] += len;                                                          \
-                }                                                                           \
+        while (i < s->n) {                                                                  \
+            const int64_t a0 = a;                                                           \
+            int64_t m = 0;                                                                  \
+            for (; i < s->n; i++) {                                                         \
+                __builtin_prefetch(keys + i + 64);                                          \
+                const int64_t len = ln[i], g = keys[i];                                     \
+                if (m + len > CHUNK) break;                                                 \
+                gk[m] = gk[m + 1] = gk[m + 2] = gk[m + 3] = g;                              \
+                for (int64_t t = 4; t < len; t++) gk[m + t] = g;                            \
+                m += len;                                                                   \
             }                                                                               \
-            a += len;                                                                       \
+            if (m == 0 && i < s->n) { /* a row of more than CHUNK hashes on its own */      \
+                const int64_t len = ln[i], g = keys[i];                                     \
+                for (int64_t j = 0; j < len; j++)                                           \
+                    if (place(sp, g, h[a + j]) < 0) return -1;                              \
+                a += len;                                                                   \
+                i++;                                                                        \
+                continue;                                                                   \
+            }                                                                               \
+            const uint64_t *restrict hc = h + a0;                                           \
+            for (int64_t j = 0; j < m; j++) {                                               \
+                __builtin_prefetch(hc + j + PREFETCH_AHEAD);                                \
+                uint8_t *r = reg[gk[j]];                                                    \
+                if (r) reg_add(r, hc[j]);                                                   \
+                else if (place(sp, gk[j], hc[j]) < 0) return -1;                            \
+            }                                                                               \
+            a += m;                                                                         \
         }                                                                                   \
         return 0;                                                                           \
     }
@@ -592,21 +622,22 @@ DEFINE_SPREAD(uint16_t, spread_u16)
 DEFINE_SPREAD(uint32_t, spread_u32)
 DEFINE_SPREAD(uint64_t, spread_u64)
 
-static int spread_block(const Src *s, const int64_t *slot, Heavy *heavy, uint64_t *dst0,
-                        int64_t *pos, Py_ssize_t sparse_max) {
+static int spread_block(const Src *s, const Spread *sp) {
     if (!s->keys) { /* every row in one group: its hashes in one run, the rows don't matter */
-        if (s->key < 0 || !s->nh) return 0;
-        if (slot[s->key] >= 0) return heavy_add_all(&heavy[slot[s->key]], s->hashes, s->nh,
-                                                    sparse_max);
-        memcpy(dst0 + pos[s->key], s->hashes, (size_t)s->nh * 8);
-        pos[s->key] += s->nh;
+        const int64_t g = s->key;
+        if (g < 0 || !s->nh) return 0;
+        if (sp->slot[g] >= 0)
+            return heavy_add_all(&sp->heavy[sp->slot[g]], s->hashes, s->nh, sp->sparse_max,
+                                 &sp->reg[g]);
+        memcpy(sp->dst0 + sp->pos[g], s->hashes, (size_t)s->nh * 8);
+        sp->pos[g] += s->nh;
         return 0;
     }
     switch (s->lw) {
-    case 1: return spread_u8(s, slot, heavy, dst0, pos, sparse_max);
-    case 2: return spread_u16(s, slot, heavy, dst0, pos, sparse_max);
-    case 4: return spread_u32(s, slot, heavy, dst0, pos, sparse_max);
-    default: return spread_u64(s, slot, heavy, dst0, pos, sparse_max);
+    case 1: return spread_u8(s, sp);
+    case 2: return spread_u16(s, sp);
+    case 4: return spread_u32(s, sp);
+    default: return spread_u64(s, sp);
     }
 }
 
@@ -623,6 +654,7 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     PyObject *result = NULL, *out_hashes = NULL, *out_lens = NULL, *out_counts = NULL;
     int64_t *count = NULL, *start = NULL, *slot = NULL;
     Heavy *heavy = NULL;
+    uint8_t **reg = NULL;
     Py_ssize_t n_heavy = 0;
     uint64_t *table = NULL, *sort_tmp = NULL;
     uint32_t *sort_cnt = NULL;
@@ -716,6 +748,8 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
         total += count[g] & (((int64_t)1 << 62) - 1);
     }
     if (!err && n_heavy && !(heavy = calloc((size_t)n_heavy, sizeof(Heavy)))) err = 2;
+    /* reg[g + 1]: group g's registers once it has them (reg[0], the key -1: none) */
+    if (!err && !(reg = calloc((size_t)n_groups + 1, sizeof(uint8_t *)))) err = 2;
     /* dense input rows: their group's registers start as their maximum */
     for (Py_ssize_t b = 0; !err && b < nb; b++) {
         const Src *s = &src[b];
@@ -730,6 +764,7 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
                     break;
                 }
                 memcpy(h->reg, o, N_REG);
+                reg[g + 1] = h->reg;
             } else {
                 for (int j = 0; j < N_REG; j++) h->reg[j] = h->reg[j] > o[j] ? h->reg[j] : o[j];
             }
@@ -743,8 +778,9 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
         int64_t *pos = count; /* reused: a light group's write position */
         for (Py_ssize_t g = 0; g < n_groups; g++) pos[g] = start[g] + SLACK * g;
         uint64_t *dst0 = part ? part->data : NULL;
+        const Spread sp = {reg + 1, slot, heavy, dst0, pos, sparse_max};
         for (Py_ssize_t b = 0; !err && b < nb; b++)
-            if (spread_block(&src[b], slot, heavy, dst0, pos, sparse_max) < 0) err = 2;
+            if (spread_block(&src[b], &sp) < 0) err = 2;
     }
     /* outputs: the hashes at most all of the selected rows' (pages never written cost nothing
      * and are given back by the final resize) */
@@ -850,6 +886,7 @@ done:
         free(heavy[i].reg);
     }
     free(heavy);
+    free(reg);
     free(out_r.p);
     free(out_dg.p);
     for (Py_ssize_t b = 0; src && b < got; b++) {

@@ -370,6 +370,8 @@ def union_blocks(parts: Sequence[tuple[SketchColumn, np.ndarray | int]], n_group
         return col, None if sums is None else np.frombuffer(sums, np.int64).copy()
     cols, keys = [], []
     for c, k in parts:
+        if np.ndim(k) and len(k) != len(c):
+            raise ValueError("union: inconsistent sketch column or keys")
         cols.append(c)
         keys.append(np.full(len(c), k, np.int64) if np.ndim(k) == 0
                     else np.asarray(k, np.int64))

@@ -289,3 +289,50 @@ def test_native_and_numpy_columns_are_identical() -> None:
             groups = np.random.default_rng(3).integers(0, 4, len(col))
             cols.append((col, col.union_rows(groups, 4)))
     assert cols[0][0] == cols[1][0] and cols[0][1] == cols[1][1]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_union_of_blocks_in_place_is_the_union_of_their_concatenation(data: st.DataObject) -> None:
+    """The query kernel: several blocks (row ranges of a column with dense rows, light and
+    heavy groups, rows left out with key -1, whole blocks under one key) united in place and
+    their counts summed -- the same sketches and sums as uniting the concatenation."""
+    seed = data.draw(st.integers(0, 2**32 - 1))
+    n_groups = data.draw(st.integers(1, 5))
+    cuts = sorted(data.draw(st.lists(st.integers(0, 50), max_size=4)))
+    results = []
+    for _, ext in PATHS:
+        with use(ext):
+            rng = np.random.default_rng(seed)
+            col = mixed_column()  # 50 rows, dense rows 3 and 40, rows of 1 to 5,000 hashes
+            weights = rng.integers(1, 9, len(col))
+            bounds = [0, *cuts, len(col)]
+            parts: list[tuple[SketchColumn, np.ndarray | int]] = []
+            key = np.empty(len(col), np.int64)
+            for lo, hi in zip(bounds[:-1], bounds[1:]):
+                if rng.random() < 0.3:  # one key for the block
+                    k: np.ndarray | int = int(rng.integers(-1, n_groups))
+                    key[lo:hi] = k
+                else:
+                    k = rng.integers(-1, n_groups, hi - lo)
+                    key[lo:hi] = k
+                parts.append((col.slice(lo, hi), k))
+            got, sums = sketch.union_blocks(parts, n_groups,
+                                            [weights[lo:hi] for lo, hi in
+                                             zip(bounds[:-1], bounds[1:])])
+            rows = np.flatnonzero(key >= 0)
+            assert got == sketch.union(col, rows, key[rows], n_groups)
+            assert sums is not None and sums.tolist() == \
+                np.bincount(key[rows], weights[rows], n_groups).astype(np.int64).tolist()
+            assert sketch.union_blocks(parts, n_groups)[1] is None
+            results.append(got)
+    assert all(r == results[0] for r in results)
+
+
+def test_union_of_blocks_refuses_bad_keys(path: str) -> None:
+    col = mixed_column()
+    for keys in (np.full(len(col), 7), np.full(len(col), -2), 9):
+        with pytest.raises(ValueError, match="out of range|inconsistent"):
+            sketch.union_blocks([(col, keys)], 4)
+    with pytest.raises(ValueError, match="inconsistent"):
+        sketch.union_blocks([(col, np.zeros(3, np.int64))], 4)
