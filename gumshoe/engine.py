@@ -38,7 +38,6 @@ from .query import Grouping, Query
 from .partials import (
     EXACT_FLOAT_SUM,
     Partial,
-    approximate_outputs,
     check_sums,
     decode,
     empty_partial,
@@ -772,8 +771,8 @@ class Prepared:
                          self.snapshot.ranks)
         if self.cancel.is_set():
             raise QueryCancelled
-        self.approximate = approximate_outputs(self.query, partial)
-        return finalize(self.query, partial)
+        self.approximate = []
+        return finalize(self.query, partial, self.approximate)
 
     def extra(self) -> dict[str, Any]:
         """Response fields beside the rows: `granularity` (e.g. "1d") when the answer used

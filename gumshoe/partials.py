@@ -324,32 +324,39 @@ def _as_float(values: np.ndarray, nil: np.ndarray | None) -> np.ndarray:
     return out
 
 
-def estimates(partial: Partial) -> dict[str, np.ndarray]:
+def estimates(partial: Partial) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Per uniques column: the integer estimate per group (int64; exact while a group's sketch
-    holds at most sketch.SPARSE_MAX identities, else from its HLL registers)."""
-    return {c: np.rint(col.estimate()[0]).astype(np.int64)
-            for c, col in partial.sketches.items()}
+    holds at most sketch.SPARSE_MAX identities, else from its HLL registers), and per group
+    whether it came from registers (an estimate, not an exact count)."""
+    values, inexact = {}, {}
+    for c, col in partial.sketches.items():
+        est, exact = col.estimate()
+        values[c] = np.rint(est).astype(np.int64)
+        inexact[c] = ~exact
+    return values, inexact
 
 
-def approximate_outputs(query: Query, partial: Partial) -> list[str]:
-    """The uniques outputs some group of `partial` (merged) answers with an HLL estimate: the
-    response's `approximate` list (empty: every answer is exact)."""
-    columns = {c for c, col in partial.sketches.items() if len(col.dense_rows)}
-    return [a.name for a in query.aggregates if a.type == "uniques" and a.column.name in columns]
+_INEXACT = "\0inexact:"  # a uniques column's per-group estimate flags among the sums (fill)
 
 
-def finalize(query: Query, partial: Partial) -> list[dict[str, Any]]:
+def finalize(query: Query, partial: Partial,
+             approximate: list[str] | None = None) -> list[dict[str, Any]]:
     """Result rows (Python scalars only) from a decoded partial: zero-fill, aggregates
     (average = sum / rowCount, null for no rows), post-aggregations, having, then ordered by
-    `orderBy` then grouping values (nil first), cut to `offset` and `limit`."""
+    `orderBy` then grouping values (nil first), cut to `offset` and `limit`. `approximate`,
+    when given, receives the uniques outputs that some returned row answers with an HLL
+    estimate (the response's `approximate` list; decided on the rows returned, after having
+    and limit)."""
     assert partial.decoded or not any(g.column.is_string for g in query.groupings)
     keys, nils, count = partial.keys, partial.nils, partial.count
-    sums = {**partial.sums, **estimates(partial)}  # a uniques column as its estimates
+    values, inexact = estimates(partial)
+    sums = {**partial.sums, **values}  # a uniques column as its estimates
     ranks = partial.ranks  # string keys' ranks, to order by integers (see Partial.ranks)
-    if query.fill is not None:
-        keys, nils, count, sums = fill.zero_fill(query, keys, nils, count, sums,
-                                                 partial.extent, partial.max_groups,
-                                                 partial.kinds)
+    if query.fill is not None:  # a filled bucket answers an exact 0
+        keys, nils, count, sums = fill.zero_fill(
+            query, keys, nils, count, {**sums, **{_INEXACT + c: v for c, v in inexact.items()}},
+            partial.extent, partial.max_groups, partial.kinds)
+        inexact = {c: sums.pop(_INEXACT + c) for c in inexact}
         ranks = None
     n = len(count)
     outputs, nulls = _outputs(query, count, sums)
@@ -372,6 +379,7 @@ def finalize(query: Query, partial: Partial) -> list[dict[str, Any]]:
                 if ranks is not None:
                     ranks = [None if r is None else r[keep] for r in ranks]
                 count = count[keep]
+                inexact = {c: v[keep] for c, v in inexact.items()}
                 outputs = {name: v[keep] for name, v in outputs.items()}
                 nulls = {name: v[keep] for name, v in nulls.items()}
                 n = len(keep)
@@ -398,6 +406,10 @@ def finalize(query: Query, partial: Partial) -> list[dict[str, Any]]:
     def take(a: np.ndarray) -> np.ndarray:
         return a if order is None else a[order]
 
+    if approximate is not None:
+        shown = {c for c, v in inexact.items() if take(v).any()}
+        approximate.extend(a.name for a in query.aggregates
+                           if a.type == "uniques" and a.column.name in shown)
     columns_out: list[tuple[str, list[Any]]] = []
     for g, k, nil in zip(query.groupings, keys, nils):
         columns_out.append((g.name, _json_values(take(k),

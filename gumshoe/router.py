@@ -50,7 +50,6 @@ from .metrics import CONTENT_TYPE_LATEST, RouterMetrics, request_hook
 from .query import Query, parse_query
 from .partials import (
     Partial,
-    approximate_outputs,
     empty_partial,
     finalize,
     merge,
@@ -276,8 +275,9 @@ class Router:
             partials = [empty_partial(query, dtypes, decoded=True)]
         merged = merge(partials, self.config.max_groups)
         g = merged.granularity
-        return (finalize(query, merged), (format_duration(g) if g else None),
-                approximate_outputs(query, merged))
+        approximate: list[str] = []
+        rows = finalize(query, merged, approximate)
+        return rows, (format_duration(g) if g else None), approximate
 
     # -- other routes -----------------------------------------------------------------------
     async def dimension_tables(self, request: Request) -> Response:

@@ -175,6 +175,21 @@ def test_many_identities_are_an_approximate_estimate(tmp_path: Any) -> None:
         ca, us = by["results"]
         assert ca["visitors"] == n // 4  # still sparse: exact
         assert abs(us["visitors"] - 3 * n // 4) < 0.03 * n
+        # decided on the rows returned: without the estimated group, every answer is exact
+        for cut in ({"having": {"column": "visitors", "type": "<", "value": SPARSE_MAX}},
+                    {"orderBy": [{"column": "visitors"}], "limit": 1},
+                    {"orderBy": [{"column": "visitors", "descending": True}], "offset": 1}):
+            got = answer(proc, {"aggregates": AGGS, "groupings": ["country"], **cut})
+            assert [r["country"] for r in got["results"]] == ["CA"], cut
+            assert "approximate" not in got, cut
+        got = answer(proc, {"aggregates": AGGS, "groupings": ["country"], "limit": 1,
+                            "orderBy": [{"column": "visitors", "descending": True}]})
+        assert got["approximate"] == ["visitors"] and got["results"][0]["country"] == "US"
+        # zero-filled buckets answer an exact 0; the estimated bucket is still said
+        got = answer(proc, {"aggregates": AGGS, "filters": [
+            {"type": ">=", "column": "at", "value": T0 - 7200}],
+            "groupings": [{"column": "at", "timeTransform": "hour", "fill": True}]})
+        assert got["approximate"] == ["visitors"] and got["results"][0]["visitors"] == 0
         for fmt in ("csv", "stream"):  # said in every format, as a header
             r = proc.client.post("/query", params={"format": fmt}, json={"aggregates": AGGS})
             assert r.status_code == 200 and r.headers["Gumshoe-Approximate"] == "visitors"

@@ -86,6 +86,10 @@ def test_an_estimate_through_the_router(tmp_path: Any) -> None:
         got = c.same_answer({"aggregates": AGGS, "groupings": ["country"]})
         assert got["approximate"] == ["visitors"]
         assert abs(got["results"][0]["visitors"] - n) < 0.03 * n
+        # decided on the rows returned, after the merge: none left, none approximate
+        got = c.same_answer({"aggregates": AGGS, "groupings": ["country"],
+                             "having": {"type": "<", "column": "visitors", "value": 10}})
+        assert got["results"] == [] and "approximate" not in got
     finally:
         assert c.stop() == [0] * 5, c.router.log_text()
 
