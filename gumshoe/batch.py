@@ -22,7 +22,7 @@ from . import native
 from .errors import InsertError
 from .kinds import fill
 from .schema import Column, Schema
-from .sketch import hash_strings
+from .sketch import SketchColumn, hash_strings
 
 _NoneType = type(None)
 _NUMBER: frozenset[type] = frozenset((int, float))
@@ -74,6 +74,9 @@ class Batch:
     # hashed once here (sketch.hash_strings); 0 where absent
     identities: dict[str, tuple[np.ndarray, np.ndarray]] = dataclasses.field(
         default_factory=dict)
+    # or, for a batch rolled up before it arrives (gumtool import), per `uniques` metric the
+    # rows' sketches (several identities each); never sent over the router's wire
+    sketches: dict[str, SketchColumn] = dataclasses.field(default_factory=dict)
 
     def take(self, index: np.ndarray) -> Batch:
         """The rows at `index` (a boolean mask or integer positions). Errors about the result
@@ -86,7 +89,8 @@ class Batch:
                      {k: v[pos] for k, v in self.metrics.items()},
                      None if self.counts is None else self.counts[pos],
                      pos if self.row_index is None else self.row_index[pos],
-                     {k: (h[pos], p[pos]) for k, (h, p) in self.identities.items()})
+                     {k: (h[pos], p[pos]) for k, (h, p) in self.identities.items()},
+                     {k: col.take(pos) for k, col in self.sketches.items()})
 
 
 def check_future(batch: Batch, ts_name: str, max_future: float,

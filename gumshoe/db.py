@@ -399,6 +399,9 @@ class DB:
         count = batch.counts if batch.counts is not None else np.ones(batch.n, COUNT_DTYPE)
         sketches = {}  # uniques: a row's sketch holds its one identity (or none)
         for u in self.schema.uniques:
+            if u.name in batch.sketches:  # rolled up before (gumtool import)
+                sketches[u.name] = batch.sketches[u.name]
+                continue
             hashes, present = batch.identities[u.name]
             rows = np.flatnonzero(present)
             sketches[u.name] = SketchColumn.from_identities(rows, hashes[rows], batch.n)

@@ -472,9 +472,9 @@ class Scanner:
             sel = _selector(rows)
             count += int(sel(block.count).sum())
             if sk_parts:
-                keys = 0 if rows is True else _scatter_keys(block.n, rows, 0)
+                row_keys = 0 if rows is True else _scatter_keys(block.n, rows, 0)
                 for c, parts in sk_parts.items():
-                    parts.append((block.sketches[c], keys))
+                    parts.append((block.sketches[c], row_keys))
             for c in sums:
                 if c in kinds:
                     kind = kinds[c]
@@ -532,14 +532,14 @@ class Scanner:
             count = sel(block.count)
             if sk_parts:
                 if key is None:
-                    keys: np.ndarray | int = scalar if index is None \
+                    row_keys: np.ndarray | int = scalar if index is None \
                         else _scatter_keys(block.n, index, scalar)
                 else:
-                    keys = key.astype(np.int64, copy=False) if index is None \
+                    row_keys = key.astype(np.int64, copy=False) if index is None \
                         else _scatter_keys(block.n, index, key)
                 sk_counts.append(block.count)
                 for c, parts in sk_parts.items():
-                    parts.append((block.sketches[c], keys))
+                    parts.append((block.sketches[c], row_keys))
             if key is None:  # only time groupings: one group for the whole block
                 if not sk_parts:
                     acc_count[scalar] += int(count.sum())

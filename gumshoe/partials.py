@@ -349,8 +349,8 @@ def finalize(query: Query, partial: Partial,
     and limit)."""
     assert partial.decoded or not any(g.column.is_string for g in query.groupings)
     keys, nils, count = partial.keys, partial.nils, partial.count
-    values, inexact = estimates(partial)
-    sums = {**partial.sums, **values}  # a uniques column as its estimates
+    estimated, inexact = estimates(partial)
+    sums = {**partial.sums, **estimated}  # a uniques column as its estimates
     ranks = partial.ranks  # string keys' ranks, to order by integers (see Partial.ranks)
     if query.fill is not None:  # a filled bucket answers an exact 0
         keys, nils, count, sums = fill.zero_fill(

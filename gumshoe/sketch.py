@@ -370,11 +370,11 @@ def union_blocks(parts: Sequence[tuple[SketchColumn, np.ndarray | int]], n_group
         return col, None if sums is None else np.frombuffer(sums, np.int64).copy()
     cols, keys = [], []
     for c, k in parts:
-        if np.ndim(k) and len(k) != len(c):
+        block_keys = np.full(len(c), k, np.int64) if np.ndim(k) == 0 else np.asarray(k, np.int64)
+        if len(block_keys) != len(c):
             raise ValueError("union: inconsistent sketch column or keys")
         cols.append(c)
-        keys.append(np.full(len(c), k, np.int64) if np.ndim(k) == 0
-                    else np.asarray(k, np.int64))
+        keys.append(block_keys)
     key = np.concatenate(keys) if keys else np.zeros(0, np.int64)
     if len(key) and (key.min() < -1 or key.max() >= n_groups):
         raise ValueError("union: a key or dense row is out of range")

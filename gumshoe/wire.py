@@ -130,6 +130,8 @@ def _extent(value: Any) -> tuple[int, int] | None:
 
 def encode_batch(batch: Batch) -> bytes:
     """Serialise a validated batch (string dimensions as lists of str/None)."""
+    if batch.sketches:  # rolled-up sketches travel as insert bodies of raw identities instead
+        raise ValueError("encode_batch: a batch with rolled-up sketches has no wire form")
     return msgpack.packb({
         "v": BATCH_VERSION,
         "n": batch.n,

@@ -189,10 +189,6 @@ def run(args: argparse.Namespace) -> int:
     keep_freed_memory()
     config = load_config(args.config)
     schema = Schema.from_config(config.schema)
-    if schema.uniques:  # its roll-up keeps sums and min/max only (docs/storage.md §3)
-        raise ImportFailed(f"{args.config}: gumtool import does not load uniques metrics yet "
-                           f"({', '.join(u.name for u in schema.uniques)}); insert such rows "
-                           "over HTTP")
     plan = build_plan(args, schema)
     sources = expand(args.files, args.format)
     chunk_size = parse_size(args.chunk_size if args.chunk_size != "16MB" or not args.url

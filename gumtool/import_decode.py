@@ -92,7 +92,7 @@ def _json_type(plan: Plan, field: str) -> Any:
     if field == plan.timestamp_field:
         return str if plan.timestamp_format == "iso8601" else _NUMBER
     for t in plan.targets:
-        if t.field == field and not t.column.is_string:
+        if t.field == field and t.numeric:
             col = t.column
             if col.is_float:
                 return Optional[float]  # noqa: UP045
@@ -107,7 +107,7 @@ def _arrow_json_type(plan: Plan, field: str) -> pa.DataType:
     if field == plan.timestamp_field:
         return pa.string() if plan.timestamp_format == "iso8601" else pa.float64()
     for t in plan.targets:
-        if t.field == field and not t.column.is_string:
+        if t.field == field and t.numeric:
             if t.column.is_float:
                 return pa.float64()
             return pa.uint64() if t.column.dtype == np.uint64 else pa.int64()
@@ -323,7 +323,7 @@ def csv_kind(plan: Plan, field: str) -> str:
     if field == plan.timestamp_field:
         return "string" if plan.timestamp_format == "iso8601" else "float"
     for t in plan.targets:
-        if t.field == field and not t.column.is_string:
+        if t.field == field and t.numeric:
             if t.column.is_float:
                 return "float"
             return "uint" if t.column.dtype == np.uint64 else "int"

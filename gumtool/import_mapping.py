@@ -143,6 +143,12 @@ class Target:
     field: str | None = None
     constant: Any = None
 
+    @property
+    def numeric(self) -> bool:
+        """Read as a number (a numeric dimension or metric); strings and uniques identities
+        are read as text."""
+        return not self.column.is_string and not self.column.kind.is_sketch
+
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
@@ -177,6 +183,9 @@ class Plan:
 
 
 def _constant(col: Column, value: Any, where: str) -> Any:
+    if col.kind.is_sketch:  # one identity for every row would count 1
+        raise ImportFailed(f"{where}: column {col.name!r} is a uniques column; fill it from a "
+                           "field, not a constant")
     if col.is_string:
         if not isinstance(value, str):
             raise ImportFailed(f"{where}: column {col.name!r} is a string column; got {value!r}")
@@ -205,8 +214,9 @@ def resolve(mapping: Mapping, schema: Schema, source: str = "mapping") -> Plan:
         col = schema.column(column)
         if col is None or col.role == "timestamp":
             what = "the timestamp column (use [timestamp] field)" if col else "not a column"
+            names = (c.name for c in (*schema.dimensions, *schema.metrics, *schema.uniques))
             raise ImportFailed(f"{source}: columns.{field} = {column!r}: {what}; columns: "
-                               f"{', '.join(c.name for c in (*schema.dimensions, *schema.metrics))}")
+                               f"{', '.join(names)}")
         if column in by_column:
             raise ImportFailed(f"{source}: column {column!r} is filled from two fields, "
                                f"{by_column[column]!r} and {field!r}")
@@ -221,7 +231,7 @@ def resolve(mapping: Mapping, schema: Schema, source: str = "mapping") -> Plan:
     ts_field = mapping.timestamp_field or ts_col.name
     mapped_fields = set(mapping.columns)
     targets = []
-    for col in (*schema.dimensions, *schema.metrics):
+    for col in (*schema.dimensions, *schema.metrics, *schema.uniques):
         if col.name in mapping.constants:
             targets.append(Target(col, constant=_constant(col, mapping.constants[col.name],
                                                           f"{source}: constants.{col.name}")))

@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 from gumshoe.batch import TIMESTAMP_MAX, Batch, Factor
 from gumshoe.block import Block, rollup
 from gumshoe.schema import Column, Schema
+from gumshoe.sketch import SketchColumn, hash_strings
 
 from .import_decode import MAX_BAD_PER_CHUNK, Decoded
 from .import_mapping import Plan
@@ -248,6 +249,25 @@ class Rows:
     strings: dict[str, Strings]
     numbers: dict[str, tuple[np.ndarray, np.ndarray | None]]  # dimension -> values, nil
     metrics: dict[str, np.ndarray]  # store dtype, nil -> 0
+    identities: dict[str, Strings] = dataclasses.field(default_factory=dict)  # uniques, as text
+
+
+def identity_hashes(s: Strings) -> tuple[np.ndarray, np.ndarray]:
+    """A uniques field's (hash, present) per row, hashed once per distinct identity: a string,
+    or an integer as its decimal text (as the HTTP insert path does); other JSON values (a
+    float, true) count by their JSON text, where the HTTP path refuses them. An empty string
+    is no identity, in both formats: a CSV export cannot tell it from a missing value (the
+    HTTP CSV path reads it so too)."""
+    values = [u if isinstance(u, str) or (isinstance(u, int) and not isinstance(u, bool))
+              else _text(u) for u in s.uniques]
+    table = hash_strings(values)[0]
+    n = len(s.codes)
+    hashes = table[s.codes] if len(table) else np.zeros(n, np.uint64)
+    absent = np.zeros(n, bool) if s.nil is None else s.nil.copy()
+    if "" in values:
+        absent |= s.codes == values.index("")
+    hashes[absent] = 0
+    return hashes, ~absent
 
 
 def prepare(decoded: Decoded, plan: Plan, rules: Rules
@@ -262,8 +282,12 @@ def prepare(decoded: Decoded, plan: Plan, rules: Rules
     strings: dict[str, Strings] = {}
     numbers: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
     metrics: dict[str, np.ndarray] = {}
+    identities: dict[str, Strings] = {}
     for t in plan.targets:
         col = t.column
+        if col.kind.is_sketch:  # a uniques identity: text, hashed at the roll-up
+            identities[col.name] = strings_of(v.get(t.field) if t.field else None, n)
+            continue
         if col.is_string:
             if t.constant is not None:
                 strings[col.name] = Strings([t.constant], np.zeros(n, np.int64), None)
@@ -314,13 +338,14 @@ def prepare(decoded: Decoded, plan: Plan, rules: Rules
         counts[reason] = int(hit.sum())
         skip |= hit
     if not skip.any():  # the usual chunk: every row kept, no copies
-        rows = Rows(n, ts, strings, numbers, metrics)
+        rows = Rows(n, ts, strings, numbers, metrics, identities)
     else:
         keep = np.flatnonzero(~skip)
         rows = Rows(len(keep), ts[keep], {k: s.take(keep) for k, s in strings.items()},
                     {k: (a[keep], None if m is None else m[keep])
                      for k, (a, m) in numbers.items()},
-                    {k: a[keep] for k, a in metrics.items()})
+                    {k: a[keep] for k, a in metrics.items()},
+                    {k: s.take(keep) for k, s in identities.items()})
     bad = sorted((int(decoded.line_of(np.array([i]))[0]), msg)
                  for i, msg in problems.messages.items())
     return rows, counts, bad, int(problems.mask.sum())
@@ -338,6 +363,7 @@ class Rolled:
     metrics: dict[str, np.ndarray]
     counts: np.ndarray
     input_rows: int
+    sketches: dict[str, SketchColumn] = dataclasses.field(default_factory=dict)  # uniques
 
     def to_batch(self, schema: Schema) -> Batch:
         dims: dict[str, Any] = {}
@@ -349,7 +375,8 @@ class Rolled:
                 nils[d.name] = nil
             else:
                 dims[d.name], nils[d.name] = self.numbers[d.name]
-        return Batch(self.n, self.ts, dims, nils, self.metrics, self.counts)
+        return Batch(self.n, self.ts, dims, nils, self.metrics, self.counts,
+                     sketches=self.sketches)
 
 
 def roll_up(rows: Rows, schema: Schema) -> Rolled:
@@ -367,8 +394,14 @@ def roll_up(rows: Rows, schema: Schema) -> Rolled:
             dims.append(d)
             block_dims[d.name], nils[d.name] = rows.numbers[d.name]
     keyed = Schema(schema.timestamp, tuple(dims), schema.metrics, schema.segment_size,
-                   schema.interval_duration)
-    block = Block(rows.n, np.ones(rows.n, np.int64), block_dims, nils, dict(rows.metrics))
+                   schema.interval_duration, uniques=schema.uniques)
+    sketches = {}  # uniques: a row's sketch holds its one identity (or none), as DB._encode
+    for u in schema.uniques:
+        hashes, present = identity_hashes(rows.identities[u.name])
+        at = np.flatnonzero(present)
+        sketches[u.name] = SketchColumn.from_identities(at, hashes[at], rows.n)
+    block = Block(rows.n, np.ones(rows.n, np.int64), block_dims, nils, dict(rows.metrics),
+                  sketches)
     out = rollup(keyed, [block])
     ts = out.dims["__start"].astype(np.int64, copy=True)
     if rows.n:  # the newest row's time, for the database's last_updated (/statusz)
@@ -377,7 +410,8 @@ def roll_up(rows: Rows, schema: Schema) -> Rolled:
                for d in schema.dimensions if d.is_string}
     numbers = {d.name: (out.dims[d.name], out.nils[d.name]) for d in schema.dimensions
                if not d.is_string}
-    return Rolled(out.n, ts, strings, numbers, out.metrics, out.count, rows.n)
+    return Rolled(out.n, ts, strings, numbers, out.metrics, out.count, rows.n,
+                  dict(out.sketches))
 
 
 def json_body(rows: Rows, schema: Schema) -> bytes:
@@ -406,6 +440,9 @@ def json_body(rows: Rows, schema: Schema) -> bytes:
             obj = values.astype(object)
             obj[missing] = None
             cols.append(obj.tolist())
+    for u in schema.uniques:  # the identities as read (text; empty: none); the server
+        names.append(u.name)  # hashes them
+        cols.append([v if v != "" else None for v in rows.identities[u.name].values()])
     records = list(map(dict, map(zip, itertools.repeat(names), zip(*cols))))
     return orjson.dumps(records)
 

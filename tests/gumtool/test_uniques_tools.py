@@ -3,6 +3,8 @@ their rows (the shards merged equal one server), stats reads such a database."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import random
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 from gumshoe.config import load_config
 from gumshoe.schema import Schema
 
+from ..http.harness import ServerProcess
 from .helpers import (
     METRICS,
     answers,
@@ -107,3 +110,68 @@ def test_migrate_keeps_adds_and_refuses_uniques(tmp_path: Path,
     assert run("migrate", "--old-db-path", str(tmp_path / "old"), "--new-db-config",
                str(bad)) != 0
     assert "a uniques metric cannot become a sum metric" in capsys.readouterr().err
+
+
+def _csv(rows: list[dict[str, Any]]) -> bytes:
+    out = io.StringIO()
+    w = csv.DictWriter(out, ["at", "name", "country", "age", "visits", "clicks", "who"],
+                       extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return out.getvalue().encode()
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_import_loads_identities_as_inserts_do(tmp_path: Path, fmt: str) -> None:
+    """gumtool import rolls identities up into sketches in its workers: the imported database
+    answers uniques (and everything else) as one built by inserting the same rows; 5 and "5"
+    are one identity, a row without one counts none."""
+    rows = rows_with_identities(3000, 4)
+    rows += [{**rows[0], "who": 5}, {**rows[0], "who": "5"}, {**rows[1], "who": None}]
+    if fmt == "csv":  # one line per row, and no empty dimension (CSV has no null)
+        rows = [{**r, "name": (r.get("name") or "-").replace("\n", " "),
+                 "country": r.get("country") or "-", "age": r.get("age", 0)} for r in rows]
+    path = tmp_path / f"in.{fmt}"
+    path.write_bytes(_csv(rows) if fmt == "csv" else
+                     b"".join(json.dumps(r).encode() + b"\n" for r in rows))
+    lone = config(tmp_path / "lone.toml", tmp_path / "lone")
+    build_db(lone, [rows if fmt == "jsonl" else  # (the CSV has no score column)
+                    [{k: v for k, v in r.items() if k != "score"} for r in rows]])
+    imported = config(tmp_path / "imp.toml", tmp_path / "imp")
+    assert run("import", "--config", str(imported), str(path), "--chunk-size", "16KB",
+               "--parallelism", "2", "-q") == 0
+    assert answers(imported, QUERIES) == answers(lone, QUERIES)
+
+
+def test_import_refuses_a_constant_identity(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "m.toml").write_text('[constants]\nwho = "everyone"\n')
+    path = tmp_path / "in.jsonl"
+    path.write_text(json.dumps(rows_with_identities(1, 1)[0]) + "\n")
+    cfg = config(tmp_path / "c.toml", tmp_path / "db")
+    assert run("import", "--config", str(cfg), "--mapping", str(tmp_path / "m.toml"),
+               str(path)) == 1
+    assert "'who' is a uniques column; fill it from a field" in capsys.readouterr().err
+
+
+def test_import_identities_into_a_server(tmp_path: Path) -> None:
+    """--url sends the identities as read (JSON insert bodies); the server hashes them."""
+    rows = rows_with_identities(2000, 6) + [{**make_rows(1, 1)[0], "who": w}
+                                            for w in (7, "7", "", None)]
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in rows))
+    lone = config(tmp_path / "lone.toml", tmp_path / "lone")
+    # (an empty identity is none for gumtool import; the JSON insert path would count it)
+    build_db(lone, [[{**r, "who": None} if r.get("who") == "" else r for r in rows]])
+    served = config(tmp_path / "srv.toml", tmp_path / "srv")
+    proc = ServerProcess(served, tmp_path / "server.log").start()
+    try:
+        assert run("import", "--config", str(served), str(path), "--url", proc.url,
+                   "--checkpoint", str(tmp_path / "ck.json"), "--chunk-size", "16KB",
+                   "-q") == 0
+        for q, want in zip(QUERIES, answers(lone, QUERIES)):
+            r = proc.query(q)
+            assert r.status_code == 200 and r.json()["results"] == want, q
+    finally:
+        assert proc.stop() == 0, proc.log_text()
+        proc.client.close()
