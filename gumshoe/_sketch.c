@@ -400,13 +400,13 @@ static void scratch_give(Scratch *s) {
  * row; counts (None, or integers of 1/2/4/8 bytes per row) summed per group when with_counts.
  *
  * A group's upper bound on distinct hashes (its rows' lens) decides its path. At most
- * sparse_max ("light"): it stays sparse for sure, so its hashes are partitioned by group (a
- * counting sort) and each group deduplicated in one reused open-addressing table sized to it,
- * then sorted. Above ("heavy", or with a dense input row): its hashes go, as the blocks are
- * read, straight into its own set, which grows while it holds at most sparse_max hashes and
- * turns into registers after -- no copy of the (mostly) heavy hashes, one sequential read with
- * software prefetch (this machine's hardware prefetcher alone left the loop waiting on memory:
- * 73 ms for 23M hashes against 30 ms with it). */
+ * HEAVY_FACTOR * sparse_max ("light"): its hashes are partitioned by group (a counting sort)
+ * and each group deduplicated in one reused open-addressing table sized to it, then sorted,
+ * or folded into registers past sparse_max distinct. Above ("heavy", or with a dense input
+ * row): its hashes go, as the blocks are read, straight into its own set, which grows while
+ * it holds at most sparse_max hashes and turns into registers after -- no copy of the
+ * (mostly) heavy hashes, one sequential read with software prefetch (this machine's hardware
+ * prefetcher alone left the loop waiting on memory: 73 ms for 23M hashes against 30 ms). */
 typedef struct {
     Py_buffer lb, hb, dr, rg, kb, cb;
     const void *lens, *counts;
@@ -484,6 +484,12 @@ static inline int heavy_add(Heavy *s, uint64_t v, Py_ssize_t sparse_max) {
 }
 
 #define PREFETCH_AHEAD 128 /* hashes (1 KiB) */
+/* A group whose rows hold more than HEAVY_FACTOR * sparse_max hashes streams into its own set
+ * (and registers); below, it is partitioned, and deduplicated group by group, in cache. Most
+ * groups with a few thousand hashes (x 2-4 repeats) stay sparse: fed one by one into sets of
+ * their own, ~350 such groups' sets (up to 32 KiB each) missed the cache on every insert
+ * (a quarter of a 1,000-group union); groups with more end up registers. */
+#define HEAVY_FACTOR 4
 
 /* Pass 1 over a block: each selected row's hashes added to its group's count, its count to
  * the group's sum. Returns 1 on a key out of range, 3 when lens and hashes disagree. */
@@ -738,7 +744,7 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     }
     /* light groups' partition offsets; heavy groups' slots */
     for (Py_ssize_t g = 0; !err && g < n_groups; g++) {
-        if (count[g] > sparse_max) {
+        if (count[g] > HEAVY_FACTOR * sparse_max) {
             slot[g] = n_heavy++;
             start[g + 1] = start[g];
         } else {
@@ -832,7 +838,8 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
                 memset(table, 0, tcap * sizeof(uint64_t));
                 /* each new hash goes to the table and straight to the output */
                 int has_zero = 0;
-                for (int64_t j = 0; j < nh; j++) {
+                int64_t j = 0;
+                for (; j < nh && m <= sparse_max; j++) {
                     const uint64_t v = h[j];
                     if (v == 0) {
                         if (!has_zero) o[m++] = 0;
@@ -845,6 +852,20 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
                         table[t] = v;
                         o[m++] = v;
                     }
+                }
+                if (m > sparse_max) { /* a middling group past sparse_max: registers */
+                    if (buf_reserve(&out_r, N_REG) || buf_reserve(&out_dg, 8)) {
+                        err = 2;
+                        break;
+                    }
+                    uint8_t *r = out_r.p + out_r.len;
+                    memset(r, 0, N_REG);
+                    for (Py_ssize_t t = 0; t < m; t++) reg_add(r, o[t]);
+                    for (; j < nh; j++) reg_add(r, h[j]);
+                    out_r.len += N_REG;
+                    memcpy(out_dg.p + out_dg.len, &g, 8);
+                    out_dg.len += 8;
+                    continue;
                 }
             }
         }

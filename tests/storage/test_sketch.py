@@ -336,3 +336,31 @@ def test_union_of_blocks_refuses_bad_keys(path: str) -> None:
             sketch.union_blocks([(col, keys)], 4)
     with pytest.raises(ValueError, match="inconsistent"):
         sketch.union_blocks([(col, np.zeros(3, np.int64))], 4)
+
+
+def test_union_of_groups_on_both_sides_of_the_paths() -> None:
+    """Groups whose rows hold a few thousand hashes take the partitioned path, many thousands
+    the streamed one; either may end sparse (repeats) or dense: the same sketches as the numpy
+    path, exact where sparse."""
+    rng = np.random.default_rng(11)
+    plan = [(0, 6, 2048), (1, 6, 100_000), (2, 20, 2000), (3, 20, 10**9), (4, 1, 50)]
+    rows, groups = [], []
+    for g, n_rows, pool in plan:
+        for _ in range(n_rows):
+            rows.append(np.unique(sketch.hash_ints(rng.integers(0, pool, 500))))
+            groups.append(g)
+    col = SketchColumn(np.array([len(r) for r in rows], np.uint16), np.concatenate(rows),
+                       np.zeros(0, np.int64), np.zeros((0, N_REGISTERS), np.uint8))
+    order = rng.permutation(len(rows))  # the groups' rows interleaved
+    col, keys = col.take(order), np.array(groups)[order]
+    results = []
+    for _, ext in PATHS:
+        with use(ext):
+            results.append(sketch.union_blocks([(col.slice(0, 30), keys[:30]),
+                                                (col.slice(30, len(col)), keys[30:])], 5)[0])
+    assert all(r == results[0] for r in results)
+    got = results[0]
+    assert got.dense_rows.tolist() == [1, 3]
+    for g in (0, 2, 4):
+        want = set(np.concatenate([r for r, k in zip(rows, groups) if k == g]).tolist())
+        assert got.row_hashes(g).tolist() == sorted(want)
