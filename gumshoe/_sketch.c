@@ -277,6 +277,16 @@ static inline void reg_add(uint8_t *reg, uint64_t h) {
     if (reg[idx] < rank) reg[idx] = rank;
 }
 
+/* reg_add without a branch on the register: a store every time, but no misprediction where
+ * many groups' registers are still filling */
+static inline void reg_max(uint8_t *reg, uint64_t h) {
+    const uint32_t idx = (uint32_t)(h >> Q_BITS);
+    const uint64_t w = h << P_BITS;
+    const uint8_t rank = w ? (uint8_t)(__builtin_clzll(w) + 1) : (uint8_t)(Q_BITS + 1);
+    const uint8_t old = reg[idx];
+    reg[idx] = old > rank ? old : rank;
+}
+
 typedef struct {
     uint8_t *p;
     size_t len, cap;
@@ -616,7 +626,7 @@ static int place(const Spread *sp, int64_t g, uint64_t v) {
             for (int64_t j = 0; j < m; j++) {                                               \
                 __builtin_prefetch(hc + j + PREFETCH_AHEAD);                                \
                 uint8_t *r = reg[gk[j]];                                                    \
-                if (r) reg_add(r, hc[j]);                                                   \
+                if (r) reg_max(r, hc[j]);                                                   \
                 else if (place(sp, gk[j], hc[j]) < 0) return -1;                            \
             }                                                                               \
             a += m;                                                                         \
