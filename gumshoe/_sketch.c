@@ -12,6 +12,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include "_buffer.h"
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -417,16 +418,58 @@ static void scratch_give(Scratch *s) {
  * it holds at most sparse_max hashes and turns into registers after -- no copy of the
  * (mostly) heavy hashes, one sequential read with software prefetch (this machine's hardware
  * prefetcher alone left the loop waiting on memory: 73 ms for 23M hashes against 30 ms). */
+#define MAX_KEY_PARTS 16
+typedef struct { /* key += (codes[i] - offset) * stride, or += 0 where nil[i] */
+    Py_buffer codes, nil;
+    int type, has_nil;
+    int64_t offset, stride;
+} KeyPart;
+
 typedef struct {
     Py_buffer lb, hb, dr, rg, kb, cb;
     const void *lens, *counts;
     const uint64_t *hashes;
     const int64_t *drows, *keys;
     const uint8_t *regs;
-    int64_t key; /* every row's group when keys is NULL */
+    int64_t key; /* every row's group when keys is NULL (with parts: the base of the key) */
     int lw, cw;
     Py_ssize_t n, nh, k;
+    KeyPart part[MAX_KEY_PARTS]; /* the keys from grouping codes, made per pass (make_keys) */
+    int n_parts;
 } Src;
+
+/* The block's keys from its parts into buf (then s->keys): the engine's mixed-radix group key
+ * computed here, from the stored (narrow) codes, instead of an int64 array per block. */
+#define ADD_PART(CTYPE, WIDE, UTYPE)                                                       \
+    do {                                                                                   \
+        const CTYPE *restrict c = (const CTYPE *)kp->codes.buf;                            \
+        if (kp->has_nil) {                                                                 \
+            const uint8_t *restrict nil = kp->nil.buf;                                     \
+            for (Py_ssize_t i = 0; i < n; i++)                                             \
+                out[i] += ((int64_t)(WIDE)c[i] - off) * st * (int64_t)(nil[i] == 0);       \
+        } else {                                                                           \
+            for (Py_ssize_t i = 0; i < n; i++) out[i] += ((int64_t)(WIDE)c[i] - off) * st; \
+        }                                                                                  \
+    } while (0)
+static void make_keys(Src *s, int64_t *restrict out) {
+    const Py_ssize_t n = s->n;
+    for (Py_ssize_t i = 0; i < n; i++) out[i] = s->key;
+    for (int q = 0; q < s->n_parts; q++) {
+        const KeyPart *kp = &s->part[q];
+        const int64_t off = kp->offset, st = kp->stride;
+        switch (kp->type) { INT_TYPE_CASES(ADD_PART) }
+    }
+    s->keys = out;
+}
+
+static int parts_fit(const Src *s) { /* every part's codes (and nil) one per row */
+    for (int q = 0; q < s->n_parts; q++) {
+        const KeyPart *kp = &s->part[q];
+        if (kp->codes.len != s->n * kp->codes.itemsize || (kp->has_nil && kp->nil.len != s->n))
+            return 0;
+    }
+    return 1;
+}
 
 typedef struct { /* a heavy group: a set of at most sparse_max hashes, then registers */
     uint64_t *table; /* 0 marks an empty slot; the hash 0 is noted in has_zero */
@@ -515,7 +558,7 @@ static inline int heavy_add(Heavy *s, uint64_t v, Py_ssize_t sparse_max) {
             const int64_t g = keys[i], len = ln[i];                                         \
             run += len;                                                                     \
             if ((uint64_t)g >= (uint64_t)n_groups) {                                        \
-                bad |= g != -1;                                                             \
+                bad |= g != -1 || s->n_parts;                                               \
                 continue;                                                                   \
             }                                                                               \
             count[g] += len;                                                                \
@@ -671,6 +714,7 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     int64_t *count = NULL, *start = NULL, *slot = NULL;
     Heavy *heavy = NULL;
     uint8_t **reg = NULL;
+    int64_t *kbuf = NULL;
     Py_ssize_t n_heavy = 0;
     uint64_t *table = NULL, *sort_tmp = NULL;
     uint32_t *sort_cnt = NULL;
@@ -691,8 +735,45 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
         if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, got), "OOOOOO:union block", &lo, &ho,
                               &dro, &rgo, &ko, &co))
             goto done;
-        const int has_keys = !PyLong_Check(ko);
-        if (!has_keys) {
+        const int has_parts = PyTuple_Check(ko), has_keys = !has_parts && !PyLong_Check(ko);
+        if (has_parts) { /* (base, [(codes, offset, stride, nil), ...]) */
+            PyObject *base, *parts;
+            if (!PyArg_ParseTuple(ko, "OO:union key parts", &base, &parts)) goto done;
+            s->key = PyLong_AsLongLong(base);
+            if (s->key == -1 && PyErr_Occurred()) goto done;
+            PyObject *pseq = PySequence_Fast(parts, "union: key parts must be a sequence");
+            if (!pseq) goto done;
+            const Py_ssize_t np = PySequence_Fast_GET_SIZE(pseq);
+            int bad = np < 1 || np > MAX_KEY_PARTS;
+            for (Py_ssize_t q = 0; !bad && q < np; q++) {
+                KeyPart *kp = &s->part[q];
+                PyObject *codes, *nil;
+                long long off, st;
+                if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(pseq, q), "OLLO:key part", &codes,
+                                      &off, &st, &nil) ||
+                    get_buf(codes, &kp->codes, 0, 0, "codes") < 0) {
+                    bad = 2;
+                    break;
+                }
+                s->n_parts++;
+                kp->offset = off;
+                kp->stride = st;
+                kp->type = type_of(&kp->codes);
+                kp->has_nil = nil != Py_None;
+                if (kp->has_nil && get_buf(nil, &kp->nil, 0, 1, "nil") < 0) {
+                    bad = 2;
+                    break;
+                }
+                if (!is_int_type(kp->type)) bad = 1;
+            }
+            Py_DECREF(pseq);
+            if (bad) {
+                if (bad == 1) PyErr_SetString(PyExc_ValueError,
+                                              "union: key parts must be 1 to 16 integer codes");
+                got++;
+                goto done;
+            }
+        } else if (!has_keys) {
             s->key = PyLong_AsLongLong(ko);
             if (s->key == -1 && PyErr_Occurred()) goto done;
         }
@@ -717,13 +798,21 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
         s->k = s->dr.len / 8;
         if ((s->lw != 1 && s->lw != 2 && s->lw != 4 && s->lw != 8) || s->rg.len != s->k * N_REG ||
             (has_keys && s->kb.len != s->n * 8) ||
+            (has_parts && !parts_fit(s)) ||
             (s->counts && ((s->cw != 1 && s->cw != 2 && s->cw != 4 && s->cw != 8) ||
                            s->cb.len != s->n * s->cw)) ||
-            (!has_keys && (s->key < -1 || s->key >= n_groups))) {
+            (!has_keys && !has_parts && (s->key < -1 || s->key >= n_groups))) {
             got++;
             PyErr_SetString(PyExc_ValueError, "union: inconsistent sketch column or keys");
             goto done;
         }
+    }
+    Py_ssize_t max_n = 0; /* the key buffer of blocks with key parts */
+    for (Py_ssize_t b = 0; b < nb; b++)
+        if (src[b].n_parts && src[b].n > max_n) max_n = src[b].n;
+    if (max_n && !(kbuf = malloc((size_t)max_n * sizeof(int64_t)))) {
+        PyErr_NoMemory();
+        goto done;
     }
     count = calloc((size_t)n_groups + 1, sizeof(int64_t));
     start = calloc((size_t)n_groups + 1, sizeof(int64_t));
@@ -745,7 +834,8 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     if (cnt_out) memset(cnt_out, 0, (size_t)n_groups * 8);
     /* pass 1: the hashes per group (and the counts summed); heavy groups get a set */
     for (Py_ssize_t b = 0; !err && b < nb; b++) {
-        const Src *s = &src[b];
+        Src *s = &src[b];
+        if (s->n_parts) make_keys(s, kbuf);
         err = count_block(s, count, cnt_out, n_groups);
         for (Py_ssize_t d = 0; !err && d < s->k; d++) {
             if (s->drows[d] < 0 || s->drows[d] >= s->n) err = 1;
@@ -768,7 +858,8 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     if (!err && !(reg = calloc((size_t)n_groups + 1, sizeof(uint8_t *)))) err = 2;
     /* dense input rows: their group's registers start as their maximum */
     for (Py_ssize_t b = 0; !err && b < nb; b++) {
-        const Src *s = &src[b];
+        Src *s = &src[b];
+        if (s->n_parts && s->k) make_keys(s, kbuf);
         for (Py_ssize_t d = 0; !err && d < s->k; d++) {
             const int64_t g = key_at(s, s->drows[d]);
             if (g < 0) continue;
@@ -795,8 +886,10 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
         for (Py_ssize_t g = 0; g < n_groups; g++) pos[g] = start[g] + SLACK * g;
         uint64_t *dst0 = part ? part->data : NULL;
         const Spread sp = {reg + 1, slot, heavy, dst0, pos, sparse_max};
-        for (Py_ssize_t b = 0; !err && b < nb; b++)
+        for (Py_ssize_t b = 0; !err && b < nb; b++) {
+            if (src[b].n_parts) make_keys(&src[b], kbuf);
             if (spread_block(&src[b], &sp) < 0) err = 2;
+        }
     }
     /* outputs: the hashes at most all of the selected rows' (pages never written cost nothing
      * and are given back by the final resize) */
@@ -918,6 +1011,7 @@ done:
     }
     free(heavy);
     free(reg);
+    free(kbuf);
     free(out_r.p);
     free(out_dg.p);
     for (Py_ssize_t b = 0; src && b < got; b++) {
@@ -925,6 +1019,10 @@ done:
         Py_buffer *bufs[] = {&s->lb, &s->hb, &s->dr, &s->rg, &s->kb, &s->cb};
         for (int j = 0; j < 6; j++)
             if (bufs[j]->obj) PyBuffer_Release(bufs[j]);
+        for (int q = 0; q < s->n_parts; q++) {
+            if (s->part[q].codes.obj) PyBuffer_Release(&s->part[q].codes);
+            if (s->part[q].nil.obj) PyBuffer_Release(&s->part[q].nil);
+        }
     }
     free(src);
     Py_DECREF(seq);

@@ -50,7 +50,7 @@ from .partials import (
 )
 from .kinds import SUM, Kind
 from .schema import Schema
-from .sketch import SketchColumn, union_blocks
+from .sketch import Keys, SketchColumn, union_blocks
 from .snapshot import IntervalView, Snapshot
 
 DENSE_MAX_GROUPS = 1 << 20  # largest key space accumulated densely per task
@@ -399,7 +399,8 @@ class Scanner:
     def scan(self, items: list[Item]) -> Partial:
         if self.split:
             items = self._split_items(items)
-        if self.dense and self.kernels is not None and not self.sketches:
+        if self.dense and self.kernels is not None and (
+                not self.sketches or (self.filter is None and self.parts)):
             return self._scan_fused(items)
         if not self.parts:
             return self._scan_total(items)
@@ -410,7 +411,9 @@ class Scanner:
     def _scan_fused(self, items: list[Item]) -> Partial:
         """Dense accumulation with the C kernel: one call per block does the filter, the group
         key and every sum (and min/max) in one pass, GIL released (exact: int64/uint64
-        accumulators)."""
+        accumulators). Uniques (queries without a filter): every block's sketch column with
+        the same key parts, united by one C call at the end, which computes the keys from the
+        stored codes as the kernel does."""
         k = self.key_space
         strides = [math.prod(p.card for p in self.parts[i + 1:]) for i in range(len(self.parts))]
         acc_count = np.zeros(k, np.int64)
@@ -420,6 +423,7 @@ class Scanner:
         ops = (bytes([0, *(_KERNEL_OPS[self._kind(c).name] for c in acc)]) if self.kinds
                else None)
         accumulate = self.kernels.accumulate  # type: ignore[union-attr]
+        sk_parts: dict[str, list[tuple[SketchColumn, Keys]]] = {c: [] for c in self.sketches}
         for start, block, _ in self._each(items):
             if block.n == 0:
                 continue
@@ -437,6 +441,8 @@ class Scanner:
                 else:
                     name = p.grouping.column.name
                     parts.append((block.dims[name], p.offset, stride, block.nils[name]))
+            for c, sk in sk_parts.items():  # (no filter here: every row)
+                sk.append((block.sketches[c], (base, parts) if parts else base))
             columns = (block.count, *(block.metrics[c] for c in acc))
             if ops is None:
                 accumulate(base, k, parts, None if mask is True else mask, columns, accs)
@@ -447,7 +453,9 @@ class Scanner:
         present = np.flatnonzero(acc_count)
         keys, nils = self._decode_dense(present)
         return Partial(keys, nils, acc_count[present], {c: v[present] for c, v in acc.items()},
-                       kinds=self.kinds)
+                       kinds=self.kinds,
+                       sketches={c: union_blocks(sk, k)[0].take(present)
+                                 for c, sk in sk_parts.items()})
 
     def _rows(self, block: Block, start: int | None) -> np.ndarray | bool:
         """The filter's rows of a block: True (all), False (none) or their positions. Filtered

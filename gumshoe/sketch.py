@@ -347,19 +347,50 @@ def union(col: SketchColumn, rows: np.ndarray | None, groups: np.ndarray,
     return union_blocks([(col, keys)], n_groups)[0]
 
 
-def union_blocks(parts: Sequence[tuple[SketchColumn, np.ndarray | int]], n_groups: int,
+KeyParts = tuple[int, Sequence[tuple[np.ndarray, int, int, np.ndarray | None]]]
+Keys = np.ndarray | int | KeyParts
+
+
+def key_array(keys: Keys, n: int) -> np.ndarray:
+    """A block's keys as an int64 array: from an array, one int, or (base, parts): base +
+    the sum over parts (codes, offset, stride, nil) of (codes - offset) * stride, 0 where nil
+    (the engine's mixed-radix group key)."""
+    if isinstance(keys, tuple):
+        base, parts = keys
+        out = np.full(n, base, np.int64)
+        for codes, offset, stride, nil in parts:
+            add = (codes.astype(np.int64) - offset) * stride
+            if nil is not None:
+                add[nil] = 0
+            out += add
+        return out
+    if np.ndim(keys) == 0:
+        return np.full(n, keys, np.int64)
+    return np.asarray(keys, np.int64)
+
+
+def _native_keys(keys: Keys) -> Any:
+    if isinstance(keys, tuple):
+        base, parts = keys
+        return (int(base), [(np.ascontiguousarray(c), int(o), int(s),
+                             None if nil is None else np.ascontiguousarray(nil, np.bool_))
+                            for c, o, s, nil in parts])
+    return int(keys) if np.ndim(keys) == 0 else np.ascontiguousarray(keys, np.int64)
+
+
+def union_blocks(parts: Sequence[tuple[SketchColumn, Keys]], n_groups: int,
                  counts: Sequence[np.ndarray] | None = None,
                  ) -> tuple[SketchColumn, np.ndarray | None]:
     """The rows of several sketch columns (a scan's blocks, read in place) united per group:
     per part, (column, keys) where keys gives each row's group in [0, n_groups) or -1 (left
-    out), as an int64 array or one int for every row. With `counts` (one integer array per
-    part, a row's weight), also returns their sums per group (int64), else None. The query
-    kernel: the engine unites every selected block of a task in one call."""
+    out), as an int64 array, one int for every row, or (base, parts) of grouping codes
+    (`key_array`; computed in C from the stored codes, every row selected). With `counts` (one
+    integer array per part, a row's weight), also returns their sums per group (int64), else
+    None. The query kernel: the engine unites every selected block of a task in one call."""
     if native.sketch is not None:
         blocks = [(np.ascontiguousarray(c.lens), np.ascontiguousarray(c.hashes, np.uint64),
                    np.ascontiguousarray(c.dense_rows, np.int64),
-                   np.ascontiguousarray(c.registers, np.uint8),
-                   int(k) if np.ndim(k) == 0 else np.ascontiguousarray(k, np.int64),
+                   np.ascontiguousarray(c.registers, np.uint8), _native_keys(k),
                    None if counts is None else np.ascontiguousarray(counts[i]))
                   for i, (c, k) in enumerate(parts)]
         lens, hashes, dense, regs, sums = native.sketch.union(blocks, n_groups, SPARSE_MAX,
@@ -370,9 +401,11 @@ def union_blocks(parts: Sequence[tuple[SketchColumn, np.ndarray | int]], n_group
         return col, None if sums is None else np.frombuffer(sums, np.int64).copy()
     cols, keys = [], []
     for c, k in parts:
-        block_keys = np.full(len(c), k, np.int64) if np.ndim(k) == 0 else np.asarray(k, np.int64)
+        block_keys = key_array(k, len(c))
         if len(block_keys) != len(c):
             raise ValueError("union: inconsistent sketch column or keys")
+        if isinstance(k, tuple) and len(c) and block_keys.min() < 0:  # parts select every row
+            raise ValueError("union: a key or dense row is out of range")
         cols.append(c)
         keys.append(block_keys)
     key = np.concatenate(keys) if keys else np.zeros(0, np.int64)

@@ -364,3 +364,32 @@ def test_union_of_groups_on_both_sides_of_the_paths() -> None:
     for g in (0, 2, 4):
         want = set(np.concatenate([r for r, k in zip(rows, groups) if k == g]).tolist())
         assert got.row_hashes(g).tolist() == sorted(want)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.uint32, np.int64])
+def test_keys_from_grouping_codes(path: str, dtype: type) -> None:
+    """Keys given as (base, parts of stored codes) -- the engine's mixed-radix group key,
+    computed in C -- unite as the same keys given as an array; a key outside the groups is
+    refused (parts select every row: no -1)."""
+    col = mixed_column()
+    rng = np.random.default_rng(5)
+    a = rng.integers(3, 6, len(col)).astype(dtype)  # offset 2: codes 1..3
+    b = rng.integers(0, 4, len(col)).astype(np.uint8)
+    nil = rng.random(len(col)) < 0.3
+    parts = [(a, 2, 5, None), (b, -1, 1, nil)]  # key = 1 + (a - 2) * 5 + (b + 1 | 0 where nil)
+    want = 1 + (a.astype(np.int64) - 2) * 5 + np.where(nil, 0, b.astype(np.int64) + 1)
+    assert sketch.key_array((1, parts), len(col)).tolist() == want.tolist()
+    got, sums = sketch.union_blocks([(col.slice(0, 20), (1, [(x[:20], o, s, None if m is None
+                                                              else m[:20])
+                                                             for x, o, s, m in parts])),
+                                     (col.slice(20, 50), (1, [(x[20:], o, s, None if m is None
+                                                               else m[20:])
+                                                              for x, o, s, m in parts]))],
+                                    25, [col.lens[:20], col.lens[20:]])
+    assert got == sketch.union(col, None, want, 25)
+    assert sums is not None and sums.tolist() == np.bincount(
+        want, col.lens.astype(np.int64), 25).astype(np.int64).tolist()
+    with pytest.raises(ValueError, match="out of range"):
+        sketch.union_blocks([(col, (-20, parts))], 25)
+    with pytest.raises(ValueError, match="out of range"):
+        sketch.union_blocks([(col, (30, parts))], 25)
