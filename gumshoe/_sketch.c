@@ -435,7 +435,8 @@ typedef struct {
     int lw, cw;
     Py_ssize_t n, nh, k;
     KeyPart part[MAX_KEY_PARTS]; /* the keys from grouping codes, made per pass (make_keys) */
-    int n_parts;
+    int n_parts, computed;
+    Py_buffer mb; /* with computed keys: the selected rows (bool), or none (every row) */
 } Src;
 
 /* The block's keys from its parts into buf (then s->keys): the engine's mixed-radix group key
@@ -459,10 +460,15 @@ static void make_keys(Src *s, int64_t *restrict out) {
         const int64_t off = kp->offset, st = kp->stride;
         switch (kp->type) { INT_TYPE_CASES(ADD_PART) }
     }
+    if (s->mb.obj) {
+        const uint8_t *restrict m = s->mb.buf;
+        for (Py_ssize_t i = 0; i < n; i++) out[i] = m[i] ? out[i] : -1;
+    }
     s->keys = out;
 }
 
-static int parts_fit(const Src *s) { /* every part's codes (and nil) one per row */
+static int parts_fit(const Src *s) { /* every part's codes (and nil, mask) one per row */
+    if (s->mb.obj && s->mb.len != s->n) return 0;
     for (int q = 0; q < s->n_parts; q++) {
         const KeyPart *kp = &s->part[q];
         if (kp->codes.len != s->n * kp->codes.itemsize || (kp->has_nil && kp->nil.len != s->n))
@@ -558,7 +564,7 @@ static inline int heavy_add(Heavy *s, uint64_t v, Py_ssize_t sparse_max) {
             const int64_t g = keys[i], len = ln[i];                                         \
             run += len;                                                                     \
             if ((uint64_t)g >= (uint64_t)n_groups) {                                        \
-                bad |= g != -1 || s->n_parts;                                               \
+                bad |= g != -1 || (s->computed && !s->mb.obj);                              \
                 continue;                                                                   \
             }                                                                               \
             count[g] += len;                                                                \
@@ -736,15 +742,20 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
                               &dro, &rgo, &ko, &co))
             goto done;
         const int has_parts = PyTuple_Check(ko), has_keys = !has_parts && !PyLong_Check(ko);
-        if (has_parts) { /* (base, [(codes, offset, stride, nil), ...]) */
-            PyObject *base, *parts;
-            if (!PyArg_ParseTuple(ko, "OO:union key parts", &base, &parts)) goto done;
+        if (has_parts) { /* (base, [(codes, offset, stride, nil), ...][, mask]) */
+            PyObject *base, *parts, *mask = Py_None;
+            if (!PyArg_ParseTuple(ko, "OO|O:union key parts", &base, &parts, &mask)) goto done;
+            s->computed = 1;
+            if (mask != Py_None && get_buf(mask, &s->mb, 0, 1, "mask") < 0) {
+                got++;
+                goto done;
+            }
             s->key = PyLong_AsLongLong(base);
             if (s->key == -1 && PyErr_Occurred()) goto done;
             PyObject *pseq = PySequence_Fast(parts, "union: key parts must be a sequence");
             if (!pseq) goto done;
             const Py_ssize_t np = PySequence_Fast_GET_SIZE(pseq);
-            int bad = np < 1 || np > MAX_KEY_PARTS;
+            int bad = np > MAX_KEY_PARTS;
             for (Py_ssize_t q = 0; !bad && q < np; q++) {
                 KeyPart *kp = &s->part[q];
                 PyObject *codes, *nil;
@@ -769,7 +780,7 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
             Py_DECREF(pseq);
             if (bad) {
                 if (bad == 1) PyErr_SetString(PyExc_ValueError,
-                                              "union: key parts must be 1 to 16 integer codes");
+                                              "union: key parts must be up to 16 integer codes");
                 got++;
                 goto done;
             }
@@ -809,7 +820,7 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     }
     Py_ssize_t max_n = 0; /* the key buffer of blocks with key parts */
     for (Py_ssize_t b = 0; b < nb; b++)
-        if (src[b].n_parts && src[b].n > max_n) max_n = src[b].n;
+        if (src[b].computed && src[b].n > max_n) max_n = src[b].n;
     if (max_n && !(kbuf = malloc((size_t)max_n * sizeof(int64_t)))) {
         PyErr_NoMemory();
         goto done;
@@ -835,7 +846,7 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     /* pass 1: the hashes per group (and the counts summed); heavy groups get a set */
     for (Py_ssize_t b = 0; !err && b < nb; b++) {
         Src *s = &src[b];
-        if (s->n_parts) make_keys(s, kbuf);
+        if (s->computed) make_keys(s, kbuf);
         err = count_block(s, count, cnt_out, n_groups);
         for (Py_ssize_t d = 0; !err && d < s->k; d++) {
             if (s->drows[d] < 0 || s->drows[d] >= s->n) err = 1;
@@ -859,7 +870,7 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     /* dense input rows: their group's registers start as their maximum */
     for (Py_ssize_t b = 0; !err && b < nb; b++) {
         Src *s = &src[b];
-        if (s->n_parts && s->k) make_keys(s, kbuf);
+        if (s->computed && s->k) make_keys(s, kbuf);
         for (Py_ssize_t d = 0; !err && d < s->k; d++) {
             const int64_t g = key_at(s, s->drows[d]);
             if (g < 0) continue;
@@ -887,7 +898,7 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
         uint64_t *dst0 = part ? part->data : NULL;
         const Spread sp = {reg + 1, slot, heavy, dst0, pos, sparse_max};
         for (Py_ssize_t b = 0; !err && b < nb; b++) {
-            if (src[b].n_parts) make_keys(&src[b], kbuf);
+            if (src[b].computed) make_keys(&src[b], kbuf);
             if (spread_block(&src[b], &sp) < 0) err = 2;
         }
     }
@@ -1019,6 +1030,7 @@ done:
         Py_buffer *bufs[] = {&s->lb, &s->hb, &s->dr, &s->rg, &s->kb, &s->cb};
         for (int j = 0; j < 6; j++)
             if (bufs[j]->obj) PyBuffer_Release(bufs[j]);
+        if (s->mb.obj) PyBuffer_Release(&s->mb);
         for (int q = 0; q < s->n_parts; q++) {
             if (s->part[q].codes.obj) PyBuffer_Release(&s->part[q].codes);
             if (s->part[q].nil.obj) PyBuffer_Release(&s->part[q].nil);

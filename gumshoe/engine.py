@@ -399,8 +399,7 @@ class Scanner:
     def scan(self, items: list[Item]) -> Partial:
         if self.split:
             items = self._split_items(items)
-        if self.dense and self.kernels is not None and (
-                not self.sketches or (self.filter is None and self.parts)):
+        if self.dense and self.kernels is not None and (not self.sketches or self.parts):
             return self._scan_fused(items)
         if not self.parts:
             return self._scan_total(items)
@@ -411,9 +410,9 @@ class Scanner:
     def _scan_fused(self, items: list[Item]) -> Partial:
         """Dense accumulation with the C kernel: one call per block does the filter, the group
         key and every sum (and min/max) in one pass, GIL released (exact: int64/uint64
-        accumulators). Uniques (queries without a filter): every block's sketch column with
-        the same key parts, united by one C call at the end, which computes the keys from the
-        stored codes as the kernel does."""
+        accumulators). Uniques: every block's sketch column with the same key parts (and the
+        filter's rows as a mask, given to the kernel too), united by one C call at the end,
+        which computes the keys from the stored codes as the kernel does."""
         k = self.key_space
         strides = [math.prod(p.card for p in self.parts[i + 1:]) for i in range(len(self.parts))]
         acc_count = np.zeros(k, np.int64)
@@ -427,8 +426,12 @@ class Scanner:
         for start, block, _ in self._each(items):
             if block.n == 0:
                 continue
-            # the filter as a predicate program, evaluated by the kernel in the same pass
-            mask = None if self.filter is None else self.filter.program(block, start)
+            # the filter as a predicate program, evaluated by the kernel in the same pass (with
+            # uniques, as a mask: the sketch union needs the rows too)
+            mask: Any = None
+            if self.filter is not None:
+                mask = (self.filter.mask(block, start) if sk_parts
+                        else self.filter.program(block, start))
             if mask is False:
                 continue
             base = 0
@@ -441,8 +444,11 @@ class Scanner:
                 else:
                     name = p.grouping.column.name
                     parts.append((block.dims[name], p.offset, stride, block.nils[name]))
-            for c, sk in sk_parts.items():  # (no filter here: every row)
-                sk.append((block.sketches[c], (base, parts) if parts else base))
+            if sk_parts:
+                rows = None if mask is None or mask is True else mask
+                row_keys: Keys = (base, parts, rows) if parts or rows is not None else base
+                for c, sk in sk_parts.items():
+                    sk.append((block.sketches[c], row_keys))
             columns = (block.count, *(block.metrics[c] for c in acc))
             if ops is None:
                 accumulate(base, k, parts, None if mask is True else mask, columns, accs)

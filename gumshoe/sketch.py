@@ -347,22 +347,26 @@ def union(col: SketchColumn, rows: np.ndarray | None, groups: np.ndarray,
     return union_blocks([(col, keys)], n_groups)[0]
 
 
-KeyParts = tuple[int, Sequence[tuple[np.ndarray, int, int, np.ndarray | None]]]
+KeyParts = tuple[int, Sequence[tuple[np.ndarray, int, int, np.ndarray | None]],
+                 np.ndarray | None]
 Keys = np.ndarray | int | KeyParts
 
 
 def key_array(keys: Keys, n: int) -> np.ndarray:
-    """A block's keys as an int64 array: from an array, one int, or (base, parts): base +
-    the sum over parts (codes, offset, stride, nil) of (codes - offset) * stride, 0 where nil
-    (the engine's mixed-radix group key)."""
+    """A block's keys as an int64 array: from an array, one int, or (base, parts, mask):
+    base + the sum over parts (codes, offset, stride, nil) of (codes - offset) * stride, 0
+    where nil (the engine's mixed-radix group key), -1 where the bool mask (None: every row)
+    leaves a row out."""
     if isinstance(keys, tuple):
-        base, parts = keys
+        base, parts, mask = keys
         out = np.full(n, base, np.int64)
         for codes, offset, stride, nil in parts:
             add = (codes.astype(np.int64) - offset) * stride
             if nil is not None:
                 add[nil] = 0
             out += add
+        if mask is not None:
+            out[~mask] = -1
         return out
     if np.ndim(keys) == 0:
         return np.full(n, keys, np.int64)
@@ -371,10 +375,11 @@ def key_array(keys: Keys, n: int) -> np.ndarray:
 
 def _native_keys(keys: Keys) -> Any:
     if isinstance(keys, tuple):
-        base, parts = keys
+        base, parts, mask = keys
         return (int(base), [(np.ascontiguousarray(c), int(o), int(s),
                              None if nil is None else np.ascontiguousarray(nil, np.bool_))
-                            for c, o, s, nil in parts])
+                            for c, o, s, nil in parts],
+                None if mask is None else np.ascontiguousarray(mask, np.bool_))
     return int(keys) if np.ndim(keys) == 0 else np.ascontiguousarray(keys, np.int64)
 
 
@@ -383,8 +388,8 @@ def union_blocks(parts: Sequence[tuple[SketchColumn, Keys]], n_groups: int,
                  ) -> tuple[SketchColumn, np.ndarray | None]:
     """The rows of several sketch columns (a scan's blocks, read in place) united per group:
     per part, (column, keys) where keys gives each row's group in [0, n_groups) or -1 (left
-    out), as an int64 array, one int for every row, or (base, parts) of grouping codes
-    (`key_array`; computed in C from the stored codes, every row selected). With `counts` (one
+    out), as an int64 array, one int for every row, or (base, parts, mask) of grouping codes
+    (`key_array`; computed in C from the stored codes). With `counts` (one
     integer array per part, a row's weight), also returns their sums per group (int64), else
     None. The query kernel: the engine unites every selected block of a task in one call."""
     if native.sketch is not None:
@@ -404,8 +409,8 @@ def union_blocks(parts: Sequence[tuple[SketchColumn, Keys]], n_groups: int,
         block_keys = key_array(k, len(c))
         if len(block_keys) != len(c):
             raise ValueError("union: inconsistent sketch column or keys")
-        if isinstance(k, tuple) and len(c) and block_keys.min() < 0:  # parts select every row
-            raise ValueError("union: a key or dense row is out of range")
+        if isinstance(k, tuple) and k[2] is None and len(c) and block_keys.min() < 0:
+            raise ValueError("union: a key or dense row is out of range")  # no -1 unmasked
         cols.append(c)
         keys.append(block_keys)
     key = np.concatenate(keys) if keys else np.zeros(0, np.int64)

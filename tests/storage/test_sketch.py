@@ -378,18 +378,27 @@ def test_keys_from_grouping_codes(path: str, dtype: type) -> None:
     nil = rng.random(len(col)) < 0.3
     parts = [(a, 2, 5, None), (b, -1, 1, nil)]  # key = 1 + (a - 2) * 5 + (b + 1 | 0 where nil)
     want = 1 + (a.astype(np.int64) - 2) * 5 + np.where(nil, 0, b.astype(np.int64) + 1)
-    assert sketch.key_array((1, parts), len(col)).tolist() == want.tolist()
-    got, sums = sketch.union_blocks([(col.slice(0, 20), (1, [(x[:20], o, s, None if m is None
-                                                              else m[:20])
-                                                             for x, o, s, m in parts])),
-                                     (col.slice(20, 50), (1, [(x[20:], o, s, None if m is None
-                                                               else m[20:])
-                                                              for x, o, s, m in parts]))],
+    assert sketch.key_array((1, parts, None), len(col)).tolist() == want.tolist()
+
+    def cut(lo: int, hi: int, mask: np.ndarray | None) -> sketch.Keys:
+        return (1, [(x[lo:hi], o, s, None if m is None else m[lo:hi]) for x, o, s, m in parts],
+                None if mask is None else mask[lo:hi])
+
+    got, sums = sketch.union_blocks([(col.slice(0, 20), cut(0, 20, None)),
+                                     (col.slice(20, 50), cut(20, 50, None))],
                                     25, [col.lens[:20], col.lens[20:]])
     assert got == sketch.union(col, None, want, 25)
     assert sums is not None and sums.tolist() == np.bincount(
         want, col.lens.astype(np.int64), 25).astype(np.int64).tolist()
+    keep = rng.random(len(col)) < 0.6  # a filter's rows
+    got, sums = sketch.union_blocks([(col.slice(0, 20), cut(0, 20, keep)),
+                                     (col.slice(20, 50), cut(20, 50, keep))],
+                                    25, [col.lens[:20], col.lens[20:]])
+    rows = np.flatnonzero(keep)
+    assert got == sketch.union(col, rows, want[rows], 25)
+    assert sums is not None and sums.tolist() == np.bincount(
+        want[rows], col.lens[rows].astype(np.int64), 25).astype(np.int64).tolist()
     with pytest.raises(ValueError, match="out of range"):
-        sketch.union_blocks([(col, (-20, parts))], 25)
+        sketch.union_blocks([(col, (-20, parts, None))], 25)
     with pytest.raises(ValueError, match="out of range"):
-        sketch.union_blocks([(col, (30, parts))], 25)
+        sketch.union_blocks([(col, (30, parts, keep))], 25)
