@@ -411,7 +411,8 @@ static void scratch_give(Scratch *s) {
  * row; counts (None, or integers of 1/2/4/8 bytes per row) summed per group when with_counts.
  *
  * A group's upper bound on distinct hashes (its rows' lens) decides its path. At most
- * HEAVY_FACTOR * sparse_max ("light"): its hashes are partitioned by group (a counting sort)
+ * HEAVY_FACTOR * sparse_max, or beyond the MAX_STREAMED largest groups ("light"): its hashes
+ * are partitioned by group (a counting sort)
  * and each group deduplicated in one reused open-addressing table sized to it, then sorted,
  * or folded into registers past sparse_max distinct. Above ("heavy", or with a dense input
  * row): its hashes go, as the blocks are read, straight into its own set, which grows while
@@ -549,6 +550,15 @@ static inline int heavy_add(Heavy *s, uint64_t v, Py_ssize_t sparse_max) {
  * their own, ~350 such groups' sets (up to 32 KiB each) missed the cache on every insert
  * (a quarter of a 1,000-group union); groups with more end up registers. */
 #define HEAVY_FACTOR 4
+/* At most this many groups stream (their registers, 16 KiB each, stay within L2); any more
+ * are partitioned as light groups are: 1,000 random groups of 16k hashes each streamed into
+ * 16 MiB of registers, a cache miss per hash (308 ms against 240 partitioned). */
+#define MAX_STREAMED 128
+
+static int cmp_desc(const void *a, const void *b) {
+    const int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
 
 /* Pass 1 over a block: each selected row's hashes added to its group's count, its count to
  * the group's sum. Returns 1 on a key out of range, 3 when lens and hashes disagree. */
@@ -853,9 +863,27 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
             else if (key_at(s, s->drows[d]) >= 0) count[key_at(s, s->drows[d])] |= (int64_t)1 << 62;
         }
     }
-    /* light groups' partition offsets; heavy groups' slots */
+    /* light groups' partition offsets; heavy groups' slots: groups with a dense input row,
+     * and the largest groups past HEAVY_FACTOR * sparse_max hashes, at most MAX_STREAMED */
+    const int64_t dense_in = (int64_t)1 << 62;
+    int64_t cut = HEAVY_FACTOR * sparse_max;
+    Py_ssize_t n_cand = 0;
+    for (Py_ssize_t g = 0; !err && g < n_groups; g++) n_cand += count[g] > cut && count[g] < dense_in;
+    if (!err && n_cand > MAX_STREAMED) {
+        int64_t *c = malloc((size_t)n_cand * sizeof(int64_t));
+        if (!c) {
+            err = 2;
+        } else {
+            Py_ssize_t i = 0;
+            for (Py_ssize_t g = 0; g < n_groups; g++)
+                if (count[g] > cut && count[g] < dense_in) c[i++] = count[g];
+            qsort(c, (size_t)n_cand, sizeof(int64_t), cmp_desc);
+            cut = c[MAX_STREAMED]; /* streamed: above the (MAX_STREAMED + 1)th largest */
+            free(c);
+        }
+    }
     for (Py_ssize_t g = 0; !err && g < n_groups; g++) {
-        if (count[g] > HEAVY_FACTOR * sparse_max) {
+        if (count[g] > cut) {
             slot[g] = n_heavy++;
             start[g + 1] = start[g];
         } else {

@@ -47,9 +47,14 @@ GROUPINGS: list[tuple[str, list[Any]]] = [
     ("by_name", ["name"]),
     ("country_x_device", ["country", "device"]),
     ("by_day", [{"column": "at", "timeTransform": "day"}]),
+    ("by_day, one country", [{"column": "at", "timeTransform": "day"}]),
 ]
+# a filter per grouping (gumshoe, DuckDB's WHERE) where there is one
+FILTERS: dict[str, tuple[list[dict[str, Any]], str]] = {
+    "by_day, one country": ([{"column": "country", "value": "C01"}], "country = 1")}
 DUCK_GROUPS = {"total": "", "by_country": "country", "by_device": "device", "by_name": "name",
-               "country_x_device": "country, device", "by_day": '("at" - "at" % 86400)'}
+               "country_x_device": "country, device", "by_day": '("at" - "at" % 86400)',
+               "by_day, one country": '("at" - "at" % 86400)'}
 
 
 def config(directory: Path, threads: int) -> Any:
@@ -146,15 +151,17 @@ def main(argv: list[str] | None = None) -> int:
               "ms | max rel. error vs exact |")
         print("|---|---:|---:|---:|---:|---:|---:|")
         for name, groupings in GROUPINGS:
-            s_ms, _ = timed(db, {"groupings": groupings, "aggregates": [{"column": "visits"}]},
-                            args.repeats)
-            u_ms, rows = timed(db, {"groupings": groupings, "aggregates": [
+            filters, where = FILTERS.get(name, ([], ""))
+            s_ms, _ = timed(db, {"groupings": groupings, "filters": filters,
+                                 "aggregates": [{"column": "visits"}]}, args.repeats)
+            u_ms, rows = timed(db, {"groupings": groupings, "filters": filters, "aggregates": [
                 {"type": "uniques", "column": "visitors", "name": "u"}]}, args.repeats)
+            where = f" WHERE {where}" if where else ""
             d_ms, err = float("nan"), float("nan")
             if duck is not None:
                 g = DUCK_GROUPS[name]
                 sel = f"SELECT {g + ', ' if g else ''}approx_count_distinct(visitor) FROM events" \
-                      + (f" GROUP BY {g}" if g else "")
+                      + where + (f" GROUP BY {g}" if g else "")
                 times = []
                 for _ in range(args.repeats):
                     t = time.perf_counter()
@@ -162,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
                     times.append(time.perf_counter() - t)
                 d_ms = statistics.median(times) * 1e3
                 exact = duck.execute(f"SELECT {g + ', ' if g else ''}count(DISTINCT visitor) "
-                                     f"FROM events" + (f" GROUP BY {g}" if g else "")).fetchall()
+                                     f"FROM events{where}"
+                                     + (f" GROUP BY {g}" if g else "")).fetchall()
                 want = {tuple(duck_key(name, x[:-1])): x[-1] for x in exact}
                 got = {tuple(gum_key(name, r)): r["u"] for r in rows}
                 assert got.keys() == want.keys(), name

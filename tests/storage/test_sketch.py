@@ -402,3 +402,28 @@ def test_keys_from_grouping_codes(path: str, dtype: type) -> None:
         sketch.union_blocks([(col, (-20, parts, None))], 25)
     with pytest.raises(ValueError, match="out of range"):
         sketch.union_blocks([(col, (30, parts, keep))], 25)
+
+
+def test_many_large_groups_partly_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+    """More groups past the streaming cut than may stream (MAX_STREAMED, 128 in _sketch.c):
+    the largest stream, the others are partitioned; sparse or dense either way, the same
+    sketches as the numpy path. (A small sparse_max keeps it quick: cut 4 x 16 hashes.)"""
+    if len(PATHS) < 2:
+        pytest.skip("gumshoe._sketch is not loaded")
+    monkeypatch.setattr(sketch, "SPARSE_MAX", 16)
+    rng = np.random.default_rng(3)
+    n_groups = 300
+    size = rng.integers(50, 400, n_groups)  # hashes per group: all past the cut of 64
+    pool = np.where(rng.random(n_groups) < 0.5, 12, 10**9)  # half stay sparse (repeats)
+    groups = np.repeat(np.arange(n_groups), size)
+    ids = (rng.integers(0, 10**9, len(groups)) % pool[groups]) + groups * 10**9
+    col = SketchColumn(np.ones(len(groups), np.uint8), sketch.hash_ints(ids),
+                       np.zeros(0, np.int64), np.zeros((0, N_REGISTERS), np.uint8))
+    order = rng.permutation(len(groups))
+    col, keys = col.take(order), groups[order]
+    results = []
+    for _, ext in PATHS:
+        with use(ext):
+            results.append(sketch.union_blocks([(col, keys)], n_groups)[0])
+    assert results[0] == results[1]
+    assert 0 < len(results[0].dense_rows) < n_groups
