@@ -330,7 +330,7 @@ class Archive:
         by code from `dictionaries` and `new_strings`). Called under the DB's write lock."""
         enc = encode_block(self.schema, timestamps, block.count, block.dims, block.nils,
                            block.metrics, {k: d.values for k, d in self.dictionaries.items()},
-                           dict_sizes, new_strings)
+                           dict_sizes, new_strings, block.sketches)
         with self._lock:
             self._maybe_rotate(t)
             self._append(seq, t, batch_id, enc)
@@ -532,9 +532,6 @@ def open_archive(config: Config, schema: Schema, clock: Callable[[], float] = ti
     d = archive_dir(config)
     if d is None:
         return None
-    if schema.uniques:  # a record keeps raw values; uniques keep only identity hashes
-        raise ConfigError(f"[archive] enabled: the raw archive does not keep uniques metrics "
-                          f"yet ({', '.join(u.name for u in schema.uniques)}); turn one off")
     return Archive(d, schema, config.archive.rotate, config.archive.keep,
                    config.durability == "fsync", clock, flushed_seq, dictionaries)
 

@@ -39,6 +39,7 @@ import zstandard
 
 from .batch import pick
 from .schema import Schema
+from .sketch import SketchColumn
 
 FORMAT = 1
 HEAD_LENGTH = struct.Struct("<I")
@@ -213,14 +214,16 @@ def _compress(obj: dict[str, Any]) -> bytes:
 def encode_block(schema: Schema, timestamps: np.ndarray, count: np.ndarray,
                  dims: Mapping[str, np.ndarray], nils: Mapping[str, np.ndarray | None],
                  metrics: Mapping[str, np.ndarray], strings: Mapping[str, Sequence[str]],
-                 sizes: Mapping[str, int], new: Mapping[str, Sequence[str]]
-                 ) -> Encoded | None:
+                 sizes: Mapping[str, int], new: Mapping[str, Sequence[str]],
+                 sketches: Mapping[str, SketchColumn] | None = None) -> Encoded | None:
     """A batch's record body from its rows as the write-ahead log holds them: string
     dimensions as dictionary codes (a code below `sizes[name]` is `strings[name][code]`, a
     larger one `new[name][code - size]`: the strings the batch adds), numeric dimensions with
     their nil masks, metrics in their sum types, roll-up counts. A string column is stored as
     its codes, the distinct codes and their strings (so strings cost once per distinct value,
-    not per row). None for no rows."""
+    not per row). A uniques metric is its rows' identity hashes (what validation kept of the
+    identities: `sketches`, as the log has them), ragged: a length per row (0: no identity)
+    and the hashes. None for no rows."""
     n = len(timestamps)
     if not n:
         return None
@@ -244,6 +247,11 @@ def encode_block(schema: Schema, timestamps: np.ndarray, count: np.ndarray,
         mask = (np.ascontiguousarray(missing).tobytes()
                 if missing is not None and missing.any() else None)
         cols.append([m.name, "metric", {"a": _pack(metrics[m.name])}, mask])
+    for u in schema.uniques:
+        col = (sketches or {})[u.name]
+        if len(col.dense_rows):  # a row of registers is no raw row (never so in an insert)
+            raise ValueError(f"uniques {u.name!r}: a raw row holds identities, not registers")
+        cols.append([u.name, "uniques", {"l": _pack(col.lens), "h": _pack(col.hashes)}, None])
     counted = bool((count != 1).any())
     body = _compress({"ts": _pack(timestamps), "count": _pack(count) if counted else None,
                       "cols": cols})
@@ -301,7 +309,9 @@ def decode_body(body: bytes, ts_name: str, n: int, seq: int) -> RawChunk:
         mask = None if nil is None else np.frombuffer(nil, bool)
         if mask is not None and len(mask) != n:
             raise ValueError(f"nil mask of {name!r} has {len(mask)} entries, not {n}")
-        if "c" in values:  # codes into the distinct codes "u", whose strings are "s"
+        if "h" in values:  # uniques: lengths "l" (0 or 1 per row) and the hashes "h"
+            columns[name] = _identities(values, n, name)
+        elif "c" in values:  # codes into the distinct codes "u", whose strings are "s"
             columns[name] = RawColumn(role, _strings(values, n, mask), None)
         elif "s" in values:  # strings, None for nil
             if len(values["s"]) != n:
@@ -311,6 +321,18 @@ def decode_body(body: bytes, ts_name: str, n: int, seq: int) -> RawChunk:
             columns[name] = RawColumn(role, _unpack(values["a"], n), mask)
     return RawChunk(ts_name, ts, count, columns, np.full(n, seq, np.int64),
                     np.arange(n, dtype=np.int64))
+
+
+def _identities(values: dict[str, Any], n: int, name: str) -> RawColumn:
+    """A uniques column: each row's identity hash (uint64), nil where it has none."""
+    lens = _unpack(values["l"], n).astype(np.int64)
+    hashes = _unpack(values["h"], int(lens.sum())).astype(np.uint64)
+    if len(lens) and lens.max() > 1:  # (this version writes one identity or none per row)
+        raise ValueError(f"uniques {name!r}: a raw row with several identities")
+    out = np.zeros(n, np.uint64)
+    has = lens == 1
+    out[has] = hashes
+    return RawColumn("uniques", out, None if has.all() else ~has)
 
 
 def _strings(values: dict[str, Any], n: int, nil: np.ndarray | None) -> np.ndarray:

@@ -117,8 +117,25 @@ def to_batch(chunk: RawChunk, schema: Schema) -> Batch:
             target = m.store_dtype if chunk.count is not None else m.dtype
             metrics[m.name] = m.kind.fill_missing(
                 _numbers(col, m, target, "raw value").astype(m.store_dtype), col.nil)
+    identities: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for u in schema.uniques:  # the archive keeps the identities' hashes: they are the sketches'
+        col = chunk.columns.get(u.name)
+        if col is None:
+            identities[u.name] = (np.zeros(n, np.uint64), np.zeros(n, bool))
+        elif col.role != "uniques":
+            raise ConversionError(f"column {u.name!r}: the raw rows hold values, not the identity "
+                                  "hashes a uniques metric counts (the archive keeps only "
+                                  "those of uniques metrics)")
+        else:
+            present = np.ones(n, bool) if col.nil is None else ~col.nil
+            identities[u.name] = (np.where(present, col.values, 0).astype(np.uint64), present)
+    for c in (*schema.dimensions, *schema.metrics):  # identity hashes are no values
+        col = chunk.columns.get(c.name)
+        if col is not None and col.role == "uniques":
+            raise ConversionError(f"column {c.name!r}: the raw rows hold identity hashes (a "
+                                  f"uniques metric); the new config makes it {c.type_name}")
     counts = None if chunk.count is None else chunk.count.astype(COUNT_DTYPE)
-    return Batch(n, chunk.ts, dims, nils, metrics, counts)
+    return Batch(n, chunk.ts, dims, nils, metrics, counts, identities=identities)
 
 
 def describe(raw: list[str], schema: Schema) -> list[str]:
@@ -128,6 +145,9 @@ def describe(raw: list[str], schema: Schema) -> list[str]:
         if c.name not in raw:
             notes.append(f"{c.role} {c.name}: not in the raw rows, "
                          f"{'nil' if c.role == 'dimension' else '0'} in every row")
+    for u in schema.uniques:
+        if u.name not in raw:
+            notes.append(f"uniques {u.name}: not in the raw rows, no identity in any row")
     for name in raw:
         if schema.column(name) is None:
             notes.append(f"drop {name}: not in the new config (rows that become identical "

@@ -17,7 +17,7 @@ from gumshoe.service import query_rows
 from gumtool.cli import main
 
 from ..gumtool.helpers import QUERIES, approx_rows, dump_query
-from .helpers import T0, sample_rows
+from .helpers import T0, archive_rows, sample_rows
 
 DIMS = [["name", "string:uint16"], ["country", "string:uint8"]]
 METRICS = [["visits", "uint8"], ["clicks", "uint32"], ["score", "float64"], ["age", "uint8"]]
@@ -177,3 +177,41 @@ def test_refusals(archived: tuple[Path, list[dict[str, Any]]], tmp_path: Path,
                  "--from", "10", "--to", "10"]) == 1
     assert "--from must be before --to" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
+
+
+U_METRICS = [*METRICS, ["who", "uniques"]]
+U_QUERIES = [{"aggregates": [{"type": "uniques", "column": "who", "name": "who"}]},
+             {"groupings": ["country"],
+              "aggregates": [{"type": "uniques", "column": "who", "name": "who"},
+                             {"column": "visits"}]},
+             {"groupings": [{"column": "at", "timeTransform": "hour", "name": "h"}],
+              "aggregates": [{"type": "uniques", "column": "who", "name": "who"}]}]
+
+
+def test_uniques_are_archived_as_identity_hashes_and_reindexed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The archive keeps a uniques metric as its identities' hashes (what validation keeps of
+    them), one or none per row; a reindex rebuilds the same sketches: the same distinct counts
+    as the database inserted into, and a reindex that drops the column or makes a dimension
+    of it says so."""
+    rows = rows_with_age(1500, 3)
+    for i, r in enumerate(rows):
+        if i % 5:
+            r["who"] = f"u{i % 700}" if i % 3 else i % 700  # "u5" and 5 differ; 5 and "5" not
+    # (past 2,048 distinct in the total: an estimate, the same one from the same hashes)
+    rows += [{**rows[0], "who": f"many{i}"} for i in range(2500)]
+    old = write(tmp_path / "old.toml", tmp_path / "old", DIMS, U_METRICS, archive=True)
+    build(old, rows)
+    arch = tmp_path / "old" / "archive"
+    raw = archive_rows(arch)
+    assert len(raw) == len(rows) and {type(r["who"]) for r in raw} == {int, type(None)}
+    new = write(tmp_path / "new.toml", tmp_path / "new", DIMS, U_METRICS)
+    assert main(["reindex", "--archive", str(arch), "--new-db-config", str(new), "-q"]) == 0
+    assert answers(new, U_QUERIES) == answers(old, U_QUERIES)
+    dropped = write(tmp_path / "dropped.toml", tmp_path / "dropped", DIMS, METRICS)
+    assert main(["reindex", "--archive", str(arch), "--new-db-config", str(dropped), "-q"]) == 0
+    assert answers(dropped, OLD_QUERIES) == answers(old, OLD_QUERIES)
+    as_dim = write(tmp_path / "dim.toml", tmp_path / "dim", [*DIMS, ["who", "uint64"]], METRICS)
+    capsys.readouterr()
+    assert main(["reindex", "--archive", str(arch), "--new-db-config", str(as_dim), "-q"]) == 1
+    assert "column 'who': the raw rows hold identity hashes" in capsys.readouterr().err

@@ -255,13 +255,3 @@ def test_tiers_compaction_re_rolls_the_sketches(tmp_path: Path) -> None:
     db = DB(cfg, clock=lambda: now[0])
     check()
     db.close()
-
-
-def test_the_raw_archive_refuses_a_uniques_schema(tmp_path: Path) -> None:
-    """The archive keeps raw values, a uniques metric only hashes: refused when opened, and
-    the database stays openable without it."""
-    text = tier_config(tmp_path / "db").replace('durability = "none"',
-                                                'durability = "none"\n[archive]\nenabled = true')
-    with pytest.raises(ConfigError, match=r"raw archive does not keep uniques metrics yet \(who\)"):
-        DB(parse_config(text))
-    DB(parse_config(tier_config(tmp_path / "db"))).close()
