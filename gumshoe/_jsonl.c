@@ -16,13 +16,16 @@
  *   fields  a tuple of bytes: the keys (as they appear between the quotes; at most 64).
  *   kinds   bytes, one per field: 's' string, 'i' int64, 'u' uint64, 'f' float64 (integers
  *           and decimals, as their correctly rounded double), 'x' skipped (an allowed key
- *           whose scalar value is not kept).
- *   outs    one writable buffer per field of n_lines items: int32 codes ('s'), int64 ('i'),
+ *           whose scalar value is not kept), 'h' an identity (a uniques metric): a string or
+ *           an integer, both as text (an integer token is its decimal text; -0 declined), so
+ *           5 and "5" are one distinct text, as they are one identity.
+ *   outs    one writable buffer per field of n_lines items: int32 codes ('s', 'h'), int64 ('i'),
  *           uint64 ('u'), float64 ('f'); None for 'x'.
  *   nils    one writable uint8 buffer per field of n_lines items: 1 where the field is null or
  *           missing (the value written is then 0); None for 'x'.
  *   The answer is (rows, uniques): rows is the number of lines; uniques has, per field, the
- *   list of its distinct strings in first-seen order (the codes index it) for 's', else None.
+ *   list of its distinct strings in first-seen order (the codes index it) for 's' and 'h',
+ *   else None.
  *
  * scan_array(body, fields, kinds, outs, nils, ignore_unknown) -> tuple | None
  *
@@ -153,7 +156,7 @@ static int table_init(Table *t) {
    an exception set. Shared by the JSON-lines and the CSV scanner. */
 static int bind_field(Field *f, char kind, PyObject *out, PyObject *nil, Py_buffer *views,
                       int *n_views, Py_ssize_t n_lines, const char *end) {
-    Py_ssize_t width = kind == 's' ? 4 : 8;
+    Py_ssize_t width = kind == 's' || kind == 'h' ? 4 : 8;
     Py_buffer *o = &views[*n_views];
     if (PyObject_GetBuffer(out, o, PyBUF_WRITABLE)) return -1;
     (*n_views)++;
@@ -168,7 +171,7 @@ static int bind_field(Field *f, char kind, PyObject *out, PyObject *nil, Py_buff
     f->nil = m->buf;
     f->kind = kind;
     f->table.limit = end;
-    if (f->kind == 's' && table_init(&f->table)) {
+    if ((f->kind == 's' || f->kind == 'h') && table_init(&f->table)) {
         PyErr_NoMemory();
         return -1;
     }
@@ -362,7 +365,7 @@ static inline void put_nil(Field *f, Py_ssize_t row) {
     if (f->kind == 'x') return;
     f->nil[row] = 1;
     switch (f->kind) {
-    case 's': ((int32_t *)f->out)[row] = 0; break;
+    case 's': case 'h': ((int32_t *)f->out)[row] = 0; break;
     case 'f': ((double *)f->out)[row] = 0.0; break;
     default: ((int64_t *)f->out)[row] = 0; break;
     }
@@ -410,7 +413,7 @@ static int scan_object(Field *fields, int nf, int ignore_unknown, Py_ssize_t row
                 const char *se = string_end(s, end);
                 if (!se) return DECLINE;
                 if (f && f->kind != 'x') {
-                    if (f->kind != 's') return DECLINE;
+                    if (f->kind != 's' && f->kind != 'h') return DECLINE;
                     int32_t code = table_code(&f->table, s, se - s);
                     if (code == -1) return FAILED;
                     if (code < 0) return DECLINE;
@@ -422,7 +425,16 @@ static int scan_object(Field *fields, int nf, int ignore_unknown, Py_ssize_t row
                 int integral;
                 const char *q = number_end(p, end, &integral);
                 if (!q) return DECLINE;
-                if (f && f->kind != 'x') {
+                if (f && f->kind == 'h') {
+                    /* an identity: an integer is its text, which is its decimal text (JSON
+                     * has no leading zeros) but for -0; a fraction or exponent: declined */
+                    if (!integral || (q - p == 2 && p[0] == '-' && p[1] == '0')) return DECLINE;
+                    int32_t code = table_code(&f->table, p, q - p);
+                    if (code == -1) return FAILED;
+                    if (code < 0) return DECLINE;
+                    ((int32_t *)f->out)[row] = code;
+                    f->nil[row] = 0;
+                } else if (f && f->kind != 'x') {
                     if (f->kind == 's') return DECLINE;
                     int r = put_number(f, row, p, q, integral);
                     if (r) return r;
@@ -473,7 +485,7 @@ static PyObject *answer(Field *fields, Py_ssize_t nf, Py_ssize_t rows, int statu
     if (!uniques) return NULL;
     for (Py_ssize_t i = 0; i < nf; i++) {
         PyObject *v = Py_None;
-        if (fields[i].kind == 's') {
+        if (fields[i].kind == 's' || fields[i].kind == 'h') {
             int r = table_strings(&fields[i].table, &v);
             if (r) {
                 Py_DECREF(uniques);
@@ -577,8 +589,8 @@ static PyObject *scan_json(PyObject *args, int array) {
         f->key_len = PyBytes_GET_SIZE(key);
         f->out = NULL;
         f->nil = NULL;
-        if (kinds[i] == 0 || !strchr("siufx", kinds[i])) {
-            PyErr_SetString(PyExc_ValueError, "a kind is one of s, i, u, f, x");
+        if (kinds[i] == 0 || !strchr("siufxh", kinds[i])) {
+            PyErr_SetString(PyExc_ValueError, "a kind is one of s, i, u, f, x, h");
             goto done;
         }
         if (kinds[i] == 'x') continue;

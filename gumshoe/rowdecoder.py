@@ -14,8 +14,10 @@ so the server's insert threads decode bodies in parallel. It declines anything e
 range checks below decline what parse_rows would refuse, so msgspec and then parse_rows see
 every unusual or bad body.
 
-A `uniques` column is decoded by msgspec as a string or an integer (bool and float refused)
-and hashed there (sketch.hash_strings); the C scanner declines such schemas.
+A `uniques` column is read by the C scanner as text (kind 'h': a string, or an integer token
+as its decimal text; a fraction, exponent or -0 declined) and each distinct text hashed once
+(sketch.hash_strings: 5 and "5" are one text and one identity); by msgspec as a string or an
+integer (bool and float refused), hashed there.
 
 Duplicate keys in a row (`{"visits": 1, "visits": 2}`) would silently keep the last value in
 msgspec and orjson alike, so they are counted out: the distinct keys decoded (in a body
@@ -71,8 +73,8 @@ class RowDecoder:
         # the C scanner's fields and kinds: the timestamp as a double (integers or decimals)
         self._scan_fields = tuple(c.name.encode() for c in (schema.timestamp, *self.columns))
         self._scan_kinds = "f" + "".join(
-            "s" if c.is_string else "f" if c.is_float else "u" if c.dtype == np.uint64 else "i"
-            for c in self.columns)
+            "h" if c.kind.is_sketch else "s" if c.is_string else "f" if c.is_float
+            else "u" if c.dtype == np.uint64 else "i" for c in self.columns)
 
     def _decoder_with(self, absent: Any) -> msgspec.json.Decoder[Any]:
         fields: list[Any] = [("c0", Union[int, float])]  # noqa: UP007  the timestamp: required
@@ -100,8 +102,7 @@ class RowDecoder:
         return self._scanned(body, now)
 
     def _scanned(self, body: bytes, now: int | None) -> Batch | None:
-        if (not use_scan or native.jsonl is None or len(self._scan_fields) > 64
-                or self.schema.uniques):  # uniques identities: hashed by the msgspec path
+        if not use_scan or native.jsonl is None or len(self._scan_fields) > 64:
             return None
         cap = body.count(b"{") if now is None else native.jsonl.lines(body)
         outs = tuple(np.empty(cap, _SCAN_DTYPE[k]) for k in self._scan_kinds)
@@ -122,9 +123,16 @@ class RowDecoder:
         dims: dict[str, Any] = {}
         dim_nils: dict[str, np.ndarray | None] = {}
         metrics: dict[str, np.ndarray] = {}
+        ids: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for col, out, nil, u in zip(self.columns, outs[1:], nils[1:], uniques[1:]):
             values, nil = out[:n], nil[:n]
             has_nil = nil.any()
+            if col.kind.is_sketch:  # identities: each distinct text hashed once
+                table = hash_strings(u)[0] if u else np.zeros(1, np.uint64)
+                hashes = table[values]
+                hashes[nil] = 0
+                ids[col.name] = (hashes, ~nil)
+                continue
             if col.is_string:
                 dims[col.name], dim_nils[col.name] = Factor(u, values), (nil if has_nil else None)
                 continue
@@ -147,7 +155,7 @@ class RowDecoder:
                                          nil if has_nil else None)
             except InsertError:
                 return None
-        return Batch(n, ts.astype(np.int64), dims, dim_nils, metrics)
+        return Batch(n, ts.astype(np.int64), dims, dim_nils, metrics, identities=ids)
 
     def _decode(self, body: bytes) -> Batch | None:
         """The msgspec path (see the module docstring)."""
@@ -203,7 +211,7 @@ class RowDecoder:
 
 
 use_scan = True  # tests turn the C scanner off to check the msgspec path alone
-_SCAN_DTYPE = {"s": np.int32, "i": np.int64, "u": np.uint64, "f": np.float64}
+_SCAN_DTYPE = {"s": np.int32, "h": np.int32, "i": np.int64, "u": np.uint64, "f": np.float64}
 _UNSET_AS_NONE = {msgspec.UNSET: None}.get  # (v, v) -> None for UNSET, else v: C speed
 _COLON, _QUOTE, _BACKSLASH = ord(":"), ord('"'), ord("\\")
 _IS_SPACE = np.zeros(256, bool)

@@ -45,6 +45,10 @@ def assert_same_batch(a: Batch, b: Batch) -> None:
     for name, v in b.metrics.items():
         assert a.metrics[name].dtype == v.dtype, name
         np.testing.assert_array_equal(a.metrics[name], v)
+    assert a.identities.keys() == b.identities.keys()
+    for name, (hashes, present) in b.identities.items():
+        np.testing.assert_array_equal(a.identities[name][1], present)
+        np.testing.assert_array_equal(a.identities[name][0], hashes)
 
 
 def _body(data: Any, indent: int | None = None, ascii: bool = True) -> bytes | None:
@@ -75,7 +79,7 @@ PATHS = pytest.mark.parametrize("scan", [True, False], ids=["c-scanner", "msgspe
 
 @st.composite
 def bodies(draw: st.DrawFn) -> tuple[Schema, Any]:
-    schema = Schema.from_config(draw(schema_configs()))
+    schema = Schema.from_config(draw(schema_configs(uniques=draw(st.booleans()))))
     if draw(st.booleans()):
         return schema, draw(rows(schema, max_size=20))
     return schema, draw(invalid_batches(schema)).rows

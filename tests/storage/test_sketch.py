@@ -6,6 +6,7 @@ must give identical columns."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import subprocess
 import sys
@@ -309,7 +310,7 @@ def test_union_of_blocks_in_place_is_the_union_of_their_concatenation(data: st.D
             bounds = [0, *cuts, len(col)]
             parts: list[tuple[SketchColumn, np.ndarray | int]] = []
             key = np.empty(len(col), np.int64)
-            for lo, hi in zip(bounds[:-1], bounds[1:]):
+            for lo, hi in itertools.pairwise(bounds):
                 if rng.random() < 0.3:  # one key for the block
                     k: np.ndarray | int = int(rng.integers(-1, n_groups))
                     key[lo:hi] = k
@@ -319,7 +320,7 @@ def test_union_of_blocks_in_place_is_the_union_of_their_concatenation(data: st.D
                 parts.append((col.slice(lo, hi), k))
             got, sums = sketch.union_blocks(parts, n_groups,
                                             [weights[lo:hi] for lo, hi in
-                                             zip(bounds[:-1], bounds[1:])])
+                                             itertools.pairwise(bounds)])
             rows = np.flatnonzero(key >= 0)
             assert got == sketch.union(col, rows, key[rows], n_groups)
             assert sums is not None and sums.tolist() == \

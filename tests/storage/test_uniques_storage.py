@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gumshoe import wire
+from gumshoe import native, rowdecoder, wire
 from gumshoe.batch import parse_rows
 from gumshoe.block import rollup
 from gumshoe.collect.values import text_batch
@@ -101,29 +101,52 @@ def test_identities_are_hashed_once_at_validation() -> None:
     assert t_hashes[0] == hashes[1] and t_hashes[2] == hashes[0]
 
 
+@pytest.mark.parametrize("scan", [True, False], ids=["c-scanner", "msgspec"])
 @pytest.mark.parametrize("body", [
     [{"at": T0, "who": "x"}, {"at": T0, "who": 5}, {"at": T0, "who": "5"}, {"at": T0}],
     [{"at": T0, "who": None}, {"at": T0, "who": "日本", "visits": 2}, {"at": T0, "who": -7}],
-    [{"at": T0, "who": 2**64 + 1}],  # beyond 64 bits: declined to the validator
+    [{"at": T0, "who": 2**64 + 1}],  # beyond 64 bits: msgspec declines, the scanner's text
     [{"at": T0, "who": 1.5}], [{"at": T0, "who": True}], [{"at": T0, "who": [1]}],
 ])
-def test_the_msgspec_path_hashes_as_the_validator(body: list[dict[str, Any]]) -> None:
-    """rowdecoder's msgspec path takes uniques identities or declines: never another answer
-    than batch.parse_rows (which names a bad row)."""
+def test_the_fast_paths_hash_as_the_validator(scan: bool, body: list[dict[str, Any]]) -> None:
+    """rowdecoder's C scanner and msgspec path take uniques identities or decline: never
+    another answer than batch.parse_rows (which names a bad row)."""
     schema = schema_of()
-    raw = json.dumps(body).encode()
-    got = decoder_for(schema).decode(raw)
+    raw = json.dumps(body, ensure_ascii=False).encode()
+    old, rowdecoder.use_scan = rowdecoder.use_scan, scan
+    try:
+        got = decoder_for(schema).decode(raw)
+        scanned = decoder_for(schema).scan(raw)
+    finally:
+        rowdecoder.use_scan = old
     try:
         want = parse_rows(schema, body)
     except InsertError:
-        assert got is None
+        assert got is None and scanned is None
         return
+    if scan and native.jsonl is not None:
+        assert scanned is not None  # plain bodies: the scanner takes identities
     if got is None:
-        assert any(isinstance(r.get("who"), int) and abs(r["who"]) >= 2**63 for r in body)
+        assert not scan and any(isinstance(r.get("who"), int) and abs(r["who"]) >= 2**63
+                                for r in body)
         return
     for a, b in zip(got.identities["who"], want.identities["who"]):
         assert np.array_equal(a, b)
     assert np.array_equal(got.metrics["visits"], want.metrics["visits"])
+
+
+def test_the_scanner_reads_an_integer_identity_as_its_text() -> None:
+    """5 and "5" are one identity; -0 (which is 0) is declined to msgspec, which agrees."""
+    schema = schema_of()
+    body = b'[{"at": %d, "who": 0}, {"at": %d, "who": "0"}, {"at": %d, "who": -0}]' % (
+        T0, T0, T0)
+    got = decoder_for(schema).decode(body)
+    assert got is not None and len(set(got.identities["who"][0].tolist())) == 1
+    if native.jsonl is not None:
+        assert decoder_for(schema).scan(body) is None  # (the -0)
+        one = decoder_for(schema).scan(body.replace(b"-0", b"7"))
+        assert one is not None
+        assert one.identities["who"][0][0] == one.identities["who"][0][1]
 
 
 def test_a_duplicate_identity_key_is_declined_to_the_validator() -> None:
