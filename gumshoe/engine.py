@@ -1,10 +1,12 @@
 """Query execution over a Snapshot: plan, scan tasks in parallel, merge, finish.
 
-Imports schema, block, snapshot, query and partials. A task scans a run of blocks (from one or
-many intervals): the filter becomes row positions, the groupings one mixed-radix integer key
-(a timestamp grouping is a code that is constant over an interval), and the sums either dense
-`np.bincount` accumulators (small key spaces; exact: float64 partial sums are checked against
-2**53 and cast to int64 per block) or a sort-and-reduce over the selected rows.
+Imports schema, block, snapshot, query, partials, keyparts (the group key) and pieces (what a
+task reads). A task scans a run of blocks (from one or many intervals): the filter becomes row
+positions, the groupings one mixed-radix integer key (a timestamp grouping is a code that is
+constant over an interval), and the sums either dense accumulators (small key spaces: the fused
+C kernel, or `np.bincount`, exact: float64 partial sums are checked against 2**53 and cast to
+int64 per block) or a sort-and-reduce over the selected rows; uniques sketches go to one union
+per task (sketch.union_blocks).
 
 Pruning before the scan (docs/storage.md §4, the rules in filters.py): intervals by their start
 (timestamp filters), segments by their header's per-dimension min/max and nil presence (skipped
@@ -22,7 +24,6 @@ import bisect
 import dataclasses
 import math
 import threading
-from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import Executor
 from typing import Any
@@ -31,10 +32,10 @@ import numpy as np
 
 from . import native
 from .config import format_duration
-from .block import Block, rollup
+from .block import Block
 from .fill import time_bounds
 from .filters import CompiledFilter
-from .query import Grouping, Query
+from .query import Query
 from .partials import (
     EXACT_FLOAT_SUM,
     Partial,
@@ -48,7 +49,18 @@ from .partials import (
     sketch_columns,
     value_columns,
 )
+from .keyparts import plan_part
 from .kinds import SUM, Kind
+from .pieces import (
+    COALESCE_MIN_PIECES,
+    COALESCE_ROWS,
+    START,
+    Piece,
+    concat_pieces,
+    piece_stats,
+    rolled_up,
+    slice_block,
+)
 from .schema import Schema
 from .sketch import Keys, SketchColumn, union_blocks
 from .snapshot import IntervalView, Snapshot
@@ -62,88 +74,6 @@ MIN_TASK_ROWS = 1 << 16  # fewer rows are not worth a task of their own
 Item = tuple[int | None, Block, dict[str, Any]]
 HI, LO = "\0hi:", "\0lo:"  # the two halves of a split sum (names no column can have)
 _KERNEL_OPS = {"sum": 0, "min": 1, "max": 2}  # native.kernels.accumulate's ops
-START = "\0start"  # a coalesced block's per-row interval starts (a name no column can have)
-COALESCE_ROWS = 4096  # pieces this small (pruned to a few rows) are scanned together
-COALESCE_MIN_PIECES = 8  # ... when there are at least this many
-Piece = tuple[int, Block, dict[str, Any], int, int]  # (start, segment's block, stats, lo, hi)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Part:
-    """How one grouping becomes integer codes. kind: "time" (a code per interval: the index of
-    its bucket start among `times`), "dense" (codes from a fixed range: string codes,
-    8/16-bit integers) or "values" (anything else: grouped by sorting the values)."""
-
-    grouping: Grouping
-    kind: str
-    card: int = 1
-    offset: int = 0  # dense integers: code = value - offset (nil = 0)
-    times: tuple[int, ...] = ()  # time parts: the distinct bucket starts of the intervals
-    value_of: dict[int, int] = dataclasses.field(default_factory=dict)  # start -> bucket
-    code_of: dict[int, int] = dataclasses.field(default_factory=dict)  # start -> its code
-    # time parts, as arrays over the ascending interval starts: each one's bucket and code
-    starts: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
-    bucket_values: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
-    bucket_codes: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
-
-    def time_value(self, start: int) -> int:
-        return self.value_of[start]
-
-    def time_code(self, start: int) -> int:
-        return self.code_of[start]
-
-    def row_time_codes(self, starts: np.ndarray) -> np.ndarray:
-        """The codes of rows of a coalesced block, from their interval starts."""
-        return self.bucket_codes[np.searchsorted(self.starts, starts)]
-
-    def codes(self, block: Block, rows: np.ndarray | None = None) -> np.ndarray:
-        """int64 codes (value - offset; nil 0) of the block's rows (all, or those at `rows`)."""
-        name = self.grouping.column.name
-        values, nil = block.dims[name], block.nils[name]
-        if rows is not None:
-            values = values.take(rows)
-            nil = None if nil is None else nil.take(rows)
-        codes = np.subtract(values, self.offset, dtype=np.int64)  # one pass, one array
-        if nil is not None:
-            codes[nil] = 0
-        return codes
-
-    def values(self, block: Block, start: int | None) -> tuple[np.ndarray, np.ndarray | None]:
-        if self.kind == "time":
-            if start is None:  # a coalesced block: per row
-                return self.bucket_values[np.searchsorted(self.starts, block.dims[START])], None
-            return np.full(block.n, self.time_value(start), np.int64), None
-        name = self.grouping.column.name
-        # a time transform of a uint32 dimension: vectorised over the rows (bucket starts)
-        return self.grouping.buckets(block.dims[name]), block.nils[name]
-
-    def decode(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        if self.kind == "time":
-            return np.asarray(self.times, np.int64)[codes], None
-        nil = codes == 0
-        col = self.grouping.column
-        values = (codes + self.offset).astype(np.int64 if col.is_string else col.dtype)
-        return values, (nil if nil.any() else None)
-
-
-def _plan_part(g: Grouping, snapshot: Snapshot) -> _Part:
-    col = g.column
-    if col.role == "timestamp":
-        # the bucket of each interval start, vectorised (a calendar bucket costs per interval)
-        starts = np.array([v.start for v in snapshot.intervals], np.int64)
-        values = g.buckets(starts)
-        times = np.unique(values)
-        codes = np.searchsorted(times, values)
-        keys = starts.tolist()
-        return _Part(g, "time", max(len(times), 1), 0, tuple(times.tolist()),
-                     dict(zip(keys, values.tolist())), dict(zip(keys, codes.tolist())),
-                     starts, values.astype(np.int64), codes.astype(np.int64))
-    if col.is_string:
-        return _Part(g, "dense", snapshot.dict_sizes[col.name] + 1, -1)
-    if g.transform is None and col.dtype.kind in "ui" and col.dtype.itemsize <= 2:
-        lo, hi = col.value_range
-        return _Part(g, "dense", int(hi) - int(lo) + 2, int(lo) - 1)
-    return _Part(g, "values")
 
 
 class Scanner:
@@ -157,7 +87,7 @@ class Scanner:
         self.max_groups = max_groups
         self.filter = (CompiledFilter(query.filter, snapshot.dictionaries, snapshot.dict_sizes)
                        if query.filter is not None else None)
-        self.parts = [_plan_part(g, snapshot) for g in query.groupings]
+        self.parts = [plan_part(g, snapshot) for g in query.groupings]
         self.key_space = math.prod(p.card for p in self.parts)
         self.dense = (all(p.kind != "values" for p in self.parts)
                       and self.key_space <= DENSE_MAX_GROUPS)
@@ -308,7 +238,7 @@ class Scanner:
         if self.metric_filter and not view.fully_rolled_up:
             # Metric filters apply to rolled-up rows: combine flushed and unflushed rows first.
             blocks = view.rollup_inputs(self.schema)  # several runs: their roll-up, cached
-            block = _rolled_up(self.schema, blocks) if view.mem else blocks[0]
+            block = rolled_up(self.schema, blocks) if view.mem else blocks[0]
             items.append((view.start, block, {}))
             return
         f = self.filter
@@ -349,19 +279,19 @@ class Scanner:
         (one app over 3 years of daily intervals leaves a few rows in each of a thousand)."""
         small = [p for p in pieces if p[4] - p[3] <= COALESCE_ROWS]
         if not coalesce or len(small) < COALESCE_MIN_PIECES:
-            return [(s, _slice(b, lo, hi), st) for s, b, st, lo, hi in pieces]
-        out: list[Item] = [(s, _slice(b, lo, hi), st) for s, b, st, lo, hi in pieces
+            return [(s, slice_block(b, lo, hi), st) for s, b, st, lo, hi in pieces]
+        out: list[Item] = [(s, slice_block(b, lo, hi), st) for s, b, st, lo, hi in pieces
                            if hi - lo > COALESCE_ROWS]
         run: list[Piece] = []
         rows = 0
         for p in small:
             if rows + p[4] - p[3] > MIN_TASK_ROWS:
-                out.append((None, _concat_pieces(self.schema, run), _piece_stats(run)))
+                out.append((None, concat_pieces(self.schema, run), piece_stats(run)))
                 run, rows = [], 0
             run.append(p)
             rows += p[4] - p[3]
         if run:
-            out.append((None, _concat_pieces(self.schema, run), _piece_stats(run)))
+            out.append((None, concat_pieces(self.schema, run), piece_stats(run)))
         return out
 
     def _granularity(self, views: list[IntervalView],
@@ -623,84 +553,8 @@ class Scanner:
         return merge(partials, self.max_groups)
 
 
-_ROLLUP_CACHE: OrderedDict[tuple[int, ...], tuple[list[Block], Block]] = OrderedDict()
-_ROLLUP_CACHE_SIZE = 16
-_ROLLUP_LOCK = threading.Lock()
-
-
-def _rolled_up(schema: Schema, blocks: list[Block]) -> Block:
-    """rollup(blocks), remembered for the last few block sets. Blocks never change, so their
-    identities key the cache (the entry holds the blocks, so the ids stay theirs); repeated
-    metric-filter queries pay for an interval's roll-up once per insert into it."""
-    key = tuple(map(id, blocks))
-    with _ROLLUP_LOCK:
-        hit = _ROLLUP_CACHE.get(key)
-        if hit is not None:
-            _ROLLUP_CACHE.move_to_end(key)
-            return hit[1]
-    rolled = rollup(schema, blocks)
-    with _ROLLUP_LOCK:
-        _ROLLUP_CACHE[key] = (blocks, rolled)
-        while len(_ROLLUP_CACHE) > _ROLLUP_CACHE_SIZE:
-            _ROLLUP_CACHE.popitem(last=False)
-    return rolled
-
-
 def _start(view: IntervalView) -> int:
     return view.start
-
-
-def _slice(block: Block, lo: int, hi: int) -> Block:
-    """Rows [lo, hi) of a block: views of its columns (nil masks kept, even if all False)."""
-    return Block(hi - lo, block.count[lo:hi], {k: v[lo:hi] for k, v in block.dims.items()},
-                 {k: (None if v is None else v[lo:hi]) for k, v in block.nils.items()},
-                 {k: v[lo:hi] for k, v in block.metrics.items()},
-                 {k: v.slice(lo, hi) for k, v in block.sketches.items()})
-
-
-def _concat_pieces(schema: Schema, pieces: list[Piece]) -> Block:
-    """One block of the pieces' rows (count, dimensions with nils, metrics, each row's
-    interval start in dims[START]); count and metrics at full width."""
-    lengths = np.fromiter((hi - lo for _, _, _, lo, hi in pieces), np.int64, len(pieces))
-    n = int(lengths.sum())
-    dims: dict[str, np.ndarray] = {}
-    nils: dict[str, np.ndarray | None] = {}
-    for d in schema.dimensions:
-        name = d.name
-        dims[name] = np.concatenate([b.dims[name][lo:hi] for _, b, _, lo, hi in pieces])
-        if all(b.nils[name] is None for _, b, _, _, _ in pieces):
-            nils[name] = None
-        else:
-            parts = [b.nils[name] for _, b, _, _, _ in pieces]
-            nils[name] = np.concatenate(
-                [np.zeros(p[4] - p[3], bool) if x is None else x[p[3]:p[4]]
-                 for p, x in zip(pieces, parts)])
-    dims[START] = np.repeat(np.fromiter((s for s, *_ in pieces), np.int64, len(pieces)),
-                            lengths)
-    count = np.concatenate([b.count[lo:hi] for _, b, _, lo, hi in pieces], dtype=np.int64)
-    metrics = {m.name: np.concatenate([b.metrics[m.name][lo:hi] for _, b, _, lo, hi in pieces],
-                                      dtype=m.store_dtype) for m in schema.metrics}
-    sketches = {u.name: SketchColumn.concat([b.sketches[u.name].slice(lo, hi)
-                                             for _, b, _, lo, hi in pieces])
-                for u in schema.uniques}
-    return Block(n, count, dims, nils, metrics, sketches)
-
-
-def _piece_stats(pieces: list[Piece]) -> dict[str, Any]:
-    """Stats that hold for rows drawn from the pieces' segments: per metric the extremes of
-    their min/max and the sum of their sum bounds (a segment's bound covers any of its rows),
-    so a coalesced block keeps the sum-overflow checks of flushed data (split_sums)."""
-    out: dict[str, Any] = {}
-    seen = {id(st): st for _, _, st, _, _ in pieces}.values()
-    for key in {k for st in seen for k in st if k.startswith(("m:", "bound:m:"))}:
-        values = [st.get(key) for st in seen]
-        if any(v is None for v in values):
-            continue
-        if key.startswith("m:"):
-            out[key] = (min(v[0] for v in values), max(v[1] for v in values))  # type: ignore
-        else:
-            out[key] = sum(values)
-    return out
 
 
 def _selector(rows: np.ndarray | bool) -> Any:

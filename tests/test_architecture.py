@@ -43,6 +43,8 @@ TIERS: list[set[str]] = [
     # result rows as CSV
     {"filters", "partials", "having", "fill", "resultformat"},
     {"rawformat"},  # GET /raw's parameters, NDJSON/CSV and the router's merge (no storage)
+    {"pieces"},  # the scan's pieces: pruned row ranges, coalesced blocks, cached roll-ups
+    {"keyparts"},  # the scan's group key: one part per grouping (codes and back)
     {"engine", "wire"},  # runs a query over a snapshot; msgpack codec of partials
     {"service"},  # a shard's query service: admission, time and memory bounds, scan threads
     {"edge", "httpserve", "metrics"},  # the HTTP edge shared by every app; serving it
