@@ -1,7 +1,9 @@
 """The router <-> shard binary forms (msgpack): partial results, and validated insert batches.
 
 Imports schema, kinds, batch, errors and partials. Numeric columns travel as raw little-endian
-bytes with their dtype; strings as lists (None for nil); a partial's extent (the first and last
+bytes with their dtype; strings as lists (None for nil), or a batch's string column that
+arrived as a Factor (the insert fast path's form) as its distinct strings and narrow codes; a
+partial's extent (the first and last
 interval its shard scanned, for zero-fill) as a pair or nil, its granularity (seconds, when
 coarser than the query asked) as an integer or absent, the kinds of its min/max columns by name
 (absent: all sums). A decoded partial merges with `partials.merge`
@@ -136,8 +138,11 @@ def encode_batch(batch: Batch) -> bytes:
         "v": BATCH_VERSION,
         "n": batch.n,
         "ts": _enc(batch.timestamps),
+        # a string column as its strings per row, or (Factor: the C scanner's and the bulk
+        # loaders' form) as its distinct strings and a code per row (nil rows: code 0)
         "dims": {k: ({"s": v} if isinstance(v, list) else
-                     {"s": v.values(batch.nils[k])} if isinstance(v, Factor) else _enc(v))
+                     {"f": v.uniques, "c": _enc(_narrow_codes(v))} if isinstance(v, Factor)
+                     else _enc(v))
                  for k, v in batch.dims.items()},
         "nils": {k: (None if v is None else v.tobytes()) for k, v in batch.nils.items()},
         "metrics": {k: _enc(v) for k, v in batch.metrics.items()},
@@ -146,6 +151,14 @@ def encode_batch(batch: Batch) -> bytes:
         **({"ids": {k: [_enc(h), _enc(p)] for k, (h, p) in batch.identities.items()}}
            if batch.identities else {}),
     }, use_bin_type=True)
+
+
+def _narrow_codes(f: Factor) -> np.ndarray:
+    """A Factor's codes in the narrowest unsigned type that holds them (1 byte a row for up
+    to 256 distinct strings: less than most strings take)."""
+    k = len(f.uniques)
+    return f.codes.astype(np.uint8 if k <= 1 << 8 else np.uint16 if k <= 1 << 16
+                          else np.uint32, copy=False)
 
 
 MAX_COUNT = 2**32 - 1  # the largest roll-up count one binary row may carry
@@ -175,7 +188,12 @@ def decode_batch(schema: Schema, data: bytes) -> Batch:
         nils: dict[str, np.ndarray | None] = {}
         for d in schema.dimensions:
             v = obj["dims"][d.name]
-            dims[d.name] = list(v["s"]) if d.is_string else _dec(v)
+            if not d.is_string:
+                dims[d.name] = _dec(v)
+            elif "f" in v:
+                dims[d.name] = Factor(list(v["f"]), _dec(v["c"]))
+            else:
+                dims[d.name] = list(v["s"])
             raw = obj["nils"][d.name]
             if raw is None:
                 nils[d.name] = None
@@ -225,7 +243,18 @@ def _check(schema: Schema, n: int, ts: np.ndarray, dims: dict[str, object],
         v, nil = dims[d.name], nils[d.name]
         if nil is not None and len(nil) != n:
             fail(f"nil mask of {d.name!r} must have {n} entries")
-        if d.is_string:
+        if d.is_string and isinstance(v, Factor):
+            codes = v.codes
+            if not set(map(type, v.uniques)) <= {str}:
+                fail(f"column {d.name!r}: the distinct strings must be strings")
+            if codes.dtype.kind not in "iu" or len(codes) != n:
+                fail(f"column {d.name!r} must be {n} integer codes")
+            live = codes if nil is None else codes[~nil]
+            if len(live) and (int(live.min()) < 0 or int(live.max()) >= len(v.uniques)):
+                fail(f"column {d.name!r}: a code is not one of its {len(v.uniques)} strings")
+            if nil is not None and len(codes):  # nil rows: code 0 (any code was sent)
+                dims[d.name] = Factor(v.uniques, np.where(nil, 0, codes))
+        elif d.is_string:
             assert isinstance(v, list)
             types = set(map(type, v))
             if len(v) != n or not types <= {str, type(None)}:

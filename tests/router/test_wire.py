@@ -121,6 +121,9 @@ def factorised(batch: Batch) -> Batch:
 
 
 def test_factor_columns_shard_and_travel_as_lists_do() -> None:
+    """A Factor column (the insert fast path's and the bulk loaders' form) shards as its
+    strings do and travels as its distinct strings and codes (smaller than a string per row):
+    the shard reads back the same strings per row."""
     rows = [{"at": 7200 + i, "name": f"n{i % 7}" if i % 5 else None, "age": i % 3}
             for i in range(500)]
     plain = parse_rows(SCHEMA, rows)
@@ -128,15 +131,34 @@ def test_factor_columns_shard_and_travel_as_lists_do() -> None:
     starts = SCHEMA.interval_start(plain.timestamps)
     assert shard_of(SCHEMA, starts, fact.dims, fact.nils, 7).tolist() == \
         shard_of(SCHEMA, starts, plain.dims, plain.nils, 7).tolist()
-    def sent(b: Batch) -> object:
-        return msgpack.unpackb(wire.encode_batch(b), raw=False)
 
-    assert sent(fact) == sent(plain)
+    def strings(b: Batch) -> dict[str, list[object]]:
+        got = wire.decode_batch(SCHEMA, wire.encode_batch(b))
+        return {d.name: (v.values(got.nils[d.name]) if isinstance(v, Factor) else v)
+                for d in SCHEMA.string_dimensions for v in [got.dims[d.name]]}
+
+    assert strings(fact) == strings(plain)
+    assert len(wire.encode_batch(fact)) < len(wire.encode_batch(plain))
     # the insert fast path hands the router and the funnel Factors: they must not notice
     from gumshoe.jsonio import parse_insert_body
     decoded = parse_insert_body(orjson.dumps(rows), SCHEMA)
     assert isinstance(decoded.dims["name"], Factor) == (native.jsonl is not None)
-    assert sent(decoded) == sent(plain)
+    assert strings(decoded) == strings(plain)
+
+
+@pytest.mark.parametrize("codes, strings, message", [
+    ([0, 5], ["a"], "a code is not one of its 1 strings"),
+    ([0, -1], ["a"], "a code is not one of its 1 strings"),
+    ([0, 0], ["a", 7], "the distinct strings must be strings"),
+    ([0], ["a"], "must be 2 integer codes"),
+])
+def test_a_bad_factor_column_is_refused(codes: list[int], strings: list[object],
+                                        message: str) -> None:
+    batch = parse_rows(SCHEMA, [{"at": 7200, "name": "a"}, {"at": 7201, "name": "a"}])
+    obj = msgpack.unpackb(wire.encode_batch(factorised(batch)), raw=False)
+    obj["dims"]["name"] = {"f": strings, "c": wire._enc(np.array(codes, np.int32))}
+    with pytest.raises(InsertError, match=message):
+        wire.decode_batch(SCHEMA, msgpack.packb(obj, use_bin_type=True))
 
 
 @pytest.mark.parametrize("grouped", [False, True])
