@@ -135,8 +135,9 @@ class Scanner:
         else:
             largest = max((sum(b.n for _, b, _ in items) for items in tasks), default=0)
             scan = 3 * width * largest * busy
-        # uniques: the per-group sketches are at most the scanned sketches (x2: the merge)
-        scan += 2 * sum(b.sketches[c].nbytes for items in tasks for _, b, _ in items
+        # uniques: the per-group sketches are at most the scanned sketches (x2: the merge),
+        # and the union's partition of the groups it does not stream at most as much again
+        scan += 3 * sum(b.sketches[c].nbytes for items in tasks for _, b, _ in items
                         for c in self.sketches)
         shown = groups if self.query.limit is None else min(groups, self.query.limit)
         outputs = len(self.parts) + len(self.query.aggregates) + 1
