@@ -228,11 +228,31 @@ async def running(consumers: list[RedisSource]) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        for t in tasks:
+        await _stop(tasks)
+
+
+STOP_WAIT = 2.0  # seconds a cancelled consumer gets to finish, twice
+
+
+async def _stop(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel the consumers and wait for them, boundedly: a consumer cancelled inside
+    `async with client.pipeline()` awaits the pipeline's reset on its socket in `__aexit__`
+    (up to the 30 s socket timeout: a SIGTERM was once ignored that long), so one still
+    running after STOP_WAIT is cancelled again, and after that left behind (its batch is
+    retried under the same batch id at the next start)."""
+    for _ in range(2):
+        pending = [t for t in tasks if not t.done()]
+        if not pending:
+            break
+        for t in pending:
             t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        await asyncio.wait(pending, timeout=STOP_WAIT)
+    for t in tasks:
+        if not t.done():
+            log.warning("%s: still stopping after %.0fs; left behind", t.get_name(),
+                        2 * STOP_WAIT)
+        elif not t.cancelled() and t.exception() is not None:
+            log.warning("%s: stopped with %r", t.get_name(), t.exception())
 
 
 Lifespan = Callable[[Any], contextlib.AbstractAsyncContextManager[None]]
