@@ -399,16 +399,15 @@ static void scratch_give(Scratch *s) {
 
 #define SLACK 2
 
-/* union(blocks, n_groups, sparse_max, with_counts)
- *   -> (lens, hashes, dense_groups, registers, counts) as bytes (int64, uint64, int64, uint8,
- *      int64; counts None without with_counts).
+/* union(blocks, n_groups, sparse_max)
+ *   -> (lens, hashes, dense_groups, registers) as bytes (int64, uint64, int64, uint8).
  *
  * The rows of several sketch columns (the blocks of a scan, read in place: no concatenation)
- * united per group. blocks: a sequence of (lens, hashes, dense_rows, registers, keys, counts):
+ * united per group. blocks: a sequence of (lens, hashes, dense_rows, registers, keys):
  * lens unsigned, 1/2/4/8 bytes, one per row; hashes uint64, sum(lens) of them, row after row;
  * dense_rows int64, the rows holding registers (k x 2^14 uint8) instead of hashes; keys the
- * row's group in [0, n_groups), -1 for a row left out, as an int64 array or one int for every
- * row; counts (None, or integers of 1/2/4/8 bytes per row) summed per group when with_counts.
+ * row's group in [0, n_groups), -1 for a row left out, as an int64 array, one int for every
+ * row, or (base, key parts[, mask]) computed here (make_keys).
  *
  * A group's upper bound on distinct hashes (its rows' lens) decides its path. At most
  * HEAVY_FACTOR * sparse_max, or beyond the MAX_STREAMED largest groups ("light"): its hashes
@@ -427,13 +426,13 @@ typedef struct { /* key += (codes[i] - offset) * stride, or += 0 where nil[i] */
 } KeyPart;
 
 typedef struct {
-    Py_buffer lb, hb, dr, rg, kb, cb;
-    const void *lens, *counts;
+    Py_buffer lb, hb, dr, rg, kb;
+    const void *lens;
     const uint64_t *hashes;
     const int64_t *drows, *keys;
     const uint8_t *regs;
     int64_t key; /* every row's group when keys is NULL (with parts: the base of the key) */
-    int lw, cw;
+    int lw;
     Py_ssize_t n, nh, k;
     KeyPart part[MAX_KEY_PARTS]; /* the keys from grouping codes, made per pass (make_keys) */
     int n_parts, computed;
@@ -560,11 +559,10 @@ static int cmp_desc(const void *a, const void *b) {
     return x < y ? 1 : x > y ? -1 : 0;
 }
 
-/* Pass 1 over a block: each selected row's hashes added to its group's count, its count to
- * the group's sum. Returns 1 on a key out of range, 3 when lens and hashes disagree. */
+/* Pass 1 over a block: each selected row's hashes added to its group's count. Returns 1 on a
+ * key out of range, 3 when lens and hashes disagree. */
 #define DEFINE_COUNT(LT, NAME)                                                               \
-    static int NAME(const Src *s, int64_t *restrict count, int64_t *restrict cnt_out,       \
-                    Py_ssize_t n_groups) {                                                  \
+    static int NAME(const Src *s, int64_t *restrict count, Py_ssize_t n_groups) {           \
         const LT *restrict ln = s->lens;                                                    \
         const int64_t *restrict keys = s->keys;                                             \
         int64_t run = 0;                                                                    \
@@ -578,7 +576,6 @@ static int cmp_desc(const void *a, const void *b) {
                 continue;                                                                   \
             }                                                                               \
             count[g] += len;                                                                \
-            if (cnt_out) cnt_out[g] += uint_at(s->counts, s->cw, i);                        \
         }                                                                                   \
         return bad ? 1 : run != s->nh ? 3 : 0;                                              \
     }
@@ -587,26 +584,20 @@ DEFINE_COUNT(uint16_t, count_u16)
 DEFINE_COUNT(uint32_t, count_u32)
 DEFINE_COUNT(uint64_t, count_u64)
 
-static int count_block(const Src *s, int64_t *count, int64_t *cnt_out, Py_ssize_t n_groups) {
+static int count_block(const Src *s, int64_t *count, Py_ssize_t n_groups) {
     if (!s->keys) { /* one group for every row (or none) */
         int64_t run = 0;
         for (Py_ssize_t i = 0; i < s->n; i++) run += uint_at(s->lens, s->lw, i);
         if (run != s->nh) return 3;
         if (s->key < 0) return 0;
         count[s->key] += s->nh;
-        if (cnt_out && s->counts) {
-            int64_t c = 0;
-            for (Py_ssize_t i = 0; i < s->n; i++) c += uint_at(s->counts, s->cw, i);
-            cnt_out[s->key] += c;
-        }
         return 0;
     }
-    if (!s->counts) cnt_out = NULL;
     switch (s->lw) {
-    case 1: return count_u8(s, count, cnt_out, n_groups);
-    case 2: return count_u16(s, count, cnt_out, n_groups);
-    case 4: return count_u32(s, count, cnt_out, n_groups);
-    default: return count_u64(s, count, cnt_out, n_groups);
+    case 1: return count_u8(s, count, n_groups);
+    case 2: return count_u16(s, count, n_groups);
+    case 4: return count_u32(s, count, n_groups);
+    default: return count_u64(s, count, n_groups);
     }
 }
 
@@ -719,14 +710,13 @@ static int spread_block(const Src *s, const Spread *sp) {
 static PyObject *sketch_union(PyObject *self, PyObject *args) {
     PyObject *blocks_obj;
     Py_ssize_t n_groups, sparse_max;
-    int with_counts;
-    if (!PyArg_ParseTuple(args, "Onnp:union", &blocks_obj, &n_groups, &sparse_max, &with_counts))
+    if (!PyArg_ParseTuple(args, "Onn:union", &blocks_obj, &n_groups, &sparse_max))
         return NULL;
     PyObject *seq = PySequence_Fast(blocks_obj, "union: blocks must be a sequence");
     if (!seq) return NULL;
     const Py_ssize_t nb = PySequence_Fast_GET_SIZE(seq);
     Src *src = calloc(nb ? (size_t)nb : 1, sizeof(Src));
-    PyObject *result = NULL, *out_hashes = NULL, *out_lens = NULL, *out_counts = NULL;
+    PyObject *result = NULL, *out_hashes = NULL, *out_lens = NULL;
     int64_t *count = NULL, *start = NULL, *slot = NULL;
     Heavy *heavy = NULL;
     uint8_t **reg = NULL;
@@ -747,9 +737,9 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     }
     for (; got < nb; got++) {
         Src *s = &src[got];
-        PyObject *lo, *ho, *dro, *rgo, *ko, *co;
-        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, got), "OOOOOO:union block", &lo, &ho,
-                              &dro, &rgo, &ko, &co))
+        PyObject *lo, *ho, *dro, *rgo, *ko;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, got), "OOOOO:union block", &lo, &ho,
+                              &dro, &rgo, &ko))
             goto done;
         const int has_parts = PyTuple_Check(ko), has_keys = !has_parts && !PyLong_Check(ko);
         if (has_parts) { /* (base, [(codes, offset, stride, nil), ...][, mask]) */
@@ -801,8 +791,7 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
         if (get_buf(lo, &s->lb, 0, 0, "lens") < 0) goto done;
         if (get_buf(ho, &s->hb, 0, 8, "hashes") < 0 || get_buf(dro, &s->dr, 0, 8, "dense_rows") < 0 ||
             get_buf(rgo, &s->rg, 0, 1, "registers") < 0 ||
-            (has_keys && get_buf(ko, &s->kb, 0, 8, "keys") < 0) ||
-            (co != Py_None && get_buf(co, &s->cb, 0, 0, "counts") < 0)) {
+            (has_keys && get_buf(ko, &s->kb, 0, 8, "keys") < 0)) {
             got++; /* release what this block holds */
             goto done;
         }
@@ -812,16 +801,12 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
         s->drows = s->dr.buf;
         s->regs = s->rg.buf;
         s->keys = has_keys ? s->kb.buf : NULL;
-        s->counts = co != Py_None ? s->cb.buf : NULL;
-        s->cw = co != Py_None ? (int)s->cb.itemsize : 0;
         s->n = s->lw ? s->lb.len / s->lw : 0;
         s->nh = s->hb.len / 8;
         s->k = s->dr.len / 8;
         if ((s->lw != 1 && s->lw != 2 && s->lw != 4 && s->lw != 8) || s->rg.len != s->k * N_REG ||
             (has_keys && s->kb.len != s->n * 8) ||
             (has_parts && !parts_fit(s)) ||
-            (s->counts && ((s->cw != 1 && s->cw != 2 && s->cw != 4 && s->cw != 8) ||
-                           s->cb.len != s->n * s->cw)) ||
             (!has_keys && !has_parts && (s->key < -1 || s->key >= n_groups))) {
             got++;
             PyErr_SetString(PyExc_ValueError, "union: inconsistent sketch column or keys");
@@ -839,25 +824,22 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     start = calloc((size_t)n_groups + 1, sizeof(int64_t));
     slot = malloc(((size_t)n_groups + 1) * sizeof(int64_t));
     out_lens = PyBytes_FromStringAndSize(NULL, n_groups * 8);
-    if (with_counts) out_counts = PyBytes_FromStringAndSize(NULL, n_groups * 8);
     if (!count || !start || !slot) {
         PyErr_NoMemory();
         goto done;
     }
-    if (!out_lens || (with_counts && !out_counts)) goto done;
+    if (!out_lens) goto done;
     int64_t *out_len = (int64_t *)PyBytes_AS_STRING(out_lens);
-    int64_t *cnt_out = with_counts ? (int64_t *)PyBytes_AS_STRING(out_counts) : NULL;
     int err = 0; /* 1: bad key or dense row, 2: out of memory, 3: lens and hashes disagree */
     Py_ssize_t n_out = 0;
     int64_t total = 0;
     Py_BEGIN_ALLOW_THREADS
     memset(out_len, 0, (size_t)n_groups * 8);
-    if (cnt_out) memset(cnt_out, 0, (size_t)n_groups * 8);
-    /* pass 1: the hashes per group (and the counts summed); heavy groups get a set */
+    /* pass 1: the hashes per group */
     for (Py_ssize_t b = 0; !err && b < nb; b++) {
         Src *s = &src[b];
         if (s->computed) make_keys(s, kbuf);
-        err = count_block(s, count, cnt_out, n_groups);
+        err = count_block(s, count, n_groups);
         for (Py_ssize_t d = 0; !err && d < s->k; d++) {
             if (s->drows[d] < 0 || s->drows[d] >= s->n) err = 1;
             else if (key_at(s, s->drows[d]) >= 0) count[key_at(s, s->drows[d])] |= (int64_t)1 << 62;
@@ -1029,15 +1011,14 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     if (err == 2) PyErr_NoMemory();
     if (err) goto done;
     if (_PyBytes_Resize(&out_hashes, n_out * 8) < 0) goto done;
-    result = Py_BuildValue("(OOy#y#O)", out_lens, out_hashes,
+    result = Py_BuildValue("(OOy#y#)", out_lens, out_hashes,
                            (const char *)(out_dg.p ? out_dg.p : (uint8_t *)""),
                            (Py_ssize_t)out_dg.len,
                            (const char *)(out_r.p ? out_r.p : (uint8_t *)""),
-                           (Py_ssize_t)out_r.len, out_counts ? out_counts : Py_None);
+                           (Py_ssize_t)out_r.len);
 done:
     Py_XDECREF(out_hashes);
     Py_XDECREF(out_lens);
-    Py_XDECREF(out_counts);
     free(count);
     free(start);
     free(slot);
@@ -1055,8 +1036,8 @@ done:
     free(out_dg.p);
     for (Py_ssize_t b = 0; src && b < got; b++) {
         Src *s = &src[b];
-        Py_buffer *bufs[] = {&s->lb, &s->hb, &s->dr, &s->rg, &s->kb, &s->cb};
-        for (int j = 0; j < 6; j++)
+        Py_buffer *bufs[] = {&s->lb, &s->hb, &s->dr, &s->rg, &s->kb};
+        for (int j = 0; j < 5; j++)
             if (bufs[j]->obj) PyBuffer_Release(bufs[j]);
         if (s->mb.obj) PyBuffer_Release(&s->mb);
         for (int q = 0; q < s->n_parts; q++) {
@@ -1119,7 +1100,7 @@ static PyMethodDef methods[] = {
     {"hash_fixed", hash_fixed, METH_VARARGS,
      "hash_fixed(data, width, out): XXH64 of fixed-width byte strings (NULs stripped)."},
     {"union", sketch_union, METH_VARARGS,
-     "union(blocks, n_groups, sparse_max, with_counts): sketch rows united per group."},
+     "union(blocks, n_groups, sparse_max): sketch rows united per group."},
     {"histogram", histogram, METH_VARARGS,
      "histogram(registers, out): per row, how many registers hold each value 0..51."},
     {NULL, NULL, 0, NULL},

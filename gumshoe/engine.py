@@ -391,7 +391,7 @@ class Scanner:
         keys, nils = self._decode_dense(present)
         return Partial(keys, nils, acc_count[present], {c: v[present] for c, v in acc.items()},
                        kinds=self.kinds,
-                       sketches={c: union_blocks(sk, k)[0].take(present)
+                       sketches={c: union_blocks(sk, k).take(present)
                                  for c, sk in sk_parts.items()})
 
     def _rows(self, block: Block, start: int | None) -> np.ndarray | bool:
@@ -431,7 +431,7 @@ class Scanner:
         return Partial([], [], np.array([count], np.int64),
                        {c: np.array([v], self.sum_dtypes[c]) for c, v in sums.items()},
                        kinds=kinds,
-                       sketches={c: union_blocks(p, 1)[0] for c, p in sk_parts.items()})
+                       sketches={c: union_blocks(p, 1) for c, p in sk_parts.items()})
 
     def _kind(self, column: str) -> Kind:
         return self.kinds.get(column, SUM)
@@ -441,11 +441,9 @@ class Scanner:
         kinds = self.kinds
         acc_count = np.zeros(k, np.int64)
         acc = {c: self._kind(c).empty(k, dt) for c, dt in self.sum_dtypes.items()}
-        # uniques: every selected block's (sketch column, keys), united in one call at the end,
-        # which sums the counts too (block.count per part)
+        # uniques: every selected block's (sketch column, keys), united in one call at the end
         sk_parts: dict[str, list[tuple[SketchColumn, np.ndarray | int]]] = {
             c: [] for c in self.sketches}
-        sk_counts: list[np.ndarray] = []
         for start, block, stats in self._each(items):
             rows = self._rows(block, start)
             if rows is False:
@@ -484,12 +482,10 @@ class Scanner:
                 else:
                     row_keys = key.astype(np.int64, copy=False) if index is None \
                         else _scatter_keys(block.n, index, key)
-                sk_counts.append(block.count)
                 for c, parts in sk_parts.items():
                     parts.append((block.sketches[c], row_keys))
             if key is None:  # only time groupings: one group for the whole block
-                if not sk_parts:
-                    acc_count[scalar] += int(count.sum())
+                acc_count[scalar] += int(count.sum())
                 for c, out in acc.items():
                     if c in kinds:
                         out[scalar] = kinds[c].ufunc(out[scalar],
@@ -497,23 +493,16 @@ class Scanner:
                     else:
                         out[scalar] += sel(block.metrics[c]).sum(dtype=out.dtype)
                 continue
-            if not sk_parts:
-                acc_count += _bincount_exact(key, count, k, None, acc_count.dtype)
+            acc_count += _bincount_exact(key, count, k, None, acc_count.dtype)
             for c, out in acc.items():
                 if c in kinds:  # min/max into the accumulator in place (no sorting)
                     kinds[c].scatter(out, key, sel(block.metrics[c]))
                 else:
                     out += _bincount_exact(key, sel(block.metrics[c]), k, stats.get("m:" + c),
                                            out.dtype)
-        sketches: dict[str, SketchColumn] = {}
-        for i, (c, parts) in enumerate(sk_parts.items()):
-            united, counts = union_blocks(parts, k, sk_counts if i == 0 else None)
-            if counts is not None:
-                acc_count += counts
-            sketches[c] = united
         present = np.flatnonzero(acc_count)
         keys, nils = self._decode_dense(present)
-        sketches = {c: col.take(present) for c, col in sketches.items()}
+        sketches = {c: union_blocks(parts, k).take(present) for c, parts in sk_parts.items()}
         return Partial(keys, nils, acc_count[present], {c: v[present] for c, v in acc.items()},
                        kinds=kinds, sketches=sketches)
 

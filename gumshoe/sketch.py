@@ -344,7 +344,7 @@ def union(col: SketchColumn, rows: np.ndarray | None, groups: np.ndarray,
             raise ValueError("union: a row or group index is out of range")
         keys = np.full(len(col), -1, np.int64)
         keys[rows] = groups
-    return union_blocks([(col, keys)], n_groups)[0]
+    return union_blocks([(col, keys)], n_groups)
 
 
 KeyParts = tuple[int, Sequence[tuple[np.ndarray, int, int, np.ndarray | None]],
@@ -383,27 +383,21 @@ def _native_keys(keys: Keys) -> Any:
     return int(keys) if np.ndim(keys) == 0 else np.ascontiguousarray(keys, np.int64)
 
 
-def union_blocks(parts: Sequence[tuple[SketchColumn, Keys]], n_groups: int,
-                 counts: Sequence[np.ndarray] | None = None,
-                 ) -> tuple[SketchColumn, np.ndarray | None]:
+def union_blocks(parts: Sequence[tuple[SketchColumn, Keys]], n_groups: int) -> SketchColumn:
     """The rows of several sketch columns (a scan's blocks, read in place) united per group:
     per part, (column, keys) where keys gives each row's group in [0, n_groups) or -1 (left
     out), as an int64 array, one int for every row, or (base, parts, mask) of grouping codes
-    (`key_array`; computed in C from the stored codes). With `counts` (one
-    integer array per part, a row's weight), also returns their sums per group (int64), else
-    None. The query kernel: the engine unites every selected block of a task in one call."""
+    (`key_array`; computed in C from the stored codes). The query kernel: the engine unites
+    every selected block of a task in one call."""
     if native.sketch is not None:
         blocks = [(np.ascontiguousarray(c.lens), np.ascontiguousarray(c.hashes, np.uint64),
                    np.ascontiguousarray(c.dense_rows, np.int64),
-                   np.ascontiguousarray(c.registers, np.uint8), _native_keys(k),
-                   None if counts is None else np.ascontiguousarray(counts[i]))
-                  for i, (c, k) in enumerate(parts)]
-        lens, hashes, dense, regs, sums = native.sketch.union(blocks, n_groups, SPARSE_MAX,
-                                                              counts is not None)
-        col = SketchColumn(_narrow_lens(np.frombuffer(lens, np.int64)),
-                           np.frombuffer(hashes, np.uint64), np.frombuffer(dense, np.int64),
-                           np.frombuffer(regs, np.uint8).reshape(-1, N_REGISTERS))
-        return col, None if sums is None else np.frombuffer(sums, np.int64).copy()
+                   np.ascontiguousarray(c.registers, np.uint8), _native_keys(k))
+                  for c, k in parts]
+        lens, hashes, dense, regs = native.sketch.union(blocks, n_groups, SPARSE_MAX)
+        return SketchColumn(_narrow_lens(np.frombuffer(lens, np.int64)),
+                            np.frombuffer(hashes, np.uint64), np.frombuffer(dense, np.int64),
+                            np.frombuffer(regs, np.uint8).reshape(-1, N_REGISTERS))
     cols, keys = [], []
     for c, k in parts:
         block_keys = key_array(k, len(c))
@@ -417,15 +411,8 @@ def union_blocks(parts: Sequence[tuple[SketchColumn, Keys]], n_groups: int,
     if len(key) and (key.min() < -1 or key.max() >= n_groups):
         raise ValueError("union: a key or dense row is out of range")
     rows = np.flatnonzero(key >= 0)
-    col = SketchColumn.concat(cols)
-    united = _union_numpy(col, None if len(rows) == len(key) else rows, key[rows], n_groups)
-    sums = None
-    if counts is not None:
-        weights = np.concatenate([np.asarray(w, np.int64) for w in counts]) if counts \
-            else np.zeros(0, np.int64)
-        sums = np.zeros(n_groups, np.int64)
-        np.add.at(sums, key[rows], weights[rows])
-    return united, sums
+    return _union_numpy(SketchColumn.concat(cols), None if len(rows) == len(key) else rows,
+                        key[rows], n_groups)
 
 
 def _union_numpy(col: SketchColumn, rows: np.ndarray | None, groups: np.ndarray,

@@ -252,22 +252,29 @@ class Rows:
     identities: dict[str, Strings] = dataclasses.field(default_factory=dict)  # uniques, as text
 
 
+def identity_text(s: Strings) -> Strings:
+    """A uniques field as read, an empty string made no identity, in both formats: a CSV
+    export cannot tell it from a missing value (the HTTP CSV path reads it so too)."""
+    if "" not in s.uniques:
+        return s
+    empty = s.codes == s.uniques.index("")
+    return Strings(s.uniques, s.codes, empty if s.nil is None else s.nil | empty)
+
+
 def identity_hashes(s: Strings) -> tuple[np.ndarray, np.ndarray]:
-    """A uniques field's (hash, present) per row, hashed once per distinct identity: a string,
-    or an integer as its decimal text (as the HTTP insert path does); other JSON values (a
-    float, true) count by their JSON text, where the HTTP path refuses them. An empty string
-    is no identity, in both formats: a CSV export cannot tell it from a missing value (the
-    HTTP CSV path reads it so too)."""
+    """A uniques field's (hash, present) per row (`identity_text`), hashed once per distinct
+    identity: a string, or an integer as its decimal text (as the HTTP insert path does);
+    other JSON values (a float, true) count by their JSON text, where the HTTP path refuses
+    them."""
     values = [u if isinstance(u, str) or (isinstance(u, int) and not isinstance(u, bool))
               else _text(u) for u in s.uniques]
     table = hash_strings(values)[0]
     n = len(s.codes)
     hashes = table[s.codes] if len(table) else np.zeros(n, np.uint64)
-    absent = np.zeros(n, bool) if s.nil is None else s.nil.copy()
-    if "" in values:
-        absent |= s.codes == values.index("")
-    hashes[absent] = 0
-    return hashes, ~absent
+    if s.nil is None:
+        return hashes, np.ones(n, bool)
+    hashes[s.nil] = 0
+    return hashes, ~s.nil
 
 
 def prepare(decoded: Decoded, plan: Plan, rules: Rules
@@ -286,7 +293,8 @@ def prepare(decoded: Decoded, plan: Plan, rules: Rules
     for t in plan.targets:
         col = t.column
         if col.kind.is_sketch:  # a uniques identity: text, hashed at the roll-up
-            identities[col.name] = strings_of(v.get(t.field) if t.field else None, n)
+            identities[col.name] = identity_text(strings_of(v.get(t.field) if t.field
+                                                            else None, n))
             continue
         if col.is_string:
             if t.constant is not None:
@@ -440,9 +448,9 @@ def json_body(rows: Rows, schema: Schema) -> bytes:
             obj = values.astype(object)
             obj[missing] = None
             cols.append(obj.tolist())
-    for u in schema.uniques:  # the identities as read (text; empty: none); the server
+    for u in schema.uniques:  # the identities as read (text; empty: none): the server
         names.append(u.name)  # hashes them
-        cols.append([v if v != "" else None for v in rows.identities[u.name].values()])
+        cols.append(rows.identities[u.name].values())
     records = list(map(dict, map(zip, itertools.repeat(names), zip(*cols))))
     return orjson.dumps(records)
 

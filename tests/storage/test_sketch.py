@@ -296,8 +296,8 @@ def test_native_and_numpy_columns_are_identical() -> None:
 @given(st.data())
 def test_union_of_blocks_in_place_is_the_union_of_their_concatenation(data: st.DataObject) -> None:
     """The query kernel: several blocks (row ranges of a column with dense rows, light and
-    heavy groups, rows left out with key -1, whole blocks under one key) united in place and
-    their counts summed -- the same sketches and sums as uniting the concatenation."""
+    heavy groups, rows left out with key -1, whole blocks under one key) united in place: the
+    same sketches as uniting the concatenation."""
     seed = data.draw(st.integers(0, 2**32 - 1))
     n_groups = data.draw(st.integers(1, 5))
     cuts = sorted(data.draw(st.lists(st.integers(0, 50), max_size=4)))
@@ -306,7 +306,6 @@ def test_union_of_blocks_in_place_is_the_union_of_their_concatenation(data: st.D
         with use(ext):
             rng = np.random.default_rng(seed)
             col = mixed_column()  # 50 rows, dense rows 3 and 40, rows of 1 to 5,000 hashes
-            weights = rng.integers(1, 9, len(col))
             bounds = [0, *cuts, len(col)]
             parts: list[tuple[SketchColumn, np.ndarray | int]] = []
             key = np.empty(len(col), np.int64)
@@ -318,14 +317,9 @@ def test_union_of_blocks_in_place_is_the_union_of_their_concatenation(data: st.D
                     k = rng.integers(-1, n_groups, hi - lo)
                     key[lo:hi] = k
                 parts.append((col.slice(lo, hi), k))
-            got, sums = sketch.union_blocks(parts, n_groups,
-                                            [weights[lo:hi] for lo, hi in
-                                             itertools.pairwise(bounds)])
+            got = sketch.union_blocks(parts, n_groups)
             rows = np.flatnonzero(key >= 0)
             assert got == sketch.union(col, rows, key[rows], n_groups)
-            assert sums is not None and sums.tolist() == \
-                np.bincount(key[rows], weights[rows], n_groups).astype(np.int64).tolist()
-            assert sketch.union_blocks(parts, n_groups)[1] is None
             results.append(got)
     assert all(r == results[0] for r in results)
 
@@ -358,7 +352,7 @@ def test_union_of_groups_on_both_sides_of_the_paths() -> None:
     for _, ext in PATHS:
         with use(ext):
             results.append(sketch.union_blocks([(col.slice(0, 30), keys[:30]),
-                                                (col.slice(30, len(col)), keys[30:])], 5)[0])
+                                                (col.slice(30, len(col)), keys[30:])], 5))
     assert all(r == results[0] for r in results)
     got = results[0]
     assert got.dense_rows.tolist() == [1, 3]
@@ -385,20 +379,14 @@ def test_keys_from_grouping_codes(path: str, dtype: type) -> None:
         return (1, [(x[lo:hi], o, s, None if m is None else m[lo:hi]) for x, o, s, m in parts],
                 None if mask is None else mask[lo:hi])
 
-    got, sums = sketch.union_blocks([(col.slice(0, 20), cut(0, 20, None)),
-                                     (col.slice(20, 50), cut(20, 50, None))],
-                                    25, [col.lens[:20], col.lens[20:]])
+    got = sketch.union_blocks([(col.slice(0, 20), cut(0, 20, None)),
+                               (col.slice(20, 50), cut(20, 50, None))], 25)
     assert got == sketch.union(col, None, want, 25)
-    assert sums is not None and sums.tolist() == np.bincount(
-        want, col.lens.astype(np.int64), 25).astype(np.int64).tolist()
     keep = rng.random(len(col)) < 0.6  # a filter's rows
-    got, sums = sketch.union_blocks([(col.slice(0, 20), cut(0, 20, keep)),
-                                     (col.slice(20, 50), cut(20, 50, keep))],
-                                    25, [col.lens[:20], col.lens[20:]])
+    got = sketch.union_blocks([(col.slice(0, 20), cut(0, 20, keep)),
+                               (col.slice(20, 50), cut(20, 50, keep))], 25)
     rows = np.flatnonzero(keep)
     assert got == sketch.union(col, rows, want[rows], 25)
-    assert sums is not None and sums.tolist() == np.bincount(
-        want[rows], col.lens[rows].astype(np.int64), 25).astype(np.int64).tolist()
     with pytest.raises(ValueError, match="out of range"):
         sketch.union_blocks([(col, (-20, parts, None))], 25)
     with pytest.raises(ValueError, match="out of range"):
@@ -425,6 +413,6 @@ def test_many_large_groups_partly_stream(monkeypatch: pytest.MonkeyPatch) -> Non
     results = []
     for _, ext in PATHS:
         with use(ext):
-            results.append(sketch.union_blocks([(col, keys)], n_groups)[0])
+            results.append(sketch.union_blocks([(col, keys)], n_groups))
     assert results[0] == results[1]
     assert 0 < len(results[0].dense_rows) < n_groups
