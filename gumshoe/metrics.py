@@ -171,11 +171,41 @@ def _tier_metrics(db: Any, stats: StorageStats) -> Iterator[Metric]:
                               "tier.", value=db.stats.get("compacted_rows", 0))
 
 
+class _QueryBoundsCollector:
+    """The query service's bounds at scrape time: memory reserved by running queries out of
+    query_memory_pool, and the queries each bound stopped (none while the database opens)."""
+
+    def __init__(self, service: Callable[[], Any]) -> None:
+        self.service = service
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        service = self.service()
+        if service is None:
+            return
+        yield GaugeMetricFamily("gumshoe_query_memory_reserved_bytes", "Estimated bytes "
+                                "reserved by running queries (released when their scans stop).",
+                                value=service.memory.used)
+        yield GaugeMetricFamily("gumshoe_query_memory_pool_bytes", "query_memory_pool.",
+                                value=service.memory.limit)
+        stopped = CounterMetricFamily("gumshoe_query_bounds", "Queries stopped by a bound, by "
+                                      "reason (timeout: 504, memory: 400 over query_memory, "
+                                      "overloaded: 503 no room in query_memory_pool).",
+                                      labels=["reason"])
+        for reason, key in (("timeout", "timeouts"), ("memory", "refused_memory"),
+                            ("overloaded", "overloaded")):
+            stopped.add_metric([reason], service.stats[key])
+        yield stopped
+
+
 class Metrics:
     """The metrics of one app: counters and histograms updated by the server, plus gauges."""
 
-    def __init__(self, db: Callable[[], Any]) -> None:
-        """`db` returns the database, or None while it is opening."""
+    def __init__(self, db: Callable[[], Any], service: Callable[[], Any] = lambda: None) -> None:
+        """`db` returns the database, or None while it is opening; `service` likewise the
+        query service."""
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
         self.insert_rows = Counter("gumshoe_insert_rows", "Rows received by /insert, by result "
@@ -200,6 +230,7 @@ class Metrics:
         for result in ("inserted", "rejected"):
             self.insert_rows.labels(result)
         r.register(_StorageCollector(db))
+        r.register(_QueryBoundsCollector(service))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

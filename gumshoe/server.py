@@ -212,7 +212,7 @@ class ShardServer:
         self.service: QueryService | None = None
         self.decoder: InsertDecoder | None = None
         self.startup_error: str | None = None
-        self.metrics = Metrics(lambda: self.db)
+        self.metrics = Metrics(lambda: self.db, lambda: self.service)
         if db is not None:
             self._attach(db)
 

@@ -18,6 +18,7 @@ It owns the scan thread pool (`query_parallelism` threads) and the bounds on que
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import threading
 import time
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -43,6 +44,27 @@ INLINE_INTERVALS = 1_024
 # immutable and depend only on the schema, which does not change while a server runs.
 PARSE_CACHE = 256
 PARSE_CACHE_BODY = 4_096  # bytes: larger bodies are parsed every time
+# After a query that reserved at least this much, the C allocator is asked to give its free
+# memory back to the system (glibc's malloc_trim). Queries run on up to COORDINATORS threads and
+# glibc gives each thread its own arena, which keeps a large query's freed buffers: without the
+# trim a server's RSS climbs by a large query's size for every thread that ever ran one, and a
+# timed-out query's memory would look retained. The trim walks the free lists (~1 ms).
+TRIM_AFTER = 16 * 2**20
+
+
+def _trimmer() -> Callable[[], None]:
+    try:
+        trim = ctypes.CDLL(None).malloc_trim  # glibc only: musl and macOS have none
+    except (AttributeError, OSError):
+        return lambda: None
+    trim.argtypes = [ctypes.c_size_t]
+
+    def give_back() -> None:
+        trim(0)
+    return give_back
+
+
+_give_back_memory = _trimmer()
 
 
 def _size(n: float) -> str:
@@ -234,6 +256,8 @@ class QueryService:
             return work(prepared)
         finally:
             self.memory.release(need)
+            if need >= TRIM_AFTER:
+                _give_back_memory()
 
     def run_sync(self, obj: Any) -> list[dict[str, Any]]:
         """Result rows, blocking, without the time limit (tests, tools, benchmarks)."""
