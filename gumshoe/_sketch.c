@@ -271,10 +271,16 @@ static PyObject *hash_fixed(PyObject *self, PyObject *args) {
 }
 
 /* -- union ---------------------------------------------------------------------------------- */
+/* A hash's register rank: leading zeros of its low Q_BITS bits, plus one (Q_BITS + 1 when they
+ * are all zero). Bit P_BITS - 1 of h << P_BITS is always 0, so setting it changes no nonzero
+ * case and makes the all-zero one come out as Q_BITS + 1 without a branch. */
+static inline uint8_t rank_of(uint64_t h) {
+    return (uint8_t)(__builtin_clzll((h << P_BITS) | ((uint64_t)1 << (P_BITS - 1))) + 1);
+}
+
 static inline void reg_add(uint8_t *reg, uint64_t h) {
     const uint32_t idx = (uint32_t)(h >> Q_BITS);
-    const uint64_t w = h << P_BITS;
-    const uint8_t rank = w ? (uint8_t)(__builtin_clzll(w) + 1) : (uint8_t)(Q_BITS + 1);
+    const uint8_t rank = rank_of(h);
     if (reg[idx] < rank) reg[idx] = rank;
 }
 
@@ -282,8 +288,7 @@ static inline void reg_add(uint8_t *reg, uint64_t h) {
  * many groups' registers are still filling */
 static inline void reg_max(uint8_t *reg, uint64_t h) {
     const uint32_t idx = (uint32_t)(h >> Q_BITS);
-    const uint64_t w = h << P_BITS;
-    const uint8_t rank = w ? (uint8_t)(__builtin_clzll(w) + 1) : (uint8_t)(Q_BITS + 1);
+    const uint8_t rank = rank_of(h);
     const uint8_t old = reg[idx];
     reg[idx] = old > rank ? old : rank;
 }
@@ -1072,11 +1077,20 @@ static PyObject *histogram(PyObject *self, PyObject *args) {
         Py_BEGIN_ALLOW_THREADS
         memset(o, 0, (size_t)out.len);
         for (Py_ssize_t i = 0; i < k; i++) {
-            int64_t c[256] = {0};
-            for (Py_ssize_t j = 0; j < N_REG; j++) c[r[i * N_REG + j]]++;
+            /* four histograms, one per register position mod 4: neighbouring registers often
+             * hold the same value, and one counter's increments would wait on each other */
+            uint32_t c[4][256] = {{0}};
+            const uint8_t *ri = r + i * N_REG;
+            for (Py_ssize_t j = 0; j < N_REG; j += 4) {
+                c[0][ri[j]]++;
+                c[1][ri[j + 1]]++;
+                c[2][ri[j + 2]]++;
+                c[3][ri[j + 3]]++;
+            }
             for (int v = 0; v < 256; v++) {
-                if (v < Q_BITS + 2) o[i * (Q_BITS + 2) + v] = c[v];
-                else if (c[v]) bad = 1;
+                const int64_t n = (int64_t)c[0][v] + c[1][v] + c[2][v] + c[3][v];
+                if (v < Q_BITS + 2) o[i * (Q_BITS + 2) + v] = n;
+                else if (n) bad = 1;
             }
         }
         Py_END_ALLOW_THREADS
