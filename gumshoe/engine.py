@@ -391,7 +391,7 @@ class Scanner:
         keys, nils = self._decode_dense(present)
         return Partial(keys, nils, acc_count[present], {c: v[present] for c, v in acc.items()},
                        kinds=self.kinds,
-                       sketches={c: union_blocks(sk, k).take(present)
+                       sketches={c: union_blocks(sk, k).keep(present)
                                  for c, sk in sk_parts.items()})
 
     def _rows(self, block: Block, start: int | None) -> np.ndarray | bool:
@@ -502,7 +502,7 @@ class Scanner:
                                            out.dtype)
         present = np.flatnonzero(acc_count)
         keys, nils = self._decode_dense(present)
-        sketches = {c: union_blocks(parts, k).take(present) for c, parts in sk_parts.items()}
+        sketches = {c: union_blocks(parts, k).keep(present) for c, parts in sk_parts.items()}
         return Partial(keys, nils, acc_count[present], {c: v[present] for c, v in acc.items()},
                        kinds=kinds, sketches=sketches)
 

@@ -25,7 +25,7 @@ from .block import dense_codes, group_key, string_ranks
 from .errors import QueryError
 from .kinds import SUM, Kind
 from .query import ROW_COUNT, Grouping, Query
-from .sketch import SketchColumn, union
+from .sketch import SketchColumn, union, union_blocks
 
 EXACT_FLOAT_SUM = 2**53  # float64 (bincount) sums of integers are exact below this
 
@@ -131,14 +131,15 @@ def _merge_groups(partials: list[Partial], max_groups: int | None) -> Partial:
     first = partials[0]
     count = np.concatenate([p.count for p in partials])
     sums = {c: np.concatenate([p.sums[c] for p in partials]) for c in first.sums}
-    sketches = {c: SketchColumn.concat([p.sketches[c] for p in partials])
-                for c in first.sketches}
+    # each partial's sketch column stays where it is: the union reads them in place
+    sketches = {c: [p.sketches[c] for p in partials] for c in first.sketches}
     kinds = first.kinds
     if not first.keys:
         return Partial([], [], np.array([count.sum()], np.int64),
                        {c: _reduce(c, kinds.get(c, SUM), v, None, np.zeros(1, np.intp))
                         for c, v in sums.items()}, first.decoded, kinds=kinds,
-                       sketches={c: col.united() for c, col in sketches.items()})
+                       sketches={c: union_blocks([(col, 0) for col in cols], 1)
+                                 for c, cols in sketches.items()})
     keys, nils = [], []
     for i in range(len(first.keys)):
         keys.append(np.concatenate([p.keys[i] for p in partials]))
@@ -152,11 +153,13 @@ def _merge_groups(partials: list[Partial], max_groups: int | None) -> Partial:
 def reduce_groups(keys: list[np.ndarray], nils: list[np.ndarray | None], count: np.ndarray,
                   sums: dict[str, np.ndarray], decoded: bool,
                   max_groups: int | None = None, kinds: dict[str, Kind] | None = None,
-                  sketches: dict[str, tuple[SketchColumn, np.ndarray | None]] | None = None
+                  sketches: dict[str, tuple[SketchColumn | list[SketchColumn],
+                                            np.ndarray | None]] | None = None
                   ) -> Partial:
     """Combine the rows of equal keys (sort-based, vectorised): sums added, the columns of
     `kinds` reduced by their kind, `sketches` (a column and its rows giving these rows in
-    order, None: all) united per group (sketch.union)."""
+    order, None: all; or columns whose rows, one after another, are these rows) united per
+    group (sketch.union)."""
     kinds = kinds or {}
     sketches = sketches or {}
     n = len(count)
@@ -182,7 +185,7 @@ def reduce_groups(keys: list[np.ndarray], nils: list[np.ndarray | None], count: 
         group = np.empty(n, np.int64)  # each row's group number
         if n:
             group[order] = np.concatenate(([0], np.cumsum(boundary)))
-        united = {c: union(col, rows, group, len(starts)) for c, (col, rows) in sketches.items()}
+        united = {c: _unite(col, rows, group, len(starts)) for c, (col, rows) in sketches.items()}
     return Partial(
         [k[first] for k in keys],
         [None if nil is None else nil[first] for nil in nils],
@@ -193,6 +196,17 @@ def reduce_groups(keys: list[np.ndarray], nils: list[np.ndarray | None], count: 
         kinds=kinds,
         sketches=united,
     )
+
+
+def _unite(col: SketchColumn | list[SketchColumn], rows: np.ndarray | None, group: np.ndarray,
+           n_groups: int) -> SketchColumn:
+    """The sketches of `col`'s rows `rows` (all: None) united into their `group`; a list of
+    columns is read in place, its rows one after another (the partials of a merge)."""
+    if isinstance(col, SketchColumn):
+        return union(col, rows, group, n_groups)
+    assert rows is None
+    ends = np.cumsum([len(c) for c in col])
+    return union_blocks([(c, group[e - len(c):e]) for c, e in zip(col, ends)], n_groups)
 
 
 def _reduce(name: str, kind: Kind, v: np.ndarray, order: np.ndarray | None,

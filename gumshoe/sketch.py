@@ -286,6 +286,18 @@ class SketchColumn:
         return SketchColumn(_narrow_lens(lens), self.hashes[idx],
                             np.flatnonzero(hit).astype(np.int64), self.registers[pos[hit]])
 
+    def keep(self, rows: np.ndarray) -> SketchColumn:
+        """`take(rows)` for ascending rows outside which every row is empty (a union's groups
+        that have rows): the hashes and registers are shared, not gathered."""
+        rows = np.asarray(rows, np.int64)
+        lens = self.lens[rows]
+        dense = np.searchsorted(rows, self.dense_rows)
+        if (not len(rows) or int(lens.sum(dtype=np.int64)) != len(self.hashes)
+                or not np.array_equal(rows[np.minimum(dense, len(rows) - 1)], self.dense_rows)):
+            return self.take(rows)
+        return SketchColumn(_narrow_lens(lens), self.hashes, dense.astype(np.int64),
+                            self.registers)
+
     def slice(self, lo: int, hi: int) -> SketchColumn:
         """Rows [lo, hi) as views (the hashes are contiguous: no gather, unlike `take`)."""
         hi = max(lo, min(hi, len(self.lens)))

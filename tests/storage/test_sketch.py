@@ -270,6 +270,20 @@ def test_take_concat_and_masks(path: str) -> None:
         sketch.union(col, np.array([3, 7, 12, 40]), np.zeros(4, np.int64), 1)
 
 
+def test_keep_is_take_of_the_rows_that_are_not_empty() -> None:
+    """`keep` (a union's groups that have rows) answers as `take`, sharing the hashes and
+    registers when every other row is empty, gathering them (take) when not."""
+    col = mixed_column().take(np.repeat(np.arange(50), 2))  # rows 2i and 2i + 1 the same
+    spread = col.union_rows(np.arange(100) * 3 // 2, 150)  # rows 3i and 3i + 1 (dense: 9, 10, 120, 121)
+    assert spread.dense_rows.tolist() == [9, 10, 120, 121]
+    full = np.flatnonzero((spread.lens > 0) | np.isin(np.arange(150), spread.dense_rows))
+    for rows in (full, np.union1d(full, [2, 5, 149]), full[full != 9], full[1:],
+                 np.zeros(0, np.int64)):
+        got = spread.keep(rows)
+        assert got == spread.take(rows) and len(got) == len(rows)
+    assert np.shares_memory(spread.keep(full).hashes, spread.hashes)
+
+
 @pytest.mark.parametrize("lo, hi", [(0, 50), (0, 25), (25, 50), (3, 4), (4, 40), (41, 50),
                                     (10, 10), (0, 0), (45, 99)])
 def test_slice_is_take_of_the_range(lo: int, hi: int) -> None:
@@ -416,3 +430,45 @@ def test_many_large_groups_partly_stream(monkeypatch: pytest.MonkeyPatch) -> Non
             results.append(sketch.union_blocks([(col, keys)], n_groups))
     assert results[0] == results[1]
     assert 0 < len(results[0].dense_rows) < n_groups
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_union_of_sorted_sets_merges_them(data: st.DataObject) -> None:
+    """Rows that are sorted sets (a partial's rows, as merged across threads and shards): one,
+    two or three per group, overlapping or not, short and long (past LONG_ROW, copied as a
+    run), the hash 0 among them, united sparse or past sparse_max dense: the same sketches as
+    the numpy path, and exact where sparse. (sparse_max 16 keeps it quick.)"""
+    if len(PATHS) < 2:
+        pytest.skip("gumshoe._sketch is not loaded")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    n_groups = data.draw(st.integers(1, 8))
+    rows: list[np.ndarray] = []
+    groups: list[int] = []
+    for g in range(n_groups):
+        pool = int(rng.choice([8, 20, 60, 10**9]))
+        for _ in range(data.draw(st.integers(1, 3))):
+            ids = rng.integers(0, pool, int(rng.integers(1, 50)))
+            h = np.unique(sketch.hash_ints(ids + g * 10**9))
+            if rng.random() < 0.2:
+                h = np.unique(np.concatenate([h, np.zeros(1, np.uint64)]))
+            rows.append(h)
+            groups.append(g)
+    order = rng.permutation(len(rows)) if data.draw(st.booleans()) else np.arange(len(rows))
+    rows, keys = [rows[i] for i in order], np.array(groups, np.int64)[order]
+    col = SketchColumn(np.array([len(r) for r in rows], np.uint16), np.concatenate(rows),
+                       np.zeros(0, np.int64), np.zeros((0, N_REGISTERS), np.uint8))
+    results = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sketch, "SPARSE_MAX", 16)
+        for _, ext in PATHS:
+            with use(ext):
+                results.append(sketch.union_blocks([(col, keys)], n_groups))
+    assert results[0] == results[1]
+    dense = set(results[0].dense_rows.tolist())
+    for g in range(n_groups):
+        want = set(np.concatenate([r for r, k in zip(rows, keys) if k == g]).tolist())
+        if g in dense:
+            assert len(want) > 16
+        else:
+            assert results[0].row_hashes(g).tolist() == sorted(want)
