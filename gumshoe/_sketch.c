@@ -686,6 +686,16 @@ static int run_into(const Spread *sp, int64_t g, const uint64_t *h, int64_t n) {
     return 0;
 }
 
+/* Whether a block's rows come in runs of one group, four rows long on average: a segment's
+ * rows are sorted by its dimensions, so a grouping by the leading one (or a time bucket) sees
+ * each group's rows together, and a run's hashes go to their group with no per-hash group
+ * lookup (a by-page-name query of 1,000 groups, 23M hashes, two threads: 114 -> 99-106 ms). */
+static int in_runs(const int64_t *restrict k, Py_ssize_t n) {
+    int64_t changes = 0;
+    for (Py_ssize_t i = 1; i < n; i++) changes += k[i] != k[i - 1];
+    return 4 * changes < n;
+}
+
 #define DEFINE_SPREAD(LT, NAME)                                                              \
     static int NAME(const Src *s, const Spread *sp) {                                       \
         const LT *restrict ln = s->lens;                                                    \
@@ -695,6 +705,17 @@ static int run_into(const Spread *sp, int64_t g, const uint64_t *h, int64_t n) {
         int64_t gk[CHUNK + 4];                                                              \
         Py_ssize_t i = 0;                                                                   \
         int64_t a = 0;                                                                      \
+        if (in_runs(keys, s->n)) { /* rows of one group together: each run at once */       \
+            while (i < s->n) {                                                              \
+                const int64_t g = keys[i];                                                  \
+                int64_t len = 0;                                                            \
+                do len += (int64_t)ln[i++];                                                 \
+                while (i < s->n && keys[i] == g);                                           \
+                if (run_into(sp, g, h + a, len) < 0) return -1;                             \
+                a += len;                                                                   \
+            }                                                                               \
+            return 0;                                                                       \
+        }                                                                                   \
         while (i < s->n) {                                                                  \
             const int64_t a0 = a;                                                           \
             int64_t m = 0;                                                                  \
