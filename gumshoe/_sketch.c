@@ -392,31 +392,45 @@ static Py_ssize_t merge_unique(const uint64_t *restrict x, int64_t nx, const uin
     return m;
 }
 
-/* The partition buffer of the last call, kept for the next (a fresh one costs a page fault
- * per 4 KiB, as much as the partition itself); taken and given back atomically, so calls on
- * several threads never share it. Only buffers up to SCRATCH_KEEP bytes are kept. */
+/* The partition buffers of the last calls, kept for the next (a fresh one costs a page fault
+ * per 4 KiB, as much as the partition itself): one per slot, so the calls of a query's scan
+ * threads, which run at once, each find one; taken and given back atomically, so calls never
+ * share one; at most SCRATCH_KEEP bytes kept in all. */
 typedef struct {
     size_t n;
     uint64_t data[];
 } Scratch;
-static Scratch *cached_scratch = NULL;
+#define SCRATCH_SLOTS 8
 #define SCRATCH_KEEP ((size_t)256 << 20)
+static Scratch *cached_scratch[SCRATCH_SLOTS];
+static size_t cached_bytes = 0;
 
 static Scratch *scratch_take(size_t n) {
-    Scratch *s = __atomic_exchange_n(&cached_scratch, NULL, __ATOMIC_ACQ_REL);
-    if (s && s->n >= n) return s;
-    free(s);
-    s = malloc(sizeof(Scratch) + (n ? n : 1) * sizeof(uint64_t));
+    for (int i = 0; i < SCRATCH_SLOTS; i++) {
+        Scratch *s = __atomic_exchange_n(&cached_scratch[i], NULL, __ATOMIC_ACQ_REL);
+        if (!s) continue;
+        __atomic_sub_fetch(&cached_bytes, s->n * sizeof(uint64_t), __ATOMIC_ACQ_REL);
+        if (s->n >= n) return s;
+        free(s); /* too small: the new one takes its place when given back */
+        break;
+    }
+    Scratch *s = malloc(sizeof(Scratch) + (n ? n : 1) * sizeof(uint64_t));
     if (s) s->n = n;
     return s;
 }
 
 static void scratch_give(Scratch *s) {
-    if (s && s->n * sizeof(uint64_t) > SCRATCH_KEEP) {
-        free(s);
-        return;
-    }
-    free(__atomic_exchange_n(&cached_scratch, s, __ATOMIC_ACQ_REL));
+    if (!s) return;
+    const size_t bytes = s->n * sizeof(uint64_t);
+    if (__atomic_add_fetch(&cached_bytes, bytes, __ATOMIC_ACQ_REL) <= SCRATCH_KEEP)
+        for (int i = 0; i < SCRATCH_SLOTS; i++) {
+            Scratch *none = NULL;
+            if (__atomic_compare_exchange_n(&cached_scratch[i], &none, s, 0, __ATOMIC_ACQ_REL,
+                                            __ATOMIC_ACQUIRE))
+                return;
+        }
+    __atomic_sub_fetch(&cached_bytes, bytes, __ATOMIC_ACQ_REL);
+    free(s);
 }
 
 #define SLACK 2
