@@ -447,7 +447,7 @@ static void scratch_give(Scratch *s) {
  * row, or (base, key parts[, mask]) computed here (make_keys).
  *
  * A group's upper bound on distinct hashes (its rows' lens) decides its path. At most
- * HEAVY_FACTOR * sparse_max, or beyond the max_streamed() largest groups ("light"): its hashes
+ * HEAVY_FACTOR * sparse_max, or beyond the max_streamed largest groups ("light"): its hashes
  * are partitioned by group (a counting sort)
  * and each group deduplicated in one reused open-addressing table sized to it, then sorted,
  * or folded into registers past sparse_max distinct. Above ("heavy", or with a dense input
@@ -597,16 +597,15 @@ static inline int heavy_add(Heavy *s, uint64_t v, Py_ssize_t sparse_max) {
  * partitioned). With 1 MiB of L2 (this machine's cores), 64 rather than 128: the union of a
  * by-name scan (1,000 groups, 11.5M hashes) 61 -> 56 ms alone, and the two threads' unions
  * at once 71-76 -> 64 ms (country x device 102-106 -> 93-96). Unknown L2: 64. */
-static Py_ssize_t streamed_most = 64; /* set when the module loads */
+static Py_ssize_t max_streamed = 64; /* set when the module loads (set_max_streamed) */
 static void set_max_streamed(void) {
     long l2 = 0;
 #ifdef _SC_LEVEL2_CACHE_SIZE
     l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
 #endif
     const long k = l2 > 0 ? l2 / N_REG : 64;
-    streamed_most = k < 32 ? 32 : k > 256 ? 256 : k;
+    max_streamed = k < 32 ? 32 : k > 256 ? 256 : k;
 }
-static inline Py_ssize_t max_streamed(void) { return streamed_most; }
 
 static int cmp_desc(const void *a, const void *b) {
     const int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
@@ -925,13 +924,12 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
         }
     }
     /* light groups' partition offsets; heavy groups' slots: groups with a dense input row,
-     * and the largest groups past HEAVY_FACTOR * sparse_max hashes, at most max_streamed() */
+     * and the largest groups past HEAVY_FACTOR * sparse_max hashes, at most max_streamed */
     const int64_t dense_in = (int64_t)1 << 62;
     int64_t cut = HEAVY_FACTOR * sparse_max;
     Py_ssize_t n_cand = 0;
     for (Py_ssize_t g = 0; !err && g < n_groups; g++) n_cand += count[g] > cut && count[g] < dense_in;
-    const Py_ssize_t most = max_streamed();
-    if (!err && n_cand > most) {
+    if (!err && n_cand > max_streamed) {
         int64_t *c = malloc((size_t)n_cand * sizeof(int64_t));
         if (!c) {
             err = 2;
@@ -940,7 +938,7 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
             for (Py_ssize_t g = 0; g < n_groups; g++)
                 if (count[g] > cut && count[g] < dense_in) c[i++] = count[g];
             qsort(c, (size_t)n_cand, sizeof(int64_t), cmp_desc);
-            cut = c[most]; /* streamed: above the (most + 1)th largest */
+            cut = c[max_streamed]; /* streamed: above the (max_streamed + 1)th largest */
             free(c);
         }
     }

@@ -408,7 +408,7 @@ def test_keys_from_grouping_codes(path: str, dtype: type) -> None:
 
 
 def test_many_large_groups_partly_stream(monkeypatch: pytest.MonkeyPatch) -> None:
-    """More groups past the streaming cut than may stream (max_streamed() in _sketch.c, 32-256):
+    """More groups past the streaming cut than may stream (max_streamed in _sketch.c, 32-256):
     the largest stream, the others are partitioned; sparse or dense either way, the same
     sketches as the numpy path. (A small sparse_max keeps it quick: cut 4 x 16 hashes.)"""
     if len(PATHS) < 2:
