@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -60,6 +60,17 @@ class Run:
             self.lines.append(line)
             if line == "READY":
                 self.ready.set()
+
+    def wait_for(self, wanted: Callable[[str], bool], timeout: float) -> bool:
+        """Whether a line satisfying `wanted` came within `timeout` seconds (polled)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(wanted(line) for line in list(self.lines)):
+                return True
+            if self.proc.poll() is not None and not self.reader.is_alive():
+                return any(wanted(line) for line in list(self.lines))
+            time.sleep(0.01)
+        return False
 
     def kill(self) -> str:
         kill_group(self.proc)
