@@ -375,11 +375,11 @@ def test_union_of_groups_on_both_sides_of_the_paths() -> None:
         assert got.row_hashes(g).tolist() == sorted(want)
 
 
-@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.uint32, np.int64])
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16, np.uint16, np.uint32, np.int64])
 def test_keys_from_grouping_codes(path: str, dtype: type) -> None:
     """Keys given as (base, parts of stored codes) -- the engine's mixed-radix group key,
-    computed in C -- unite as the same keys given as an array; a key outside the groups is
-    refused (parts select every row: no -1)."""
+    computed in C (in 32-bit lanes for 8/16-bit codes, else 64-bit) -- unite as the same keys
+    given as an array; a key outside the groups is refused (parts select every row: no -1)."""
     col = mixed_column()
     rng = np.random.default_rng(5)
     a = rng.integers(3, 6, len(col)).astype(dtype)  # offset 2: codes 1..3
@@ -507,6 +507,54 @@ def test_union_of_rows_in_group_runs(data: st.DataObject) -> None:
     row_of_hash = np.repeat(keys, lens)
     for g in range(n_groups):
         want = set(hashes[row_of_hash == g].tolist())
+        if g in dense:
+            assert len(want) > 16
+        else:
+            assert results[0].row_hashes(g).tolist() == sorted(want)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_union_of_scanned_rows_of_small_groups(data: st.DataObject) -> None:
+    """A scan's rows (sets of a few hashes, the groups interleaved) of groups small enough to
+    be partitioned: each group's hashes sorted where they lie, or, past sparse_max of them, a
+    bitmap telling the surely dense from the rest; groups of exactly sparse_max distinct among
+    them, and the hash 0: the same sketches as the numpy path, exact where sparse. (sparse_max
+    16 keeps it quick: partitioned up to 64 hashes.)"""
+    if len(PATHS) < 2:
+        pytest.skip("gumshoe._sketch is not loaded")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    n_groups = data.draw(st.integers(1, 10))
+    rows: list[np.ndarray] = []
+    groups: list[int] = []
+    for g in range(n_groups):
+        pool = int(rng.choice([3, 15, 16, 17, 40, 10**9]))
+        total = 0
+        while total < int(rng.integers(1, 64)):
+            ids = rng.integers(0, pool, int(rng.integers(1, 6)))
+            h = np.unique(sketch.hash_ints(ids + g * 10**9))
+            if rng.random() < 0.05:
+                h = np.unique(np.concatenate([h, np.zeros(1, np.uint64)]))
+            rows.append(h)
+            groups.append(g)
+            total += len(h)
+    order = rng.permutation(len(rows))
+    rows, keys = [rows[i] for i in order], np.array(groups, np.int64)[order]
+    col = SketchColumn(np.array([len(r) for r in rows], np.uint8), np.concatenate(rows),
+                       np.zeros(0, np.int64), np.zeros((0, N_REGISTERS), np.uint8))
+    cut = data.draw(st.integers(0, len(rows)))
+    results = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sketch, "SPARSE_MAX", 16)
+        for _, ext in PATHS:
+            with use(ext):
+                results.append(sketch.union_blocks([(col.slice(0, cut), keys[:cut]),
+                                                    (col.slice(cut, len(rows)), keys[cut:])],
+                                                   n_groups))
+    assert results[0] == results[1]
+    dense = set(results[0].dense_rows.tolist())
+    for g in range(n_groups):
+        want = set(np.concatenate([r for r, k in zip(rows, keys) if k == g]).tolist())
         if g in dense:
             assert len(want) > 16
         else:
