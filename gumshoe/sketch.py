@@ -239,6 +239,19 @@ class SketchColumn:
         return int(self.lens.nbytes + self.hashes.nbytes + self.dense_rows.nbytes
                    + self.registers.nbytes)
 
+    def native_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(lens, hashes, dense_rows, registers) as the C union reads them (contiguous, of its
+        types), made once per column: a query's scan hands every block's column to one union
+        call, and a segment's column outlives many queries."""
+        cached = self.__dict__.get("_native")
+        if cached is None:
+            cached = (np.ascontiguousarray(self.lens),
+                      np.ascontiguousarray(self.hashes, np.uint64),
+                      np.ascontiguousarray(self.dense_rows, np.int64),
+                      np.ascontiguousarray(self.registers, np.uint8))
+            self.__dict__["_native"] = cached
+        return cached
+
     def offsets(self) -> np.ndarray:
         """Row i's hashes are hashes[offsets[i]:offsets[i + 1]] (computed once per column)."""
         cached = self.__dict__.get("_offsets")
@@ -386,6 +399,8 @@ def key_array(keys: Keys, n: int) -> np.ndarray:
 
 
 def _native_keys(keys: Keys) -> Any:
+    if type(keys) is int:  # a whole block under one key (the common case of a time series)
+        return keys
     if isinstance(keys, tuple):
         base, parts, mask = keys
         return (int(base), [(np.ascontiguousarray(c), int(o), int(s),
@@ -402,10 +417,7 @@ def union_blocks(parts: Sequence[tuple[SketchColumn, Keys]], n_groups: int) -> S
     (`key_array`; computed in C from the stored codes). The query kernel: the engine unites
     every selected block of a task in one call."""
     if native.sketch is not None:
-        blocks = [(np.ascontiguousarray(c.lens), np.ascontiguousarray(c.hashes, np.uint64),
-                   np.ascontiguousarray(c.dense_rows, np.int64),
-                   np.ascontiguousarray(c.registers, np.uint8), _native_keys(k))
-                  for c, k in parts]
+        blocks = [(*c.native_arrays(), _native_keys(k)) for c, k in parts]
         lens, hashes, dense, regs = native.sketch.union(blocks, n_groups, SPARSE_MAX)
         return SketchColumn(_narrow_lens(np.frombuffer(lens, np.int64)),
                             np.frombuffer(hashes, np.uint64), np.frombuffer(dense, np.int64),
