@@ -460,9 +460,10 @@ static void scratch_give(Scratch *s) {
  *
  * A group's upper bound on distinct hashes (its rows' lens) decides its path. At most
  * HEAVY_FACTOR * sparse_max, or beyond the max_streamed largest groups ("light"): its hashes
- * are partitioned by group (a counting sort)
- * and each group deduplicated in one reused open-addressing table sized to it, then sorted,
- * or folded into registers past sparse_max distinct. Above ("heavy", or with a dense input
+ * are partitioned by group (a counting sort), then each group's merged (one or two sorted
+ * runs: partials), sorted where they lie and deduplicated (up to 4,096), or deduplicated in
+ * one reused open-addressing table sized to it and sorted; past sparse_max distinct (or
+ * surely so, by a bitmap), folded into registers. Above ("heavy", or with a dense input
  * row): its hashes go, as the blocks are read, straight into its own set, which grows while
  * it holds at most sparse_max hashes and turns into registers after -- no copy of the
  * (mostly) heavy hashes, one sequential read with software prefetch (this machine's hardware
