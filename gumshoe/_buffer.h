@@ -1,4 +1,5 @@
-/* Shared by gumshoe's C extensions (_kernels.c, _rows.c): the element type of a buffer.
+/* Shared by gumshoe's C extensions (_kernels.c, _rows.c, _sketch.c): the element type of a
+ * buffer, and the AVX2 clones of hot loops.
  *
  * The order of the integer types matters: _rows.c indexes its range tables by T_I8..T_I64.
  */
@@ -15,6 +16,18 @@
 #else
 #define HOT_INLINE static inline
 #define NO_INLINE static
+#endif
+
+/* A function compiled twice where the loader can pick one at load time (GCC/Clang on x86-64
+ * Linux with glibc, via ifunc): for AVX2 and for the baseline, so one build runs on any
+ * x86-64 and uses AVX2 where it is there. Elsewhere, once. */
+#if defined(__x86_64__) && defined(__linux__) && defined(__GLIBC__) && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define CLONES __attribute__((target_clones("avx2", "default")))
+#endif
+#endif
+#ifndef CLONES
+#define CLONES
 #endif
 
 enum { T_I8, T_U8, T_I16, T_U16, T_I32, T_U32, T_I64, T_U64, T_F32, T_F64, T_BOOL, T_STR, T_TS,

@@ -71,17 +71,8 @@ typedef struct {
 
 enum { OP_SUM = 0, OP_MIN = 1, OP_MAX = 2 };
 
-/* The scan loop is compiled twice where the loader can pick one at load time (GCC/Clang on
- * x86-64 Linux with glibc, via ifunc): for AVX2 (4-wide widening, adds and compares; masked
- * scans run 15-30% faster in-cache) and for the baseline, so one build runs on any x86-64. */
-#if defined(__x86_64__) && defined(__linux__) && defined(__GLIBC__) && defined(__has_attribute)
-#if __has_attribute(target_clones)
-#define CLONES __attribute__((target_clones("avx2", "default")))
-#endif
-#endif
-#ifndef CLONES
-#define CLONES
-#endif
+/* The scan loop is compiled twice (CLONES, _buffer.h): for AVX2 (4-wide widening, adds and
+ * compares; masked scans run 15-30% faster in-cache) and for the baseline. */
 
 #define LANES 4
 #define MAX_LANE_K 1024 /* lanes only while LANES copies of a column stay in L1/L2 */

@@ -18,17 +18,6 @@
 #include <string.h>
 #include <unistd.h>
 
-/* A few loops get an AVX2 clone besides the baseline one (glibc picks one when the module
- * loads), as in _kernels.c */
-#if defined(__x86_64__) && defined(__linux__) && defined(__GLIBC__) && defined(__has_attribute)
-#if __has_attribute(target_clones)
-#define CLONES __attribute__((target_clones("avx2", "default")))
-#endif
-#endif
-#ifndef CLONES
-#define CLONES
-#endif
-
 #define P_BITS 14
 #define N_REG (1 << P_BITS)
 #define Q_BITS (64 - P_BITS)
