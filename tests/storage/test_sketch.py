@@ -274,7 +274,8 @@ def test_keep_is_take_of_the_rows_that_are_not_empty() -> None:
     """`keep` (a union's groups that have rows) answers as `take`, sharing the hashes and
     registers when every other row is empty, gathering them (take) when not."""
     col = mixed_column().take(np.repeat(np.arange(50), 2))  # rows 2i and 2i + 1 the same
-    spread = col.union_rows(np.arange(100) * 3 // 2, 150)  # rows 3i and 3i + 1 (dense: 9, 10, 120, 121)
+    # rows 3i and 3i + 1 (dense: 9, 10, 120, 121)
+    spread = col.union_rows(np.arange(100) * 3 // 2, 150)
     assert spread.dense_rows.tolist() == [9, 10, 120, 121]
     full = np.flatnonzero((spread.lens > 0) | np.isin(np.arange(150), spread.dense_rows))
     for rows in (full, np.union1d(full, [2, 5, 149]), full[full != 9], full[1:],
@@ -432,6 +433,39 @@ def test_many_large_groups_partly_stream(monkeypatch: pytest.MonkeyPatch) -> Non
     assert 0 < len(results[0].dense_rows) < n_groups
 
 
+def unite_small(parts: list[tuple[SketchColumn, np.ndarray]], n_groups: int) -> SketchColumn:
+    """union_blocks with sparse_max 16 (quick) on the C and numpy paths, which must agree."""
+    results = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sketch, "SPARSE_MAX", 16)
+        for _, ext in PATHS:
+            with use(ext):
+                results.append(sketch.union_blocks(parts, n_groups))
+    assert results[0] == results[1]
+    return results[0]
+
+
+def assert_exact_where_sparse(got: SketchColumn, want: list[set[int]]) -> None:
+    """Group g is dense only past sparse_max (16) distinct hashes, else exactly want[g]."""
+    dense = set(got.dense_rows.tolist())
+    for g, w in enumerate(want):
+        if g in dense:
+            assert len(w) > 16
+        else:
+            assert got.row_hashes(g).tolist() == sorted(w)
+
+
+def rows_column(rows: list[np.ndarray], lens_dtype: type) -> SketchColumn:
+    """A sparse column of the given rows (sorted sets)."""
+    return SketchColumn(np.array([len(r) for r in rows], lens_dtype), np.concatenate(rows),
+                        np.zeros(0, np.int64), np.zeros((0, N_REGISTERS), np.uint8))
+
+
+def group_sets(rows: list[np.ndarray], keys: np.ndarray, n_groups: int) -> list[set[int]]:
+    return [set(np.concatenate([r for r, k in zip(rows, keys) if k == g]).tolist())
+            for g in range(n_groups)]
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.data())
 def test_union_of_sorted_sets_merges_them(data: st.DataObject) -> None:
@@ -456,22 +490,8 @@ def test_union_of_sorted_sets_merges_them(data: st.DataObject) -> None:
             groups.append(g)
     order = rng.permutation(len(rows)) if data.draw(st.booleans()) else np.arange(len(rows))
     rows, keys = [rows[i] for i in order], np.array(groups, np.int64)[order]
-    col = SketchColumn(np.array([len(r) for r in rows], np.uint16), np.concatenate(rows),
-                       np.zeros(0, np.int64), np.zeros((0, N_REGISTERS), np.uint8))
-    results = []
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(sketch, "SPARSE_MAX", 16)
-        for _, ext in PATHS:
-            with use(ext):
-                results.append(sketch.union_blocks([(col, keys)], n_groups))
-    assert results[0] == results[1]
-    dense = set(results[0].dense_rows.tolist())
-    for g in range(n_groups):
-        want = set(np.concatenate([r for r, k in zip(rows, keys) if k == g]).tolist())
-        if g in dense:
-            assert len(want) > 16
-        else:
-            assert results[0].row_hashes(g).tolist() == sorted(want)
+    got = unite_small([(rows_column(rows, np.uint16), keys)], n_groups)
+    assert_exact_where_sparse(got, group_sets(rows, keys, n_groups))
 
 
 @settings(max_examples=30, deadline=None)
@@ -494,23 +514,11 @@ def test_union_of_rows_in_group_runs(data: st.DataObject) -> None:
     col = SketchColumn(lens.astype(np.uint8), hashes, np.zeros(0, np.int64),
                        np.zeros((0, N_REGISTERS), np.uint8))
     cut = data.draw(st.integers(0, len(keys)))
-    results = []
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(sketch, "SPARSE_MAX", 16)
-        for _, ext in PATHS:
-            with use(ext):
-                results.append(sketch.union_blocks([(col.slice(0, cut), keys[:cut]),
-                                                    (col.slice(cut, len(keys)), keys[cut:])],
-                                                   n_groups))
-    assert results[0] == results[1]
-    dense = set(results[0].dense_rows.tolist())
+    got = unite_small([(col.slice(0, cut), keys[:cut]), (col.slice(cut, len(keys)), keys[cut:])],
+                      n_groups)
     row_of_hash = np.repeat(keys, lens)
-    for g in range(n_groups):
-        want = set(hashes[row_of_hash == g].tolist())
-        if g in dense:
-            assert len(want) > 16
-        else:
-            assert results[0].row_hashes(g).tolist() == sorted(want)
+    assert_exact_where_sparse(got, [set(hashes[row_of_hash == g].tolist())
+                                    for g in range(n_groups)])
 
 
 @settings(max_examples=40, deadline=None)
@@ -540,22 +548,8 @@ def test_union_of_scanned_rows_of_small_groups(data: st.DataObject) -> None:
             total += len(h)
     order = rng.permutation(len(rows))
     rows, keys = [rows[i] for i in order], np.array(groups, np.int64)[order]
-    col = SketchColumn(np.array([len(r) for r in rows], np.uint8), np.concatenate(rows),
-                       np.zeros(0, np.int64), np.zeros((0, N_REGISTERS), np.uint8))
+    col = rows_column(rows, np.uint8)
     cut = data.draw(st.integers(0, len(rows)))
-    results = []
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(sketch, "SPARSE_MAX", 16)
-        for _, ext in PATHS:
-            with use(ext):
-                results.append(sketch.union_blocks([(col.slice(0, cut), keys[:cut]),
-                                                    (col.slice(cut, len(rows)), keys[cut:])],
-                                                   n_groups))
-    assert results[0] == results[1]
-    dense = set(results[0].dense_rows.tolist())
-    for g in range(n_groups):
-        want = set(np.concatenate([r for r, k in zip(rows, keys) if k == g]).tolist())
-        if g in dense:
-            assert len(want) > 16
-        else:
-            assert results[0].row_hashes(g).tolist() == sorted(want)
+    got = unite_small([(col.slice(0, cut), keys[:cut]), (col.slice(cut, len(rows)), keys[cut:])],
+                      n_groups)
+    assert_exact_where_sparse(got, group_sets(rows, keys, n_groups))
