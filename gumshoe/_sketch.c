@@ -438,14 +438,18 @@ static void scratch_give(Scratch *s) {
 #define BITMAP_BITS 17
 
 /* union(blocks, n_groups, sparse_max)
- *   -> (lens, hashes, dense_groups, registers) as bytes (int64, uint64, int64, uint8).
+ *   -> (lens, hashes, dense_groups, registers[, sums]) as bytes (int64, uint64, int64, uint8,
+ *      int64).
  *
  * The rows of several sketch columns (the blocks of a scan, read in place: no concatenation)
- * united per group. blocks: a sequence of (lens, hashes, dense_rows, registers, keys):
- * lens unsigned, 1/2/4/8 bytes, one per row; hashes uint64, sum(lens) of them, row after row;
- * dense_rows int64, the rows holding registers (k x 2^14 uint8) instead of hashes; keys the
- * row's group in [0, n_groups), -1 for a row left out, as an int64 array, one int for every
- * row, or (base, key parts[, mask]) computed here (make_keys).
+ * united per group. blocks: a sequence of (lens, hashes, dense_rows, registers, keys[,
+ * weights]): lens unsigned, 1/2/4/8 bytes, one per row; hashes uint64, sum(lens) of them, row
+ * after row; dense_rows int64, the rows holding registers (k x 2^14 uint8) instead of hashes;
+ * keys the row's group in [0, n_groups), -1 for a row left out, as an int64 array, one int for
+ * every row, or (base, key parts[, mask]) computed here (make_keys); weights, integers one per
+ * row (a block's roll-up counts), summed per group into `sums` when some block has them: a
+ * query of uniques alone gets its row counts from the union's first pass, which makes the
+ * keys anyway, instead of from a pass of the sum kernel of its own.
  *
  * A group's upper bound on distinct hashes (its rows' lens) decides its path. At most
  * HEAVY_FACTOR * sparse_max, or beyond the max_streamed largest groups ("light"): its hashes
@@ -465,7 +469,7 @@ typedef struct { /* key += (codes[i] - offset) * stride, or += 0 where nil[i] */
 } KeyPart;
 
 typedef struct {
-    Py_buffer lb, hb, dr, rg, kb;
+    Py_buffer lb, hb, dr, rg, kb, wb;
     const void *lens;
     const uint64_t *hashes;
     const int64_t *drows, *keys;
@@ -474,7 +478,7 @@ typedef struct {
     int lw;
     Py_ssize_t n, nh, k;
     KeyPart part[MAX_KEY_PARTS]; /* the keys from grouping codes, made per pass (make_keys) */
-    int n_parts, computed, fit32;
+    int n_parts, computed, fit32, wtype; /* wtype: the weights' type, T_BAD for none */
     Py_buffer mb; /* with computed keys: the selected rows (bool), or none (every row) */
 } Src;
 
@@ -726,6 +730,24 @@ static int count_block(const Src *s, int64_t *count, Py_ssize_t n_groups) {
     }
 }
 
+/* Pass 1's weights (a query's roll-up counts): each selected row's weight added to its
+ * group's sum, in sums[1 + g] (sums[0] takes the rows left out, with no branch on them) */
+#define ADD_WEIGHTS(CTYPE, WIDE, UTYPE)                                                    \
+    do {                                                                                   \
+        const CTYPE *restrict w = (const CTYPE *)s->wb.buf;                                \
+        if (keys) {                                                                        \
+            for (Py_ssize_t i = 0; i < s->n; i++) sums[1 + keys[i]] += (int64_t)(WIDE)w[i];\
+        } else {                                                                           \
+            int64_t t = 0;                                                                 \
+            for (Py_ssize_t i = 0; i < s->n; i++) t += (int64_t)(WIDE)w[i];                \
+            sums[1 + s->key] += t;                                                         \
+        }                                                                                  \
+    } while (0)
+static void weigh_block(const Src *s, int64_t *restrict sums) { /* keys checked by count */
+    const int64_t *restrict keys = s->keys;
+    switch (s->wtype) { INT_TYPE_CASES(ADD_WEIGHTS) }
+}
+
 /* n hashes into a heavy group: its set while it is one, then its registers. -1: no memory */
 static inline int heavy_add_all(Heavy *st, const uint64_t *restrict h, int64_t n,
                                 Py_ssize_t sparse_max, uint8_t **reg) {
@@ -868,7 +890,8 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     if (!seq) return NULL;
     const Py_ssize_t nb = PySequence_Fast_GET_SIZE(seq);
     Src *src = calloc(nb ? (size_t)nb : 1, sizeof(Src));
-    PyObject *result = NULL, *out_hashes = NULL, *out_lens = NULL;
+    PyObject *result = NULL, *out_hashes = NULL, *out_lens = NULL, *out_sums = NULL;
+    int weighed = 0; /* some block has weights: their sums per group are returned too */
     int64_t *count = NULL, *start = NULL, *slot = NULL;
     Heavy *heavy = NULL;
     uint8_t **reg = NULL;
@@ -890,9 +913,10 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     }
     for (; got < nb; got++) {
         Src *s = &src[got];
-        PyObject *lo, *ho, *dro, *rgo, *ko;
-        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, got), "OOOOO:union block", &lo, &ho,
-                              &dro, &rgo, &ko))
+        PyObject *lo, *ho, *dro, *rgo, *ko, *wo = Py_None;
+        s->wtype = T_BAD;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, got), "OOOOO|O:union block", &lo,
+                              &ho, &dro, &rgo, &ko, &wo))
             goto done;
         const int has_parts = PyTuple_Check(ko), has_keys = !has_parts && !PyLong_Check(ko);
         if (has_parts) { /* (base, [(codes, offset, stride, nil), ...][, mask]) */
@@ -944,9 +968,14 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
         if (get_buf(lo, &s->lb, 0, 0, "lens") < 0) goto done;
         if (get_buf(ho, &s->hb, 0, 8, "hashes") < 0 || get_buf(dro, &s->dr, 0, 8, "dense_rows") < 0 ||
             get_buf(rgo, &s->rg, 0, 1, "registers") < 0 ||
-            (has_keys && get_buf(ko, &s->kb, 0, 8, "keys") < 0)) {
+            (has_keys && get_buf(ko, &s->kb, 0, 8, "keys") < 0) ||
+            (wo != Py_None && get_buf(wo, &s->wb, 0, 0, "weights") < 0)) {
             got++; /* release what this block holds */
             goto done;
+        }
+        if (wo != Py_None) {
+            s->wtype = type_of(&s->wb);
+            weighed = 1;
         }
         s->lens = s->lb.buf;
         s->lw = (int)s->lb.itemsize;
@@ -965,6 +994,11 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
             PyErr_SetString(PyExc_ValueError, "union: inconsistent sketch column or keys");
             goto done;
         }
+        if (wo != Py_None && (!is_int_type(s->wtype) || s->wb.len != s->n * s->wb.itemsize)) {
+            got++;
+            PyErr_SetString(PyExc_ValueError, "union: weights must be integers, one per row");
+            goto done;
+        }
         s->fit32 = has_parts && keys_fit32(s);
     }
     Py_ssize_t max_n = 0; /* the key buffer of blocks with key parts */
@@ -976,6 +1010,9 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     }
     count = calloc((size_t)n_groups + 1, sizeof(int64_t));
     start = calloc((size_t)n_groups + 1, sizeof(int64_t));
+    if (weighed && !(out_sums = PyBytes_FromStringAndSize(NULL, (n_groups + 1) * 8))) goto done;
+    int64_t *sums = out_sums ? (int64_t *)PyBytes_AS_STRING(out_sums) : NULL;
+    if (sums) memset(sums, 0, (size_t)(n_groups + 1) * 8);
     slot = malloc(((size_t)n_groups + 1) * sizeof(int64_t));
     out_lens = PyBytes_FromStringAndSize(NULL, n_groups * 8);
     if (!count || !start || !slot) {
@@ -994,6 +1031,7 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
         Src *s = &src[b];
         if (s->computed) make_keys(s, kbuf);
         err = count_block(s, count, n_groups);
+        if (!err && s->wtype != T_BAD) weigh_block(s, sums);
         for (Py_ssize_t d = 0; !err && d < s->k; d++) {
             if (s->drows[d] < 0 || s->drows[d] >= s->n) err = 1;
             else if (key_at(s, s->drows[d]) >= 0) count[key_at(s, s->drows[d])] |= (int64_t)1 << 62;
@@ -1209,14 +1247,18 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     if (err == 2) PyErr_NoMemory();
     if (err) goto done;
     if (_PyBytes_Resize(&out_hashes, n_out * 8) < 0) goto done;
-    result = Py_BuildValue("(OOy#y#)", out_lens, out_hashes,
-                           (const char *)(out_dg.p ? out_dg.p : (uint8_t *)""),
-                           (Py_ssize_t)out_dg.len,
-                           (const char *)(out_r.p ? out_r.p : (uint8_t *)""),
-                           (Py_ssize_t)out_r.len);
+    /* with weights, their sums per group: one more item */
+    const char *dg = out_dg.p ? (const char *)out_dg.p : "", *rg = out_r.p ? (const char *)out_r.p : "";
+    if (out_sums)
+        result = Py_BuildValue("(OOy#y#y#)", out_lens, out_hashes, dg, (Py_ssize_t)out_dg.len, rg,
+                               (Py_ssize_t)out_r.len, PyBytes_AS_STRING(out_sums) + 8, n_groups * 8);
+    else
+        result = Py_BuildValue("(OOy#y#)", out_lens, out_hashes, dg, (Py_ssize_t)out_dg.len, rg,
+                               (Py_ssize_t)out_r.len);
 done:
     Py_XDECREF(out_hashes);
     Py_XDECREF(out_lens);
+    Py_XDECREF(out_sums);
     free(count);
     free(start);
     free(slot);
@@ -1235,8 +1277,8 @@ done:
     free(out_dg.p);
     for (Py_ssize_t b = 0; src && b < got; b++) {
         Src *s = &src[b];
-        Py_buffer *bufs[] = {&s->lb, &s->hb, &s->dr, &s->rg, &s->kb};
-        for (int j = 0; j < 5; j++)
+        Py_buffer *bufs[] = {&s->lb, &s->hb, &s->dr, &s->rg, &s->kb, &s->wb};
+        for (int j = 0; j < 6; j++)
             if (bufs[j]->obj) PyBuffer_Release(bufs[j]);
         if (s->mb.obj) PyBuffer_Release(&s->mb);
         for (int q = 0; q < s->n_parts; q++) {

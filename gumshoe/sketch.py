@@ -416,12 +416,35 @@ def union_blocks(parts: Sequence[tuple[SketchColumn, Keys]], n_groups: int) -> S
     out), as an int64 array, one int for every row, or (base, parts, mask) of grouping codes
     (`key_array`; computed in C from the stored codes). The query kernel: the engine unites
     every selected block of a task in one call."""
+    return _union_blocks(parts, n_groups, None)[0]
+
+
+def union_summing(parts: Sequence[tuple[SketchColumn, Keys]], n_groups: int,
+                  weights: Sequence[np.ndarray]) -> tuple[SketchColumn, np.ndarray]:
+    """`union_blocks`, and per group the int64 sum of its rows' weights (one integer array per
+    part, one value per row: a block's roll-up counts), from the union's own pass over the
+    keys: a query of uniques alone needs no pass of the sum kernel for its row counts."""
+    if len(weights) != len(parts):
+        raise ValueError("union: one weights array per part")
+    united, sums = _union_blocks(parts, n_groups, weights)
+    return united, sums.copy() if sums is not None else np.zeros(n_groups, np.int64)
+
+
+def _union_blocks(parts: Sequence[tuple[SketchColumn, Keys]], n_groups: int,
+                  weights: Sequence[np.ndarray] | None
+                  ) -> tuple[SketchColumn, np.ndarray | None]:
     if native.sketch is not None:
-        blocks = [(*c.native_arrays(), _native_keys(k)) for c, k in parts]
-        lens, hashes, dense, regs = native.sketch.union(blocks, n_groups, SPARSE_MAX)
-        return SketchColumn(_narrow_lens(np.frombuffer(lens, np.int64)),
-                            np.frombuffer(hashes, np.uint64), np.frombuffer(dense, np.int64),
-                            np.frombuffer(regs, np.uint8).reshape(-1, N_REGISTERS))
+        blocks: list[tuple[Any, ...]]
+        if weights is None:
+            blocks = [(*c.native_arrays(), _native_keys(k)) for c, k in parts]
+        else:
+            blocks = [(*c.native_arrays(), _native_keys(k), np.ascontiguousarray(w))
+                      for (c, k), w in zip(parts, weights)]
+        out = native.sketch.union(blocks, n_groups, SPARSE_MAX)
+        united = SketchColumn(_narrow_lens(np.frombuffer(out[0], np.int64)),
+                              np.frombuffer(out[1], np.uint64), np.frombuffer(out[2], np.int64),
+                              np.frombuffer(out[3], np.uint8).reshape(-1, N_REGISTERS))
+        return united, (np.frombuffer(out[4], np.int64) if len(out) > 4 else None)
     cols, keys = [], []
     for c, k in parts:
         block_keys = key_array(k, len(c))
@@ -435,8 +458,16 @@ def union_blocks(parts: Sequence[tuple[SketchColumn, Keys]], n_groups: int) -> S
     if len(key) and (key.min() < -1 or key.max() >= n_groups):
         raise ValueError("union: a key or dense row is out of range")
     rows = np.flatnonzero(key >= 0)
+    sums = None
+    if weights is not None:
+        w = [np.asarray(x) for x in weights]
+        if any(x.dtype.kind not in "iub" or x.shape != (len(c),) for x, c in zip(w, cols)):
+            raise ValueError("union: weights must be integers, one per row")
+        sums = np.zeros(n_groups, np.int64)
+        if w:
+            np.add.at(sums, key[rows], np.concatenate(w).astype(np.int64)[rows])
     return _union_numpy(SketchColumn.concat(cols), None if len(rows) == len(key) else rows,
-                        key[rows], n_groups)
+                        key[rows], n_groups), sums
 
 
 def _union_numpy(col: SketchColumn, rows: np.ndarray | None, groups: np.ndarray,

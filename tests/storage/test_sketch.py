@@ -408,6 +408,61 @@ def test_keys_from_grouping_codes(path: str, dtype: type) -> None:
         sketch.union_blocks([(col, (30, parts, keep))], 25)
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_union_summing_adds_each_selected_rows_weight(data: st.DataObject) -> None:
+    """union_summing (a query of uniques alone: its row counts from the union's pass): the
+    sketches of union_blocks, and per group the sum of its selected rows' weights, for blocks
+    keyed by an array, by one int (-1: none of its rows) and by grouping codes with a filter's
+    mask, with weights of any integer type; the two paths agree."""
+    seed = data.draw(st.integers(0, 2**32 - 1))
+    wtype = data.draw(st.sampled_from([np.int8, np.uint8, np.int16, np.uint32, np.int64]))
+    cuts = sorted(data.draw(st.lists(st.integers(0, 50), max_size=4)))
+    results = []
+    for _, ext in PATHS:
+        with use(ext):
+            rng = np.random.default_rng(seed)
+            col = mixed_column()  # 50 rows, dense rows 3 and 40
+            codes = rng.integers(0, 3, len(col)).astype(np.uint8)
+            info = np.iinfo(wtype)  # any value of the type (far from int64's overflow)
+            weights = rng.integers(max(info.min, -2**40), min(info.max, 2**40), len(col),
+                                   endpoint=True).astype(wtype)
+            key = np.empty(len(col), np.int64)
+            parts: list[tuple[SketchColumn, sketch.Keys]] = []
+            for lo, hi in itertools.pairwise([0, *cuts, len(col)]):
+                kind = rng.integers(0, 3)
+                if kind == 0:  # one key for the block
+                    k: sketch.Keys = int(rng.integers(-1, 4))
+                    key[lo:hi] = k
+                elif kind == 1:
+                    k = rng.integers(-1, 4, hi - lo)
+                    key[lo:hi] = k
+                else:  # 1 + code, where the mask keeps the row
+                    mask = rng.random(hi - lo) < 0.7
+                    k = (1, [(codes[lo:hi], 0, 1, None)], mask)
+                    key[lo:hi] = np.where(mask, 1 + codes[lo:hi].astype(np.int64), -1)
+                parts.append((col.slice(lo, hi), k))
+            bounds = [0, *cuts, len(col)]
+            got, sums = sketch.union_summing(
+                parts, 4, [weights[lo:hi] for lo, hi in itertools.pairwise(bounds)])
+            assert got == sketch.union_blocks(parts, 4)
+            sel = key >= 0
+            want = np.zeros(4, np.int64)
+            np.add.at(want, key[sel], weights[sel].astype(np.int64))
+            assert sums.dtype == np.int64 and sums.tolist() == want.tolist()
+            results.append((got, sums.tolist()))
+    assert all(r[0] == results[0][0] and r[1] == results[0][1] for r in results)
+
+
+def test_union_summing_refuses_bad_weights(path: str) -> None:
+    col = mixed_column()
+    for bad in (np.ones(len(col)), np.ones(3, np.int64)):
+        with pytest.raises(ValueError, match="weights"):
+            sketch.union_summing([(col, 0)], 1, [bad])
+    with pytest.raises(ValueError, match="one weights array per part"):
+        sketch.union_summing([(col, 0)], 1, [])
+
+
 def test_many_large_groups_partly_stream(monkeypatch: pytest.MonkeyPatch) -> None:
     """More groups past the streaming cut than may stream (max_streamed in _sketch.c, 32-256):
     the largest stream, the others are partitioned; sparse or dense either way, the same
