@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #define P_BITS 14
@@ -393,45 +394,109 @@ static Py_ssize_t merge_unique(const uint64_t *restrict x, int64_t nx, const uin
     return m;
 }
 
-/* The partition buffers of the last calls, kept for the next (a fresh one costs a page fault
- * per 4 KiB, as much as the partition itself): one per slot, so the calls of a query's scan
- * threads, which run at once, each find one; taken and given back atomically, so calls never
- * share one; at most SCRATCH_KEEP bytes kept in all. */
+/* Large buffers of the last calls, kept for the next: a union's partition, and the memory
+ * of its outputs (Pooled, below), which Python holds until the partial that reads them is
+ * dropped. A fresh buffer costs a page fault per 4 KiB written (~3 us on this VM: as much as
+ * the partition itself, and 1,900 faults, ~6 ms, of a by-name query's outputs), a kept one
+ * none. Taken best-fit (the smallest that holds n) and given back under a lock (a few calls per
+ * union); at most SCRATCH_KEEP bytes in SCRATCH_SLOTS buffers kept, the smallest evicted. */
 typedef struct {
-    size_t n;
+    size_t n; /* uint64 items */
     uint64_t data[];
 } Scratch;
-#define SCRATCH_SLOTS 8
+#define SCRATCH_SLOTS 32
 #define SCRATCH_KEEP ((size_t)256 << 20)
 static Scratch *cached_scratch[SCRATCH_SLOTS];
 static size_t cached_bytes = 0;
+static pthread_mutex_t scratch_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static Scratch *scratch_take(size_t n) {
+    Scratch *s = NULL;
+    pthread_mutex_lock(&scratch_lock);
+    int best = -1;
     for (int i = 0; i < SCRATCH_SLOTS; i++) {
-        Scratch *s = __atomic_exchange_n(&cached_scratch[i], NULL, __ATOMIC_ACQ_REL);
-        if (!s) continue;
-        __atomic_sub_fetch(&cached_bytes, s->n * sizeof(uint64_t), __ATOMIC_ACQ_REL);
-        if (s->n >= n) return s;
-        free(s); /* too small: the new one takes its place when given back */
-        break;
+        const Scratch *c = cached_scratch[i];
+        if (c && c->n >= n && c->n <= 4 * n + 512 && (best < 0 || c->n < cached_scratch[best]->n))
+            best = i; /* (not one far larger: a small output would hold it for a query) */
     }
-    Scratch *s = malloc(sizeof(Scratch) + (n ? n : 1) * sizeof(uint64_t));
-    if (s) s->n = n;
+    if (best >= 0) {
+        s = cached_scratch[best];
+        cached_scratch[best] = NULL;
+        cached_bytes -= s->n * sizeof(uint64_t);
+    }
+    pthread_mutex_unlock(&scratch_lock);
+    if (!s && (s = malloc(sizeof(Scratch) + (n ? n : 1) * sizeof(uint64_t)))) s->n = n;
     return s;
 }
 
 static void scratch_give(Scratch *s) {
     if (!s) return;
     const size_t bytes = s->n * sizeof(uint64_t);
-    if (__atomic_add_fetch(&cached_bytes, bytes, __ATOMIC_ACQ_REL) <= SCRATCH_KEEP)
-        for (int i = 0; i < SCRATCH_SLOTS; i++) {
-            Scratch *none = NULL;
-            if (__atomic_compare_exchange_n(&cached_scratch[i], &none, s, 0, __ATOMIC_ACQ_REL,
-                                            __ATOMIC_ACQUIRE))
-                return;
+    Scratch *drop = s;
+    pthread_mutex_lock(&scratch_lock);
+    int at = -1; /* an empty slot, else the smallest buffer if it is smaller than this one */
+    for (int i = 0; i < SCRATCH_SLOTS && at < 0; i++)
+        if (!cached_scratch[i]) at = i;
+    if (at < 0) {
+        int small = 0;
+        for (int i = 1; i < SCRATCH_SLOTS; i++)
+            if (cached_scratch[i]->n < cached_scratch[small]->n) small = i;
+        if (cached_scratch[small]->n < s->n) at = small;
+    }
+    if (at >= 0) {
+        Scratch *old = cached_scratch[at];
+        const size_t total = cached_bytes - (old ? old->n * sizeof(uint64_t) : 0) + bytes;
+        if (total <= SCRATCH_KEEP) {
+            cached_scratch[at] = s;
+            cached_bytes = total;
+            drop = old;
         }
-    __atomic_sub_fetch(&cached_bytes, bytes, __ATOMIC_ACQ_REL);
-    free(s);
+    }
+    pthread_mutex_unlock(&scratch_lock);
+    free(drop);
+}
+
+/* A union's output array (hashes, registers) in a kept buffer: read-only bytes through the
+ * buffer protocol (numpy.frombuffer), its first len bytes; back to the cache when the last
+ * reference goes. */
+typedef struct {
+    PyObject_HEAD
+    Scratch *mem;
+    Py_ssize_t len;
+} Pooled;
+
+static int pooled_getbuffer(PyObject *self, Py_buffer *view, int flags) {
+    Pooled *p = (Pooled *)self;
+    return PyBuffer_FillInfo(view, self, p->mem->data, p->len, 1, flags);
+}
+
+static void pooled_dealloc(PyObject *self) {
+    scratch_give(((Pooled *)self)->mem);
+    Py_TYPE(self)->tp_free(self);
+}
+
+static PyBufferProcs pooled_as_buffer = {pooled_getbuffer, NULL};
+
+static PyTypeObject PooledType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "gumshoe._sketch.Pooled",
+    .tp_basicsize = sizeof(Pooled),
+    .tp_dealloc = pooled_dealloc,
+    .tp_as_buffer = &pooled_as_buffer,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A union's output bytes in a kept buffer (read-only, buffer protocol).",
+};
+
+/* A Pooled of room for n bytes (len 0 until set), or NULL with MemoryError (GIL held). */
+static Pooled *pooled_new(size_t n) {
+    Pooled *p = PyObject_New(Pooled, &PooledType);
+    if (!p) return NULL;
+    p->len = 0;
+    if (!(p->mem = scratch_take((n + 7) / 8))) {
+        PyObject_Free(p);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    return p;
 }
 
 #define SLACK 2
@@ -890,7 +955,8 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     if (!seq) return NULL;
     const Py_ssize_t nb = PySequence_Fast_GET_SIZE(seq);
     Src *src = calloc(nb ? (size_t)nb : 1, sizeof(Src));
-    PyObject *result = NULL, *out_hashes = NULL, *out_lens = NULL, *out_sums = NULL;
+    PyObject *result = NULL, *out_lens = NULL, *out_sums = NULL;
+    Pooled *out_h = NULL, *out_rg = NULL; /* the sparse hashes; the dense groups' registers */
     int weighed = 0; /* some block has weights: their sums per group are returned too */
     int64_t *count = NULL, *start = NULL, *slot = NULL;
     Heavy *heavy = NULL;
@@ -901,8 +967,9 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     uint32_t *sort_cnt = NULL;
     uint64_t *bits = NULL;
     Scratch *part = NULL;
-    Buf out_r = {0}, out_dg = {0};
+    Buf out_dg = {0};
     Py_ssize_t got = 0; /* blocks whose buffers are held */
+    Py_ssize_t n_dense = 0; /* registers written to out_rg */
     if (!src) {
         PyErr_NoMemory();
         goto done;
@@ -1023,7 +1090,6 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     int64_t *out_len = (int64_t *)PyBytes_AS_STRING(out_lens);
     int err = 0; /* 1: bad key or dense row, 2: out of memory, 3: lens and hashes disagree */
     Py_ssize_t n_out = 0;
-    int64_t total = 0;
     Py_BEGIN_ALLOW_THREADS
     memset(out_len, 0, (size_t)n_groups * 8);
     /* pass 1: the hashes per group */
@@ -1064,7 +1130,6 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
             slot[g] = -1;
             start[g + 1] = start[g] + count[g];
         }
-        total += count[g] & (((int64_t)1 << 62) - 1);
     }
     if (!err && n_heavy && !(heavy = calloc((size_t)n_heavy, sizeof(Heavy)))) err = 2;
     /* reg[g + 1]: group g's registers once it has them (reg[0], the key -1: none) */
@@ -1104,14 +1169,28 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
             if (spread_block(&src[b], &sp) < 0) err = 2;
         }
     }
-    /* outputs: the hashes at most all of the selected rows' (pages never written cost nothing
-     * and are given back by the final resize) */
-    Py_BLOCK_THREADS
-    if (!err) {
-        out_hashes = PyBytes_FromStringAndSize(NULL, total * 8);
-        if (!out_hashes) err = 4;
+    /* outputs, in kept buffers (Pooled): the hashes at most what pass 3 may write -- a heavy
+     * group's set, a light group's hashes up to what its path writes before it finds the group
+     * dense (the sort of up to 4,096, else sparse_max + 1) -- and registers for every heavy
+     * group and every light one of more than sparse_max hashes */
+    int64_t bound = 0, dense_bound = n_heavy;
+    const int64_t light_out = sparse_max + 1 > ((int64_t)1 << BUCKET_BITS_MAX)
+                                  ? sparse_max + 1 : ((int64_t)1 << BUCKET_BITS_MAX);
+    for (Py_ssize_t g = 0; !err && g < n_groups; g++) {
+        if (slot[g] >= 0) {
+            bound += heavy[slot[g]].reg ? 0 : heavy[slot[g]].m;
+        } else {
+            const int64_t nh = start[g + 1] - start[g];
+            bound += nh < light_out ? nh : light_out;
+            dense_bound += nh > sparse_max;
+        }
     }
+    Py_BLOCK_THREADS
+    if (!err && (!(out_h = pooled_new((size_t)bound * 8)) ||
+                 !(out_rg = pooled_new((size_t)dense_bound * N_REG))))
+        err = 4;
     Py_UNBLOCK_THREADS
+    uint8_t *const out_r = out_rg ? (uint8_t *)out_rg->mem->data : NULL;
     /* pass 3: per group in order, the sparse hashes sorted, or the registers */
     size_t tcap_max = 16;
     while (tcap_max < 2 * ((size_t)sparse_max + 1)) tcap_max *= 2;
@@ -1122,19 +1201,18 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
         bits = malloc(sizeof(uint64_t) << (BITMAP_BITS - 6));
         if (!table || !sort_tmp || !sort_cnt || !bits) err = 2;
     }
-    uint64_t *oh = out_hashes ? (uint64_t *)PyBytes_AS_STRING(out_hashes) : NULL;
+    uint64_t *oh = out_h ? out_h->mem->data : NULL;
     for (Py_ssize_t g = 0; !err && g < n_groups; g++) {
         uint64_t *o = oh + n_out;
         Py_ssize_t m = 0;
         if (slot[g] >= 0) {
             Heavy *st = &heavy[slot[g]];
             if (st->reg) {
-                if (buf_reserve(&out_r, N_REG) || buf_reserve(&out_dg, 8)) {
+                if (buf_reserve(&out_dg, 8)) {
                     err = 2;
                     break;
                 }
-                memcpy(out_r.p + out_r.len, st->reg, N_REG);
-                out_r.len += N_REG;
+                memcpy(out_r + n_dense++ * N_REG, st->reg, N_REG);
                 memcpy(out_dg.p + out_dg.len, &g, 8);
                 out_dg.len += 8;
                 continue;
@@ -1217,14 +1295,13 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
             /* a middling group past sparse_max: registers from every hash of the region,
              * whichever path found it out and wherever that path stopped */
             if (m > sparse_max) {
-                if (buf_reserve(&out_r, N_REG) || buf_reserve(&out_dg, 8)) {
+                if (buf_reserve(&out_dg, 8)) {
                     err = 2;
                     break;
                 }
-                uint8_t *r = out_r.p + out_r.len;
+                uint8_t *r = out_r + n_dense++ * N_REG;
                 memset(r, 0, N_REG);
                 for (int64_t j = 0; j < nh; j++) reg_max(r, h[j]);
-                out_r.len += N_REG;
                 memcpy(out_dg.p + out_dg.len, &g, 8);
                 out_dg.len += 8;
                 continue;
@@ -1246,17 +1323,18 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     }
     if (err == 2) PyErr_NoMemory();
     if (err) goto done;
-    if (_PyBytes_Resize(&out_hashes, n_out * 8) < 0) goto done;
+    out_h->len = n_out * 8;
+    out_rg->len = n_dense * N_REG;
     /* with weights, their sums per group: one more item */
-    const char *dg = out_dg.p ? (const char *)out_dg.p : "", *rg = out_r.p ? (const char *)out_r.p : "";
+    const char *dg = out_dg.p ? (const char *)out_dg.p : "";
     if (out_sums)
-        result = Py_BuildValue("(OOy#y#y#)", out_lens, out_hashes, dg, (Py_ssize_t)out_dg.len, rg,
-                               (Py_ssize_t)out_r.len, PyBytes_AS_STRING(out_sums) + 8, n_groups * 8);
+        result = Py_BuildValue("(OOy#Oy#)", out_lens, out_h, dg, (Py_ssize_t)out_dg.len, out_rg,
+                               PyBytes_AS_STRING(out_sums) + 8, n_groups * 8);
     else
-        result = Py_BuildValue("(OOy#y#)", out_lens, out_hashes, dg, (Py_ssize_t)out_dg.len, rg,
-                               (Py_ssize_t)out_r.len);
+        result = Py_BuildValue("(OOy#O)", out_lens, out_h, dg, (Py_ssize_t)out_dg.len, out_rg);
 done:
-    Py_XDECREF(out_hashes);
+    Py_XDECREF(out_h);
+    Py_XDECREF(out_rg);
     Py_XDECREF(out_lens);
     Py_XDECREF(out_sums);
     free(count);
@@ -1273,7 +1351,6 @@ done:
     free(heavy);
     free(reg);
     free(kbuf);
-    free(out_r.p);
     free(out_dg.p);
     for (Py_ssize_t b = 0; src && b < got; b++) {
         Src *s = &src[b];
@@ -1362,5 +1439,6 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_sketch",
 
 PyMODINIT_FUNC PyInit__sketch(void) {
     set_max_streamed();
+    if (PyType_Ready(&PooledType) < 0) return NULL;
     return PyModule_Create(&module);
 }

@@ -463,6 +463,29 @@ def test_union_summing_refuses_bad_weights(path: str) -> None:
         sketch.union_summing([(col, 0)], 1, [])
 
 
+def test_union_outputs_outlive_later_unions() -> None:
+    """The C union's outputs (hashes, registers) live in buffers it keeps for later calls: one
+    goes back only when nothing reads it any more -- a held result is unchanged by the unions
+    after it, which reuse the buffers of the dropped ones -- and Python cannot write to it."""
+    if native.sketch is None:
+        pytest.skip("gumshoe._sketch is not loaded")
+    col = mixed_column()
+    rng = np.random.default_rng(8)
+    held = []
+    for i in range(12):
+        keys = rng.integers(-1, 6, len(col))
+        held.append((keys, sketch.union_blocks([(col, keys)], 6)))
+        for _ in range(3):  # unions whose outputs are dropped at once
+            sketch.union_blocks([(col, rng.integers(-1, 6, len(col)))], 6)
+    for keys, got in held:
+        with use(None):
+            assert got == sketch.union_blocks([(col, keys)], 6)
+    with pytest.raises(ValueError, match="read-only"):
+        held[0][1].hashes[:1] = 0
+    with pytest.raises(ValueError, match="read-only"):
+        held[0][1].registers[:1] = 0
+
+
 def test_many_large_groups_partly_stream(monkeypatch: pytest.MonkeyPatch) -> None:
     """More groups past the streaming cut than may stream (max_streamed in _sketch.c, 32-256):
     the largest stream, the others are partitioned; sparse or dense either way, the same
