@@ -601,6 +601,44 @@ def test_union_of_rows_in_group_runs(data: st.DataObject) -> None:
 
 @settings(max_examples=40, deadline=None)
 @given(st.data())
+def test_union_of_streamed_groups_near_sparse_max(data: st.DataObject) -> None:
+    """Groups of more than 4 x sparse_max hashes stream into a set of their own, which turns
+    into registers past sparse_max distinct. Groups of 15, 16 and 17 distinct hashes,
+    repeated, whose register indices are all different or random, the hash 0 among them, rows
+    interleaved or in runs: the same sketches as the numpy path, exact where sparse, and 16
+    distinct stays sparse. (sparse_max 16 keeps it quick: streamed past 64 hashes. Planted bugs
+    in the set's bound and its count of the hash 0 fail only this test.)"""
+    if len(PATHS) < 2:
+        pytest.skip("gumshoe._sketch is not loaded")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    n_groups = data.draw(st.integers(1, 6))
+    rows: list[np.ndarray] = []
+    groups: list[int] = []
+    for g in range(n_groups):
+        k = int(rng.choice([15, 16, 17, 40]))
+        if rng.random() < 0.5:  # one register each: index i in the top 14 bits
+            idx = rng.choice(N_REGISTERS, k, replace=False).astype(np.uint64)
+            pool = (idx << np.uint64(50)) | rng.integers(0, 2**50, k).astype(np.uint64)
+        else:
+            pool = sketch.hash_ints(rng.integers(0, 10**9, k) + g * 10**9)
+        if rng.random() < 0.3:
+            pool[0] = 0
+        for _ in range(int(rng.integers(20, 60))):  # rows of 1-6 of the pool: > 64 hashes
+            rows.append(np.unique(rng.choice(pool, int(rng.integers(1, 7)))))
+            groups.append(g)
+    order = rng.permutation(len(rows)) if data.draw(st.booleans()) else np.arange(len(rows))
+    rows, keys = [rows[i] for i in order], np.array(groups, np.int64)[order]
+    col = rows_column(rows, np.uint8)
+    cut = data.draw(st.integers(0, len(rows)))
+    got = unite_small([(col.slice(0, cut), keys[:cut]), (col.slice(cut, len(rows)), keys[cut:])],
+                      n_groups)
+    want = group_sets(rows, keys, n_groups)
+    assert_exact_where_sparse(got, want)
+    assert all(g not in set(got.dense_rows.tolist()) for g, w in enumerate(want) if len(w) <= 16)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
 def test_union_of_scanned_rows_of_small_groups(data: st.DataObject) -> None:
     """A scan's rows (sets of a few hashes, the groups interleaved) of groups small enough to
     be partitioned: each group's hashes sorted where they lie, or, past sparse_max of them, a
