@@ -410,6 +410,13 @@ static Scratch *cached_scratch[SCRATCH_SLOTS];
 static size_t cached_bytes = 0;
 static pthread_mutex_t scratch_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* A child forked while another thread held the lock (gumtool import forks its workers) would
+ * find it held forever: the child starts with it free (the cache's buffers are its copies). */
+static void scratch_after_fork(void) {
+    pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
+    scratch_lock = fresh;
+}
+
 static Scratch *scratch_take(size_t n) {
     Scratch *s = NULL;
     pthread_mutex_lock(&scratch_lock);
@@ -1440,5 +1447,6 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_sketch",
 PyMODINIT_FUNC PyInit__sketch(void) {
     set_max_streamed();
     if (PyType_Ready(&PooledType) < 0) return NULL;
+    pthread_atfork(NULL, NULL, scratch_after_fork);
     return PyModule_Create(&module);
 }
