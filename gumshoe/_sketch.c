@@ -417,14 +417,16 @@ static void scratch_after_fork(void) {
     scratch_lock = fresh;
 }
 
-static Scratch *scratch_take(size_t n) {
+/* A buffer of n items at least and at most max_n (not one far larger: a small output would
+ * hold it as long as Python holds the output): the smallest kept one, else a new one. */
+static Scratch *scratch_take(size_t n, size_t max_n) {
     Scratch *s = NULL;
     pthread_mutex_lock(&scratch_lock);
     int best = -1;
     for (int i = 0; i < SCRATCH_SLOTS; i++) {
         const Scratch *c = cached_scratch[i];
-        if (c && c->n >= n && c->n <= 4 * n + 512 && (best < 0 || c->n < cached_scratch[best]->n))
-            best = i; /* (not one far larger: a small output would hold it for a query) */
+        if (c && c->n >= n && c->n <= max_n && (best < 0 || c->n < cached_scratch[best]->n))
+            best = i;
     }
     if (best >= 0) {
         s = cached_scratch[best];
@@ -484,11 +486,22 @@ static void pooled_dealloc(PyObject *self) {
 
 static PyBufferProcs pooled_as_buffer = {pooled_getbuffer, NULL};
 
+static PyObject *pooled_held(PyObject *self, void *closure) {
+    return PyLong_FromSize_t(((Pooled *)self)->mem->n * sizeof(uint64_t));
+}
+
+static PyGetSetDef pooled_getset[] = {
+    {"held", pooled_held, NULL, "bytes of the buffer this output keeps (its bytes and room)",
+     NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
 static PyTypeObject PooledType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "gumshoe._sketch.Pooled",
     .tp_basicsize = sizeof(Pooled),
     .tp_dealloc = pooled_dealloc,
     .tp_as_buffer = &pooled_as_buffer,
+    .tp_getset = pooled_getset,
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "A union's output bytes in a kept buffer (read-only, buffer protocol).",
 };
@@ -498,12 +511,27 @@ static Pooled *pooled_new(size_t n) {
     Pooled *p = PyObject_New(Pooled, &PooledType);
     if (!p) return NULL;
     p->len = 0;
-    if (!(p->mem = scratch_take((n + 7) / 8))) {
+    const size_t items = (n + 7) / 8;
+    if (!(p->mem = scratch_take(items, 4 * items + 512))) {
         PyObject_Free(p);
         PyErr_NoMemory();
         return NULL;
     }
     return p;
+}
+
+/* A Pooled's bytes moved to a buffer near their size when they fill less than half of it
+ * (the bound of a union's output can be a few times what it writes, and a memtable's
+ * roll-up keeps its output until the flush): a kept buffer of that size if there is one (no
+ * page faults: the previous query's outputs), else a new one; the large one goes back. */
+static void pooled_fit(Pooled *p) {
+    const size_t items = ((size_t)p->len + 7) / 8;
+    if (p->mem->n <= 2 * items + 512) return;
+    Scratch *fit = scratch_take(items, items + items / 2 + 512);
+    if (!fit) return; /* out of memory: keep the larger one */
+    memcpy(fit->data, p->mem->data, (size_t)p->len);
+    scratch_give(p->mem);
+    p->mem = fit;
 }
 
 #define SLACK 2
@@ -1163,7 +1191,8 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
         }
     }
     const int64_t light = start[n_groups];
-    if (!err && light && !(part = scratch_take((size_t)light + SLACK * (size_t)n_groups + 2)))
+    const size_t part_n = (size_t)light + SLACK * (size_t)n_groups + 2;
+    if (!err && light && !(part = scratch_take(part_n, 4 * part_n + 512)))
         err = 2;
     /* pass 2: heavy groups' hashes into their sets, light groups' into the partition */
     if (!err) {
@@ -1332,6 +1361,8 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     if (err) goto done;
     out_h->len = n_out * 8;
     out_rg->len = n_dense * N_REG;
+    pooled_fit(out_h);
+    pooled_fit(out_rg);
     /* with weights, their sums per group: one more item */
     const char *dg = out_dg.p ? (const char *)out_dg.p : "";
     if (out_sums)

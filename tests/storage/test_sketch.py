@@ -486,6 +486,29 @@ def test_union_outputs_outlive_later_unions() -> None:
         held[0][1].registers[:1] = 0
 
 
+def test_union_outputs_keep_little_more_than_their_bytes() -> None:
+    """An output's buffer is sized to a bound of what the union may write (a group's rows'
+    hashes, up to 4,096): one that fills less than half of it moves to a buffer near its size,
+    so a memtable's roll-up of many repeats keeps its output's bytes, not the bound's."""
+    if native.sketch is None:
+        pytest.skip("gumshoe._sketch is not loaded")
+    rng = np.random.default_rng(4)
+    cases = [  # (lens, hashes, keys, n_groups)
+        (np.ones(3000, np.uint8), np.full(3000, 12345, np.uint64), 0, 1),  # one hash, repeated
+        (np.ones(20000, np.uint8), sketch.hash_ints(rng.integers(0, 50, 20000)),
+         rng.integers(0, 40, 20000), 40),  # 40 groups of ~500 rows, 50 identities
+    ]
+    col = mixed_column()
+    cases.append((col.lens, col.hashes, rng.integers(-1, 6, len(col)), 6))
+    for lens, hashes, keys, n_groups in cases:
+        dense = (col.dense_rows, col.registers) if lens is col.lens else (
+            np.zeros(0, np.int64), np.zeros((0, N_REGISTERS), np.uint8))
+        out = native.sketch.union([(lens, hashes, *dense, keys)], n_groups, SPARSE_MAX)
+        for pooled in (out[1], out[3]):
+            used = len(memoryview(pooled))
+            assert used <= pooled.held <= 2 * used + 8 * 513, (used, pooled.held)
+
+
 def test_many_large_groups_partly_stream(monkeypatch: pytest.MonkeyPatch) -> None:
     """More groups past the streaming cut than may stream (max_streamed in _sketch.c, 32-256):
     the largest stream, the others are partitioned; sparse or dense either way, the same
