@@ -418,7 +418,9 @@ static void scratch_after_fork(void) {
 }
 
 /* A buffer of n items at least and at most max_n (not one far larger: a small output would
- * hold it as long as Python holds the output): the smallest kept one, else a new one. */
+ * hold it as long as Python holds the output): the smallest kept one, else a new one. ROOMY:
+ * the max_n of a buffer about to be filled (a partition, an output before pooled_fit). */
+#define ROOMY(n) (4 * (size_t)(n) + 512)
 static Scratch *scratch_take(size_t n, size_t max_n) {
     Scratch *s = NULL;
     pthread_mutex_lock(&scratch_lock);
@@ -512,7 +514,7 @@ static Pooled *pooled_new(size_t n) {
     if (!p) return NULL;
     p->len = 0;
     const size_t items = (n + 7) / 8;
-    if (!(p->mem = scratch_take(items, 4 * items + 512))) {
+    if (!(p->mem = scratch_take(items, ROOMY(items)))) {
         PyObject_Free(p);
         PyErr_NoMemory();
         return NULL;
@@ -990,7 +992,8 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     if (!seq) return NULL;
     const Py_ssize_t nb = PySequence_Fast_GET_SIZE(seq);
     Src *src = calloc(nb ? (size_t)nb : 1, sizeof(Src));
-    PyObject *result = NULL, *out_lens = NULL, *out_sums = NULL;
+    PyObject *result = NULL, *out_lens = NULL;
+    int64_t *sums = NULL; /* with weights: sums[1 + g], group g's (sums[0]: rows left out) */
     Pooled *out_h = NULL, *out_rg = NULL; /* the sparse hashes; the dense groups' registers */
     int weighed = 0; /* some block has weights: their sums per group are returned too */
     int64_t *count = NULL, *start = NULL, *slot = NULL;
@@ -1112,9 +1115,10 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     }
     count = calloc((size_t)n_groups + 1, sizeof(int64_t));
     start = calloc((size_t)n_groups + 1, sizeof(int64_t));
-    if (weighed && !(out_sums = PyBytes_FromStringAndSize(NULL, (n_groups + 1) * 8))) goto done;
-    int64_t *sums = out_sums ? (int64_t *)PyBytes_AS_STRING(out_sums) : NULL;
-    if (sums) memset(sums, 0, (size_t)(n_groups + 1) * 8);
+    if (weighed && !(sums = calloc((size_t)n_groups + 1, sizeof(int64_t)))) {
+        PyErr_NoMemory();
+        goto done;
+    }
     slot = malloc(((size_t)n_groups + 1) * sizeof(int64_t));
     out_lens = PyBytes_FromStringAndSize(NULL, n_groups * 8);
     if (!count || !start || !slot) {
@@ -1192,7 +1196,7 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     }
     const int64_t light = start[n_groups];
     const size_t part_n = (size_t)light + SLACK * (size_t)n_groups + 2;
-    if (!err && light && !(part = scratch_take(part_n, 4 * part_n + 512)))
+    if (!err && light && !(part = scratch_take(part_n, ROOMY(part_n))))
         err = 2;
     /* pass 2: heavy groups' hashes into their sets, light groups' into the partition */
     if (!err) {
@@ -1365,16 +1369,16 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     pooled_fit(out_rg);
     /* with weights, their sums per group: one more item */
     const char *dg = out_dg.p ? (const char *)out_dg.p : "";
-    if (out_sums)
+    if (sums)
         result = Py_BuildValue("(OOy#Oy#)", out_lens, out_h, dg, (Py_ssize_t)out_dg.len, out_rg,
-                               PyBytes_AS_STRING(out_sums) + 8, n_groups * 8);
+                               (const char *)(sums + 1), n_groups * 8);
     else
         result = Py_BuildValue("(OOy#O)", out_lens, out_h, dg, (Py_ssize_t)out_dg.len, out_rg);
 done:
     Py_XDECREF(out_h);
     Py_XDECREF(out_rg);
     Py_XDECREF(out_lens);
-    Py_XDECREF(out_sums);
+    free(sums);
     free(count);
     free(start);
     free(slot);

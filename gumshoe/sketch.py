@@ -427,7 +427,7 @@ def union_summing(parts: Sequence[tuple[SketchColumn, Keys]], n_groups: int,
     if len(weights) != len(parts):
         raise ValueError("union: one weights array per part")
     united, sums = _union_blocks(parts, n_groups, weights)
-    return united, sums.copy() if sums is not None else np.zeros(n_groups, np.int64)
+    return united, sums if sums is not None else np.zeros(n_groups, np.int64)
 
 
 def _union_blocks(parts: Sequence[tuple[SketchColumn, Keys]], n_groups: int,
