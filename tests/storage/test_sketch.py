@@ -567,6 +567,19 @@ def group_sets(rows: list[np.ndarray], keys: np.ndarray, n_groups: int) -> list[
             for g in range(n_groups)]
 
 
+def unite_in_two_blocks(data: st.DataObject, order: np.ndarray, rows: list[np.ndarray],
+                        groups: list[int], n_groups: int) -> None:
+    """The rows (group groups[i] each) in `order`, as one column cut in two blocks at a drawn
+    row, united with unite_small: exact where sparse (a group of at most 16 distinct is never
+    dense)."""
+    rows, keys = [rows[i] for i in order], np.array(groups, np.int64)[order]
+    col = rows_column(rows, np.uint8)
+    cut = data.draw(st.integers(0, len(rows)))
+    got = unite_small([(col.slice(0, cut), keys[:cut]), (col.slice(cut, len(rows)), keys[cut:])],
+                      n_groups)
+    assert_exact_where_sparse(got, group_sets(rows, keys, n_groups))
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.data())
 def test_union_of_sorted_sets_merges_them(data: st.DataObject) -> None:
@@ -650,14 +663,7 @@ def test_union_of_streamed_groups_near_sparse_max(data: st.DataObject) -> None:
             rows.append(np.unique(rng.choice(pool, int(rng.integers(1, 7)))))
             groups.append(g)
     order = rng.permutation(len(rows)) if data.draw(st.booleans()) else np.arange(len(rows))
-    rows, keys = [rows[i] for i in order], np.array(groups, np.int64)[order]
-    col = rows_column(rows, np.uint8)
-    cut = data.draw(st.integers(0, len(rows)))
-    got = unite_small([(col.slice(0, cut), keys[:cut]), (col.slice(cut, len(rows)), keys[cut:])],
-                      n_groups)
-    want = group_sets(rows, keys, n_groups)
-    assert_exact_where_sparse(got, want)
-    assert all(g not in set(got.dense_rows.tolist()) for g, w in enumerate(want) if len(w) <= 16)
+    unite_in_two_blocks(data, order, rows, groups, n_groups)
 
 
 @settings(max_examples=40, deadline=None)
@@ -685,10 +691,4 @@ def test_union_of_scanned_rows_of_small_groups(data: st.DataObject) -> None:
             rows.append(h)
             groups.append(g)
             total += len(h)
-    order = rng.permutation(len(rows))
-    rows, keys = [rows[i] for i in order], np.array(groups, np.int64)[order]
-    col = rows_column(rows, np.uint8)
-    cut = data.draw(st.integers(0, len(rows)))
-    got = unite_small([(col.slice(0, cut), keys[:cut]), (col.slice(cut, len(rows)), keys[cut:])],
-                      n_groups)
-    assert_exact_where_sparse(got, group_sets(rows, keys, n_groups))
+    unite_in_two_blocks(data, rng.permutation(len(rows)), rows, groups, n_groups)
