@@ -558,11 +558,12 @@ static void pooled_fit(Pooled *p) {
  * are partitioned by group (a counting sort), then each group's merged (one or two sorted
  * runs: partials), sorted where they lie and deduplicated (up to 4,096), or deduplicated in
  * one reused open-addressing table sized to it and sorted; past sparse_max distinct (or
- * surely so, by a bitmap), folded into registers. Above ("heavy", or with a dense input
- * row): its hashes go, as the blocks are read, straight into its own set, which grows while
- * it holds at most sparse_max hashes and turns into registers after -- no copy of the
- * (mostly) heavy hashes, one sequential read with software prefetch (this machine's hardware
- * prefetcher alone left the loop waiting on memory: 73 ms for 23M hashes against 30 ms). */
+ * surely so, by a bitmap), folded into registers. Above ("streamed", or with a dense input
+ * row): its hashes go, as the blocks are read, straight into its registers -- no copy of the
+ * (mostly) streamed hashes, one sequential read with software prefetch (this machine's
+ * hardware prefetcher alone left the loop waiting on memory: 73 ms for 23M hashes against 30
+ * ms). One with at most sparse_max registers set may hold at most sparse_max distinct hashes:
+ * its rows are read again and it is deduplicated as a light group is. */
 #define MAX_KEY_PARTS 16
 typedef struct { /* key += (codes[i] - offset) * stride, or += 0 where nil[i] */
     Py_buffer codes, nil;
@@ -685,73 +686,26 @@ static int parts_fit(const Src *s) { /* every part's codes (and nil, mask) one p
     return 1;
 }
 
-typedef struct { /* a heavy group: a set of at most sparse_max hashes, then registers */
-    uint64_t *table; /* 0 marks an empty slot; the hash 0 is noted in has_zero */
-    uint8_t *reg;
-    uint32_t cap, m;
-    int has_zero;
-} Heavy;
-
 static inline int64_t key_at(const Src *s, Py_ssize_t i) { return s->keys ? s->keys[i] : s->key; }
-
-static int heavy_to_registers(Heavy *s) {
-    s->reg = calloc(N_REG, 1);
-    if (!s->reg) return -1;
-    for (uint32_t t = 0; t < s->cap; t++)
-        if (s->table[t]) reg_add(s->reg, s->table[t]);
-    if (s->has_zero) reg_add(s->reg, 0);
-    free(s->table);
-    s->table = NULL;
-    return 0;
-}
-
-static inline void table_put(uint64_t *table, uint32_t mask, uint64_t v, uint32_t *m) {
-    uint32_t j = (uint32_t)(v ^ (v >> 29)) & mask;
-    while (table[j] && table[j] != v) j = (j + 1) & mask;
-    if (!table[j]) {
-        table[j] = v;
-        (*m)++;
-    }
-}
 
 /* r = max(r, o) register by register (restrict: vectorised, 16 KiB in ~0.3 us) */
 static void reg_max_into(uint8_t *restrict r, const uint8_t *restrict o) {
     for (int j = 0; j < N_REG; j++) r[j] = r[j] > o[j] ? r[j] : o[j];
 }
 
-/* adds v to a heavy group's set (or registers); -1 when out of memory */
-static inline int heavy_add(Heavy *s, uint64_t v, Py_ssize_t sparse_max) {
-    if (s->reg) {
-        reg_add(s->reg, v);
-        return 0;
-    }
-    if (v == 0) {
-        s->m += !s->has_zero;
-        s->has_zero = 1;
-    } else {
-        if (4 * ((size_t)s->m + 1) > 3 * (size_t)s->cap) { /* load above 3/4: double */
-            const uint32_t cap = s->cap ? 2 * s->cap : 64, mask = cap - 1;
-            uint64_t *t = calloc(cap, sizeof(uint64_t));
-            if (!t) return -1;
-            uint32_t m = 0;
-            for (uint32_t i = 0; i < s->cap; i++)
-                if (s->table[i]) table_put(t, mask, s->table[i], &m);
-            free(s->table);
-            s->table = t;
-            s->cap = cap;
-        }
-        table_put(s->table, s->cap - 1, v, &s->m);
-    }
-    if ((Py_ssize_t)s->m > sparse_max) return heavy_to_registers(s);
-    return 0;
+/* How many of a group's registers are set: at most its distinct hashes (each sets one). */
+static Py_ssize_t registers_set(const uint8_t *restrict r) {
+    Py_ssize_t n = 0;
+    for (int j = 0; j < N_REG; j++) n += r[j] != 0;
+    return n;
 }
 
 #define PREFETCH_AHEAD 128 /* hashes (1 KiB) */
-/* A group whose rows hold more than HEAVY_FACTOR * sparse_max hashes streams into its own set
- * (and registers); below, it is partitioned, and deduplicated group by group, in cache. Most
- * groups with a few thousand hashes (x 2-4 repeats) stay sparse: fed one by one into sets of
- * their own, ~350 such groups' sets (up to 32 KiB each) missed the cache on every insert
- * (a quarter of a 1,000-group union); groups with more end up registers. */
+/* A group whose rows hold more than HEAVY_FACTOR * sparse_max hashes streams into its
+ * registers; below, it is partitioned, and deduplicated group by group, in cache. Most groups
+ * with a few thousand hashes (x 2-4 repeats) stay sparse: fed one by one into sets of their
+ * own, ~350 such groups' sets (up to 32 KiB each) missed the cache on every insert (a quarter
+ * of a 1,000-group union); groups with more end up registers. */
 #define HEAVY_FACTOR 4
 /* At most this many groups stream: as many as the core's L2 holds registers of (16 KiB each),
  * 32 to 256; any more are partitioned as light groups are (1,000 random groups of 16k hashes
@@ -850,63 +804,46 @@ static void weigh_block(const Src *s, int64_t *restrict sums) { /* keys checked 
     switch (s->wtype) { INT_TYPE_CASES(ADD_WEIGHTS) }
 }
 
-/* n hashes into a heavy group: its set while it is one, then its registers. -1: no memory */
-static inline int heavy_add_all(Heavy *st, const uint64_t *restrict h, int64_t n,
-                                Py_ssize_t sparse_max, uint8_t **reg) {
-    int64_t j = 0;
-    for (; j < n && !st->reg; j++)
-        if (heavy_add(st, h[j], sparse_max) < 0) return -1;
-    uint8_t *restrict r = st->reg;
-    *reg = r;
-    for (; j < n; j++) {
+/* n hashes into a streamed group's registers */
+static inline void reg_add_all(uint8_t *restrict r, const uint64_t *restrict h, int64_t n) {
+    for (int64_t j = 0; j < n; j++) {
         __builtin_prefetch(h + j + PREFETCH_AHEAD);
         reg_add(r, h[j]);
     }
-    return 0;
 }
 
 /* Pass 2 over a block, CHUNK hashes at a time: first each hash's group (a row's key written
  * eight times, then the position moves by the row's length: no branch on it below nine; four
- * times left rows of five to eight to a mispredicted loop, 3-4% of the union), then
- * each hash into its group's registers or, the rare case, into a heavy group's set or a light
- * group's partition region (one unpredictable branch on a row's length of one to a few hashes
- * cost ~15 cycles per row). reg[g] (g >= -1) is the
- * group's registers once it has them. -1: out of memory. */
+ * times left rows of five to eight to a mispredicted loop, 3-4% of the union), then each hash
+ * into its group's registers (reg[g], g >= -1: a streamed group's) or, the rare case, into a
+ * light group's partition region (one unpredictable branch on a row's length of one to a few
+ * hashes cost ~15 cycles per row). */
 #define CHUNK 1024
-/* A row of more hashes goes into its group as one run (a copy, or heavy_add_all), not hash by
+/* A row of more hashes goes into its group as one run (a copy, or reg_add_all), not hash by
  * hash: the rows of partials being merged hold hundreds (merge of two partials' 1,000 groups,
  * 985k hashes: pass 2 ~4 ms of 17 before) */
 #define LONG_ROW 32
 typedef struct {
-    uint8_t **reg; /* indexed by g >= -1 */
-    const int64_t *slot;
-    Heavy *heavy;
+    uint8_t **reg; /* indexed by g >= -1: a streamed group's registers, else NULL */
     uint64_t *dst0;
     int64_t *pos;
-    Py_ssize_t sparse_max;
 } Spread;
 
-static int place(const Spread *sp, int64_t g, uint64_t v) {
-    if (g < 0) return 0;
-    if (sp->slot[g] < 0) {
-        sp->dst0[sp->pos[g]++] = v;
-        return 0;
-    }
-    Heavy *st = &sp->heavy[sp->slot[g]];
-    if (heavy_add(st, v, sp->sparse_max) < 0) return -1;
-    sp->reg[g] = st->reg;
-    return 0;
+/* a hash of a group without registers: light (into its region), or none (g = -1) */
+static inline void place(const Spread *sp, int64_t g, uint64_t v) {
+    if (g >= 0) sp->dst0[sp->pos[g]++] = v;
 }
 
-/* n hashes of one row (or block) into group g: appended to its partition region, or into its
- * set or registers. -1: out of memory */
-static int run_into(const Spread *sp, int64_t g, const uint64_t *h, int64_t n) {
-    if (g < 0 || n == 0) return 0;
-    if (sp->slot[g] >= 0)
-        return heavy_add_all(&sp->heavy[sp->slot[g]], h, n, sp->sparse_max, &sp->reg[g]);
+/* n hashes of one row (or block) into group g: into its registers, or appended to its
+ * partition region */
+static void run_into(const Spread *sp, int64_t g, const uint64_t *h, int64_t n) {
+    if (g < 0 || n == 0) return;
+    if (sp->reg[g]) {
+        reg_add_all(sp->reg[g], h, n);
+        return;
+    }
     memcpy(sp->dst0 + sp->pos[g], h, (size_t)n * 8);
     sp->pos[g] += n;
-    return 0;
 }
 
 /* Whether a block's rows come in runs of one group, four rows long on average: a segment's
@@ -920,7 +857,7 @@ static int in_runs(const int64_t *restrict k, Py_ssize_t n) {
 }
 
 #define DEFINE_SPREAD(LT, NAME)                                                              \
-    static int NAME(const Src *s, const Spread *sp) {                                       \
+    static void NAME(const Src *s, const Spread *sp) {                                      \
         const LT *restrict ln = s->lens;                                                    \
         const int64_t *restrict keys = s->keys;                                             \
         const uint64_t *restrict h = s->hashes;                                             \
@@ -934,10 +871,10 @@ static int in_runs(const int64_t *restrict k, Py_ssize_t n) {
                 int64_t len = 0;                                                            \
                 do len += (int64_t)ln[i++];                                                 \
                 while (i < s->n && keys[i] == g);                                           \
-                if (run_into(sp, g, h + a, len) < 0) return -1;                             \
+                run_into(sp, g, h + a, len);                                                \
                 a += len;                                                                   \
             }                                                                               \
-            return 0;                                                                       \
+            return;                                                                         \
         }                                                                                   \
         while (i < s->n) {                                                                  \
             const int64_t a0 = a;                                                           \
@@ -956,30 +893,148 @@ static int in_runs(const int64_t *restrict k, Py_ssize_t n) {
                 __builtin_prefetch(hc + j + PREFETCH_AHEAD);                                \
                 uint8_t *r = reg[gk[j]];                                                    \
                 if (r) reg_max(r, hc[j]);                                                   \
-                else if (place(sp, gk[j], hc[j]) < 0) return -1;                            \
+                else place(sp, gk[j], hc[j]);                                               \
             }                                                                               \
             a += m;                                                                         \
             if (i < s->n && ln[i] > LONG_ROW) { /* a long row: its hashes as one run */     \
-                if (run_into(sp, keys[i], h + a, (int64_t)ln[i]) < 0) return -1;            \
+                run_into(sp, keys[i], h + a, (int64_t)ln[i]);                               \
                 a += (int64_t)ln[i];                                                        \
                 i++;                                                                        \
             }                                                                               \
         }                                                                                   \
-        return 0;                                                                           \
     }
 DEFINE_SPREAD(uint8_t, spread_u8)
 DEFINE_SPREAD(uint16_t, spread_u16)
 DEFINE_SPREAD(uint32_t, spread_u32)
 DEFINE_SPREAD(uint64_t, spread_u64)
 
-static int spread_block(const Src *s, const Spread *sp) {
-    if (!s->keys) /* every row in one group: its hashes in one run, the rows don't matter */
-        return run_into(sp, s->key, s->hashes, s->nh);
+static void spread_block(const Src *s, const Spread *sp) {
+    if (!s->keys) { /* every row in one group: its hashes in one run, the rows don't matter */
+        run_into(sp, s->key, s->hashes, s->nh);
+        return;
+    }
     switch (s->lw) {
-    case 1: return spread_u8(s, sp);
-    case 2: return spread_u16(s, sp);
-    case 4: return spread_u32(s, sp);
-    default: return spread_u64(s, sp);
+    case 1: spread_u8(s, sp); break;
+    case 2: spread_u16(s, sp); break;
+    case 4: spread_u32(s, sp); break;
+    default: spread_u64(s, sp); break;
+    }
+}
+
+/* Pass 3's buffers for a group's region */
+typedef struct {
+    uint64_t *table, *sort_tmp, *bits;
+    uint32_t *sort_cnt;
+    size_t tcap_max; /* the table's size: a power of two, at least 2 (sparse_max + 1) */
+} Dedup;
+
+/* A group's hashes h[0..nh) (its region, this call's scratch: sorted in place where that
+ * pays) into o, sorted, each value once: how many, or sparse_max + 1 once there are more (o
+ * then holds no meaning). */
+static Py_ssize_t dedup_region(uint64_t *h, int64_t nh, uint64_t *o, Py_ssize_t sparse_max,
+                               const Dedup *w) {
+    Py_ssize_t m = 0;
+    /* the region is the group's rows one after another: of partials' rows (sparse sets, each
+     * sorted) often one or two ascending runs, merged here without a table or a sort; rows of
+     * a few hashes each (a scan) go to the table after a look at their first few hashes */
+    int64_t b = nh; /* where the second run starts */
+    int runs = 1;
+    for (int64_t j = 1; j < nh && runs <= 2; j++)
+        if (h[j] <= h[j - 1]) {
+            if (runs == 1) b = j;
+            runs++;
+        }
+    /* a scan's rows past sparse_max hashes: a bitmap of 2^17 bits on the hashes' top bits
+     * counts at most one set bit per distinct hash, so more than sparse_max set bits make the
+     * group dense for certain, and its hashes go straight to registers (no table of the first
+     * sparse_max + 1 of them: a country x device union's middling groups, 1.9M hashes, 21.8 ->
+     * 14.1 Mcycles) */
+    if (runs > 2 && nh > sparse_max) {
+        uint64_t *restrict bits = w->bits;
+        memset(bits, 0, sizeof(uint64_t) << (BITMAP_BITS - 6));
+        int64_t set = 0;
+        for (int64_t t = 0; t < nh; t++) {
+            const uint64_t k = h[t] >> (64 - BITMAP_BITS);
+            const uint64_t x = bits[k >> 6], bit = (uint64_t)1 << (k & 63);
+            set += (x & bit) == 0;
+            bits[k >> 6] = x | bit;
+        }
+        if (set > sparse_max) return sparse_max + 1;
+    }
+    if (runs <= 2) return merge_unique(h, b, h + b, nh - b, o, sparse_max + 1);
+    if (nh <= ((int64_t)1 << BUCKET_BITS_MAX) && (size_t)nh <= w->tcap_max) {
+        /* up to 4,096 hashes: sorted where they lie, then each value once -- cheaper than the
+         * table and the sort of its output (880 groups of a by-name union, 1.4M hashes: 26.6
+         * -> 21.2 Mcycles) */
+        sort_hashes(h, nh, w->sort_tmp, w->sort_cnt);
+        o[0] = h[0];
+        m = 1;
+        for (int64_t t = 1; t < nh; t++) {
+            o[m] = h[t];
+            m += h[t] != h[t - 1];
+        }
+        return m;
+    }
+    size_t tcap = 16;
+    while (tcap < w->tcap_max && tcap < 2 * (size_t)nh) tcap *= 2;
+    const uint32_t mask = (uint32_t)tcap - 1;
+    uint64_t *restrict table = w->table;
+    memset(table, 0, tcap * sizeof(uint64_t));
+    /* each new hash goes to the table and straight to the output */
+    int has_zero = 0;
+    for (int64_t j = 0; j < nh && m <= sparse_max; j++) {
+        const uint64_t v = h[j];
+        if (v == 0) {
+            if (!has_zero) o[m++] = 0;
+            has_zero = 1;
+            continue;
+        }
+        uint32_t t = (uint32_t)(v ^ (v >> 29)) & mask;
+        while (table[t] && table[t] != v) t = (t + 1) & mask;
+        if (!table[t]) {
+            table[t] = v;
+            o[m++] = v;
+        }
+    }
+    if (m <= sparse_max) sort_hashes(o, m, w->sort_tmp, w->sort_cnt);
+    return m;
+}
+
+/* The rows of the groups read again (at[g] >= 0: the write position in their region; -1
+ * for every other group) copied into their regions */
+#define DEFINE_RESCAN(LT, NAME)                                                              \
+    static void NAME(const Src *s, uint64_t *restrict dst, int64_t *restrict at) {          \
+        const LT *restrict ln = s->lens;                                                    \
+        const int64_t *restrict keys = s->keys;                                             \
+        const uint64_t *restrict h = s->hashes;                                             \
+        int64_t a = 0;                                                                      \
+        for (Py_ssize_t i = 0; i < s->n; i++) {                                             \
+            const int64_t g = keys[i], len = (int64_t)ln[i];                                \
+            if (g >= 0 && at[g] >= 0) {                                                     \
+                memcpy(dst + at[g], h + a, (size_t)len * 8);                                \
+                at[g] += len;                                                               \
+            }                                                                               \
+            a += len;                                                                       \
+        }                                                                                   \
+    }
+DEFINE_RESCAN(uint8_t, rescan_u8)
+DEFINE_RESCAN(uint16_t, rescan_u16)
+DEFINE_RESCAN(uint32_t, rescan_u32)
+DEFINE_RESCAN(uint64_t, rescan_u64)
+
+static void rescan_block(const Src *s, uint64_t *dst, int64_t *at) {
+    if (!s->keys) {
+        if (s->key >= 0 && at[s->key] >= 0) {
+            memcpy(dst + at[s->key], s->hashes, (size_t)s->nh * 8);
+            at[s->key] += s->nh;
+        }
+        return;
+    }
+    switch (s->lw) {
+    case 1: rescan_u8(s, dst, at); break;
+    case 2: rescan_u16(s, dst, at); break;
+    case 4: rescan_u32(s, dst, at); break;
+    default: rescan_u64(s, dst, at); break;
     }
 }
 
@@ -997,14 +1052,12 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     Pooled *out_h = NULL, *out_rg = NULL; /* the sparse hashes; the dense groups' registers */
     int weighed = 0; /* some block has weights: their sums per group are returned too */
     int64_t *count = NULL, *start = NULL, *slot = NULL;
-    Heavy *heavy = NULL;
     uint8_t **reg = NULL;
     int64_t *kbuf = NULL;
-    Py_ssize_t n_heavy = 0;
-    uint64_t *table = NULL, *sort_tmp = NULL;
-    uint32_t *sort_cnt = NULL;
-    uint64_t *bits = NULL;
-    Scratch *part = NULL;
+    Py_ssize_t n_streamed = 0;
+    int64_t *hcount = NULL, *rstart = NULL;
+    Dedup w = {NULL, NULL, NULL, NULL, 16}; /* pass 3's buffers */
+    Scratch *part = NULL, *hreg = NULL, *resc = NULL;
     Buf out_dg = {0};
     Py_ssize_t got = 0; /* blocks whose buffers are held */
     Py_ssize_t n_dense = 0; /* registers written to out_rg */
@@ -1142,7 +1195,7 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
             else if (key_at(s, s->drows[d]) >= 0) count[key_at(s, s->drows[d])] |= (int64_t)1 << 62;
         }
     }
-    /* light groups' partition offsets; heavy groups' slots: groups with a dense input row,
+    /* light groups' partition offsets; streamed groups' slots: groups with a dense input row,
      * and the largest groups past HEAVY_FACTOR * sparse_max hashes, at most max_streamed */
     const int64_t dense_in = (int64_t)1 << 62;
     int64_t cut = HEAVY_FACTOR * sparse_max;
@@ -1163,62 +1216,91 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     }
     for (Py_ssize_t g = 0; !err && g < n_groups; g++) {
         if (count[g] > cut) {
-            slot[g] = n_heavy++;
+            slot[g] = n_streamed++;
             start[g + 1] = start[g];
         } else {
             slot[g] = -1;
             start[g + 1] = start[g] + count[g];
         }
     }
-    if (!err && n_heavy && !(heavy = calloc((size_t)n_heavy, sizeof(Heavy)))) err = 2;
-    /* reg[g + 1]: group g's registers once it has them (reg[0], the key -1: none) */
+    /* a streamed group's registers (zeroed, in one kept buffer), its hashes (pass 1's count:
+     * pass 2 reuses the array; -1 with a dense input row), and its region if it is read again
+     * (rstart, below). reg[g + 1]: group g's registers (reg[0], the key -1: none). */
+    const size_t hreg_n = (size_t)n_streamed * (N_REG / 8);
+    if (!err && n_streamed &&
+        (!(hreg = scratch_take(hreg_n, ROOMY(hreg_n))) ||
+         !(hcount = malloc((size_t)n_streamed * sizeof(int64_t))) ||
+         !(rstart = malloc((size_t)n_streamed * sizeof(int64_t)))))
+        err = 2;
     if (!err && !(reg = calloc((size_t)n_groups + 1, sizeof(uint8_t *)))) err = 2;
+    if (!err && n_streamed) memset(hreg->data, 0, (size_t)n_streamed * N_REG);
+    for (Py_ssize_t g = 0; !err && g < n_groups; g++) {
+        if (slot[g] < 0) continue;
+        reg[g + 1] = (uint8_t *)hreg->data + slot[g] * N_REG;
+        hcount[slot[g]] = count[g] < dense_in ? count[g] : -1;
+    }
     /* dense input rows: their group's registers start as their maximum */
     for (Py_ssize_t b = 0; !err && b < nb; b++) {
         Src *s = &src[b];
         if (s->computed && s->k) make_keys(s, kbuf);
-        for (Py_ssize_t d = 0; !err && d < s->k; d++) {
+        for (Py_ssize_t d = 0; d < s->k; d++) {
             const int64_t g = key_at(s, s->drows[d]);
-            if (g < 0) continue;
-            Heavy *h = &heavy[slot[g]];
-            const uint8_t *o = s->regs + d * N_REG;
-            if (!h->reg) {
-                if (!(h->reg = malloc(N_REG))) {
-                    err = 2;
-                    break;
-                }
-                memcpy(h->reg, o, N_REG);
-                reg[g + 1] = h->reg;
-            } else {
-                reg_max_into(h->reg, o);
-            }
+            if (g >= 0) reg_max_into(reg[g + 1], s->regs + d * N_REG);
         }
     }
     const int64_t light = start[n_groups];
     const size_t part_n = (size_t)light + SLACK * (size_t)n_groups + 2;
     if (!err && light && !(part = scratch_take(part_n, ROOMY(part_n))))
         err = 2;
-    /* pass 2: heavy groups' hashes into their sets, light groups' into the partition */
+    /* pass 2: streamed groups' hashes into their registers, light groups' into the partition */
     if (!err) {
         int64_t *pos = count; /* reused: a light group's write position */
         for (Py_ssize_t g = 0; g < n_groups; g++) pos[g] = start[g] + SLACK * g;
-        uint64_t *dst0 = part ? part->data : NULL;
-        const Spread sp = {reg + 1, slot, heavy, dst0, pos, sparse_max};
-        for (Py_ssize_t b = 0; !err && b < nb; b++) {
+        const Spread sp = {reg + 1, part ? part->data : NULL, pos};
+        for (Py_ssize_t b = 0; b < nb; b++) {
             if (src[b].computed) make_keys(&src[b], kbuf);
-            if (spread_block(&src[b], &sp) < 0) err = 2;
+            spread_block(&src[b], &sp);
         }
     }
-    /* outputs, in kept buffers (Pooled): the hashes at most what pass 3 may write -- a heavy
-     * group's set, a light group's hashes up to what its path writes before it finds the group
-     * dense (the sort of up to 4,096, else sparse_max + 1) -- and registers for every heavy
-     * group and every light one of more than sparse_max hashes */
-    int64_t bound = 0, dense_bound = n_heavy;
+    /* A streamed group went to registers from its first hash, with no set of its hashes (in
+     * their sets, the first sparse_max distinct hashes of a country x device union's 64
+     * streamed groups, 373k, cost ~50 cycles each: 14% of the union). It has more than
+     * sparse_max distinct hashes for certain when more registers are set; else (rare: many
+     * rows of few identities) its rows are read again, into a region of its own (rescan), and
+     * it is deduplicated as a light group is. */
+    int64_t rescan_n = 0;
+    for (Py_ssize_t g = 0; !err && g < n_groups; g++) {
+        if (slot[g] < 0) continue;
+        const int64_t c = hcount[slot[g]];
+        rstart[slot[g]] = -1;
+        if (c < 0 || registers_set(reg[g + 1]) > sparse_max) continue;
+        rstart[slot[g]] = rescan_n;
+        rescan_n += c;
+    }
+    if (!err && rescan_n) {
+        if (!(resc = scratch_take((size_t)rescan_n, ROOMY(rescan_n)))) {
+            err = 2;
+        } else {
+            int64_t *at = count; /* reused again: a read-again group's write position, or -1 */
+            for (Py_ssize_t g = 0; g < n_groups; g++)
+                at[g] = slot[g] >= 0 ? rstart[slot[g]] : -1;
+            for (Py_ssize_t b = 0; b < nb; b++) {
+                if (src[b].computed) make_keys(&src[b], kbuf);
+                rescan_block(&src[b], resc->data, at);
+            }
+        }
+    }
+    /* outputs, in kept buffers (Pooled): the hashes at most what pass 3 may write -- a group's
+     * hashes up to what its path writes before it finds the group dense (the sort of up to
+     * 4,096, else sparse_max + 1) -- and registers for every streamed group and every light
+     * one of more than sparse_max hashes */
+    int64_t bound = 0, dense_bound = n_streamed;
     const int64_t light_out = sparse_max + 1 > ((int64_t)1 << BUCKET_BITS_MAX)
                                   ? sparse_max + 1 : ((int64_t)1 << BUCKET_BITS_MAX);
     for (Py_ssize_t g = 0; !err && g < n_groups; g++) {
         if (slot[g] >= 0) {
-            bound += heavy[slot[g]].reg ? 0 : heavy[slot[g]].m;
+            const int64_t nh = rstart[slot[g]] < 0 ? 0 : hcount[slot[g]];
+            bound += nh < light_out ? nh : light_out;
         } else {
             const int64_t nh = start[g + 1] - start[g];
             bound += nh < light_out ? nh : light_out;
@@ -1232,120 +1314,46 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     Py_UNBLOCK_THREADS
     uint8_t *const out_r = out_rg ? (uint8_t *)out_rg->mem->data : NULL;
     /* pass 3: per group in order, the sparse hashes sorted, or the registers */
-    size_t tcap_max = 16;
-    while (tcap_max < 2 * ((size_t)sparse_max + 1)) tcap_max *= 2;
+    while (w.tcap_max < 2 * ((size_t)sparse_max + 1)) w.tcap_max *= 2;
     if (!err) {
-        table = malloc(tcap_max * sizeof(uint64_t));
-        sort_tmp = malloc(tcap_max * sizeof(uint64_t));
-        sort_cnt = malloc((((size_t)1 << BUCKET_BITS_MAX) + 1) * sizeof(uint32_t));
-        bits = malloc(sizeof(uint64_t) << (BITMAP_BITS - 6));
-        if (!table || !sort_tmp || !sort_cnt || !bits) err = 2;
+        w.table = malloc(w.tcap_max * sizeof(uint64_t));
+        w.sort_tmp = malloc(w.tcap_max * sizeof(uint64_t));
+        w.sort_cnt = malloc((((size_t)1 << BUCKET_BITS_MAX) + 1) * sizeof(uint32_t));
+        w.bits = malloc(sizeof(uint64_t) << (BITMAP_BITS - 6));
+        if (!w.table || !w.sort_tmp || !w.sort_cnt || !w.bits) err = 2;
     }
     uint64_t *oh = out_h ? out_h->mem->data : NULL;
     for (Py_ssize_t g = 0; !err && g < n_groups; g++) {
         uint64_t *o = oh + n_out;
-        Py_ssize_t m = 0;
-        if (slot[g] >= 0) {
-            Heavy *st = &heavy[slot[g]];
-            if (st->reg) {
-                if (buf_reserve(&out_dg, 8)) {
-                    err = 2;
-                    break;
-                }
-                memcpy(out_r + n_dense++ * N_REG, st->reg, N_REG);
-                memcpy(out_dg.p + out_dg.len, &g, 8);
-                out_dg.len += 8;
-                continue;
-            }
-            if (st->has_zero) o[m++] = 0;
-            for (uint32_t t = 0; t < st->cap; t++)
-                if (st->table[t]) o[m++] = st->table[t];
-            sort_hashes(o, m, sort_tmp, sort_cnt);
-        } else {
-            const uint64_t *h = part ? part->data + start[g] + SLACK * g : NULL;
-            const int64_t nh = start[g + 1] - start[g];
-            if (nh == 0) continue;
-            /* the region is the group's rows one after another: of partials' rows (sparse
-             * sets, each sorted) often one or two ascending runs, merged here without a table
-             * or a sort; rows of a few hashes each (a scan) go to the table after a look at
-             * their first few hashes */
-            int64_t b = nh; /* where the second run starts */
-            int runs = 1;
-            for (int64_t j = 1; j < nh && runs <= 2; j++)
-                if (h[j] <= h[j - 1]) {
-                    if (runs == 1) b = j;
-                    runs++;
-                }
-            /* a scan's rows past sparse_max hashes: a bitmap of 2^17 bits on the hashes' top
-             * bits counts at most one set bit per distinct hash, so more than sparse_max set
-             * bits make the group dense for certain, and its hashes go straight to registers
-             * (no table of the first sparse_max + 1 of them: a country x device union's
-             * middling groups, 1.9M hashes, 21.8 -> 14.1 Mcycles) */
-            int surely_dense = 0;
-            if (runs > 2 && nh > sparse_max) {
-                memset(bits, 0, sizeof(uint64_t) << (BITMAP_BITS - 6));
-                int64_t set = 0;
-                for (int64_t t = 0; t < nh; t++) {
-                    const uint64_t k = h[t] >> (64 - BITMAP_BITS);
-                    const uint64_t w = bits[k >> 6], bit = (uint64_t)1 << (k & 63);
-                    set += (w & bit) == 0;
-                    bits[k >> 6] = w | bit;
-                }
-                surely_dense = set > sparse_max;
-            }
-            if (surely_dense) {
-                m = sparse_max + 1; /* registers, below */
-            } else if (runs <= 2) {
-                m = merge_unique(h, b, h + b, nh - b, o, sparse_max + 1);
-            } else if (nh <= ((int64_t)1 << BUCKET_BITS_MAX) && (size_t)nh <= tcap_max) {
-                /* up to 4,096 hashes: sorted where they lie (the partition is this call's
-                 * scratch), then each value once -- cheaper than the table and the sort of its
-                 * output (880 groups of a by-name union, 1.4M hashes: 26.6 -> 21.2 Mcycles) */
-                uint64_t *w = (uint64_t *)h;
-                sort_hashes(w, nh, sort_tmp, sort_cnt);
-                o[0] = w[0];
-                m = 1;
-                for (int64_t t = 1; t < nh; t++) {
-                    o[m] = w[t];
-                    m += w[t] != w[t - 1];
-                }
+        Py_ssize_t m = sparse_max + 1; /* a streamed group's registers, unless read again */
+        uint64_t *h = NULL;
+        int64_t nh = 0;
+        if (slot[g] < 0 || rstart[slot[g]] >= 0) { /* the group's region */
+            if (slot[g] < 0) {
+                h = part ? part->data + start[g] + SLACK * g : NULL;
+                nh = start[g + 1] - start[g];
             } else {
-                size_t tcap = 16;
-                while (tcap < tcap_max && tcap < 2 * (size_t)nh) tcap *= 2;
-                const uint32_t mask = (uint32_t)tcap - 1;
-                memset(table, 0, tcap * sizeof(uint64_t));
-                /* each new hash goes to the table and straight to the output */
-                int has_zero = 0;
-                for (int64_t j = 0; j < nh && m <= sparse_max; j++) {
-                    const uint64_t v = h[j];
-                    if (v == 0) {
-                        if (!has_zero) o[m++] = 0;
-                        has_zero = 1;
-                        continue;
-                    }
-                    uint32_t t = (uint32_t)(v ^ (v >> 29)) & mask;
-                    while (table[t] && table[t] != v) t = (t + 1) & mask;
-                    if (!table[t]) {
-                        table[t] = v;
-                        o[m++] = v;
-                    }
-                }
-                if (m <= sparse_max) sort_hashes(o, m, sort_tmp, sort_cnt);
+                h = resc->data + rstart[slot[g]];
+                nh = hcount[slot[g]];
             }
-            /* a middling group past sparse_max: registers from every hash of the region,
-             * whichever path found it out and wherever that path stopped */
-            if (m > sparse_max) {
-                if (buf_reserve(&out_dg, 8)) {
-                    err = 2;
-                    break;
-                }
-                uint8_t *r = out_r + n_dense++ * N_REG;
+            if (nh == 0) continue;
+            m = dedup_region(h, nh, o, sparse_max, &w);
+        }
+        if (m > sparse_max) { /* registers: a streamed group's, or from every hash of the region */
+            if (buf_reserve(&out_dg, 8)) {
+                err = 2;
+                break;
+            }
+            uint8_t *r = out_r + n_dense++ * N_REG;
+            if (slot[g] >= 0) {
+                memcpy(r, reg[g + 1], N_REG);
+            } else {
                 memset(r, 0, N_REG);
                 for (int64_t j = 0; j < nh; j++) reg_max(r, h[j]);
-                memcpy(out_dg.p + out_dg.len, &g, 8);
-                out_dg.len += 8;
-                continue;
             }
+            memcpy(out_dg.p + out_dg.len, &g, 8);
+            out_dg.len += 8;
+            continue;
         }
         n_out += m;
         out_len[g] = m;
@@ -1382,15 +1390,14 @@ done:
     free(count);
     free(start);
     free(slot);
-    free(table);
-    free(sort_tmp);
-    free(sort_cnt);
-    free(bits);
-    for (Py_ssize_t i = 0; heavy && i < n_heavy; i++) {
-        free(heavy[i].table);
-        free(heavy[i].reg);
-    }
-    free(heavy);
+    free(w.table);
+    free(w.sort_tmp);
+    free(w.sort_cnt);
+    free(w.bits);
+    free(hcount);
+    free(rstart);
+    scratch_give(hreg);
+    scratch_give(resc);
     free(reg);
     free(kbuf);
     free(out_dg.p);

@@ -10,7 +10,7 @@ import itertools
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from types import ModuleType
 
 import numpy as np
@@ -534,7 +534,7 @@ def test_many_large_groups_partly_stream(monkeypatch: pytest.MonkeyPatch) -> Non
     assert 0 < len(results[0].dense_rows) < n_groups
 
 
-def unite_small(parts: list[tuple[SketchColumn, np.ndarray]], n_groups: int) -> SketchColumn:
+def unite_small(parts: Sequence[tuple[SketchColumn, sketch.Keys]], n_groups: int) -> SketchColumn:
     """union_blocks with sparse_max 16 (quick) on the C and numpy paths, which must agree."""
     results = []
     with pytest.MonkeyPatch.context() as mp:
@@ -638,12 +638,12 @@ def test_union_of_rows_in_group_runs(data: st.DataObject) -> None:
 @settings(max_examples=40, deadline=None)
 @given(st.data())
 def test_union_of_streamed_groups_near_sparse_max(data: st.DataObject) -> None:
-    """Groups of more than 4 x sparse_max hashes stream into a set of their own, which turns
-    into registers past sparse_max distinct. Groups of 15, 16 and 17 distinct hashes,
-    repeated, whose register indices are all different or random, the hash 0 among them, rows
-    interleaved or in runs: the same sketches as the numpy path, exact where sparse, and 16
-    distinct stays sparse. (sparse_max 16 keeps it quick: streamed past 64 hashes. Planted bugs
-    in the set's bound and its count of the hash 0 fail only this test.)"""
+    """Groups of more than 4 x sparse_max hashes stream into registers; one with at most
+    sparse_max of them set is read again and deduplicated. Groups of 15, 16 and 17 distinct
+    hashes, repeated, whose register indices are all different or random, the hash 0 among
+    them, rows interleaved or in runs: the same sketches as the numpy path, exact where sparse,
+    and 16 distinct stays sparse. (sparse_max 16 keeps it quick: streamed past 64 hashes.
+    Planted bugs in the bound of registers set and in the copy of a row read again fail it.)"""
     if len(PATHS) < 2:
         pytest.skip("gumshoe._sketch is not loaded")
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
@@ -664,6 +664,34 @@ def test_union_of_streamed_groups_near_sparse_max(data: st.DataObject) -> None:
             groups.append(g)
     order = rng.permutation(len(rows)) if data.draw(st.booleans()) else np.arange(len(rows))
     unite_in_two_blocks(data, order, rows, groups, n_groups)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.data())
+def test_union_of_blocks_of_one_streamed_group(data: st.DataObject) -> None:
+    """Blocks whose rows all fall in one group (keys as one int: a total, a block in one time
+    bucket) or none (-1), more than 4 x sparse_max hashes streamed into the group's registers,
+    of up to 16 distinct (read again, each block's last row a hash of its own) or many: the same
+    sketches as the numpy path, exact where sparse. (Planted bugs in the copy of a block read
+    again, and in the position after it, fail this test.)"""
+    if len(PATHS) < 2:
+        pytest.skip("gumshoe._sketch is not loaded")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    n_groups = 2
+    parts: list[tuple[SketchColumn, int]] = []
+    want: list[set[int]] = [set(), set()]
+    for b in range(data.draw(st.integers(1, 4))):
+        key = data.draw(st.integers(-1, n_groups - 1))
+        k = data.draw(st.sampled_from([2, 4, 1000]))
+        pool = sketch.hash_ints(rng.integers(0, 10**9, k) + b * 10**9)
+        if rng.random() < 0.3:
+            pool[0] = 0
+        rows = [np.unique(rng.choice(pool[:-1], int(rng.integers(1, 4))))
+                for _ in range(int(rng.integers(20, 40)))] + [pool[-1:]]
+        parts.append((rows_column(rows, np.uint8), key))
+        if key >= 0:
+            want[key] |= set(np.concatenate(rows).tolist())
+    assert_exact_where_sparse(unite_small(parts, n_groups), want)
 
 
 @settings(max_examples=40, deadline=None)
