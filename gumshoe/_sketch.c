@@ -280,14 +280,8 @@ static inline uint8_t rank_of(uint64_t h) {
     return (uint8_t)(__builtin_clzll((h << P_BITS) | ((uint64_t)1 << (P_BITS - 1))) + 1);
 }
 
-static inline void reg_add(uint8_t *reg, uint64_t h) {
-    const uint32_t idx = (uint32_t)(h >> Q_BITS);
-    const uint8_t rank = rank_of(h);
-    if (reg[idx] < rank) reg[idx] = rank;
-}
-
-/* reg_add without a branch on the register: a store every time, but no misprediction where
- * many groups' registers are still filling */
+/* h into registers: no branch on the register, a store every time (a branch to store only a
+ * higher rank mispredicted where many groups' registers are still filling) */
 static inline void reg_max(uint8_t *reg, uint64_t h) {
     const uint32_t idx = (uint32_t)(h >> Q_BITS);
     const uint8_t rank = rank_of(h);
@@ -804,11 +798,13 @@ static void weigh_block(const Src *s, int64_t *restrict sums) { /* keys checked 
     switch (s->wtype) { INT_TYPE_CASES(ADD_WEIGHTS) }
 }
 
-/* n hashes into a streamed group's registers */
+/* n hashes into a streamed group's registers (reg_max, not a branch on a higher rank: the
+ * runs of a by-name union, 1,000 groups, 44.7 -> 40.6 ms; a total's registers, long full,
+ * 12.1 -> 12.5 ms) */
 static inline void reg_add_all(uint8_t *restrict r, const uint64_t *restrict h, int64_t n) {
     for (int64_t j = 0; j < n; j++) {
         __builtin_prefetch(h + j + PREFETCH_AHEAD);
-        reg_add(r, h[j]);
+        reg_max(r, h[j]);
     }
 }
 
