@@ -697,9 +697,8 @@ static Py_ssize_t registers_set(const uint8_t *restrict r) {
 #define PREFETCH_AHEAD 128 /* hashes (1 KiB) */
 /* A group whose rows hold more than HEAVY_FACTOR * sparse_max hashes streams into its
  * registers; below, it is partitioned, and deduplicated group by group, in cache. Most groups
- * with a few thousand hashes (x 2-4 repeats) stay sparse: fed one by one into sets of their
- * own, ~350 such groups' sets (up to 32 KiB each) missed the cache on every insert (a quarter
- * of a 1,000-group union); groups with more end up registers. */
+ * with a few thousand hashes (x 2-4 repeats) stay sparse, which a streamed group finds out only
+ * by reading its rows again; groups with more end up registers. */
 #define HEAVY_FACTOR 4
 /* At most this many groups stream: as many as the core's L2 holds registers of (16 KiB each),
  * 32 to 256; any more are partitioned as light groups are (1,000 random groups of 16k hashes
