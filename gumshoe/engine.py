@@ -171,7 +171,7 @@ class Scanner:
         total = sum(b.n for _, b, _ in items)
         threads = max(threads, 1)
         # a multiple of `threads` tasks of equal size, so no thread is left with an extra one;
-        # with uniques, one per thread: each task's union rebuilds every large group's set and
+        # with uniques, one per thread: each task's union rebuilds every large group's
         # registers, and its partial's (up to 16 KiB a group) must be merged again
         n_tasks = threads * (1 if self.sketches else max(1, -(-total // (threads * TASK_ROWS))))
         per_task = max(MIN_TASK_ROWS, -(-total // n_tasks))
