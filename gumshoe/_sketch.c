@@ -916,6 +916,15 @@ static void spread_block(const Src *s, const Spread *sp) {
     }
 }
 
+/* v (not 0: the empty slot) into an open-addressing table of mask + 1 slots: 1 when new */
+static inline int table_insert(uint64_t *restrict table, uint32_t mask, uint64_t v) {
+    uint32_t t = (uint32_t)(v ^ (v >> 29)) & mask;
+    while (table[t] && table[t] != v) t = (t + 1) & mask;
+    if (table[t]) return 0;
+    table[t] = v;
+    return 1;
+}
+
 /* Pass 3's buffers for a group's region */
 typedef struct {
     uint64_t *table, *sort_tmp, *bits;
@@ -984,31 +993,48 @@ static Py_ssize_t dedup_region(uint64_t *h, int64_t nh, uint64_t *o, Py_ssize_t 
             has_zero = 1;
             continue;
         }
-        uint32_t t = (uint32_t)(v ^ (v >> 29)) & mask;
-        while (table[t] && table[t] != v) t = (t + 1) & mask;
-        if (!table[t]) {
-            table[t] = v;
-            o[m++] = v;
-        }
+        if (table_insert(table, mask, v)) o[m++] = v;
     }
     if (m <= sparse_max) sort_hashes(o, m, w->sort_tmp, w->sort_cnt);
     return m;
 }
 
-/* The rows of the groups read again (at[g] >= 0: the write position in their region; -1
- * for every other group) copied into their regions */
+/* The groups read again: set r (0, 1, ...) a table of tcap slots (tab + r * tcap) of its
+ * distinct hashes but 0, m[r] of them counting 0 (zero[r]: seen), filled up to sparse_max + 1
+ * (then the group is dense: no more inserts) */
+typedef struct {
+    uint64_t *tab;
+    int64_t *m;
+    uint8_t *zero;
+    uint32_t tcap;
+    Py_ssize_t sparse_max;
+} Sets;
+
+static void set_add_all(const Sets *ss, int64_t r, const uint64_t *restrict h, int64_t n) {
+    int64_t m = ss->m[r];
+    uint64_t *restrict table = ss->tab + (size_t)r * ss->tcap;
+    const uint32_t mask = ss->tcap - 1;
+    for (int64_t j = 0; j < n && m <= ss->sparse_max; j++) {
+        if (h[j] == 0) {
+            m += !ss->zero[r];
+            ss->zero[r] = 1;
+        } else {
+            m += table_insert(table, mask, h[j]);
+        }
+    }
+    ss->m[r] = m;
+}
+
+/* The rows of the groups read again (at[g] >= 0: their set; -1 for every other group) into
+ * their sets */
 #define DEFINE_RESCAN(LT, NAME)                                                              \
-    static void NAME(const Src *s, uint64_t *restrict dst, int64_t *restrict at) {          \
+    static void NAME(const Src *s, const int64_t *restrict at, const Sets *ss) {            \
         const LT *restrict ln = s->lens;                                                    \
         const int64_t *restrict keys = s->keys;                                             \
-        const uint64_t *restrict h = s->hashes;                                             \
         int64_t a = 0;                                                                      \
         for (Py_ssize_t i = 0; i < s->n; i++) {                                             \
             const int64_t g = keys[i], len = (int64_t)ln[i];                                \
-            if (g >= 0 && at[g] >= 0) {                                                     \
-                memcpy(dst + at[g], h + a, (size_t)len * 8);                                \
-                at[g] += len;                                                               \
-            }                                                                               \
+            if (g >= 0 && at[g] >= 0) set_add_all(ss, at[g], s->hashes + a, len);           \
             a += len;                                                                       \
         }                                                                                   \
     }
@@ -1017,19 +1043,16 @@ DEFINE_RESCAN(uint16_t, rescan_u16)
 DEFINE_RESCAN(uint32_t, rescan_u32)
 DEFINE_RESCAN(uint64_t, rescan_u64)
 
-static void rescan_block(const Src *s, uint64_t *dst, int64_t *at) {
+static void rescan_block(const Src *s, const int64_t *at, const Sets *ss) {
     if (!s->keys) {
-        if (s->key >= 0 && at[s->key] >= 0) {
-            memcpy(dst + at[s->key], s->hashes, (size_t)s->nh * 8);
-            at[s->key] += s->nh;
-        }
+        if (s->key >= 0 && at[s->key] >= 0) set_add_all(ss, at[s->key], s->hashes, s->nh);
         return;
     }
     switch (s->lw) {
-    case 1: rescan_u8(s, dst, at); break;
-    case 2: rescan_u16(s, dst, at); break;
-    case 4: rescan_u32(s, dst, at); break;
-    default: rescan_u64(s, dst, at); break;
+    case 1: rescan_u8(s, at, ss); break;
+    case 2: rescan_u16(s, at, ss); break;
+    case 4: rescan_u32(s, at, ss); break;
+    default: rescan_u64(s, at, ss); break;
     }
 }
 
@@ -1050,7 +1073,8 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     uint8_t **reg = NULL;
     int64_t *kbuf = NULL;
     Py_ssize_t n_streamed = 0;
-    int64_t *hcount = NULL, *rstart = NULL;
+    int64_t *hcount = NULL, *rstart = NULL, *sets_m = NULL; /* rstart: a streamed group's set */
+    uint8_t *sets_zero = NULL;
     Dedup w = {NULL, NULL, NULL, NULL, 16}; /* pass 3's buffers */
     Scratch *part = NULL, *hreg = NULL, *resc = NULL;
     Buf out_dg = {0};
@@ -1261,27 +1285,35 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
      * their sets, the first sparse_max distinct hashes of a country x device union's 64
      * streamed groups, 373k, cost ~50 cycles each: 14% of the union). It has more than
      * sparse_max distinct hashes for certain when more registers are set; else (rare: many
-     * rows of few identities) its rows are read again, into a region of its own (rescan), and
-     * it is deduplicated as a light group is. */
-    int64_t rescan_n = 0;
+     * rows of few identities) its rows are read again (rescan) into a set of its own, a table
+     * of up to sparse_max + 1 hashes that stays in cache: the many rows of a few identities
+     * are many hits in it, and no copy of them is made. */
+    while (w.tcap_max < 2 * ((size_t)sparse_max + 1)) w.tcap_max *= 2;
+    Sets ss = {NULL, NULL, NULL, (uint32_t)w.tcap_max, sparse_max};
+    Py_ssize_t n_sets = 0;
     for (Py_ssize_t g = 0; !err && g < n_groups; g++) {
         if (slot[g] < 0) continue;
-        const int64_t c = hcount[slot[g]];
         rstart[slot[g]] = -1;
-        if (c < 0 || registers_set(reg[g + 1]) > sparse_max) continue;
-        rstart[slot[g]] = rescan_n;
-        rescan_n += c;
+        if (hcount[slot[g]] < 0 || registers_set(reg[g + 1]) > sparse_max) continue;
+        rstart[slot[g]] = n_sets++;
     }
-    if (!err && rescan_n) {
-        if (!(resc = scratch_take((size_t)rescan_n, ROOMY(rescan_n)))) {
+    if (!err && n_sets) {
+        const size_t n_tab = (size_t)n_sets * ss.tcap;
+        if (!(resc = scratch_take(n_tab, ROOMY(n_tab))) ||
+            !(sets_m = calloc((size_t)n_sets, sizeof(int64_t))) ||
+            !(sets_zero = calloc((size_t)n_sets, 1))) {
             err = 2;
         } else {
-            int64_t *at = count; /* reused again: a read-again group's write position, or -1 */
+            memset(resc->data, 0, n_tab * sizeof(uint64_t));
+            ss.tab = resc->data;
+            ss.m = sets_m;
+            ss.zero = sets_zero;
+            int64_t *at = count; /* reused again: a read-again group's set, or -1 */
             for (Py_ssize_t g = 0; g < n_groups; g++)
                 at[g] = slot[g] >= 0 ? rstart[slot[g]] : -1;
             for (Py_ssize_t b = 0; b < nb; b++) {
                 if (src[b].computed) make_keys(&src[b], kbuf);
-                rescan_block(&src[b], resc->data, at);
+                rescan_block(&src[b], at, &ss);
             }
         }
     }
@@ -1294,8 +1326,8 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
                                   ? sparse_max + 1 : ((int64_t)1 << BUCKET_BITS_MAX);
     for (Py_ssize_t g = 0; !err && g < n_groups; g++) {
         if (slot[g] >= 0) {
-            const int64_t nh = rstart[slot[g]] < 0 ? 0 : hcount[slot[g]];
-            bound += nh < light_out ? nh : light_out;
+            const int64_t r = rstart[slot[g]];
+            bound += r >= 0 && sets_m[r] <= sparse_max ? sets_m[r] : 0;
         } else {
             const int64_t nh = start[g + 1] - start[g];
             bound += nh < light_out ? nh : light_out;
@@ -1309,7 +1341,6 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     Py_UNBLOCK_THREADS
     uint8_t *const out_r = out_rg ? (uint8_t *)out_rg->mem->data : NULL;
     /* pass 3: per group in order, the sparse hashes sorted, or the registers */
-    while (w.tcap_max < 2 * ((size_t)sparse_max + 1)) w.tcap_max *= 2;
     if (!err) {
         w.table = malloc(w.tcap_max * sizeof(uint64_t));
         w.sort_tmp = malloc(w.tcap_max * sizeof(uint64_t));
@@ -1320,19 +1351,22 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     uint64_t *oh = out_h ? out_h->mem->data : NULL;
     for (Py_ssize_t g = 0; !err && g < n_groups; g++) {
         uint64_t *o = oh + n_out;
-        Py_ssize_t m = sparse_max + 1; /* a streamed group's registers, unless read again */
+        Py_ssize_t m = sparse_max + 1; /* a streamed group's registers, unless in a set */
         uint64_t *h = NULL;
         int64_t nh = 0;
-        if (slot[g] < 0 || rstart[slot[g]] >= 0) { /* the group's region */
-            if (slot[g] < 0) {
-                h = part ? part->data + start[g] + SLACK * g : NULL;
-                nh = start[g + 1] - start[g];
-            } else {
-                h = resc->data + rstart[slot[g]];
-                nh = hcount[slot[g]];
-            }
+        if (slot[g] < 0) { /* the group's region */
+            h = part ? part->data + start[g] + SLACK * g : NULL;
+            nh = start[g + 1] - start[g];
             if (nh == 0) continue;
             m = dedup_region(h, nh, o, sparse_max, &w);
+        } else if (rstart[slot[g]] >= 0 && sets_m[rstart[slot[g]]] <= sparse_max) {
+            const int64_t r = rstart[slot[g]];
+            const uint64_t *t = ss.tab + (size_t)r * ss.tcap;
+            m = 0;
+            if (sets_zero[r]) o[m++] = 0;
+            for (uint32_t j = 0; j < ss.tcap; j++)
+                if (t[j]) o[m++] = t[j];
+            sort_hashes(o, m, w.sort_tmp, w.sort_cnt);
         }
         if (m > sparse_max) { /* registers: a streamed group's, or from every hash of the region */
             if (buf_reserve(&out_dg, 8)) {
@@ -1391,6 +1425,8 @@ done:
     free(w.bits);
     free(hcount);
     free(rstart);
+    free(sets_m);
+    free(sets_zero);
     scratch_give(hreg);
     scratch_give(resc);
     free(reg);

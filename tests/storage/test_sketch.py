@@ -639,11 +639,12 @@ def test_union_of_rows_in_group_runs(data: st.DataObject) -> None:
 @given(st.data())
 def test_union_of_streamed_groups_near_sparse_max(data: st.DataObject) -> None:
     """Groups of more than 4 x sparse_max hashes stream into registers; one with at most
-    sparse_max of them set is read again and deduplicated. Groups of 15, 16 and 17 distinct
-    hashes, repeated, whose register indices are all different or random, the hash 0 among
-    them, rows interleaved or in runs: the same sketches as the numpy path, exact where sparse,
-    and 16 distinct stays sparse. (sparse_max 16 keeps it quick: streamed past 64 hashes.
-    Planted bugs in the bound of registers set and in the copy of a row read again fail it.)"""
+    sparse_max of them set is read again into a set. Groups of 15, 16 and 17 distinct hashes,
+    repeated, whose register indices are all different, two the same (17 distinct in 16
+    registers: read again, and dense) or random, the hash 0 among them, rows interleaved or in
+    runs: the same sketches as the numpy path, exact where sparse, and 16 distinct stays
+    sparse. (sparse_max 16 keeps it quick: streamed past 64 hashes. Planted bugs in the bound
+    of registers set, in the set's bound and in what a row read again adds fail it.)"""
     if len(PATHS) < 2:
         pytest.skip("gumshoe._sketch is not loaded")
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
@@ -652,8 +653,10 @@ def test_union_of_streamed_groups_near_sparse_max(data: st.DataObject) -> None:
     groups: list[int] = []
     for g in range(n_groups):
         k = int(rng.choice([15, 16, 17, 40]))
-        if rng.random() < 0.5:  # one register each: index i in the top 14 bits
+        if rng.random() < 0.5:  # one register each (index i in the top 14 bits), or two share
             idx = rng.choice(N_REGISTERS, k, replace=False).astype(np.uint64)
+            if rng.random() < 0.5:  # so 17 distinct set only 16 registers: read again, dense
+                idx[-1] = idx[0]
             pool = (idx << np.uint64(50)) | rng.integers(0, 2**50, k).astype(np.uint64)
         else:
             pool = sketch.hash_ints(rng.integers(0, 10**9, k) + g * 10**9)
