@@ -557,7 +557,7 @@ static void pooled_fit(Pooled *p) {
  * (mostly) streamed hashes, one sequential read with software prefetch (this machine's
  * hardware prefetcher alone left the loop waiting on memory: 73 ms for 23M hashes against 30
  * ms). One with at most sparse_max registers set may hold at most sparse_max distinct hashes:
- * its rows are read again and it is deduplicated as a light group is. */
+ * its rows are read again into a set of its own (at most sparse_max + 1 hashes). */
 #define MAX_KEY_PARTS 16
 typedef struct { /* key += (codes[i] - offset) * stride, or += 0 where nil[i] */
     Py_buffer codes, nil;
