@@ -87,7 +87,8 @@ class RowDecoder:
         return msgspec.json.Decoder(list[row])  # type: ignore[valid-type]
 
     def decode(self, body: bytes) -> Batch | None:
-        """The validated batch, or None when the body needs the row-by-row validator."""
+        """The validated batch, or None when the body needs the row-by-row validator; a
+        reserved min/max value (the kind's "no value") raises the validator's InsertError."""
         batch = self.scan(body)
         return batch if batch is not None else self._decode(body)
 

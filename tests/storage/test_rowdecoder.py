@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from gumshoe import native, rowdecoder
 from gumshoe.batch import Batch, Factor, parse_rows
-from gumshoe.config import load_config
+from gumshoe.config import SchemaConfig, load_config
 from gumshoe.errors import ClientError, InsertError
 from gumshoe.jsonio import loads, parse_insert_body
 from gumshoe.rowdecoder import RowDecoder
@@ -94,13 +94,19 @@ def test_fast_path_declines_or_agrees(scan: bool, case: tuple[Schema, Any],
     body = _body(data, indent, ascii)
     if body is None:
         return
+    refused = None  # a fast path may refuse a body itself, with the validator's own error
     with scanner(scan):
-        fast = RowDecoder(schema).decode(body)
+        try:
+            fast = RowDecoder(schema).decode(body)
+        except ClientError as e:
+            fast, refused = None, str(e)
     try:
         slow = parse_rows(schema, loads(body, "insert body", strict=False))
-    except ClientError:
+    except ClientError as e:
         assert fast is None, "the fast path accepted a body the validator rejects"
+        assert refused in (None, str(e))
         return
+    assert refused is None, f"the fast path refused a body the validator accepts: {refused}"
     if fast is not None:
         assert_same_batch(fast, slow)
 
@@ -150,3 +156,18 @@ def test_bad_text_is_declined(scan: bool, body: bytes) -> None:
     schema = Schema.from_config(load_config(None).schema)
     with scanner(scan):
         assert RowDecoder(schema).decode(body) is None
+
+
+@PATHS
+def test_a_reserved_extreme_is_refused_as_the_validator_does(scan: bool) -> None:
+    """0 stands for no value in a max:uint64 metric: each path refuses it with the validator's
+    own error, naming the row (a hypothesis example of test_fast_path_declines_or_agrees)."""
+    schema = Schema.from_config(SchemaConfig(100, 60, ("at", "uint32"), (),
+                                             (("peak", "max:uint64"), ("visits", "uint8"))))
+    body = b'[{"at": 1, "visits": 2}, {"at": 0.5, "peak": 0}]'
+    with pytest.raises(InsertError) as want:
+        parse_rows(schema, loads(body, "insert body", strict=False))
+    with scanner(scan), pytest.raises(InsertError) as got:
+        RowDecoder(schema).decode(body)
+    assert str(got.value) == str(want.value) == ("rows[1].peak: 0 is reserved in a max:uint64 "
+                                                  "metric (it stands for no value)")
