@@ -1243,7 +1243,7 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
         }
     }
     /* a streamed group's registers (zeroed, in one kept buffer), its hashes (pass 1's count:
-     * pass 2 reuses the array; -1 with a dense input row), and its region if it is read again
+     * pass 2 reuses the array; -1 with a dense input row), and its set if it is read again
      * (rstart, below). reg[g + 1]: group g's registers (reg[0], the key -1: none). */
     const size_t hreg_n = (size_t)n_streamed * (N_REG / 8);
     if (!err && n_streamed &&
