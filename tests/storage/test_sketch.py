@@ -674,9 +674,9 @@ def test_union_of_streamed_groups_near_sparse_max(data: st.DataObject) -> None:
 def test_union_of_blocks_of_one_streamed_group(data: st.DataObject) -> None:
     """Blocks whose rows all fall in one group (keys as one int: a total, a block in one time
     bucket) or none (-1), more than 4 x sparse_max hashes streamed into the group's registers,
-    of up to 16 distinct (read again, each block's last row a hash of its own) or many: the same
-    sketches as the numpy path, exact where sparse. (Planted bugs in the copy of a block read
-    again, and in the position after it, fail this test.)"""
+    of up to 16 distinct (read again into a set, each block's last row a hash of its own) or
+    many: the same sketches as the numpy path, exact where sparse. (A planted bug in what a
+    block read again adds to the set fails this test.)"""
     if len(PATHS) < 2:
         pytest.skip("gumshoe._sketch is not loaded")
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
