@@ -723,22 +723,25 @@ static int cmp_desc(const void *a, const void *b) {
 
 /* Pass 1 over a block: each selected row's hashes added to its group's count. Returns 1 on a
  * key out of range, 3 when lens and hashes disagree. */
+#define COUNT_ROWS(ALSO) /* over ln, keys: run, bad, count[g]; ALSO per row of a group g */  \
+    for (Py_ssize_t i = 0; i < s->n; i++) {                                                 \
+        __builtin_prefetch(keys + i + 64);                                                  \
+        const int64_t g = keys[i], len = ln[i];                                             \
+        run += len;                                                                         \
+        if ((uint64_t)g >= (uint64_t)n_groups) {                                            \
+            bad |= g != -1 || (s->computed && !s->mb.obj);                                  \
+            continue;                                                                       \
+        }                                                                                   \
+        count[g] += len;                                                                    \
+        ALSO;                                                                               \
+    }
 #define DEFINE_COUNT(LT, NAME)                                                               \
     static int NAME(const Src *s, int64_t *restrict count, Py_ssize_t n_groups) {           \
         const LT *restrict ln = s->lens;                                                    \
         const int64_t *restrict keys = s->keys;                                             \
         int64_t run = 0;                                                                    \
         int bad = 0;                                                                        \
-        for (Py_ssize_t i = 0; i < s->n; i++) {                                             \
-            __builtin_prefetch(keys + i + 64);                                              \
-            const int64_t g = keys[i], len = ln[i];                                         \
-            run += len;                                                                     \
-            if ((uint64_t)g >= (uint64_t)n_groups) {                                        \
-                bad |= g != -1 || (s->computed && !s->mb.obj);                              \
-                continue;                                                                   \
-            }                                                                               \
-            count[g] += len;                                                                \
-        }                                                                                   \
+        COUNT_ROWS((void)0)                                                                 \
         return bad ? 1 : run != s->nh ? 3 : 0;                                              \
     }
 DEFINE_COUNT(uint8_t, count_u8)
@@ -802,17 +805,7 @@ static void weigh_block(const Src *s, int64_t *restrict sums) { /* keys checked 
 #define COUNT_WEIGH(CTYPE, WIDE, UTYPE)                                                    \
     do {                                                                                   \
         const CTYPE *restrict w = (const CTYPE *)s->wb.buf;                                \
-        for (Py_ssize_t i = 0; i < s->n; i++) {                                            \
-            __builtin_prefetch(keys + i + 64);                                             \
-            const int64_t g = keys[i], len = ln[i];                                        \
-            run += len;                                                                    \
-            if ((uint64_t)g >= (uint64_t)n_groups) {                                       \
-                bad |= g != -1 || (s->computed && !s->mb.obj);                             \
-                continue;                                                                  \
-            }                                                                              \
-            count[g] += len;                                                               \
-            sums[1 + g] += (int64_t)(WIDE)w[i];                                            \
-        }                                                                                  \
+        COUNT_ROWS(sums[1 + g] += (int64_t)(WIDE)w[i])                                     \
     } while (0)
 static int count_weigh_u8(const Src *s, int64_t *restrict count, int64_t *restrict sums,
                           Py_ssize_t n_groups) {
