@@ -534,6 +534,14 @@ def test_many_large_groups_partly_stream(monkeypatch: pytest.MonkeyPatch) -> Non
     assert 0 < len(results[0].dense_rows) < n_groups
 
 
+def both_paths_rng(data: st.DataObject) -> np.random.Generator:
+    """For a test comparing the C and numpy paths (skipped without the extension): a generator
+    seeded by hypothesis, so a failing example replays."""
+    if len(PATHS) < 2:
+        pytest.skip("gumshoe._sketch is not loaded")
+    return np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+
+
 def unite_small(parts: Sequence[tuple[SketchColumn, sketch.Keys]], n_groups: int) -> SketchColumn:
     """union_blocks with sparse_max 16 (quick) on the C and numpy paths, which must agree."""
     results = []
@@ -587,9 +595,7 @@ def test_union_of_sorted_sets_merges_them(data: st.DataObject) -> None:
     two or three per group, overlapping or not, short and long (past LONG_ROW, copied as a
     run), the hash 0 among them, united sparse or past sparse_max dense: the same sketches as
     the numpy path, and exact where sparse. (sparse_max 16 keeps it quick.)"""
-    if len(PATHS) < 2:
-        pytest.skip("gumshoe._sketch is not loaded")
-    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    rng = both_paths_rng(data)
     n_groups = data.draw(st.integers(1, 8))
     rows: list[np.ndarray] = []
     groups: list[int] = []
@@ -614,9 +620,7 @@ def test_union_of_rows_in_group_runs(data: st.DataObject) -> None:
     """Rows that come in runs of one group (a segment sorted by the grouped dimension), runs of
     rows left out (-1) among them, groups light and streamed, sparse and dense: the same
     sketches as the numpy path, and exact where sparse. (sparse_max 16 keeps it quick.)"""
-    if len(PATHS) < 2:
-        pytest.skip("gumshoe._sketch is not loaded")
-    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    rng = both_paths_rng(data)
     n_groups = data.draw(st.integers(1, 6))
     runs = data.draw(st.lists(st.tuples(st.integers(-1, n_groups - 1), st.integers(1, 30)),
                               min_size=1, max_size=25))
@@ -645,9 +649,7 @@ def test_union_of_streamed_groups_near_sparse_max(data: st.DataObject) -> None:
     runs: the same sketches as the numpy path, exact where sparse, and 16 distinct stays
     sparse. (sparse_max 16 keeps it quick: streamed past 64 hashes. Planted bugs in the bound
     of registers set, in the set's bound and in what a row read again adds fail it.)"""
-    if len(PATHS) < 2:
-        pytest.skip("gumshoe._sketch is not loaded")
-    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    rng = both_paths_rng(data)
     n_groups = data.draw(st.integers(1, 6))
     rows: list[np.ndarray] = []
     groups: list[int] = []
@@ -677,9 +679,7 @@ def test_union_of_blocks_of_one_streamed_group(data: st.DataObject) -> None:
     of up to 16 distinct (read again into a set, each block's last row a hash of its own) or
     many: the same sketches as the numpy path, exact where sparse. (A planted bug in what a
     block read again adds to the set fails this test.)"""
-    if len(PATHS) < 2:
-        pytest.skip("gumshoe._sketch is not loaded")
-    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    rng = both_paths_rng(data)
     n_groups = 2
     parts: list[tuple[SketchColumn, int]] = []
     want: list[set[int]] = [set(), set()]
@@ -705,9 +705,7 @@ def test_union_of_scanned_rows_of_small_groups(data: st.DataObject) -> None:
     bitmap telling the surely dense from the rest; groups of exactly sparse_max distinct among
     them, and the hash 0: the same sketches as the numpy path, exact where sparse. (sparse_max
     16 keeps it quick: partitioned up to 64 hashes.)"""
-    if len(PATHS) < 2:
-        pytest.skip("gumshoe._sketch is not loaded")
-    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    rng = both_paths_rng(data)
     n_groups = data.draw(st.integers(1, 10))
     rows: list[np.ndarray] = []
     groups: list[int] = []
