@@ -548,7 +548,7 @@ static void pooled_fit(Pooled *p) {
  * keys anyway, instead of from a pass of the sum kernel of its own.
  *
  * A group's upper bound on distinct hashes (its rows' lens) decides its path. At most
- * HEAVY_FACTOR * sparse_max, or beyond the max_streamed largest groups ("light"): its hashes
+ * STREAM_FACTOR * sparse_max, or beyond the max_streamed largest groups ("light"): its hashes
  * are partitioned by group (a counting sort), then each group's merged (one or two sorted
  * runs: partials), sorted where they lie and deduplicated (up to 4,096), or deduplicated in
  * one reused open-addressing table sized to it and sorted; past sparse_max distinct (or
@@ -695,11 +695,11 @@ static Py_ssize_t registers_set(const uint8_t *restrict r) {
 }
 
 #define PREFETCH_AHEAD 128 /* hashes (1 KiB) */
-/* A group whose rows hold more than HEAVY_FACTOR * sparse_max hashes streams into its
+/* A group whose rows hold more than STREAM_FACTOR * sparse_max hashes streams into its
  * registers; below, it is partitioned, and deduplicated group by group, in cache. Most groups
  * with a few thousand hashes (x 2-4 repeats) stay sparse, which a streamed group finds out only
  * by reading its rows again; groups with more end up registers. */
-#define HEAVY_FACTOR 4
+#define STREAM_FACTOR 4
 /* At most this many groups stream: as many as the core's L2 holds registers of (16 KiB each),
  * 32 to 256; any more are partitioned as light groups are (1,000 random groups of 16k hashes
  * each streamed into 16 MiB of registers: a cache miss per hash, 308 ms against 240
@@ -1220,9 +1220,9 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
         }
     }
     /* light groups' partition offsets; streamed groups' slots: groups with a dense input row,
-     * and the largest groups past HEAVY_FACTOR * sparse_max hashes, at most max_streamed */
+     * and the largest groups past STREAM_FACTOR * sparse_max hashes, at most max_streamed */
     const int64_t dense_in = (int64_t)1 << 62;
-    int64_t cut = HEAVY_FACTOR * sparse_max;
+    int64_t cut = STREAM_FACTOR * sparse_max;
     Py_ssize_t n_cand = 0;
     for (Py_ssize_t g = 0; !err && g < n_groups; g++) n_cand += count[g] > cut && count[g] < dense_in;
     if (!err && n_cand > max_streamed) {
