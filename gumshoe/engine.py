@@ -6,7 +6,8 @@ positions, the groupings one mixed-radix integer key (a timestamp grouping is a 
 constant over an interval), and the sums either dense accumulators (small key spaces: the fused
 C kernel, or `np.bincount`, exact: float64 partial sums are checked against 2**53 and cast to
 int64 per block) or a sort-and-reduce over the selected rows; uniques sketches go to one union
-per task (sketch.union_blocks).
+per task (sketch.union_blocks), except in the fused dense scan, whose tasks gather and one union
+over every block runs on the scan's threads (`Scanner.unite`).
 
 Pruning before the scan (docs/storage.md §4, the rules in filters.py): intervals by their start
 (timestamp filters), segments by their header's per-dimension min/max and nil presence (skipped
@@ -26,7 +27,7 @@ import math
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -171,8 +172,8 @@ class Scanner:
         total = sum(b.n for _, b, _ in items)
         threads = max(threads, 1)
         # a multiple of `threads` tasks of equal size, so no thread is left with an extra one;
-        # with uniques, one per thread: each task's union rebuilds every large group's
-        # registers, and its partial's (up to 16 KiB a group) must be merged again
+        # with uniques, one per thread: the tasks gather (and sum) and one union over all of
+        # their blocks runs on the threads (`unite`); a task's accumulators are held until then
         n_tasks = threads * (1 if self.sketches else max(1, -(-total // (threads * TASK_ROWS))))
         per_task = max(MIN_TASK_ROWS, -(-total // n_tasks))
         tasks: list[list[Item]] = [[]]
@@ -338,11 +339,23 @@ class Scanner:
             return self._scan_dense(items)
         return self._scan_sorted(items)
 
+    @property
+    def unites_once(self) -> bool:
+        """Whether the tasks only gather (`gather`) and one union over all of them finishes
+        the scan (`unite`): the fused dense scan with uniques. The union runs on the scan's
+        threads itself (sketch.union_blocks), and the tasks' partials are not merged: their
+        per-task unions' registers, up to 16 KiB a group, were maxed together again by the
+        merge (country x device: 4.2 ms of ~75)."""
+        return self.dense and self.kernels is not None and bool(self.sketches)
+
     def _scan_fused(self, items: list[Item]) -> Partial:
-        """Dense accumulation with the C kernel: one call per block does the filter, the group
-        key and every sum (and min/max) in one pass, GIL released (exact: int64/uint64
-        accumulators). Uniques: every block's sketch column with the same key parts (and the
-        filter's rows as a mask, given to the kernel too), united by one C call at the end,
+        return self.unite([self.gather(items)])
+
+    def gather(self, items: list[Item]) -> _Gathered:
+        """A task of the fused dense scan: with the C kernel, one call per block does the
+        filter, the group key and every sum (and min/max) in one pass, GIL released (exact:
+        int64/uint64 accumulators). Uniques: every block's sketch column with its key parts
+        (and the filter's rows as a mask, given to the kernel too), for the union of `unite`,
         which computes the keys from the stored codes as the kernel does. With uniques alone
         (no sum, min or max), the union's first pass, which makes the keys anyway, sums the
         roll-up counts too, and the kernel is not called (a by-name query 97.7 -> 91.6 ms,
@@ -394,12 +407,32 @@ class Scanner:
                 accumulate(base, k, parts, None if mask is True else mask, columns, accs)
             else:
                 accumulate(base, k, parts, None if mask is True else mask, columns, accs, ops)
+        return _Gathered(None if counted else acc_count, acc, sk_parts, weights)
+
+    def unite(self, gathered: list[_Gathered], executor: Executor | None = None,
+              threads: int = 1) -> Partial:
+        """The gathered tasks (in task order) as one partial: their accumulators combined by
+        kind, the sketches of all their blocks united by one union on `threads` threads (this
+        one and threads - 1 of `executor`'s)."""
+        acc_count = None
+        acc: dict[str, np.ndarray] = {}
+        for g in gathered:
+            if g.row_count is not None:
+                acc_count = (g.row_count if acc_count is None
+                             else np.add(acc_count, g.row_count, out=acc_count))
+            for c, v in g.acc.items():
+                acc[c] = v if c not in acc else self._kind(c).ufunc(acc[c], v, out=acc[c])
+        k = self.key_space
         sketches: dict[str, SketchColumn] = {}
-        for c, sk in sk_parts.items():
-            if counted and not sketches:  # the first union also counts
-                sketches[c], acc_count = union_summing(sk, k, weights)
+        for c in self.sketches:
+            parts = [part for g in gathered for part in g.sketches[c]]
+            if acc_count is None:  # uniques alone: the first union also counts
+                weights = [w for g in gathered for w in g.weights]
+                sketches[c], acc_count = union_summing(parts, k, weights, executor, threads)
             else:
-                sketches[c] = union_blocks(sk, k)
+                sketches[c] = union_blocks(parts, k, executor, threads)
+        if acc_count is None:
+            acc_count = np.zeros(k, np.int64)
         if not self.parts:
             return Partial([], [], acc_count, acc, kinds=self.kinds, sketches=sketches)
         present = np.flatnonzero(acc_count)
@@ -596,6 +629,16 @@ def _bincount_exact(key: np.ndarray, weights: np.ndarray, k: int,
     return out
 
 
+class _Gathered(NamedTuple):
+    """A task's share of a fused dense scan (Scanner.gather): its accumulators (row_count None:
+    uniques alone, counted by the union), and per uniques column its blocks' (sketch column,
+    keys), with their roll-up counts as weights when uniques are alone."""
+    row_count: np.ndarray | None
+    acc: dict[str, np.ndarray]
+    sketches: dict[str, list[tuple[SketchColumn, Keys]]]
+    weights: list[np.ndarray]
+
+
 class QueryCancelled(Exception):
     """Raised in the scan threads of a query whose `Prepared.cancel` was set."""
 
@@ -627,10 +670,15 @@ class Prepared:
     def run(self, executor: Executor | None = None) -> Partial:
         """Scan into one (undecoded) partial; raises QueryCancelled once `cancel` is set."""
         scanner = self.scanner
+        task = scanner.gather if scanner.unites_once else scanner.scan
         if executor is None or len(self.tasks) <= 1:
-            partials = [scanner.scan(items) for items in self.tasks]
+            partials: list[Any] = [task(items) for items in self.tasks]
         else:
-            partials = list(executor.map(scanner.scan, self.tasks))
+            partials = list(executor.map(task, self.tasks))
+        if self.cancel.is_set():
+            raise QueryCancelled
+        if scanner.unites_once and partials:
+            partials = [scanner.unite(partials, executor, self.threads)]
         if self.cancel.is_set():
             raise QueryCancelled
         partial = (merge(partials, scanner.max_groups) if partials

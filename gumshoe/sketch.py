@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ P = 14
 N_REGISTERS = 1 << P
 Q = 64 - P  # bits of the hash that give a register's rank
 SPARSE_MAX = 2048
+PARALLEL_MIN = 1 << 16  # rows + hashes a union needs to run on more than one thread
 _MASK64 = (1 << 64) - 1
 
 
@@ -410,29 +412,33 @@ def _native_keys(keys: Keys) -> Any:
     return int(keys) if np.ndim(keys) == 0 else np.ascontiguousarray(keys, np.int64)
 
 
-def union_blocks(parts: Sequence[tuple[SketchColumn, Keys]], n_groups: int) -> SketchColumn:
+def union_blocks(parts: Sequence[tuple[SketchColumn, Keys]], n_groups: int,
+                 executor: Executor | None = None, threads: int = 1) -> SketchColumn:
     """The rows of several sketch columns (a scan's blocks, read in place) united per group:
     per part, (column, keys) where keys gives each row's group in [0, n_groups) or -1 (left
     out), as an int64 array, one int for every row, or (base, parts, mask) of grouping codes
     (`key_array`; computed in C from the stored codes). The query kernel: the engine unites
-    every selected block of a task in one call."""
-    return _union_blocks(parts, n_groups, None)[0]
+    every selected block of a scan in one call, on up to `threads` threads of `executor` (the
+    C union: runs of blocks, then ranges of groups, per thread; the same result as one
+    thread's)."""
+    return _union_blocks(parts, n_groups, None, executor, threads)[0]
 
 
 def union_summing(parts: Sequence[tuple[SketchColumn, Keys]], n_groups: int,
-                  weights: Sequence[np.ndarray]) -> tuple[SketchColumn, np.ndarray]:
+                  weights: Sequence[np.ndarray], executor: Executor | None = None,
+                  threads: int = 1) -> tuple[SketchColumn, np.ndarray]:
     """`union_blocks`, and per group the int64 sum of its rows' weights (one integer array per
     part, one value per row: a block's roll-up counts), from the union's own pass over the
     keys: a query of uniques alone needs no pass of the sum kernel for its row counts."""
     if len(weights) != len(parts):
         raise ValueError("union: one weights array per part")
-    united, sums = _union_blocks(parts, n_groups, weights)
+    united, sums = _union_blocks(parts, n_groups, weights, executor, threads)
     return united, sums if sums is not None else np.zeros(n_groups, np.int64)
 
 
 def _union_blocks(parts: Sequence[tuple[SketchColumn, Keys]], n_groups: int,
-                  weights: Sequence[np.ndarray] | None
-                  ) -> tuple[SketchColumn, np.ndarray | None]:
+                  weights: Sequence[np.ndarray] | None, executor: Executor | None = None,
+                  threads: int = 1) -> tuple[SketchColumn, np.ndarray | None]:
     if native.sketch is not None:
         blocks: list[tuple[Any, ...]]
         if weights is None:
@@ -440,7 +446,7 @@ def _union_blocks(parts: Sequence[tuple[SketchColumn, Keys]], n_groups: int,
         else:
             blocks = [(*c.native_arrays(), _native_keys(k), np.ascontiguousarray(w))
                       for (c, k), w in zip(parts, weights)]
-        out = native.sketch.union(blocks, n_groups, SPARSE_MAX)
+        out = _native_union(blocks, n_groups, executor, threads)
         united = SketchColumn(_narrow_lens(np.frombuffer(out[0], np.int64)),
                               np.frombuffer(out[1], np.uint64), np.frombuffer(out[2], np.int64),
                               np.frombuffer(out[3], np.uint8).reshape(-1, N_REGISTERS))
@@ -468,6 +474,26 @@ def _union_blocks(parts: Sequence[tuple[SketchColumn, Keys]], n_groups: int,
             np.add.at(sums, key[rows], np.concatenate(w).astype(np.int64)[rows])
     return _union_numpy(SketchColumn.concat(cols), None if len(rows) == len(key) else rows,
                         key[rows], n_groups), sums
+
+
+def _native_union(blocks: list[tuple[Any, ...]], n_groups: int, executor: Executor | None,
+                  threads: int) -> Any:
+    """The C union, with threads - 1 of the executor's threads lent to it as helpers (a Job:
+    they take its units as this thread does; one that starts late finds nothing left, so
+    nothing waits on a busy executor). Not waited for: each returns when the union does.
+    Below PARALLEL_MIN rows + hashes, one thread."""
+    ext = native.sketch
+    assert ext is not None
+    work = sum(len(b[0]) + len(b[1]) for b in blocks)
+    if executor is None or threads <= 1 or work < PARALLEL_MIN:
+        return ext.union(blocks, n_groups, SPARSE_MAX)
+    job = ext.Job()
+    try:
+        for _ in range(threads - 1):
+            executor.submit(job.help)
+        return ext.union(blocks, n_groups, SPARSE_MAX, threads, job)
+    finally:
+        job.close()
 
 
 def _union_numpy(col: SketchColumn, rows: np.ndarray | None, groups: np.ndarray,

@@ -10,8 +10,11 @@ import itertools
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,6 +26,7 @@ from gumshoe.sketch import N_REGISTERS, SPARSE_MAX, SketchColumn
 
 PATHS: list[tuple[str, ModuleType | None]] = (
     [("native", native.sketch)] if native.sketch is not None else []) + [("numpy", None)]
+POOL = ThreadPoolExecutor(4, thread_name_prefix="test-sketch")  # a union's helpers (a Job)
 
 
 @contextlib.contextmanager
@@ -336,6 +340,7 @@ def test_union_of_blocks_in_place_is_the_union_of_their_concatenation(data: st.D
             rows = np.flatnonzero(key >= 0)
             assert got == sketch.union(col, rows, key[rows], n_groups)
             results.append(got)
+    results += threaded(lambda ex, t: sketch.union_blocks(parts, n_groups, ex, t))
     assert all(r == results[0] for r in results)
 
 
@@ -364,10 +369,11 @@ def test_union_of_groups_on_both_sides_of_the_paths() -> None:
     order = rng.permutation(len(rows))  # the groups' rows interleaved
     col, keys = col.take(order), np.array(groups)[order]
     results = []
+    parts = [(col.slice(0, 30), keys[:30]), (col.slice(30, len(col)), keys[30:])]
     for _, ext in PATHS:
         with use(ext):
-            results.append(sketch.union_blocks([(col.slice(0, 30), keys[:30]),
-                                                (col.slice(30, len(col)), keys[30:])], 5))
+            results.append(sketch.union_blocks(parts, 5))
+    results += threaded(lambda ex, t: sketch.union_blocks(parts, 5, ex, t))
     assert all(r == results[0] for r in results)
     got = results[0]
     assert got.dense_rows.tolist() == [1, 3]
@@ -451,6 +457,9 @@ def test_union_summing_adds_each_selected_rows_weight(data: st.DataObject) -> No
             np.add.at(want, key[sel], weights[sel].astype(np.int64))
             assert sums.dtype == np.int64 and sums.tolist() == want.tolist()
             results.append((got, sums.tolist()))
+            weighed = [weights[lo:hi] for lo, hi in itertools.pairwise(bounds)]
+    results += [(u, w.tolist()) for u, w in threaded(
+        lambda ex, t: sketch.union_summing(parts, 4, weighed, ex, t))]
     assert all(r[0] == results[0][0] and r[1] == results[0][1] for r in results)
 
 
@@ -526,11 +535,13 @@ def test_many_large_groups_partly_stream(monkeypatch: pytest.MonkeyPatch) -> Non
                        np.zeros(0, np.int64), np.zeros((0, N_REGISTERS), np.uint8))
     order = rng.permutation(len(groups))
     col, keys = col.take(order), groups[order]
+    parts = [(col.slice(lo, lo + 1000), keys[lo:lo + 1000]) for lo in range(0, len(col), 1000)]
     results = []
     for _, ext in PATHS:
         with use(ext):
-            results.append(sketch.union_blocks([(col, keys)], n_groups))
-    assert results[0] == results[1]
+            results.append(sketch.union_blocks(parts, n_groups))
+    results += threaded(lambda ex, t: sketch.union_blocks(parts, n_groups, ex, t))
+    assert all(r == results[0] for r in results)
     assert 0 < len(results[0].dense_rows) < n_groups
 
 
@@ -542,15 +553,38 @@ def both_paths_rng(data: st.DataObject) -> np.random.Generator:
     return np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
 
 
+def threaded(unite: Callable[[ThreadPoolExecutor | None, int], Any]) -> list[Any]:
+    """unite(executor, threads) by the C union on 2, 3 and 5 threads (runs of the blocks, then
+    of the groups, per thread; at most one per block), its helpers lent by POOL, and on 2 with
+    none (a Job nobody helps: this thread takes every unit); however small the input
+    (PARALLEL_MIN 0). Empty without the extension."""
+    if native.sketch is None:
+        return []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sketch, "PARALLEL_MIN", 0)
+        out = [unite(POOL, t) for t in (2, 3, 5)]
+        idle = ThreadPoolExecutor(1)
+        gate = threading.Event()
+        idle.submit(gate.wait)  # its one thread is busy: the helper never starts in time
+        try:
+            out.append(unite(idle, 2))
+        finally:
+            gate.set()
+            idle.shutdown()
+    return out
+
+
 def unite_small(parts: Sequence[tuple[SketchColumn, sketch.Keys]], n_groups: int) -> SketchColumn:
-    """union_blocks with sparse_max 16 (quick) on the C and numpy paths, which must agree."""
+    """union_blocks with sparse_max 16 (quick) on the C and numpy paths, and on several
+    threads (`threaded`), which must all agree."""
     results = []
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(sketch, "SPARSE_MAX", 16)
         for _, ext in PATHS:
             with use(ext):
                 results.append(sketch.union_blocks(parts, n_groups))
-    assert results[0] == results[1]
+        results += threaded(lambda ex, t: sketch.union_blocks(parts, n_groups, ex, t))
+    assert all(r == results[0] for r in results)
     return results[0]
 
 
@@ -721,3 +755,32 @@ def test_union_of_scanned_rows_of_small_groups(data: st.DataObject) -> None:
             groups.append(g)
             total += len(h)
     unite_in_two_blocks(data, rng.permutation(len(rows)), rows, groups, n_groups)
+
+
+def test_a_job_helps_one_union_and_its_helpers_return() -> None:
+    """A Job lends threads to one union call: its helpers return when the union does, also
+    when it fails; a helper that starts after it finds nothing to do; a second union on the
+    same job is refused."""
+    if native.sketch is None:
+        pytest.skip("gumshoe._sketch is not loaded")
+    col = mixed_column()
+    block = (*col.native_arrays(), np.zeros(len(col), np.int64))
+    job = native.sketch.Job()
+    helpers = [POOL.submit(job.help) for _ in range(2)]
+    out = native.sketch.union([block, block], 1, SPARSE_MAX, 2, job)
+    assert all(h.result(timeout=30) is None for h in helpers)
+    assert job.help() is None  # late: returns at once
+    assert sketch.SketchColumn(sketch._narrow_lens(np.frombuffer(out[0], np.int64)),
+                               np.frombuffer(out[1], np.uint64), np.frombuffer(out[2], np.int64),
+                               np.frombuffer(out[3], np.uint8).reshape(-1, N_REGISTERS)
+                               ) == sketch.union_blocks([(col, 0), (col, 0)], 1)
+    with pytest.raises(ValueError, match="one union"):
+        native.sketch.union([block], 1, SPARSE_MAX, 2, job)
+    failing = native.sketch.Job()
+    helpers = [POOL.submit(failing.help) for _ in range(2)]
+    bad = (*col.native_arrays(), np.full(len(col), 7, np.int64))
+    with pytest.raises(ValueError, match="out of range"):
+        native.sketch.union([block, bad], 1, SPARSE_MAX, 2, failing)
+    assert all(h.result(timeout=30) is None for h in helpers)
+    with pytest.raises(TypeError, match="Job"):
+        native.sketch.union([block], 1, SPARSE_MAX, 2, object())
