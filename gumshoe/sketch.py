@@ -478,10 +478,12 @@ def _union_blocks(parts: Sequence[tuple[SketchColumn, Keys]], n_groups: int,
 
 def _native_union(blocks: list[tuple[Any, ...]], n_groups: int, executor: Executor | None,
                   threads: int) -> Any:
-    """The C union, with threads - 1 of the executor's threads lent to it as helpers (a Job:
-    they take its units as this thread does; one that starts late finds nothing left, so
-    nothing waits on a busy executor). Not waited for: each returns when the union does.
-    Below PARALLEL_MIN rows + hashes, one thread."""
+    """The C union on `threads` threads of `executor`: the union itself is a task of the
+    executor, and threads - 1 more tasks lend their threads to it as helpers (a Job: they take
+    its units as it does). Helpers are queued after the union, so one waits only while its union
+    runs, and a union never waits on a helper that has not started (it runs every unit left
+    itself): no deadlock however busy the executor, and the query's work stays on its scan
+    threads. Below PARALLEL_MIN rows + hashes, one thread: this one."""
     ext = native.sketch
     assert ext is not None
     work = sum(len(b[0]) + len(b[1]) for b in blocks)
@@ -489,9 +491,10 @@ def _native_union(blocks: list[tuple[Any, ...]], n_groups: int, executor: Execut
         return ext.union(blocks, n_groups, SPARSE_MAX)
     job = ext.Job()
     try:
+        united = executor.submit(ext.union, blocks, n_groups, SPARSE_MAX, threads, job)
         for _ in range(threads - 1):
             executor.submit(job.help)
-        return ext.union(blocks, n_groups, SPARSE_MAX, threads, job)
+        return united.result()
     finally:
         job.close()
 

@@ -10,7 +10,6 @@ import itertools
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
@@ -554,23 +553,17 @@ def both_paths_rng(data: st.DataObject) -> np.random.Generator:
 
 
 def threaded(unite: Callable[[ThreadPoolExecutor | None, int], Any]) -> list[Any]:
-    """unite(executor, threads) by the C union on 2, 3 and 5 threads (runs of the blocks, then
-    of the groups, per thread; at most one per block), its helpers lent by POOL, and on 2 with
-    none (a Job nobody helps: this thread takes every unit); however small the input
-    (PARALLEL_MIN 0). Empty without the extension."""
+    """unite(executor, threads) by the C union on 2, 3 and 5 threads of POOL (runs of the
+    blocks, then of the groups, per thread; at most one per block), and on 2 threads of an
+    executor of one (the helper runs only after the union, which takes every unit itself);
+    however small the input (PARALLEL_MIN 0). Empty without the extension."""
     if native.sketch is None:
         return []
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(sketch, "PARALLEL_MIN", 0)
         out = [unite(POOL, t) for t in (2, 3, 5)]
-        idle = ThreadPoolExecutor(1)
-        gate = threading.Event()
-        idle.submit(gate.wait)  # its one thread is busy: the helper never starts in time
-        try:
-            out.append(unite(idle, 2))
-        finally:
-            gate.set()
-            idle.shutdown()
+        with ThreadPoolExecutor(1) as one:
+            out.append(unite(one, 2))
     return out
 
 
@@ -759,12 +752,15 @@ def test_union_of_scanned_rows_of_small_groups(data: st.DataObject) -> None:
 
 def test_a_job_helps_one_union_and_its_helpers_return() -> None:
     """A Job lends threads to one union call: its helpers return when the union does, also
-    when it fails; a helper that starts after it finds nothing to do; a second union on the
-    same job is refused."""
+    when it fails; a union nobody helps takes every unit itself; a helper that starts after it
+    finds nothing to do; a second union on the same job is refused."""
     if native.sketch is None:
         pytest.skip("gumshoe._sketch is not loaded")
     col = mixed_column()
     block = (*col.native_arrays(), np.zeros(len(col), np.int64))
+    alone = native.sketch.union([block, block, block], 1, SPARSE_MAX, 3, native.sketch.Job())
+    assert [bytes(memoryview(x)) for x in alone] == [
+        bytes(memoryview(x)) for x in native.sketch.union([block, block, block], 1, SPARSE_MAX)]
     job = native.sketch.Job()
     helpers = [POOL.submit(job.help) for _ in range(2)]
     out = native.sketch.union([block, block], 1, SPARSE_MAX, 2, job)
