@@ -533,9 +533,13 @@ static void pooled_fit(Pooled *p) {
 #define SLACK 2
 #define BITMAP_BITS 17
 
-/* union(blocks, n_groups, sparse_max)
+/* union(blocks, n_groups, sparse_max[, threads, job])
  *   -> (lens, hashes, dense_groups, registers[, sums]) as bytes (int64, uint64, int64, uint8,
  *      int64).
+ *
+ * threads: how many workers split the passes (at most one per block; the result is the same
+ * for any number); job: a Job whose helpers run the workers' units beside this thread (none:
+ * this thread runs them all). See "the union's workers" below.
  *
  * The rows of several sketch columns (the blocks of a scan, read in place: no concatenation)
  * united per group. blocks: a sequence of (lens, hashes, dense_rows, registers, keys[,
@@ -1296,6 +1300,16 @@ static int workers_err(const Worker *wk, int n) {
     return 0;
 }
 
+/* Whether obj is a tuple of lo to hi items: then *first is its first (the others by
+ * PyTuple_GET_ITEM); else the caller parses it with PyArg_ParseTuple, for its errors. A scan's
+ * union parses a few tuples per block, and a format each cost ~1 of ~3 us a block. */
+static int tuple_items(PyObject *obj, Py_ssize_t lo, Py_ssize_t hi, PyObject **first) {
+    if (!PyTuple_CheckExact(obj) || PyTuple_GET_SIZE(obj) < lo || PyTuple_GET_SIZE(obj) > hi)
+        return 0;
+    *first = PyTuple_GET_ITEM(obj, 0);
+    return 1;
+}
+
 static PyObject *sketch_union(PyObject *self, PyObject *args) {
     PyObject *blocks_obj;
     Py_ssize_t n_groups, sparse_max, threads = 1;
@@ -1350,13 +1364,29 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
         Src *s = &src[got];
         PyObject *lo, *ho, *dro, *rgo, *ko, *wo = Py_None;
         s->wtype = T_BAD;
-        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, got), "OOOOO|O:union block", &lo,
-                              &ho, &dro, &rgo, &ko, &wo))
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, got);
+        if (tuple_items(item, 5, 6, &lo)) { /* a block: the common case, without a format */
+            ho = PyTuple_GET_ITEM(item, 1);
+            dro = PyTuple_GET_ITEM(item, 2);
+            rgo = PyTuple_GET_ITEM(item, 3);
+            ko = PyTuple_GET_ITEM(item, 4);
+            if (PyTuple_GET_SIZE(item) == 6) wo = PyTuple_GET_ITEM(item, 5);
+        } else if (!PyTuple_Check(item)) {
+            PyErr_SetString(PyExc_TypeError, "union: a block must be a tuple");
             goto done;
+        } else if (!PyArg_ParseTuple(item, "OOOOO|O:union block", &lo, &ho, &dro, &rgo, &ko,
+                                     &wo)) {
+            goto done;
+        }
         const int has_parts = PyTuple_Check(ko), has_keys = !has_parts && !PyLong_Check(ko);
         if (has_parts) { /* (base, [(codes, offset, stride, nil), ...][, mask]) */
             PyObject *base, *parts, *mask = Py_None;
-            if (!PyArg_ParseTuple(ko, "OO|O:union key parts", &base, &parts, &mask)) goto done;
+            if (tuple_items(ko, 2, 3, &base)) {
+                parts = PyTuple_GET_ITEM(ko, 1);
+                if (PyTuple_GET_SIZE(ko) == 3) mask = PyTuple_GET_ITEM(ko, 2);
+            } else if (!PyArg_ParseTuple(ko, "OO|O:union key parts", &base, &parts, &mask)) {
+                goto done;
+            }
             s->computed = 1;
             if (mask != Py_None && get_buf(mask, &s->mb, 0, 1, "mask") < 0) {
                 got++;
@@ -1370,11 +1400,26 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
             int bad = np > MAX_KEY_PARTS;
             for (Py_ssize_t q = 0; !bad && q < np; q++) {
                 KeyPart *kp = &s->part[q];
-                PyObject *codes, *nil;
+                PyObject *codes, *nil, *pi = PySequence_Fast_GET_ITEM(pseq, q);
                 long long off, st;
-                if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(pseq, q), "OLLO:key part", &codes,
-                                      &off, &st, &nil) ||
-                    get_buf(codes, &kp->codes, 0, 0, "codes") < 0) {
+                if (tuple_items(pi, 4, 4, &codes) && PyLong_CheckExact(PyTuple_GET_ITEM(pi, 1)) &&
+                    PyLong_CheckExact(PyTuple_GET_ITEM(pi, 2))) {
+                    off = PyLong_AsLongLong(PyTuple_GET_ITEM(pi, 1));
+                    st = PyLong_AsLongLong(PyTuple_GET_ITEM(pi, 2));
+                    nil = PyTuple_GET_ITEM(pi, 3);
+                    if ((off == -1 || st == -1) && PyErr_Occurred()) {
+                        bad = 2;
+                        break;
+                    }
+                } else if (!PyTuple_Check(pi)) {
+                    PyErr_SetString(PyExc_TypeError, "union: a key part must be a tuple");
+                    bad = 2;
+                    break;
+                } else if (!PyArg_ParseTuple(pi, "OLLO:key part", &codes, &off, &st, &nil)) {
+                    bad = 2;
+                    break;
+                }
+                if (get_buf(codes, &kp->codes, 0, 0, "codes") < 0) {
                     bad = 2;
                     break;
                 }

@@ -780,3 +780,22 @@ def test_a_job_helps_one_union_and_its_helpers_return() -> None:
     assert all(h.result(timeout=30) is None for h in helpers)
     with pytest.raises(TypeError, match="Job"):
         native.sketch.union([block], 1, SPARSE_MAX, 2, object())
+
+
+def test_the_union_refuses_malformed_blocks() -> None:
+    """The C union's arguments are the engine's, never a user's; still, a malformed one is a
+    Python error naming it, not a crash (the blocks are unpacked without a format when they
+    are tuples of the expected size)."""
+    if native.sketch is None:
+        pytest.skip("gumshoe._sketch is not loaded")
+    col = mixed_column().native_arrays()
+    codes = np.zeros(len(col[0]), np.uint8)
+    for block, error, match in [
+            ([*col, 0], TypeError, "block must be a tuple"),
+            ((*col, (0, [[codes, 0, 1, None]])), TypeError, "key part must be a tuple"),
+            ((*col, (0, [(codes, 0, 1)])), TypeError, "4 arguments"),
+            ((*col, (0, [(codes, 2**70, 1, None)])), OverflowError, "too big"),
+            ((*col, (0, [(codes, "x", 1, None)])), TypeError, "integer"),
+            ((*col[:3],), TypeError, "at least 5")]:
+        with pytest.raises(error, match=match):
+            native.sketch.union([block], 4, SPARSE_MAX)
