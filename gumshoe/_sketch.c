@@ -533,9 +533,11 @@ static void pooled_fit(Pooled *p) {
 #define SLACK 2
 #define BITMAP_BITS 17
 
-/* union(blocks, n_groups, sparse_max[, threads, job])
+/* union(blocks, n_groups, sparse_max[, threads, job, counts])
  *   -> (lens, hashes, dense_groups, registers[, sums]) as bytes (int64, uint64, int64, uint8,
- *      int64).
+ *      int64); with counts, (..., registers, sums or None, histograms): per dense group, how
+ *      many of its registers hold each value 0..51 (int64, 52 each; the estimator's input,
+ *      made in pass 3 on the threads while the registers are in cache).
  *
  * threads: how many workers split the passes (at most one per block; the result is the same
  * for any number); job: a Job whose helpers run the workers' units beside this thread (none:
@@ -696,6 +698,28 @@ static Py_ssize_t registers_set(const uint8_t *restrict r) {
     Py_ssize_t n = 0;
     for (int j = 0; j < N_REG; j++) n += r[j] != 0;
     return n;
+}
+
+/* out[v] = how many of a group's registers hold v (0..Q_BITS + 1); 1 when one holds more (not
+ * a register of this kind). Eight counters per value, one per register position mod 8,
+ * filled from one 8-byte load: neighbouring registers often hold the same value, and one
+ * counter's increments would wait on each other (four, a byte load each: a country x device
+ * query's 293 groups 4.7 -> 3.9 Mcycles). */
+static int reg_histogram(const uint8_t *restrict r, int64_t *restrict out) {
+    uint32_t c[8][256] = {{0}};
+    for (int j = 0; j < N_REG; j += 8) {
+        uint64_t x;
+        memcpy(&x, r + j, 8);
+        for (int b = 0; b < 8; b++) c[b][(x >> (8 * b)) & 0xFF]++;
+    }
+    int bad = 0;
+    for (int v = 0; v < 256; v++) {
+        int64_t n = 0;
+        for (int b = 0; b < 8; b++) n += c[b][v];
+        if (v < Q_BITS + 2) out[v] = n;
+        else if (n) bad = 1;
+    }
+    return bad;
 }
 
 #define PREFETCH_AHEAD 128 /* hashes (1 KiB) */
@@ -1112,6 +1136,7 @@ struct Union { /* what the workers share (read-only in a pass, but for each's ow
     int64_t *out_len;
     uint64_t *oh;
     uint8_t *out_r;
+    int64_t *out_ct; /* with counts: each dense group's register histogram (Q_BITS + 2 each) */
 };
 
 static void pass1_worker(Worker *wk) {
@@ -1166,13 +1191,15 @@ static void pass3_worker(Worker *wk) {
                 wk->err = 2;
                 break;
             }
-            uint8_t *r = u->out_r + (size_t)(wk->dbase + wk->n_dense++) * N_REG;
+            const size_t d = (size_t)(wk->dbase + wk->n_dense++);
+            uint8_t *r = u->out_r + d * N_REG;
             if (sl >= 0) {
                 memcpy(r, u->reg[g + 1], N_REG);
             } else {
                 memset(r, 0, N_REG);
                 for (int64_t j = 0; j < nh; j++) reg_max(r, h[j]);
             }
+            if (u->out_ct) reg_histogram(r, u->out_ct + d * (Q_BITS + 2)); /* in cache now */
             memcpy(wk->dg.p + wk->dg.len, &g, 8);
             wk->dg.len += 8;
             continue;
@@ -1314,8 +1341,9 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     PyObject *blocks_obj;
     Py_ssize_t n_groups, sparse_max, threads = 1;
     PyObject *job_obj = Py_None;
-    if (!PyArg_ParseTuple(args, "Onn|nO:union", &blocks_obj, &n_groups, &sparse_max, &threads,
-                          &job_obj))
+    int want_counts = 0;
+    if (!PyArg_ParseTuple(args, "Onn|nOp:union", &blocks_obj, &n_groups, &sparse_max, &threads,
+                          &job_obj, &want_counts))
         return NULL;
     Job *job = NULL; /* helpers, one union's: closed when this returns */
     if (job_obj != Py_None) {
@@ -1340,6 +1368,7 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     PyObject *result = NULL, *out_lens = NULL;
     int64_t *sums = NULL; /* with weights: sums[g], group g's */
     Pooled *out_h = NULL, *out_rg = NULL; /* the sparse hashes; the dense groups' registers */
+    Pooled *out_ct = NULL; /* with counts: the dense groups' register histograms */
     int weighed = 0; /* some block has weights: their sums per group are returned too */
     int64_t *count = NULL, *start = NULL, *slot = NULL;
     int64_t *kbuf = NULL;
@@ -1712,7 +1741,9 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     }
     Py_BLOCK_THREADS
     if (!err && (!(out_h = pooled_new((size_t)bound * 8)) ||
-                 !(out_rg = pooled_new((size_t)dense_bound * N_REG))))
+                 !(out_rg = pooled_new((size_t)dense_bound * N_REG)) ||
+                 (want_counts &&
+                  !(out_ct = pooled_new((size_t)dense_bound * (Q_BITS + 2) * 8)))))
         err = 4;
     Py_UNBLOCK_THREADS
     if (!err) {
@@ -1723,6 +1754,7 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
         un.reg = reg;
         un.oh = out_h->mem->data;
         un.out_r = (uint8_t *)out_rg->mem->data;
+        un.out_ct = out_ct ? (int64_t *)out_ct->mem->data : NULL;
         for (int t = 0; t < n_chunks; t++) {
             ck[t].u = &un;
             Dedup *w = &ck[t].w;
@@ -1744,9 +1776,14 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
         if (x->n_out && x->hbase != n_out)
             memmove(un.oh + n_out, un.oh + x->hbase, (size_t)x->n_out * 8);
         n_out += x->n_out;
-        if (x->n_dense && x->dbase != n_dense)
+        if (x->n_dense && x->dbase != n_dense) {
             memmove(un.out_r + (size_t)n_dense * N_REG, un.out_r + (size_t)x->dbase * N_REG,
                     (size_t)x->n_dense * N_REG);
+            if (un.out_ct)
+                memmove(un.out_ct + (size_t)n_dense * (Q_BITS + 2),
+                        un.out_ct + (size_t)x->dbase * (Q_BITS + 2),
+                        (size_t)x->n_dense * (Q_BITS + 2) * 8);
+        }
         n_dense += x->n_dense;
         if (x->dg.len && buf_reserve(&out_dg, x->dg.len)) {
             err = 2;
@@ -1772,16 +1809,27 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     out_rg->len = n_dense * N_REG;
     pooled_fit(out_h);
     pooled_fit(out_rg);
-    /* with weights, their sums per group: one more item */
+    /* with weights, their sums per group: one more item; with counts, two (sums or None) */
     const char *dg = out_dg.p ? (const char *)out_dg.p : "";
-    if (sums)
+    if (out_ct) {
+        out_ct->len = n_dense * (Q_BITS + 2) * 8;
+        pooled_fit(out_ct);
+        if (sums)
+            result = Py_BuildValue("(OOy#Oy#O)", out_lens, out_h, dg, (Py_ssize_t)out_dg.len,
+                                   out_rg, (const char *)sums, n_groups * 8, out_ct);
+        else
+            result = Py_BuildValue("(OOy#OOO)", out_lens, out_h, dg, (Py_ssize_t)out_dg.len,
+                                   out_rg, Py_None, out_ct);
+    } else if (sums) {
         result = Py_BuildValue("(OOy#Oy#)", out_lens, out_h, dg, (Py_ssize_t)out_dg.len, out_rg,
                                (const char *)sums, n_groups * 8);
-    else
+    } else {
         result = Py_BuildValue("(OOy#O)", out_lens, out_h, dg, (Py_ssize_t)out_dg.len, out_rg);
+    }
 done:
     Py_XDECREF(out_h);
     Py_XDECREF(out_rg);
+    Py_XDECREF(out_ct);
     Py_XDECREF(out_lens);
     free(sums);
     free(count);
@@ -1854,25 +1902,7 @@ static PyObject *histogram(PyObject *self, PyObject *args) {
         int bad = 0;
         Py_BEGIN_ALLOW_THREADS
         memset(o, 0, (size_t)out.len);
-        for (Py_ssize_t i = 0; i < k; i++) {
-            /* eight histograms, one per register position mod 8, from one 8-byte load:
-             * neighbouring registers often hold the same value, and one counter's increments
-             * would wait on each other (four, a byte load each: a country x device query's 293
-             * rows 4.7 -> 3.9 Mcycles) */
-            uint32_t c[8][256] = {{0}};
-            const uint8_t *ri = r + i * N_REG;
-            for (Py_ssize_t j = 0; j < N_REG; j += 8) {
-                uint64_t x;
-                memcpy(&x, ri + j, 8);
-                for (int b = 0; b < 8; b++) c[b][(x >> (8 * b)) & 0xFF]++;
-            }
-            for (int v = 0; v < 256; v++) {
-                int64_t n = 0;
-                for (int b = 0; b < 8; b++) n += c[b][v];
-                if (v < Q_BITS + 2) o[i * (Q_BITS + 2) + v] = n;
-                else if (n) bad = 1;
-            }
-        }
+        for (Py_ssize_t i = 0; i < k; i++) bad |= reg_histogram(r + i * N_REG, o + i * (Q_BITS + 2));
         Py_END_ALLOW_THREADS
         if (bad) {
             PyErr_SetString(PyExc_ValueError, "histogram: a register above 51");
@@ -1894,7 +1924,8 @@ static PyMethodDef methods[] = {
     {"hash_fixed", hash_fixed, METH_VARARGS,
      "hash_fixed(data, width, out): XXH64 of fixed-width byte strings (NULs stripped)."},
     {"union", sketch_union, METH_VARARGS,
-     "union(blocks, n_groups, sparse_max[, threads, job]): sketch rows united per group."},
+     "union(blocks, n_groups, sparse_max[, threads, job, counts]): sketch rows united per "
+     "group."},
     {"histogram", histogram, METH_VARARGS,
      "histogram(registers, out): per row, how many registers hold each value 0..51."},
     {NULL, NULL, 0, NULL},

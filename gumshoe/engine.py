@@ -99,6 +99,9 @@ class Scanner:
         # uniques: the dense scan gathers the selected rows' sketches and group keys of every
         # block, united per group by one C call at the end (the fused kernel sums only)
         self.sketches = sketch_columns(query)
+        # whether the result is estimated here (not a partial sent on): the union then makes
+        # its registers' histograms on the scan's threads (sketch.union_blocks)
+        self.estimated = True
         self.kernels = native.kernels  # the fused C kernel, or None: the numpy kernels
         self.split: list[str] = []  # integer sums summed in two halves (split_sums)
         self.extent: tuple[int, int] | None = None  # first and last interval scanned
@@ -428,9 +431,10 @@ class Scanner:
             parts = [part for g in gathered for part in g.sketches[c]]
             if acc_count is None:  # uniques alone: the first union also counts
                 weights = [w for g in gathered for w in g.weights]
-                sketches[c], acc_count = union_summing(parts, k, weights, executor, threads)
+                sketches[c], acc_count = union_summing(parts, k, weights, executor, threads,
+                                                       self.estimated)
             else:
-                sketches[c] = union_blocks(parts, k, executor, threads)
+                sketches[c] = union_blocks(parts, k, executor, threads, self.estimated)
         if acc_count is None:
             acc_count = np.zeros(k, np.int64)
         if not self.parts:
@@ -708,4 +712,5 @@ class Prepared:
 
     def decoded_partial(self, executor: Executor | None = None) -> Partial:
         """The mergeable partial with string keys decoded (what a shard sends a router)."""
+        self.scanner.estimated = False
         return decode(self.run(executor), self.query, self.snapshot.strings)

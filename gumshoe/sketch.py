@@ -149,12 +149,16 @@ def _ranks(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return index, (Q + 1 - bits).astype(np.uint8)
 
 
-def estimate_registers(registers: np.ndarray) -> np.ndarray:
-    """(k, 2^14) registers -> k float estimates (Ertl 2017, the improved raw estimator)."""
+def estimate_registers(registers: np.ndarray,
+                       histograms: np.ndarray | None = None) -> np.ndarray:
+    """(k, 2^14) registers -> k float estimates (Ertl 2017, the improved raw estimator), from
+    their histograms (k, 52: how many registers hold each value) when given."""
     k = len(registers)
     if k == 0:
         return np.zeros(0)
-    if native.sketch is not None:
+    if histograms is not None:
+        hist = histograms.astype(np.float64)
+    elif native.sketch is not None:
         counts = np.empty((k, Q + 2), np.int64)
         native.sketch.histogram(np.ascontiguousarray(registers, np.uint8), counts)
         hist = counts.astype(np.float64)
@@ -310,8 +314,11 @@ class SketchColumn:
         if (not len(rows) or int(lens.sum(dtype=np.int64)) != len(self.hashes)
                 or not np.array_equal(rows[np.minimum(dense, len(rows) - 1)], self.dense_rows)):
             return self.take(rows)
-        return SketchColumn(_narrow_lens(lens), self.hashes, dense.astype(np.int64),
+        kept = SketchColumn(_narrow_lens(lens), self.hashes, dense.astype(np.int64),
                             self.registers)
+        if "_histograms" in self.__dict__:  # the same registers: the same histograms
+            kept.__dict__["_histograms"] = self.__dict__["_histograms"]
+        return kept
 
     def slice(self, lo: int, hi: int) -> SketchColumn:
         """Rows [lo, hi) as views (the hashes are contiguous: no gather, unlike `take`)."""
@@ -347,7 +354,8 @@ class SketchColumn:
         dense row's register estimate."""
         est = self.lens.astype(np.float64)
         exact = np.ones(len(self.lens), np.bool_)
-        est[self.dense_rows] = estimate_registers(self.registers)
+        est[self.dense_rows] = estimate_registers(self.registers,
+                                                  self.__dict__.get("_histograms"))
         exact[self.dense_rows] = False
         return est, exact
 
@@ -413,32 +421,36 @@ def _native_keys(keys: Keys) -> Any:
 
 
 def union_blocks(parts: Sequence[tuple[SketchColumn, Keys]], n_groups: int,
-                 executor: Executor | None = None, threads: int = 1) -> SketchColumn:
+                 executor: Executor | None = None, threads: int = 1,
+                 histograms: bool = False) -> SketchColumn:
     """The rows of several sketch columns (a scan's blocks, read in place) united per group:
     per part, (column, keys) where keys gives each row's group in [0, n_groups) or -1 (left
     out), as an int64 array, one int for every row, or (base, parts, mask) of grouping codes
     (`key_array`; computed in C from the stored codes). The query kernel: the engine unites
     every selected block of a scan in one call, on up to `threads` threads of `executor` (the
     C union: runs of blocks, then ranges of groups, per thread; the same result as one
-    thread's)."""
-    return _union_blocks(parts, n_groups, None, executor, threads)[0]
+    thread's). `histograms`: a result to be estimated (a query's) gets its registers'
+    histograms from the C union, made on its threads while they are in cache (`estimate`)."""
+    return _union_blocks(parts, n_groups, None, executor, threads, histograms)[0]
 
 
 def union_summing(parts: Sequence[tuple[SketchColumn, Keys]], n_groups: int,
                   weights: Sequence[np.ndarray], executor: Executor | None = None,
-                  threads: int = 1) -> tuple[SketchColumn, np.ndarray]:
+                  threads: int = 1, histograms: bool = False
+                  ) -> tuple[SketchColumn, np.ndarray]:
     """`union_blocks`, and per group the int64 sum of its rows' weights (one integer array per
     part, one value per row: a block's roll-up counts), from the union's own pass over the
     keys: a query of uniques alone needs no pass of the sum kernel for its row counts."""
     if len(weights) != len(parts):
         raise ValueError("union: one weights array per part")
-    united, sums = _union_blocks(parts, n_groups, weights, executor, threads)
+    united, sums = _union_blocks(parts, n_groups, weights, executor, threads, histograms)
     return united, sums if sums is not None else np.zeros(n_groups, np.int64)
 
 
 def _union_blocks(parts: Sequence[tuple[SketchColumn, Keys]], n_groups: int,
                   weights: Sequence[np.ndarray] | None, executor: Executor | None = None,
-                  threads: int = 1) -> tuple[SketchColumn, np.ndarray | None]:
+                  threads: int = 1, histograms: bool = False
+                  ) -> tuple[SketchColumn, np.ndarray | None]:
     if native.sketch is not None:
         blocks: list[tuple[Any, ...]]
         if weights is None:
@@ -446,11 +458,14 @@ def _union_blocks(parts: Sequence[tuple[SketchColumn, Keys]], n_groups: int,
         else:
             blocks = [(*c.native_arrays(), _native_keys(k), np.ascontiguousarray(w))
                       for (c, k), w in zip(parts, weights)]
-        out = _native_union(blocks, n_groups, executor, threads)
+        out = _native_union(blocks, n_groups, executor, threads, histograms)
         united = SketchColumn(_narrow_lens(np.frombuffer(out[0], np.int64)),
                               np.frombuffer(out[1], np.uint64), np.frombuffer(out[2], np.int64),
                               np.frombuffer(out[3], np.uint8).reshape(-1, N_REGISTERS))
-        return united, (np.frombuffer(out[4], np.int64) if len(out) > 4 else None)
+        if len(out) > 5:
+            united.__dict__["_histograms"] = np.frombuffer(out[5], np.int64).reshape(-1, Q + 2)
+        sums = out[4] if len(out) > 4 else None
+        return united, (None if sums is None else np.frombuffer(sums, np.int64))
     cols, keys = [], []
     for c, k in parts:
         block_keys = key_array(k, len(c))
@@ -477,7 +492,7 @@ def _union_blocks(parts: Sequence[tuple[SketchColumn, Keys]], n_groups: int,
 
 
 def _native_union(blocks: list[tuple[Any, ...]], n_groups: int, executor: Executor | None,
-                  threads: int) -> Any:
+                  threads: int, histograms: bool) -> Any:
     """The C union on `threads` threads of `executor`: the union itself is a task of the
     executor, and threads - 1 more tasks lend their threads to it as helpers (a Job: they take
     its units as it does). Helpers are queued after the union, so one waits only while its union
@@ -488,10 +503,11 @@ def _native_union(blocks: list[tuple[Any, ...]], n_groups: int, executor: Execut
     assert ext is not None
     work = sum(len(b[0]) + len(b[1]) for b in blocks)
     if executor is None or threads <= 1 or work < PARALLEL_MIN:
-        return ext.union(blocks, n_groups, SPARSE_MAX)
+        return ext.union(blocks, n_groups, SPARSE_MAX, 1, None, histograms)
     job = ext.Job()
     try:
-        united = executor.submit(ext.union, blocks, n_groups, SPARSE_MAX, threads, job)
+        united = executor.submit(ext.union, blocks, n_groups, SPARSE_MAX, threads, job,
+                                 histograms)
         for _ in range(threads - 1):
             executor.submit(job.help)
         return united.result()

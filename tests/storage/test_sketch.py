@@ -799,3 +799,35 @@ def test_the_union_refuses_malformed_blocks() -> None:
             ((*col[:3],), TypeError, "at least 5")]:
         with pytest.raises(error, match=match):
             native.sketch.union([block], 4, SPARSE_MAX)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_a_union_to_be_estimated_brings_its_histograms(threads: int) -> None:
+    """A query's union (histograms=True) makes each dense group's register histogram on its
+    threads: the same as `histogram` of its registers, carried by `keep`, used by `estimate`
+    (the same estimates); `take` makes a column without them."""
+    if native.sketch is None:
+        pytest.skip("gumshoe._sketch is not loaded")
+    rng = np.random.default_rng(4)
+    # group 0: 3,000 hashes of 10 identities (bound for registers, ends sparse: the outputs
+    # of the groups after it move down), then dense groups, and the mixed column's rows
+    few = [sketch.hash_ints(rng.integers(0, 10, 1)) for _ in range(3000)]
+    many = [np.unique(sketch.hash_ints(rng.integers(0, 10**9, 50))) for _ in range(300)]
+    rows = rows_column(few + many, np.uint8)
+    keys = np.concatenate([np.zeros(3000, np.int64), rng.integers(1, 6, 300)])
+    parts = [(rows.slice(lo, lo + 100), keys[lo:lo + 100]) for lo in range(0, len(rows), 100)]
+    col = mixed_column()  # dense rows, and rows of up to 5,000 hashes
+    parts += [(col.slice(lo, lo + 10), rng.integers(0, 8, 10)) for lo in range(0, len(col), 10)]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sketch, "PARALLEL_MIN", 0)
+        got = sketch.union_blocks(parts, 8, POOL, threads, histograms=True)
+    assert got == sketch.union_blocks(parts, 8) and len(got.dense_rows) >= 2
+    want = np.empty((len(got.dense_rows), sketch.Q + 2), np.int64)
+    native.sketch.histogram(got.registers, want)
+    assert np.array_equal(got.__dict__["_histograms"], want)
+    present = np.flatnonzero(got.lens.astype(bool) | np.isin(np.arange(8), got.dense_rows))
+    kept = got.keep(present)
+    assert "_histograms" in kept.__dict__
+    plain = sketch.SketchColumn(kept.lens, kept.hashes, kept.dense_rows, kept.registers)
+    assert [a.tolist() for a in kept.estimate()] == [a.tolist() for a in plain.estimate()]
+    assert "_histograms" not in got.take(present).__dict__
