@@ -30,6 +30,17 @@
 #define CLONES
 #endif
 
+/* The same for x86-64-v3 (AVX2 with BMI1/2, LZCNT, MOVBE): the sketch union's per-hash loops,
+ * whose register rank is one lzcnt there (bsr, xor and add in the baseline) and whose shifts
+ * take no flags (shlx/shrx): a country x device union 57.2 -> 54.3 ms. GCC 12 names the level
+ * in target_clones; elsewhere, the AVX2 clones (CLONES). */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) && \
+    defined(__linux__) && defined(__GLIBC__)
+#define CLONES_V3 __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define CLONES_V3 CLONES
+#endif
+
 enum { T_I8, T_U8, T_I16, T_U16, T_I32, T_U32, T_I64, T_U64, T_F32, T_F64, T_BOOL, T_STR, T_TS,
        T_BAD };
 

@@ -773,6 +773,7 @@ static int cmp_desc(const void *a, const void *b) {
         COUNT_ROWS(sums[g] += (int64_t)(WIDE)w[i])                                         \
     } while (0)
 #define DEFINE_COUNT(LT, NAME)                                                               \
+    CLONES_V3                                                                               \
     static int NAME(const Src *s, int64_t *restrict count, int64_t *restrict sums,          \
                     Py_ssize_t n_groups) {                                                  \
         const LT *restrict ln = s->lens;                                                    \
@@ -890,7 +891,7 @@ static int in_runs(const int64_t *restrict k, Py_ssize_t n) {
 }
 
 #define DEFINE_SPREAD(LT, NAME)                                                              \
-    static void NAME(const Src *s, const Spread *sp) {                                      \
+    CLONES_V3 static void NAME(const Src *s, const Spread *sp) {                            \
         const LT *restrict ln = s->lens;                                                    \
         const int64_t *restrict keys = s->keys;                                             \
         const uint64_t *restrict h = s->hashes;                                             \
@@ -973,6 +974,7 @@ typedef struct {
 /* A group's hashes h[0..nh) (its region, this call's scratch: sorted in place where that
  * pays) into o, sorted, each value once: how many, or sparse_max + 1 once there are more (o
  * then holds no meaning). */
+CLONES_V3
 static Py_ssize_t dedup_region(uint64_t *h, int64_t nh, uint64_t *o, Py_ssize_t sparse_max,
                                const Dedup *w) {
     Py_ssize_t m = 0;
@@ -1166,7 +1168,7 @@ static void pass2_worker(Worker *wk) {
 }
 
 /* pass 3: per group of the range in order, the sparse hashes sorted, or the registers */
-static void pass3_worker(Worker *wk) {
+CLONES_V3 static void pass3_worker(Worker *wk) {
     const Union *u = wk->u;
     const Py_ssize_t sparse_max = u->sparse_max;
     const Sets *ss = &u->ss;
@@ -1906,7 +1908,8 @@ static PyObject *histogram(PyObject *self, PyObject *args) {
         int bad = 0;
         Py_BEGIN_ALLOW_THREADS
         memset(o, 0, (size_t)out.len);
-        for (Py_ssize_t i = 0; i < k; i++) bad |= reg_histogram(r + i * N_REG, o + i * (Q_BITS + 2));
+        for (Py_ssize_t i = 0; i < k; i++)
+            bad |= reg_histogram(r + i * N_REG, o + i * (Q_BITS + 2));
         Py_END_ALLOW_THREADS
         if (bad) {
             PyErr_SetString(PyExc_ValueError, "histogram: a register above 51");
