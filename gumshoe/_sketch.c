@@ -859,11 +859,6 @@ typedef struct {
     int64_t *pos;
 } Spread;
 
-/* a hash of a group without registers: light (into its region), or none (g = -1) */
-static inline void place(const Spread *sp, int64_t g, uint64_t v) {
-    if (g >= 0) sp->dst0[sp->pos[g]++] = v;
-}
-
 /* n hashes of one row (or block) into group g: into its registers, or appended to its
  * partition region */
 static void run_into(const Spread *sp, int64_t g, const uint64_t *h, int64_t n) {
@@ -896,6 +891,8 @@ static int in_runs(const int64_t *restrict k, Py_ssize_t n) {
         const int64_t *restrict keys = s->keys;                                             \
         const uint64_t *restrict h = s->hashes;                                             \
         uint8_t **const reg = sp->reg;                                                      \
+        uint64_t *const dst0 = sp->dst0; /* held here: a light hash's store cannot change */\
+        int64_t *const pos = sp->pos;    /* them, where sp's fields were read again */      \
         int64_t gk[CHUNK + 8];                                                              \
         Py_ssize_t i = 0;                                                                   \
         int64_t a = 0;                                                                      \
@@ -927,7 +924,7 @@ static int in_runs(const int64_t *restrict k, Py_ssize_t n) {
                 __builtin_prefetch(hc + j + PREFETCH_AHEAD);                                \
                 uint8_t *r = reg[gk[j]];                                                    \
                 if (r) reg_max(r, hc[j]);                                                   \
-                else place(sp, gk[j], hc[j]);                                               \
+                else if (gk[j] >= 0) dst0[pos[gk[j]]++] = hc[j]; /* light (-1: none) */    \
             }                                                                               \
             a += m;                                                                         \
             if (i < s->n && ln[i] > LONG_ROW) { /* a long row: its hashes as one run */     \
