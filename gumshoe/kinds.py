@@ -93,8 +93,13 @@ class Kind:
         return values
 
     def missing(self, out: np.ndarray) -> np.ndarray | None:
-        """Where a min/max group saw no input (its value is the identity), else None."""
-        if self.name == "sum":
+        """Where a min/max group saw no input (its value is the identity), else None. Values
+        are kept in a 64-bit type, whose identity no input of a narrower declared type can
+        hold; a segment stores a column narrow only when no row is the identity (its range
+        must fit), so a narrower integer array has no missing value, and its own type's
+        extreme (-128 in an int8) is a value (it read as missing: a filter `= -128` on a
+        `max:int8` matched no flushed row)."""
+        if self.name == "sum" or (out.dtype.kind in "iu" and out.dtype.itemsize < 8):
             return None
         return out == self.identity(out.dtype)
 

@@ -231,6 +231,39 @@ def test_min_max_columns_narrow_unless_a_row_has_no_value(tmp_path: Path,
         [(None, None)] if without_values else [])
 
 
+def test_a_narrow_min_max_column_holds_its_types_extremes_as_values(tmp_path: Path) -> None:
+    """A min/max column narrowed in a segment (no row without a value) may hold its narrow
+    type's extreme, the value that is the identity in that type (-128 for an int8 max, 32767
+    for an int16 min): a value, not a missing one, wherever a block's values are read (kinds.missing;
+    a filter `= -128` on a max:int8 matched no flushed row)."""
+    from gumshoe.config import load_config
+    from gumshoe.db import DB
+    from gumshoe.service import query_rows
+
+    cfg = load_config().replace(database_dir=str(tmp_path / "db"), retention_days=0,
+                                durability="none")
+    cfg = cfg.replace(schema=SchemaConfig(
+        timestamp_column=("at", "uint32"), dimension_columns=(("d", "uint8"),),
+        metric_columns=(("hi", "max:int8"), ("lo", "min:int16")), interval_duration=3600,
+        segment_size=cfg.schema.segment_size))
+    db = DB(cfg)
+    db.insert([{"at": 0, "d": 1, "hi": -128, "lo": 32767}, {"at": 0, "d": 2, "hi": 7, "lo": 3}])
+    db.flush()
+    (block,) = db.snapshot().intervals[0].blocks
+    assert block.metrics["hi"].dtype == np.int8 and block.metrics["lo"].dtype == np.int16
+    assert db.schema.column("hi").kind.missing(block.metrics["hi"]) is None
+    for f, want in [({"type": "=", "column": "hi", "value": -128}, [1]),
+                    ({"type": "=", "column": "lo", "value": 32767}, [1]),
+                    ({"type": "!=", "column": "hi", "value": -128}, [2]),
+                    ({"type": "<", "column": "lo", "value": 32767}, [2])]:
+        rows = query_rows(db, {"filters": [f], "groupings": ["d"],
+                               "aggregates": [{"type": "max", "column": "hi"},
+                                              {"type": "min", "column": "lo"}]})
+        assert [r["d"] for r in rows] == want, f
+        assert all(r["hi"] is not None and r["lo"] is not None for r in rows)
+    db.close()
+
+
 @st.composite
 def blocks(draw: st.DrawFn) -> tuple[Schema, Block]:
     """Arbitrary column contents (any bit patterns, incl. NaN and -0.0 for floats)."""
