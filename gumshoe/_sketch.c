@@ -1097,13 +1097,15 @@ static void rescan_block(const Src *s, const int64_t *at, const Sets *ss) {
  * A scan's union runs on up to `threads` threads (the query's scan threads, lent as a Job: the
  * engine hands every block of the scan to one union, instead of a union per thread and a merge
  * of their partials -- a country x device query's two unions and their merge, 4.2 ms of ~75,
- * each writing up to 16 KiB of registers per group only to have them maxed together). Passes
- * 1 and 2 split the blocks in runs (balanced by rows + hashes): each worker counts, then spreads,
- * its own blocks; a light group's region holds worker 0's hashes, then worker 1's, ... (the
- * order of one thread), and each worker streams into registers of its own, maxed together
- * after pass 2. Pass 3 splits the groups in ranges (balanced by hashes), each worker writing its
- * outputs from its range's bound on; they are moved together after. The result is byte for
- * byte that of one thread. */
+ * each writing up to 16 KiB of registers per group only to have them maxed together). Work
+ * comes in units, taken one at a time by whichever thread ("lane": the union's own is 0) is
+ * free, so a core slowed by a neighbour takes fewer (one unit per thread left one of two with
+ * 15-20% more to do). Passes 1 and 2 split the blocks in runs, four per lane (balanced by rows +
+ * hashes): a unit counts, then spreads, its own blocks; a light group's region holds unit 0's
+ * hashes, then unit 1's, ... (the order of one thread). Registers need no order: each lane
+ * streams into registers of its own, maxed together after pass 2. Pass 3 splits the groups in
+ * chunks, each writing its outputs from its bounds on; they are moved together after. The
+ * result is byte for byte that of one thread. */
 #define MAX_THREADS 16
 #define DENSE_IN ((int64_t)1 << 62)      /* in a group's count: it has a dense input row */
 
@@ -1113,14 +1115,11 @@ static void rescan_block(const Src *s, const int64_t *at, const Sets *ss) {
 #define PASS3_COST(slot, nh) ((slot) >= 0 ? 400 : (nh) <= 8 * sparse_max ? 3 * (nh) : (nh))
 
 typedef struct Union Union;
-typedef struct Worker { /* a unit of work: a worker's blocks (passes 1, 2), a chunk's groups (3) */
+typedef struct Worker { /* a unit of work: a run of blocks (passes 1, 2), a chunk of groups (3) */
     Union *u;
     Py_ssize_t b0, b1;           /* its blocks (passes 1 and 2) */
     Py_ssize_t g0, g1;           /* its groups (pass 3) */
-    int64_t *kbuf;               /* its blocks' computed keys */
     int64_t *count, *sums;       /* pass 1's per group; then count is pass 2's write positions */
-    uint8_t **reg;               /* by g + 1: its registers of a streamed group */
-    Scratch *hreg;               /* which they are in */
     int64_t hbase, dbase;        /* pass 3: where its hashes and registers go in the outputs */
     Py_ssize_t n_out, n_dense;   /* pass 3: how many it wrote */
     Buf dg;                      /* pass 3: its dense groups */
@@ -1128,8 +1127,15 @@ typedef struct Worker { /* a unit of work: a worker's blocks (passes 1, 2), a ch
     int err;
 } Worker;
 
-struct Union { /* what the workers share (read-only in a pass, but for each's own part) */
+typedef struct { /* a thread's own, whichever units it takes */
+    int64_t *kbuf;               /* the computed keys of the block at hand */
+    uint8_t **reg;               /* by g + 1: its registers of a streamed group */
+    Scratch *hreg;               /* which they are in */
+} Lane;
+
+struct Union { /* what the units share (read-only in a pass, but for each's own part) */
     Src *src;
+    Lane *lanes;
     Py_ssize_t n_groups, sparse_max;
     const int64_t *slot, *start, *rstart, *sets_m;
     const uint8_t *sets_zero;
@@ -1142,11 +1148,11 @@ struct Union { /* what the workers share (read-only in a pass, but for each's ow
     int64_t *out_ct; /* with counts: each dense group's register histogram (Q_BITS + 2 each) */
 };
 
-static void pass1_worker(Worker *wk) {
+static void pass1_worker(Worker *wk, int lane) {
     const Union *u = wk->u;
     for (Py_ssize_t b = wk->b0; !wk->err && b < wk->b1; b++) {
         Src *s = &u->src[b];
-        if (s->computed) make_keys(s, wk->kbuf);
+        if (s->computed) make_keys(s, u->lanes[lane].kbuf);
         wk->err = count_block(s, wk->count, wk->sums, u->n_groups);
         for (Py_ssize_t d = 0; !wk->err && d < s->k; d++) {
             if (s->drows[d] < 0 || s->drows[d] >= s->n) wk->err = 1;
@@ -1155,17 +1161,18 @@ static void pass1_worker(Worker *wk) {
     }
 }
 
-static void pass2_worker(Worker *wk) {
+static void pass2_worker(Worker *wk, int lane) {
     const Union *u = wk->u;
-    const Spread sp = {wk->reg + 1, u->part, wk->count};
+    const Spread sp = {u->lanes[lane].reg + 1, u->part, wk->count};
     for (Py_ssize_t b = wk->b0; b < wk->b1; b++) {
-        if (u->src[b].computed) make_keys(&u->src[b], wk->kbuf);
+        if (u->src[b].computed) make_keys(&u->src[b], u->lanes[lane].kbuf);
         spread_block(&u->src[b], &sp);
     }
 }
 
 /* pass 3: per group of the range in order, the sparse hashes sorted, or the registers */
-CLONES_V3 static void pass3_worker(Worker *wk) {
+CLONES_V3 static void pass3_worker(Worker *wk, int lane) {
+    (void)lane;
     const Union *u = wk->u;
     const Py_ssize_t sparse_max = u->sparse_max;
     const Sets *ss = &u->ss;
@@ -1221,17 +1228,18 @@ typedef struct {
     PyObject_HEAD
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    Worker *wk;              /* the phase's workers, fn, how many; fn NULL between phases */
-    void (*fn)(Worker *);
+    Worker *wk;              /* the phase's units, fn, how many; fn NULL between phases */
+    void (*fn)(Worker *, int);
     int n, next, finished;   /* units claimed, units done */
+    int lanes, max_lanes;    /* lanes given (the union's thread has 0), and how many it has */
     int taken, closed;       /* a union has it; it is over (its helpers return) */
 } Job;
 
-/* fn on every worker: with a job, its helpers take units as this thread does, and this thread
- * waits for the last; without, one after another here */
-static void run_workers(Job *job, Worker *wk, int n, void (*fn)(Worker *)) {
+/* fn on every unit: with a job, its helpers take units as this thread (lane 0) does, and this
+ * thread waits for the last; without, one after another here */
+static void run_workers(Job *job, Worker *wk, int n, void (*fn)(Worker *, int)) {
     if (!job || n == 1) {
-        for (int t = 0; t < n; t++) fn(&wk[t]);
+        for (int t = 0; t < n; t++) fn(&wk[t], 0);
         return;
     }
     pthread_mutex_lock(&job->mu);
@@ -1243,7 +1251,7 @@ static void run_workers(Job *job, Worker *wk, int n, void (*fn)(Worker *)) {
     while (job->next < n) {
         const int t = job->next++;
         pthread_mutex_unlock(&job->mu);
-        fn(&wk[t]);
+        fn(&wk[t], 0);
         pthread_mutex_lock(&job->mu);
         job->finished++;
     }
@@ -1262,15 +1270,18 @@ static void job_close(Job *job) {
 /* Job.help(): work on the job's units until its union is over (GIL released) */
 static PyObject *job_help(PyObject *self, PyObject *unused) {
     Job *job = (Job *)self;
+    int lane = -1; /* this thread's, from its first unit: its registers and key buffer */
     Py_BEGIN_ALLOW_THREADS
     pthread_mutex_lock(&job->mu);
     while (!job->closed) {
         if (job->fn && job->next < job->n) {
+            if (lane < 0 && job->lanes >= job->max_lanes) break; /* as many as it has lanes */
+            if (lane < 0) lane = job->lanes++;
             const int t = job->next++;
-            void (*fn)(Worker *) = job->fn;
+            void (*fn)(Worker *, int) = job->fn;
             Worker *wk = job->wk;
             pthread_mutex_unlock(&job->mu);
-            fn(&wk[t]);
+            fn(&wk[t], lane);
             pthread_mutex_lock(&job->mu);
             if (++job->finished == job->n) pthread_cond_broadcast(&job->cv);
         } else {
@@ -1379,8 +1390,9 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     int64_t *hcount = NULL, *rstart = NULL, *sets_m = NULL; /* rstart: a streamed group's set */
     uint8_t *sets_zero = NULL;
     Scratch *part = NULL, *resc = NULL;
-    Worker *wk = NULL, *ck = NULL; /* passes 1-2: n_workers of them; pass 3: n_chunks */
-    int n_workers = 0, n_chunks = 0;
+    Worker *wk = NULL, *ck = NULL; /* the units: passes 1-2, n_workers; pass 3, n_chunks */
+    Lane *lanes = NULL;              /* n_lanes threads' own */
+    int n_workers = 0, n_chunks = 0, n_lanes = 0;
     Buf out_dg = {0};
     Py_ssize_t got = 0; /* blocks whose buffers are held */
     Py_ssize_t n_dense = 0; /* registers written to out_rg */
@@ -1513,7 +1525,7 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
         }
         s->fit32 = has_parts && keys_fit32(s);
     }
-    Py_ssize_t max_n = 0; /* the key buffer of blocks with key parts (worker 0's, serial steps') */
+    Py_ssize_t max_n = 0; /* a key buffer of blocks with key parts (each lane has one) */
     for (Py_ssize_t b = 0; b < nb; b++)
         if (src[b].computed && src[b].n > max_n) max_n = src[b].n;
     if (max_n && !(kbuf = malloc((size_t)max_n * sizeof(int64_t)))) {
@@ -1533,18 +1545,29 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
         goto done;
     }
     if (!out_lens) goto done;
-    /* the workers (`threads`, at most one per block): runs of blocks balanced by rows + hashes
-     * (one: it counts into the arrays above; more: each into its own, added up there after) */
+    /* the lanes (`threads`, at most one per block) and the units of passes 1 and 2: runs of
+     * blocks balanced by rows + hashes, four per lane (one per lane for a large key space:
+     * each unit counts into an array of its own); one unit counts into the arrays above, more
+     * each into its own, added up there after */
     int64_t work = 0;
     for (Py_ssize_t b = 0; b < nb; b++) work += src[b].n + src[b].nh;
-    n_workers = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : (int)threads;
-    if (n_workers > nb) n_workers = nb > 0 ? (int)nb : 1;
-    if (!(wk = calloc((size_t)n_workers, sizeof(Worker)))) {
+    n_lanes = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : (int)threads;
+    if (n_lanes > nb) n_lanes = nb > 0 ? (int)nb : 1;
+    n_workers = n_lanes == 1 ? 1 : n_groups > ((Py_ssize_t)1 << 16) ? n_lanes : 4 * n_lanes;
+    if (n_workers > nb) n_workers = (int)nb;
+    if (!(wk = calloc((size_t)n_workers, sizeof(Worker))) ||
+        !(lanes = calloc((size_t)n_lanes, sizeof(Lane)))) {
         PyErr_NoMemory();
         goto done;
     }
-    Union un = {src, n_groups, sparse_max, slot, start, NULL, NULL, NULL, {0}, NULL, NULL, NULL,
-                NULL, NULL};
+    Union un = {src, lanes, n_groups, sparse_max, slot, start, NULL, NULL, NULL, {0}, NULL, NULL,
+                NULL, NULL, NULL, NULL};
+    lanes[0].kbuf = kbuf;
+    for (int t = 1; t < n_lanes; t++)
+        if (max_n && !(lanes[t].kbuf = malloc((size_t)max_n * sizeof(int64_t)))) {
+            PyErr_NoMemory();
+            goto done;
+        }
     for (Py_ssize_t b = 0, t = 0, acc = 0; t < n_workers; t++) {
         Worker *x = &wk[t];
         x->u = &un;
@@ -1552,19 +1575,20 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
         while (b < nb && (t == n_workers - 1 || acc < work / n_workers * (t + 1)))
             acc += src[b].n + src[b].nh, b++;
         x->b1 = b;
-        Py_ssize_t mx = 0;
-        for (Py_ssize_t c = x->b0; c < x->b1; c++)
-            if (src[c].computed && src[c].n > mx) mx = src[c].n;
-        if (t == 0) x->kbuf = kbuf;
         if (n_workers == 1) {
             x->count = count;
             x->sums = sums;
-        } else if ((t > 0 && mx && !(x->kbuf = malloc((size_t)mx * sizeof(int64_t)))) ||
-                   !(x->count = calloc((size_t)n_groups + 1, sizeof(int64_t))) ||
+        } else if (!(x->count = calloc((size_t)n_groups + 1, sizeof(int64_t))) ||
                    (weighed && !(x->sums = calloc((size_t)n_groups + 1, sizeof(int64_t))))) {
             PyErr_NoMemory();
             goto done;
         }
+    }
+    if (job) { /* its helpers take a lane each, as many as there are */
+        pthread_mutex_lock(&job->mu);
+        job->lanes = 1;
+        job->max_lanes = n_lanes;
+        pthread_mutex_unlock(&job->mu);
     }
     int64_t *out_len = (int64_t *)PyBytes_AS_STRING(out_lens);
     un.out_len = out_len;
@@ -1609,7 +1633,7 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
             start[g + 1] = start[g] + count[g];
         }
     }
-    /* a streamed group's registers (zeroed, in one kept buffer per worker), its hashes (pass
+    /* a streamed group's registers (zeroed, in one kept buffer per lane), its hashes (pass
      * 1's count: pass 2 reuses the array; -1 with a dense input row), and its set if it is read
      * again (rstart, below). reg[g + 1]: group g's registers (reg[0], the key -1: none). */
     const size_t hreg_n = (size_t)n_streamed * (N_REG / 8);
@@ -1617,8 +1641,8 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
         (!(hcount = malloc((size_t)n_streamed * sizeof(int64_t))) ||
          !(rstart = malloc((size_t)n_streamed * sizeof(int64_t)))))
         err = 2;
-    for (int t = 0; !err && t < n_workers; t++) {
-        Worker *x = &wk[t];
+    for (int t = 0; !err && t < n_lanes; t++) {
+        Lane *x = &lanes[t];
         if (!(x->reg = calloc((size_t)n_groups + 1, sizeof(uint8_t *))) ||
             (n_streamed && !(x->hreg = scratch_take(hreg_n, ROOMY(hreg_n))))) {
             err = 2;
@@ -1628,7 +1652,7 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
         for (Py_ssize_t g = 0; g < n_groups; g++)
             if (slot[g] >= 0) x->reg[g + 1] = (uint8_t *)x->hreg->data + slot[g] * N_REG;
     }
-    uint8_t **const reg = err ? NULL : wk[0].reg; /* worker 0's: all of theirs after pass 2 */
+    uint8_t **const reg = err ? NULL : lanes[0].reg; /* lane 0's: all of theirs after pass 2 */
     for (Py_ssize_t g = 0; !err && g < n_groups; g++)
         if (slot[g] >= 0) hcount[slot[g]] = count[g] < DENSE_IN ? count[g] : -1;
     /* dense input rows: their group's registers start as their maximum */
@@ -1645,8 +1669,8 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     if (!err && light && !(part = scratch_take(part_n, ROOMY(part_n))))
         err = 2;
     /* pass 2: streamed groups' hashes into their registers, light groups' into the partition;
-     * a worker writes a light group's hashes after those of the workers before it (its
-     * counts become its write positions) */
+     * a unit writes a light group's hashes after those of the units before it (its counts
+     * become its write positions) */
     if (!err) {
         for (Py_ssize_t g = 0; g < n_groups; g++) {
             int64_t at = start[g] + SLACK * g;
@@ -1658,9 +1682,9 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
         }
         un.part = part ? part->data : NULL;
         run_workers(job, wk, n_workers, pass2_worker);
-        for (int t = 1; t < n_workers; t++)
+        for (int t = 1; t < n_lanes; t++)
             for (Py_ssize_t g = 0; g < n_groups; g++)
-                if (slot[g] >= 0) reg_max_into(reg[g + 1], wk[t].reg[g + 1]);
+                if (slot[g] >= 0) reg_max_into(reg[g + 1], lanes[t].reg[g + 1]);
     }
     /* A streamed group went to registers from its first hash, with no set of its hashes (in
      * their sets, the first sparse_max distinct hashes of a country x device union's 64
@@ -1710,7 +1734,7 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     int64_t bound = 0, dense_bound = 0, cost = 0, spent = 0;
     const int64_t light_out = sparse_max + 1 > ((int64_t)1 << BUCKET_BITS_MAX)
                                   ? sparse_max + 1 : ((int64_t)1 << BUCKET_BITS_MAX);
-    n_chunks = n_workers == 1 ? 1 : 4 * n_workers;
+    n_chunks = n_lanes == 1 ? 1 : 4 * n_lanes;
     if (!err && !(ck = calloc((size_t)n_chunks, sizeof(Worker)))) err = 2;
     for (Py_ssize_t g = 0; !err && g < n_groups; g++)
         cost += PASS3_COST(slot[g], start[g + 1] - start[g]);
@@ -1844,14 +1868,16 @@ done:
     free(sets_zero);
     scratch_give(resc);
     for (int t = 0; wk && t < n_workers; t++) {
-        Worker *x = &wk[t];
-        if (x->kbuf != kbuf) free(x->kbuf);
-        if (x->count != count) free(x->count);
-        if (x->sums != sums) free(x->sums);
-        free(x->reg);
-        scratch_give(x->hreg);
+        if (wk[t].count != count) free(wk[t].count);
+        if (wk[t].sums != sums) free(wk[t].sums);
     }
     free(wk);
+    for (int t = 0; lanes && t < n_lanes; t++) {
+        if (lanes[t].kbuf != kbuf) free(lanes[t].kbuf);
+        free(lanes[t].reg);
+        scratch_give(lanes[t].hreg);
+    }
+    free(lanes);
     for (int t = 0; ck && t < n_chunks; t++) {
         Worker *x = &ck[t];
         free(x->dg.p);
