@@ -539,9 +539,9 @@ static void pooled_fit(Pooled *p) {
  *      many of its registers hold each value 0..51 (int64, 52 each; the estimator's input,
  *      made in pass 3 on the threads while the registers are in cache).
  *
- * threads: how many workers split the passes (at most one per block; the result is the same
- * for any number); job: a Job whose helpers run the workers' units beside this thread (none:
- * this thread runs them all). See "the union's workers" below.
+ * threads: how many threads (lanes) take the passes' units (at most one per block; the result
+ * is the same for any number); job: a Job whose helpers take units beside this thread (none:
+ * this thread runs them all). See "the union's units and lanes" below.
  *
  * The rows of several sketch columns (the blocks of a scan, read in place: no concatenation)
  * united per group. blocks: a sequence of (lens, hashes, dense_rows, registers, keys[,
@@ -1093,7 +1093,7 @@ static void rescan_block(const Src *s, const int64_t *at, const Sets *ss) {
     }
 }
 
-/* -- the union's workers ---------------------------------------------------------------------
+/* -- the union's units and lanes -------------------------------------------------------------
  * A scan's union runs on up to `threads` threads (the query's scan threads, lent as a Job: the
  * engine hands every block of the scan to one union, instead of a union per thread and a merge
  * of their partials -- a country x device query's two unions and their merge, 4.2 ms of ~75,
@@ -1115,7 +1115,7 @@ static void rescan_block(const Src *s, const int64_t *at, const Sets *ss) {
 #define PASS3_COST(slot, nh) ((slot) >= 0 ? 400 : (nh) <= 8 * sparse_max ? 3 * (nh) : (nh))
 
 typedef struct Union Union;
-typedef struct Worker { /* a unit of work: a run of blocks (passes 1, 2), a chunk of groups (3) */
+typedef struct Unit { /* a unit of work: a run of blocks (passes 1, 2), a chunk of groups (3) */
     Union *u;
     Py_ssize_t b0, b1;           /* its blocks (passes 1 and 2) */
     Py_ssize_t g0, g1;           /* its groups (pass 3) */
@@ -1125,7 +1125,7 @@ typedef struct Worker { /* a unit of work: a run of blocks (passes 1, 2), a chun
     Buf dg;                      /* pass 3: its dense groups */
     Dedup w;                     /* pass 3's buffers */
     int err;
-} Worker;
+} Unit;
 
 typedef struct { /* a thread's own, whichever units it takes */
     int64_t *kbuf;               /* the computed keys of the block at hand */
@@ -1141,14 +1141,14 @@ struct Union { /* what the units share (read-only in a pass, but for each's own 
     const uint8_t *sets_zero;
     Sets ss;
     uint64_t *part;  /* light groups' partition */
-    uint8_t **reg;   /* by g + 1: the streamed groups' registers, all workers' maxed (pass 3) */
+    uint8_t **reg;   /* by g + 1: the streamed groups' registers, all lanes' maxed (pass 3) */
     int64_t *out_len;
     uint64_t *oh;
     uint8_t *out_r;
     int64_t *out_ct; /* with counts: each dense group's register histogram (Q_BITS + 2 each) */
 };
 
-static void pass1_worker(Worker *wk, int lane) {
+static void pass1_unit(Unit *wk, int lane) {
     const Union *u = wk->u;
     for (Py_ssize_t b = wk->b0; !wk->err && b < wk->b1; b++) {
         Src *s = &u->src[b];
@@ -1161,7 +1161,7 @@ static void pass1_worker(Worker *wk, int lane) {
     }
 }
 
-static void pass2_worker(Worker *wk, int lane) {
+static void pass2_unit(Unit *wk, int lane) {
     const Union *u = wk->u;
     const Spread sp = {u->lanes[lane].reg + 1, u->part, wk->count};
     for (Py_ssize_t b = wk->b0; b < wk->b1; b++) {
@@ -1171,7 +1171,7 @@ static void pass2_worker(Worker *wk, int lane) {
 }
 
 /* pass 3: per group of the range in order, the sparse hashes sorted, or the registers */
-CLONES_V3 static void pass3_worker(Worker *wk, int lane) {
+CLONES_V3 static void pass3_unit(Unit *wk, int lane) {
     (void)lane;
     const Union *u = wk->u;
     const Py_ssize_t sparse_max = u->sparse_max;
@@ -1220,7 +1220,7 @@ CLONES_V3 static void pass3_worker(Worker *wk, int lane) {
 }
 
 /* A union's helpers (Job): threads of the caller's (the query's scan threads) lent to one union
- * call. Each phase posts its workers' units; the union's own thread and every helper claim them
+ * call. Each pass posts its units; the union's own thread and every helper claim them
  * one at a time, so the union never waits on a helper that has not started (it runs what is
  * left itself) and a helper that comes late finds nothing. No thread is made here: the query
  * is bounded by its scan threads, and they stay warm. */
@@ -1228,8 +1228,8 @@ typedef struct {
     PyObject_HEAD
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    Worker *wk;              /* the phase's units, fn, how many; fn NULL between phases */
-    void (*fn)(Worker *, int);
+    Unit *wk;              /* the phase's units, fn, how many; fn NULL between phases */
+    void (*fn)(Unit *, int);
     int n, next, finished;   /* units claimed, units done */
     int lanes, max_lanes;    /* lanes given (the union's thread has 0), and how many it has */
     int taken, closed;       /* a union has it; it is over (its helpers return) */
@@ -1237,7 +1237,7 @@ typedef struct {
 
 /* fn on every unit: with a job, its helpers take units as this thread (lane 0) does, and this
  * thread waits for the last; without, one after another here */
-static void run_workers(Job *job, Worker *wk, int n, void (*fn)(Worker *, int)) {
+static void run_units(Job *job, Unit *wk, int n, void (*fn)(Unit *, int)) {
     if (!job || n == 1) {
         for (int t = 0; t < n; t++) fn(&wk[t], 0);
         return;
@@ -1278,8 +1278,8 @@ static PyObject *job_help(PyObject *self, PyObject *unused) {
             if (lane < 0 && job->lanes >= job->max_lanes) break; /* as many as it has lanes */
             if (lane < 0) lane = job->lanes++;
             const int t = job->next++;
-            void (*fn)(Worker *, int) = job->fn;
-            Worker *wk = job->wk;
+            void (*fn)(Unit *, int) = job->fn;
+            Unit *wk = job->wk;
             pthread_mutex_unlock(&job->mu);
             fn(&wk[t], lane);
             pthread_mutex_lock(&job->mu);
@@ -1334,8 +1334,8 @@ static PyTypeObject JobType = {
     .tp_doc = "Job(): threads lent to one union call: each calls help() while it runs.",
 };
 
-/* the first error of the workers (in block order: as one thread would have met it) */
-static int workers_err(const Worker *wk, int n) {
+/* the first error of the units (in block order: as one thread would have met it) */
+static int units_err(const Unit *wk, int n) {
     for (int t = 0; t < n; t++)
         if (wk[t].err) return wk[t].err;
     return 0;
@@ -1390,9 +1390,9 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     int64_t *hcount = NULL, *rstart = NULL, *sets_m = NULL; /* rstart: a streamed group's set */
     uint8_t *sets_zero = NULL;
     Scratch *part = NULL, *resc = NULL;
-    Worker *wk = NULL, *ck = NULL; /* the units: passes 1-2, n_workers; pass 3, n_chunks */
+    Unit *wk = NULL, *ck = NULL; /* the units: passes 1-2, n_units; pass 3, n_chunks */
     Lane *lanes = NULL;              /* n_lanes threads' own */
-    int n_workers = 0, n_chunks = 0, n_lanes = 0;
+    int n_units = 0, n_chunks = 0, n_lanes = 0;
     Buf out_dg = {0};
     Py_ssize_t got = 0; /* blocks whose buffers are held */
     Py_ssize_t n_dense = 0; /* registers written to out_rg */
@@ -1553,9 +1553,9 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     for (Py_ssize_t b = 0; b < nb; b++) work += src[b].n + src[b].nh;
     n_lanes = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : (int)threads;
     if (n_lanes > nb) n_lanes = nb > 0 ? (int)nb : 1;
-    n_workers = n_lanes == 1 ? 1 : n_groups > ((Py_ssize_t)1 << 16) ? n_lanes : 4 * n_lanes;
-    if (n_workers > nb) n_workers = (int)nb;
-    if (!(wk = calloc((size_t)n_workers, sizeof(Worker))) ||
+    n_units = n_lanes == 1 ? 1 : n_groups > ((Py_ssize_t)1 << 16) ? n_lanes : 4 * n_lanes;
+    if (n_units > nb) n_units = (int)nb;
+    if (!(wk = calloc((size_t)n_units, sizeof(Unit))) ||
         !(lanes = calloc((size_t)n_lanes, sizeof(Lane)))) {
         PyErr_NoMemory();
         goto done;
@@ -1568,14 +1568,14 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
             PyErr_NoMemory();
             goto done;
         }
-    for (Py_ssize_t b = 0, t = 0, acc = 0; t < n_workers; t++) {
-        Worker *x = &wk[t];
+    for (Py_ssize_t b = 0, t = 0, acc = 0; t < n_units; t++) {
+        Unit *x = &wk[t];
         x->u = &un;
         x->b0 = b;
-        while (b < nb && (t == n_workers - 1 || acc < work / n_workers * (t + 1)))
+        while (b < nb && (t == n_units - 1 || acc < work / n_units * (t + 1)))
             acc += src[b].n + src[b].nh, b++;
         x->b1 = b;
-        if (n_workers == 1) {
+        if (n_units == 1) {
             x->count = count;
             x->sums = sums;
         } else if (!(x->count = calloc((size_t)n_groups + 1, sizeof(int64_t))) ||
@@ -1597,9 +1597,9 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     memset(out_len, 0, (size_t)n_groups * 8);
     /* pass 1: the hashes per group (and a dense input row's mark, DENSE_IN) */
-    run_workers(job, wk, n_workers, pass1_worker);
-    err = workers_err(wk, n_workers);
-    for (int t = 0; !err && n_workers > 1 && t < n_workers; t++) {
+    run_units(job, wk, n_units, pass1_unit);
+    err = units_err(wk, n_units);
+    for (int t = 0; !err && n_units > 1 && t < n_units; t++) {
         const int64_t *restrict c = wk[t].count;
         for (Py_ssize_t g = 0; g < n_groups; g++)
             count[g] = (count[g] + (c[g] & ~DENSE_IN)) | (c[g] & DENSE_IN);
@@ -1674,14 +1674,14 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     if (!err) {
         for (Py_ssize_t g = 0; g < n_groups; g++) {
             int64_t at = start[g] + SLACK * g;
-            for (int t = 0; t < n_workers; t++) {
+            for (int t = 0; t < n_units; t++) {
                 const int64_t c = wk[t].count[g] & ~DENSE_IN;
                 wk[t].count[g] = at;
                 at += c;
             }
         }
         un.part = part ? part->data : NULL;
-        run_workers(job, wk, n_workers, pass2_worker);
+        run_units(job, wk, n_units, pass2_unit);
         for (int t = 1; t < n_lanes; t++)
             for (Py_ssize_t g = 0; g < n_groups; g++)
                 if (slot[g] >= 0) reg_max_into(reg[g + 1], lanes[t].reg[g + 1]);
@@ -1727,7 +1727,7 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
      * hashes up to what its path writes before it finds the group dense (the sort of up to
      * 4,096, else sparse_max + 1) -- and registers for every streamed group and every light
      * one of more than sparse_max hashes. Pass 3 runs in chunks of groups, each writing from
-     * its bounds on: about as costly each by PASS3_COST, four per worker, taken one at a time
+     * its bounds on: about as costly each by PASS3_COST, four per thread, taken one at a time
      * by whichever thread is free (a static split by hashes left one of two threads with twice
      * the other's work: a country x device union's sparse groups cost ~16 cycles a hash, its
      * dense ones ~5.4, a streamed group's copy ~2,000 in all). */
@@ -1735,7 +1735,7 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     const int64_t light_out = sparse_max + 1 > ((int64_t)1 << BUCKET_BITS_MAX)
                                   ? sparse_max + 1 : ((int64_t)1 << BUCKET_BITS_MAX);
     n_chunks = n_lanes == 1 ? 1 : 4 * n_lanes;
-    if (!err && !(ck = calloc((size_t)n_chunks, sizeof(Worker)))) err = 2;
+    if (!err && !(ck = calloc((size_t)n_chunks, sizeof(Unit)))) err = 2;
     for (Py_ssize_t g = 0; !err && g < n_groups; g++)
         cost += PASS3_COST(slot[g], start[g + 1] - start[g]);
     for (Py_ssize_t g = 0, t = 0; !err && g < n_groups; g++) {
@@ -1794,12 +1794,12 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
         }
     }
     if (!err) {
-        run_workers(job, ck, n_chunks, pass3_worker);
-        err = workers_err(ck, n_chunks);
+        run_units(job, ck, n_chunks, pass3_unit);
+        err = units_err(ck, n_chunks);
     }
     /* the chunks' outputs moved together, in group order */
     for (int t = 0; !err && t < n_chunks; t++) {
-        Worker *x = &ck[t];
+        Unit *x = &ck[t];
         if (x->n_out && x->hbase != n_out)
             memmove(un.oh + n_out, un.oh + x->hbase, (size_t)x->n_out * 8);
         n_out += x->n_out;
@@ -1867,7 +1867,7 @@ done:
     free(sets_m);
     free(sets_zero);
     scratch_give(resc);
-    for (int t = 0; wk && t < n_workers; t++) {
+    for (int t = 0; wk && t < n_units; t++) {
         if (wk[t].count != count) free(wk[t].count);
         if (wk[t].sums != sums) free(wk[t].sums);
     }
@@ -1879,7 +1879,7 @@ done:
     }
     free(lanes);
     for (int t = 0; ck && t < n_chunks; t++) {
-        Worker *x = &ck[t];
+        Unit *x = &ck[t];
         free(x->dg.p);
         free(x->w.table);
         free(x->w.sort_tmp);
