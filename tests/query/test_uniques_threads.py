@@ -88,3 +88,22 @@ def test_several_threads_answer_as_one(loaded: tuple[DB, list[dict[str, Any]]],
     for got, w in zip(answers[0], want):  # a group of registers: an estimate
         if native.sketch is not None and got.get("name") == "big":
             assert abs(got["people"] - w["people"]) < 0.03 * w["people"]
+
+
+def test_a_sum_that_could_wrap_beside_uniques() -> None:
+    """A uint64 sum whose rows could pass 2**64 is summed in two halves (Scanner.split_sums);
+    with uniques beside it the scan's tasks gather (Scanner.gather), which must split it too
+    (it read the halves' columns from blocks that did not have them: a KeyError)."""
+    db = make_db(dims=(("name", "string:uint8"),),
+                 metrics=(("big", "uint64"), ("who", "uniques")))
+    data = [{"at": hour(0), "name": "a", "big": 2**63, "who": "x"},
+            {"at": hour(1), "name": "a", "big": 2**62, "who": "y"},
+            {"at": hour(1), "name": "b", "big": 5, "who": "x"}]
+    db.insert(data)
+    for query in ({"aggregates": [{"column": "big"}, UNIQUES]},
+                  {"aggregates": [{"column": "big"}, UNIQUES], "groupings": ["name"]}):
+        want = reference.evaluate(db.schema, reference.rollup(db.schema, data), query)
+        with ThreadPoolExecutor(2) as pool:
+            got = Prepared(parse_query(query, db.schema), db.snapshot(), 2).rows(pool)
+        assert_rows_equal(got, want)
+    db.close()
