@@ -700,11 +700,11 @@ static Py_ssize_t registers_set(const uint8_t *restrict r) {
     return n;
 }
 
-/* out[v] = how many of a group's registers hold v (0..Q_BITS + 1); 1 when one holds more (not
- * a register of this kind). Eight counters per value, one per register position mod 8,
- * filled from one 8-byte load: neighbouring registers often hold the same value, and one
- * counter's increments would wait on each other (four, a byte load each: a country x device
- * query's 293 groups 4.7 -> 3.9 Mcycles). */
+/* out[v] = how many of a group's registers hold v (0..Q_BITS + 1); returns 1 when one holds
+ * more (not a register of this kind), else 0. Eight counters per value, one per register
+ * position mod 8, filled from one 8-byte load: neighbouring registers often hold the same
+ * value, and one counter's increments would wait on each other (four, a byte load each: a
+ * country x device query's 293 groups 4.7 -> 3.9 Mcycles). */
 static int reg_histogram(const uint8_t *restrict r, int64_t *restrict out) {
     uint32_t c[8][256] = {{0}};
     for (int j = 0; j < N_REG; j += 8) {
@@ -1112,7 +1112,8 @@ static void rescan_block(const Src *s, const int64_t *at, const Sets *ss) {
 /* pass 3's rough cost of a group (a streamed group's, or a light one's of nh hashes): the few
  * hashes of a group more likely sparse cost more each (sorted) than the many of one more
  * likely dense (a bitmap, then registers) */
-#define PASS3_COST(slot, nh) ((slot) >= 0 ? 400 : (nh) <= 8 * sparse_max ? 3 * (nh) : (nh))
+#define PASS3_COST(slot, nh, sparse_max)                                                  \
+    ((slot) >= 0 ? 400 : (nh) <= 8 * (sparse_max) ? 3 * (nh) : (nh))
 
 typedef struct Union Union;
 typedef struct Unit { /* a unit of work: a run of blocks (passes 1, 2), a chunk of groups (3) */
@@ -1123,14 +1124,15 @@ typedef struct Unit { /* a unit of work: a run of blocks (passes 1, 2), a chunk 
     int64_t hbase, dbase;        /* pass 3: where its hashes and registers go in the outputs */
     Py_ssize_t n_out, n_dense;   /* pass 3: how many it wrote */
     Buf dg;                      /* pass 3: its dense groups */
-    Dedup w;                     /* pass 3's buffers */
     int err;
 } Unit;
 
 typedef struct { /* a thread's own, whichever units it takes */
     int64_t *kbuf;               /* the computed keys of the block at hand */
-    uint8_t **reg;               /* by g + 1: its registers of a streamed group */
+    uint8_t **reg;               /* by g + 1: its registers of a streamed group (lane 0's: all
+                                    lanes' maxed, after pass 2) */
     Scratch *hreg;               /* which they are in */
+    Dedup w;                     /* pass 3's buffers for a group's region */
 } Lane;
 
 struct Union { /* what the units share (read-only in a pass, but for each's own part) */
@@ -1141,7 +1143,6 @@ struct Union { /* what the units share (read-only in a pass, but for each's own 
     const uint8_t *sets_zero;
     Sets ss;
     uint64_t *part;  /* light groups' partition */
-    uint8_t **reg;   /* by g + 1: the streamed groups' registers, all lanes' maxed (pass 3) */
     int64_t *out_len;
     uint64_t *oh;
     uint8_t *out_r;
@@ -1172,10 +1173,11 @@ static void pass2_unit(Unit *wk, int lane) {
 
 /* pass 3: per group of the range in order, the sparse hashes sorted, or the registers */
 CLONES_V3 static void pass3_unit(Unit *wk, int lane) {
-    (void)lane;
     const Union *u = wk->u;
     const Py_ssize_t sparse_max = u->sparse_max;
     const Sets *ss = &u->ss;
+    const Dedup *w = &u->lanes[lane].w;
+    uint8_t **const reg = u->lanes[0].reg; /* every lane's maxed */
     for (Py_ssize_t g = wk->g0; !wk->err && g < wk->g1; g++) {
         uint64_t *o = u->oh + wk->hbase + wk->n_out;
         Py_ssize_t m = sparse_max + 1; /* a streamed group's registers, unless in a set */
@@ -1186,7 +1188,7 @@ CLONES_V3 static void pass3_unit(Unit *wk, int lane) {
             h = u->part ? u->part + u->start[g] + SLACK * g : NULL;
             nh = u->start[g + 1] - u->start[g];
             if (nh == 0) continue;
-            m = dedup_region(h, nh, o, sparse_max, &wk->w);
+            m = dedup_region(h, nh, o, sparse_max, w);
         } else if (u->rstart[sl] >= 0 && u->sets_m[u->rstart[sl]] <= sparse_max) {
             const int64_t r = u->rstart[sl];
             const uint64_t *t = ss->tab + (size_t)r * ss->tcap;
@@ -1194,7 +1196,7 @@ CLONES_V3 static void pass3_unit(Unit *wk, int lane) {
             if (u->sets_zero[r]) o[m++] = 0;
             for (uint32_t j = 0; j < ss->tcap; j++)
                 if (t[j]) o[m++] = t[j];
-            sort_hashes(o, m, wk->w.sort_tmp, wk->w.sort_cnt);
+            sort_hashes(o, m, w->sort_tmp, w->sort_cnt);
         }
         if (m > sparse_max) { /* registers: a streamed group's, or from every hash of the region */
             if (buf_reserve(&wk->dg, 8)) {
@@ -1204,7 +1206,7 @@ CLONES_V3 static void pass3_unit(Unit *wk, int lane) {
             const size_t d = (size_t)(wk->dbase + wk->n_dense++);
             uint8_t *r = u->out_r + d * N_REG;
             if (sl >= 0) {
-                memcpy(r, u->reg[g + 1], N_REG);
+                memcpy(r, reg[g + 1], N_REG);
             } else {
                 memset(r, 0, N_REG);
                 for (int64_t j = 0; j < nh; j++) reg_max(r, h[j]);
@@ -1228,7 +1230,7 @@ typedef struct {
     PyObject_HEAD
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    Unit *wk;              /* the phase's units, fn, how many; fn NULL between phases */
+    Unit *wk;                /* the pass's units, fn, how many; fn NULL between passes */
     void (*fn)(Unit *, int);
     int n, next, finished;   /* units claimed, units done */
     int lanes, max_lanes;    /* lanes given (the union's thread has 0), and how many it has */
@@ -1391,7 +1393,7 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     uint8_t *sets_zero = NULL;
     Scratch *part = NULL, *resc = NULL;
     Unit *wk = NULL, *ck = NULL; /* the units: passes 1-2, n_units; pass 3, n_chunks */
-    Lane *lanes = NULL;              /* n_lanes threads' own */
+    Lane *lanes = NULL;          /* n_lanes threads' own */
     int n_units = 0, n_chunks = 0, n_lanes = 0;
     Buf out_dg = {0};
     Py_ssize_t got = 0; /* blocks whose buffers are held */
@@ -1554,14 +1556,14 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     n_lanes = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : (int)threads;
     if (n_lanes > nb) n_lanes = nb > 0 ? (int)nb : 1;
     n_units = n_lanes == 1 ? 1 : n_groups > ((Py_ssize_t)1 << 16) ? n_lanes : 4 * n_lanes;
-    if (n_units > nb) n_units = (int)nb;
+    if (nb > 0 && n_units > nb) n_units = (int)nb;
     if (!(wk = calloc((size_t)n_units, sizeof(Unit))) ||
         !(lanes = calloc((size_t)n_lanes, sizeof(Lane)))) {
         PyErr_NoMemory();
         goto done;
     }
     Union un = {src, lanes, n_groups, sparse_max, slot, start, NULL, NULL, NULL, {0}, NULL, NULL,
-                NULL, NULL, NULL, NULL};
+                NULL, NULL, NULL};
     lanes[0].kbuf = kbuf;
     for (int t = 1; t < n_lanes; t++)
         if (max_n && !(lanes[t].kbuf = malloc((size_t)max_n * sizeof(int64_t)))) {
@@ -1736,8 +1738,12 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
                                   ? sparse_max + 1 : ((int64_t)1 << BUCKET_BITS_MAX);
     n_chunks = n_lanes == 1 ? 1 : 4 * n_lanes;
     if (!err && !(ck = calloc((size_t)n_chunks, sizeof(Unit)))) err = 2;
+    for (int t = 0; !err && t < n_chunks; t++) { /* chunk 0 all groups, the rest none, until */
+        ck[t].g0 = t ? n_groups : 0;                /* the loop below moves the bounds */
+        ck[t].g1 = n_groups;
+    }
     for (Py_ssize_t g = 0; !err && g < n_groups; g++)
-        cost += PASS3_COST(slot[g], start[g + 1] - start[g]);
+        cost += PASS3_COST(slot[g], start[g + 1] - start[g], sparse_max);
     for (Py_ssize_t g = 0, t = 0; !err && g < n_groups; g++) {
         while (t < n_chunks - 1 && spent >= cost / n_chunks * (t + 1)) {
             ck[t].g1 = g;
@@ -1747,7 +1753,7 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
             ck[t].dbase = dense_bound;
         }
         const int64_t nh = start[g + 1] - start[g];
-        spent += PASS3_COST(slot[g], nh);
+        spent += PASS3_COST(slot[g], nh, sparse_max);
         if (slot[g] >= 0) {
             const int64_t r = rstart[slot[g]];
             bound += r >= 0 && sets_m[r] <= sparse_max ? sets_m[r] : 0;
@@ -1756,15 +1762,6 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
             bound += nh < light_out ? nh : light_out;
             dense_bound += nh > sparse_max;
         }
-        if (g == n_groups - 1)
-            for (Py_ssize_t x = t; x < n_chunks; x++) {
-                if (x > t) {
-                    ck[x].g0 = n_groups;
-                    ck[x].hbase = bound;
-                    ck[x].dbase = dense_bound;
-                }
-                ck[x].g1 = n_groups;
-            }
     }
     Py_BLOCK_THREADS
     if (!err && (!(out_h = pooled_new((size_t)bound * 8)) ||
@@ -1778,13 +1775,12 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
         un.sets_m = sets_m;
         un.sets_zero = sets_zero;
         un.ss = ss;
-        un.reg = reg;
         un.oh = out_h->mem->data;
         un.out_r = (uint8_t *)out_rg->mem->data;
         un.out_ct = out_ct ? (int64_t *)out_ct->mem->data : NULL;
-        for (int t = 0; t < n_chunks; t++) {
-            ck[t].u = &un;
-            Dedup *w = &ck[t].w;
+        for (int t = 0; t < n_chunks; t++) ck[t].u = &un;
+        for (int t = 0; t < n_lanes; t++) {
+            Dedup *w = &lanes[t].w;
             w->tcap_max = tcap_max;
             w->table = malloc(tcap_max * sizeof(uint64_t));
             w->sort_tmp = malloc(tcap_max * sizeof(uint64_t));
@@ -1873,19 +1869,17 @@ done:
     }
     free(wk);
     for (int t = 0; lanes && t < n_lanes; t++) {
-        if (lanes[t].kbuf != kbuf) free(lanes[t].kbuf);
-        free(lanes[t].reg);
-        scratch_give(lanes[t].hreg);
-    }
-    free(lanes);
-    for (int t = 0; ck && t < n_chunks; t++) {
-        Unit *x = &ck[t];
-        free(x->dg.p);
+        Lane *x = &lanes[t];
+        if (x->kbuf != kbuf) free(x->kbuf);
+        free(x->reg);
+        scratch_give(x->hreg);
         free(x->w.table);
         free(x->w.sort_tmp);
         free(x->w.sort_cnt);
         free(x->w.bits);
     }
+    free(lanes);
+    for (int t = 0; ck && t < n_chunks; t++) free(ck[t].dg.p);
     free(ck);
     free(kbuf);
     free(out_dg.p);

@@ -99,9 +99,6 @@ class Scanner:
         # uniques: the dense scan gathers the selected rows' sketches and group keys of every
         # block, united per group by one C call at the end (the fused kernel sums only)
         self.sketches = sketch_columns(query)
-        # whether the result is estimated here (not a partial sent on): the union then makes
-        # its registers' histograms on the scan's threads (sketch.union_blocks)
-        self.estimated = True
         self.kernels = native.kernels  # the fused C kernel, or None: the numpy kernels
         self.split: list[str] = []  # integer sums summed in two halves (split_sums)
         self.extent: tuple[int, int] | None = None  # first and last interval scanned
@@ -415,10 +412,11 @@ class Scanner:
         return _Gathered(None if counted else acc_count, acc, sk_parts, weights)
 
     def unite(self, gathered: list[_Gathered], executor: Executor | None = None,
-              threads: int = 1) -> Partial:
+              threads: int = 1, estimated: bool = False) -> Partial:
         """The gathered tasks (in task order) as one partial: their accumulators combined by
         kind, the sketches of all their blocks united by one union on `threads` threads (this
-        one and threads - 1 of `executor`'s)."""
+        one and threads - 1 of `executor`'s). `estimated`: the partial is answered here (not
+        sent on to a router), so the union makes its registers' histograms too."""
         acc_count = None
         acc: dict[str, np.ndarray] = {}
         for g in gathered:
@@ -434,9 +432,9 @@ class Scanner:
             if acc_count is None:  # uniques alone: the first union also counts
                 weights = [w for g in gathered for w in g.weights]
                 sketches[c], acc_count = union_summing(parts, k, weights, executor, threads,
-                                                       self.estimated)
+                                                       estimated)
             else:
-                sketches[c] = union_blocks(parts, k, executor, threads, self.estimated)
+                sketches[c] = union_blocks(parts, k, executor, threads, estimated)
         if acc_count is None:
             acc_count = np.zeros(k, np.int64)
         if not self.parts:
@@ -673,8 +671,9 @@ class Prepared:
         """(bytes, groups) the query is estimated to need at most."""
         return self.scanner.memory_estimate(self.tasks, self.threads)
 
-    def run(self, executor: Executor | None = None) -> Partial:
-        """Scan into one (undecoded) partial; raises QueryCancelled once `cancel` is set."""
+    def run(self, executor: Executor | None = None, estimated: bool = True) -> Partial:
+        """Scan into one (undecoded) partial; raises QueryCancelled once `cancel` is set.
+        `estimated`: its uniques are estimated here (`rows`), not sent on (`decoded_partial`)."""
         scanner = self.scanner
         task = scanner.gather if scanner.unites_once else scanner.scan
         if executor is None or len(self.tasks) <= 1:
@@ -684,7 +683,7 @@ class Prepared:
         if self.cancel.is_set():
             raise QueryCancelled
         if scanner.unites_once and partials:
-            partials = [scanner.unite(partials, executor, self.threads)]
+            partials = [scanner.unite(partials, executor, self.threads, estimated)]
         if self.cancel.is_set():
             raise QueryCancelled
         partial = (merge(partials, scanner.max_groups) if partials
@@ -714,5 +713,4 @@ class Prepared:
 
     def decoded_partial(self, executor: Executor | None = None) -> Partial:
         """The mergeable partial with string keys decoded (what a shard sends a router)."""
-        self.scanner.estimated = False
-        return decode(self.run(executor), self.query, self.snapshot.strings)
+        return decode(self.run(executor, estimated=False), self.query, self.snapshot.strings)

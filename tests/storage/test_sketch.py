@@ -758,18 +758,17 @@ def test_a_job_helps_one_union_and_its_helpers_return() -> None:
         pytest.skip("gumshoe._sketch is not loaded")
     col = mixed_column()
     block = (*col.native_arrays(), np.zeros(len(col), np.int64))
-    alone = native.sketch.union([block, block, block], 1, SPARSE_MAX, 3, native.sketch.Job())
-    assert [bytes(memoryview(x)) for x in alone] == [
-        bytes(memoryview(x)) for x in native.sketch.union([block, block, block], 1, SPARSE_MAX)]
+    def outputs(blocks: list[tuple[Any, ...]], *threaded: Any) -> list[bytes]:
+        return [bytes(memoryview(x)) for x in native.sketch.union(blocks, 1, SPARSE_MAX,
+                                                                   *threaded)]
+
+    assert outputs([block] * 3, 3, native.sketch.Job()) == outputs([block] * 3)
     job = native.sketch.Job()
     helpers = [POOL.submit(job.help) for _ in range(2)]
-    out = native.sketch.union([block, block], 1, SPARSE_MAX, 2, job)
+    out = outputs([block, block], 2, job)
     assert all(h.result(timeout=30) is None for h in helpers)
     assert job.help() is None  # late: returns at once
-    assert sketch.SketchColumn(sketch._narrow_lens(np.frombuffer(out[0], np.int64)),
-                               np.frombuffer(out[1], np.uint64), np.frombuffer(out[2], np.int64),
-                               np.frombuffer(out[3], np.uint8).reshape(-1, N_REGISTERS)
-                               ) == sketch.union_blocks([(col, 0), (col, 0)], 1)
+    assert out == outputs([block, block])
     with pytest.raises(ValueError, match="one union"):
         native.sketch.union([block], 1, SPARSE_MAX, 2, job)
     failing = native.sketch.Job()
