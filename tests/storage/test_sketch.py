@@ -758,9 +758,9 @@ def test_a_job_helps_one_union_and_its_helpers_return() -> None:
         pytest.skip("gumshoe._sketch is not loaded")
     col = mixed_column()
     block = (*col.native_arrays(), np.zeros(len(col), np.int64))
-    def outputs(blocks: list[tuple[Any, ...]], *threaded: Any) -> list[bytes]:
+    def outputs(blocks: list[tuple[Any, ...]], *threads_and_job: Any) -> list[bytes]:
         return [bytes(memoryview(x)) for x in native.sketch.union(blocks, 1, SPARSE_MAX,
-                                                                   *threaded)]
+                                                                   *threads_and_job)]
 
     assert outputs([block] * 3, 3, native.sketch.Job()) == outputs([block] * 3)
     job = native.sketch.Job()
