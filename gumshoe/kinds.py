@@ -94,13 +94,19 @@ class Kind:
 
     def missing(self, out: np.ndarray) -> np.ndarray | None:
         """Where a min/max group saw no input (its value is the identity), else None. Values
-        are kept in a 64-bit type, whose identity no input of a narrower declared type can
-        hold; a segment stores a column narrow only when no row is the identity (its range
-        must fit), so a narrower integer array has no missing value, and its own type's
-        extreme (-128 in an int8) is a value (it read as missing: a filter `= -128` on a
-        `max:int8` matched no flushed row)."""
-        if self.name == "sum" or (out.dtype.kind in "iu" and out.dtype.itemsize < 8):
+        are kept in a 64-bit type of their family (wide_dtype), and a segment may store a
+        column narrower, in the narrowest type of the same signedness that holds its values:
+        the identity is the 64-bit type's, found in a narrow column only where it fits there
+        (a max:uint64's 0), never the narrow type's own extreme (-128 in an int8 is a value:
+        it read as missing, and a filter `= -128` on a `max:int8` matched no flushed row)."""
+        if self.name == "sum":
             return None
+        if out.dtype.kind in "iu" and out.dtype.itemsize < 8:
+            identity = int(self.identity(np.dtype(out.dtype.kind + "8")))
+            info = np.iinfo(out.dtype)
+            if not info.min <= identity <= info.max:
+                return None
+            return out == identity
         return out == self.identity(out.dtype)
 
 

@@ -234,8 +234,10 @@ def test_min_max_columns_narrow_unless_a_row_has_no_value(tmp_path: Path,
 def test_a_narrow_min_max_column_holds_its_types_extremes_as_values(tmp_path: Path) -> None:
     """A min/max column narrowed in a segment (no row without a value) may hold its narrow
     type's extreme, the value that is the identity in that type (-128 for an int8 max, 32767
-    for an int16 min): a value, not a missing one, wherever a block's values are read (kinds.missing;
-    a filter `= -128` on a max:int8 matched no flushed row)."""
+    for an int16 min): a value, not a missing one, wherever a block's values are read
+    (kinds.missing; a filter `= -128` on a max:int8 matched no flushed row). The 64-bit
+    identity stays missing where the narrow type holds it: a max:uint64 without a value (0)
+    narrowed to uint8."""
     from gumshoe.config import load_config
     from gumshoe.db import DB
     from gumshoe.service import query_rows
@@ -244,23 +246,30 @@ def test_a_narrow_min_max_column_holds_its_types_extremes_as_values(tmp_path: Pa
                                 durability="none")
     cfg = cfg.replace(schema=SchemaConfig(
         timestamp_column=("at", "uint32"), dimension_columns=(("d", "uint8"),),
-        metric_columns=(("hi", "max:int8"), ("lo", "min:int16")), interval_duration=3600,
+        metric_columns=(("hi", "max:int8"), ("lo", "min:int16"), ("top", "max:uint64")),
+        interval_duration=3600,
         segment_size=cfg.schema.segment_size))
     db = DB(cfg)
-    db.insert([{"at": 0, "d": 1, "hi": -128, "lo": 32767}, {"at": 0, "d": 2, "hi": 7, "lo": 3}])
+    db.insert([{"at": 0, "d": 1, "hi": -128, "lo": 32767},
+               {"at": 0, "d": 2, "hi": 7, "lo": 3, "top": 5}])
     db.flush()
     (block,) = db.snapshot().intervals[0].blocks
     assert block.metrics["hi"].dtype == np.int8 and block.metrics["lo"].dtype == np.int16
+    assert block.metrics["top"].dtype == np.uint8
     assert db.schema.column("hi").kind.missing(block.metrics["hi"]) is None
+    assert db.schema.column("top").kind.missing(block.metrics["top"]).tolist() == [True, False]
     for f, want in [({"type": "=", "column": "hi", "value": -128}, [1]),
                     ({"type": "=", "column": "lo", "value": 32767}, [1]),
                     ({"type": "!=", "column": "hi", "value": -128}, [2]),
-                    ({"type": "<", "column": "lo", "value": 32767}, [2])]:
+                    ({"type": "<", "column": "lo", "value": 32767}, [2]),
+                    ({"type": ">", "column": "top", "value": -1}, [2])]:
         rows = query_rows(db, {"filters": [f], "groupings": ["d"],
                                "aggregates": [{"type": "max", "column": "hi"},
                                               {"type": "min", "column": "lo"}]})
         assert [r["d"] for r in rows] == want, f
         assert all(r["hi"] is not None and r["lo"] is not None for r in rows)
+    rows = query_rows(db, {"groupings": ["d"], "aggregates": [{"type": "max", "column": "top"}]})
+    assert [r["top"] for r in rows] == [None, 5]
     db.close()
 
 
