@@ -1138,6 +1138,7 @@ typedef struct Unit { /* a unit of work: a run of blocks (passes 1, 2), a chunk 
     Py_ssize_t n_out, n_dense;   /* pass 3: how many it wrote */
     Buf dg;                      /* pass 3: its dense groups */
     int err;
+    int zero;                    /* pass 1 zeroes its count and sums first (a kept buffer's) */
 } Unit;
 
 typedef struct { /* a thread's own, whichever units it takes */
@@ -1164,6 +1165,10 @@ struct Union { /* what the units share (read-only in a pass, but for each's own 
 
 static void pass1_unit(Unit *wk, int lane) {
     const Union *u = wk->u;
+    if (wk->zero) { /* on the unit's own thread, not before the pass on one */
+        memset(wk->count, 0, ((size_t)u->n_groups + 1) * sizeof(int64_t));
+        if (wk->sums) memset(wk->sums, 0, ((size_t)u->n_groups + 1) * sizeof(int64_t));
+    }
     for (Py_ssize_t b = wk->b0; !wk->err && b < wk->b1; b++) {
         Src *s = &u->src[b];
         if (s->computed) make_keys(s, u->lanes[lane].kbuf);
@@ -1405,6 +1410,7 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     int64_t *hcount = NULL, *rstart = NULL, *sets_m = NULL; /* rstart: a streamed group's set */
     uint8_t *sets_zero = NULL;
     Scratch *part = NULL, *resc = NULL;
+    Scratch *ucount = NULL; /* the units' counts and sums, with more than one unit */
     Unit *wk = NULL, *ck = NULL; /* the units: passes 1-2, n_units; pass 3, n_chunks */
     Lane *lanes = NULL;          /* n_lanes threads' own */
     int n_units = 0, n_chunks = 0, n_lanes = 0;
@@ -1563,7 +1569,10 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     /* the lanes (`threads`, at most one per block) and the units of passes 1 and 2: runs of
      * blocks balanced by rows + hashes, four per lane (one per lane for a large key space:
      * each unit counts into an array of its own); one unit counts into the arrays above, more
-     * each into its own, added up there after */
+     * each into its own, added up there after. Their arrays are one kept buffer (Scratch), not
+     * an allocation each: 16 of 105 KiB for a country x device scan (13,107 keys), whose
+     * page faults and zeroing were ~0.7 ms of the union's serial start; each unit zeroes its
+     * own in pass 1 (two threads, p25 of 41: 53.6 -> 51.9 ms). */
     int64_t work = 0;
     for (Py_ssize_t b = 0; b < nb; b++) work += src[b].n + src[b].nh;
     n_lanes = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : (int)threads;
@@ -1593,10 +1602,16 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
         if (n_units == 1) {
             x->count = count;
             x->sums = sums;
-        } else if (!(x->count = calloc((size_t)n_groups + 1, sizeof(int64_t))) ||
-                   (weighed && !(x->sums = calloc((size_t)n_groups + 1, sizeof(int64_t))))) {
-            PyErr_NoMemory();
-            goto done;
+        } else {
+            const size_t per = (weighed ? 2 : 1) * ((size_t)n_groups + 1);
+            if (!ucount && !(ucount = scratch_take((size_t)n_units * per,
+                                                   ROOMY((size_t)n_units * per)))) {
+                PyErr_NoMemory();
+                goto done;
+            }
+            x->count = (int64_t *)ucount->data + (size_t)t * per;
+            x->sums = weighed ? x->count + n_groups + 1 : NULL;
+            x->zero = 1;
         }
     }
     if (job) { /* its helpers take a lane each, as many as there are */
@@ -1876,11 +1891,8 @@ done:
     free(sets_m);
     free(sets_zero);
     scratch_give(resc);
-    for (int t = 0; wk && t < n_units; t++) {
-        if (wk[t].count != count) free(wk[t].count);
-        if (wk[t].sums != sums) free(wk[t].sums);
-    }
     free(wk);
+    scratch_give(ucount);
     for (int t = 0; lanes && t < n_lanes; t++) {
         Lane *x = &lanes[t];
         if (x->kbuf != kbuf) free(x->kbuf);
