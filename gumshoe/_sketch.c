@@ -870,7 +870,8 @@ typedef struct {
  * partition region. Inlined, so that the x86-64-v3 clones of pass 2 run their own copy (lzcnt
  * for the rank), not a call to the baseline one: by name, one thread, p25 of 15, 76.5 -> 72.5
  * ms (its rows come in runs, each run one call). */
-static inline __attribute__((always_inline)) void run_into(const Spread *sp, int64_t g, const uint64_t *h, int64_t n) {
+static inline __attribute__((always_inline)) void run_into(const Spread *sp, int64_t g,
+                                                          const uint64_t *h, int64_t n) {
     if (g < 0 || n == 0) return;
     if (sp->reg[g]) {
         reg_add_all(sp->reg[g], h, n);
