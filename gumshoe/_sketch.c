@@ -534,10 +534,11 @@ static void pooled_fit(Pooled *p) {
 #define BITMAP_BITS 17
 
 /* union(blocks, n_groups, sparse_max[, threads, job, counts])
- *   -> (lens, hashes, dense_groups, registers[, sums]) as bytes (int64, uint64, int64, uint8,
- *      int64); with counts, (..., registers, sums or None, histograms): per dense group, how
- *      many of its registers hold each value 0..51 (int64, 52 each; the estimator's input,
- *      made in pass 3 on the threads while the registers are in cache).
+ *   -> (lens, hashes, dense_groups, registers, sums, histograms) as bytes (int64, uint64,
+ *      int64, uint8, int64, int64): sums None unless some block has weights; histograms None
+ *      unless counts: per dense group, how many of its registers hold each value 0..51 (52
+ *      each; the estimator's input, made in pass 3 on the threads while the registers are in
+ *      cache).
  *
  * threads: how many threads (lanes) take the passes' units (at most one per block; the result
  * is the same for any number); job: a Job whose helpers take units beside this thread (none:
@@ -1861,22 +1862,17 @@ static PyObject *sketch_union(PyObject *self, PyObject *args) {
     out_rg->len = n_dense * N_REG;
     pooled_fit(out_h);
     pooled_fit(out_rg);
-    /* with weights, their sums per group: one more item; with counts, two (sums or None) */
-    const char *dg = out_dg.p ? (const char *)out_dg.p : "";
     if (out_ct) {
         out_ct->len = n_dense * (Q_BITS + 2) * 8;
         pooled_fit(out_ct);
-        if (sums)
-            result = Py_BuildValue("(OOy#Oy#O)", out_lens, out_h, dg, (Py_ssize_t)out_dg.len,
-                                   out_rg, (const char *)sums, n_groups * 8, out_ct);
-        else
-            result = Py_BuildValue("(OOy#OOO)", out_lens, out_h, dg, (Py_ssize_t)out_dg.len,
-                                   out_rg, Py_None, out_ct);
-    } else if (sums) {
-        result = Py_BuildValue("(OOy#Oy#)", out_lens, out_h, dg, (Py_ssize_t)out_dg.len, out_rg,
-                               (const char *)sums, n_groups * 8);
-    } else {
-        result = Py_BuildValue("(OOy#O)", out_lens, out_h, dg, (Py_ssize_t)out_dg.len, out_rg);
+    }
+    PyObject *sums_out = sums ? PyBytes_FromStringAndSize((const char *)sums, n_groups * 8)
+                              : Py_NewRef(Py_None);
+    if (sums_out) {
+        const char *dg = out_dg.p ? (const char *)out_dg.p : "";
+        result = Py_BuildValue("(OOy#OOO)", out_lens, out_h, dg, (Py_ssize_t)out_dg.len, out_rg,
+                               sums_out, out_ct ? (PyObject *)out_ct : Py_None);
+        Py_DECREF(sums_out);
     }
 done:
     Py_XDECREF(out_h);
@@ -1974,7 +1970,8 @@ static PyMethodDef methods[] = {
     {"hash_fixed", hash_fixed, METH_VARARGS,
      "hash_fixed(data, width, out): XXH64 of fixed-width byte strings (NULs stripped)."},
     {"union", sketch_union, METH_VARARGS,
-     "union(blocks, n_groups, sparse_max[, threads, job, counts]): sketch rows united per "
+     "union(blocks, n_groups, sparse_max[, threads, job, counts]) -> (lens, hashes, "
+     "dense_groups, registers, sums or None, histograms or None): sketch rows united per "
      "group."},
     {"histogram", histogram, METH_VARARGS,
      "histogram(registers, out): per row, how many registers hold each value 0..51."},

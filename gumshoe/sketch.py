@@ -462,10 +462,9 @@ def _union_blocks(parts: Sequence[tuple[SketchColumn, Keys]], n_groups: int,
         united = SketchColumn(_narrow_lens(np.frombuffer(out[0], np.int64)),
                               np.frombuffer(out[1], np.uint64), np.frombuffer(out[2], np.int64),
                               np.frombuffer(out[3], np.uint8).reshape(-1, N_REGISTERS))
-        if len(out) > 5:
+        if out[5] is not None:
             united.__dict__["_histograms"] = np.frombuffer(out[5], np.int64).reshape(-1, Q + 2)
-        sums = out[4] if len(out) > 4 else None
-        return united, (None if sums is None else np.frombuffer(sums, np.int64))
+        return united, (None if out[4] is None else np.frombuffer(out[4], np.int64))
     cols, keys = [], []
     for c, k in parts:
         block_keys = key_array(k, len(c))

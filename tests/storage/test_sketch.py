@@ -760,7 +760,8 @@ def test_a_job_helps_one_union_and_its_helpers_return() -> None:
     block = (*col.native_arrays(), np.zeros(len(col), np.int64))
     def outputs(blocks: list[tuple[Any, ...]], *threads_and_job: Any) -> list[bytes]:
         return [bytes(memoryview(x)) for x in native.sketch.union(blocks, 1, SPARSE_MAX,
-                                                                   *threads_and_job)]
+                                                                   *threads_and_job)
+                if x is not None]
 
     assert outputs([block] * 3, 3, native.sketch.Job()) == outputs([block] * 3)
     job = native.sketch.Job()
