@@ -843,7 +843,7 @@ static inline void reg_add_all(uint8_t *restrict r, const uint64_t *restrict h, 
     }
 }
 
-/* Pass 2 over a block, CHUNK hashes at a time: first each hash's destination (a row's written
+/* Pass 2 over a block, CHUNK hashes at a time: first each hash's destination (a row's, written
  * eight times, then the position moves by the row's length: no branch on it below nine; four
  * times left rows of five to eight to a mispredicted loop, 3-4% of the union), then each hash
  * into its group's registers or, the rare case, into a light group's partition region (one
@@ -900,6 +900,9 @@ static int in_runs(const int64_t *restrict k, Py_ssize_t n) {
     return 1;
 }
 
+/* Where group g's hashes go in pass 2's chunk loop: its registers' address when it streams
+ * (even: each group's 16 KiB sit at a multiple of N_REG in a Scratch's uint64 array), else
+ * 2g + 1 (odd; reg[-1] is NULL, so no group, g = -1, comes out as -1). */
 static inline int64_t destination(uint8_t *const *reg, int64_t g) {
     return reg[g] ? (int64_t)(uintptr_t)reg[g] : (int64_t)(((uint64_t)g << 1) | 1);
 }
@@ -912,7 +915,7 @@ static inline int64_t destination(uint8_t *const *reg, int64_t g) {
         uint8_t **const reg = sp->reg;                                                      \
         uint64_t *const dst0 = sp->dst0; /* held here: a light hash's store cannot change */\
         int64_t *const pos = sp->pos;    /* them, where sp's fields were read again */      \
-        int64_t dst[CHUNK + 8]; /* per hash of the chunk: its destination */                \
+        int64_t dest[CHUNK + 8]; /* per hash of the chunk: its destination */               \
         Py_ssize_t i = 0;                                                                   \
         int64_t a = 0;                                                                      \
         if (in_runs(keys, s->n)) { /* rows of one group together: each run at once */       \
@@ -934,15 +937,15 @@ static inline int64_t destination(uint8_t *const *reg, int64_t g) {
                 const int64_t len = ln[i], g = keys[i];                                     \
                 if (len > LONG_ROW || m + len > CHUNK) break;                               \
                 const int64_t v = destination(reg, g);                                      \
-                dst[m] = dst[m + 1] = dst[m + 2] = dst[m + 3] = v;                          \
-                dst[m + 4] = dst[m + 5] = dst[m + 6] = dst[m + 7] = v;                      \
-                for (int64_t t = 8; t < len; t++) dst[m + t] = v;                           \
+                dest[m] = dest[m + 1] = dest[m + 2] = dest[m + 3] = v;                      \
+                dest[m + 4] = dest[m + 5] = dest[m + 6] = dest[m + 7] = v;                  \
+                for (int64_t t = 8; t < len; t++) dest[m + t] = v;                          \
                 m += len;                                                                   \
             }                                                                               \
             const uint64_t *restrict hc = h + a0;                                           \
             for (int64_t j = 0; j < m; j++) {                                               \
                 __builtin_prefetch(hc + j + PREFETCH_AHEAD);                                \
-                const int64_t v = dst[j];                                                   \
+                const int64_t v = dest[j];                                                  \
                 if (!(v & 1)) reg_max((uint8_t *)(uintptr_t)v, hc[j]);                      \
                 else if (v >= 0) { /* light (-1: none) */                                   \
                     const int64_t p = pos[v >> 1]++;                                        \
